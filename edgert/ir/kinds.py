@@ -1,0 +1,166 @@
+"""Layer kinds: TensorRT's coarse vocabulary, which is also the DLA capability tables' vocabulary.
+
+ONNX op names never appear outside ``edgert/onnx``; the importer maps each ONNX op onto one or more
+of these kinds, and each kind's parameters live in the node's ``attrs`` (documented per kind below).
+Sub-operations (which activation, which elementwise op...) are string enums so that plans written
+with msgpack read back as plain strings that still compare equal to the enum members.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class LayerKind(str, enum.Enum):
+    # attrs: kernel, strides, pads (begin..., end...), dilations, group; inputs: x, w, [bias]
+    CONVOLUTION = "Convolution"
+    # attrs: kernel, strides, pads, dilations, group, output_padding; inputs: x, w (C_in, C_out/g, k...), [bias]
+    DECONVOLUTION = "Deconvolution"
+    # attrs: type (ActivationType), alpha, beta
+    ACTIVATION = "Activation"
+    # attrs: op (ElementWiseOp); two inputs, NumPy broadcasting
+    ELEMENTWISE = "ElementWise"
+    # attrs: op (UnaryOp)
+    UNARY = "Unary"
+    # y = x * scale + shift along `axis` (per channel); inputs: x, scale, shift
+    SCALE = "Scale"
+    # attrs: type (PoolingType), kernel, strides, pads, dilations, ceil_mode, count_include_pad
+    POOLING = "Pooling"
+    # attrs: op (ReduceOp), axes, keepdims
+    REDUCE = "Reduce"
+    # attrs: first_perm (or None), reshape (or None), second_perm (or None): transpose, reshape, transpose
+    SHUFFLE = "Shuffle"
+    # attrs: axis
+    CONCATENATION = "Concatenation"
+    # attrs: starts, sizes, steps (one per axis, static)
+    SLICE = "Slice"
+    # attrs: mode, coordinate_mode, nearest_mode, cubic_coeff, exclude_outside, extrapolation, out_shape
+    RESIZE = "Resize"
+    # attrs: mode (PaddingMode), pads (begin..., end...), value
+    PADDING = "Padding"
+    # attrs: axes (softmax over their product), log (bool)
+    SOFTMAX = "Softmax"
+    # attrs: trans_a, trans_b; inputs: a, b (NumPy matmul broadcasting)
+    MATRIX_MULTIPLY = "MatrixMultiply"
+    # y = (x - mean) / sqrt(var + epsilon) over `axes`, then * scale + bias broadcast from `channel_axis`
+    # attrs: axes, epsilon, scale_axes (axes that scale/bias run along); inputs: x, [scale], [bias]
+    NORMALIZATION = "Normalization"
+    # attrs: size, alpha, beta, bias (cross-channel local response normalization)
+    LRN = "LRN"
+    # inputs: x, slope (broadcast)
+    PARAMETRIC_RELU = "ParametricReLU"
+    # attrs: to (DataType)
+    CAST = "Cast"
+    # attrs: axis; inputs: data, indices
+    GATHER = "Gather"
+    # inputs: condition, x, y
+    SELECT = "Select"
+    # attrs: op ("max" | "min"), axis, keepdims, select_last_index; output: int64 indices (k = 1)
+    TOPK = "TopK"
+    # attrs: shape (broadcast the input to it)
+    EXPAND = "Expand"
+    # attrs: repeats
+    TILE = "Tile"
+    # copy (graph outputs that alias another tensor)
+    IDENTITY = "Identity"
+    # layout / precision conversion at a device boundary
+    REFORMAT = "Reformat"
+    PLUGIN = "Plugin"
+
+
+class ActivationType(str, enum.Enum):
+    RELU = "relu"
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+    LEAKY_RELU = "leaky_relu"    # alpha
+    ELU = "elu"                  # alpha
+    SELU = "selu"                # alpha, beta (gamma)
+    SOFTSIGN = "softsign"
+    SOFTPLUS = "softplus"
+    CLIP = "clip"                # alpha = min, beta = max
+    HARD_SIGMOID = "hard_sigmoid"  # alpha, beta
+    HARD_SWISH = "hard_swish"
+    THRESHOLDED_RELU = "thresholded_relu"  # alpha
+    GELU_ERF = "gelu_erf"
+    GELU_TANH = "gelu_tanh"
+    SWISH = "swish"              # x * sigmoid(x)
+    MISH = "mish"
+    CELU = "celu"                # alpha
+
+
+class ElementWiseOp(str, enum.Enum):
+    SUM = "sum"
+    SUB = "sub"
+    PROD = "prod"
+    DIV = "div"
+    POW = "pow"
+    MAX = "max"
+    MIN = "min"
+    MOD = "mod"          # Python-style (sign of the divisor)
+    FMOD = "fmod"        # C-style (sign of the dividend)
+    EQUAL = "equal"
+    GREATER = "greater"
+    GREATER_EQUAL = "greater_equal"
+    LESS = "less"
+    LESS_EQUAL = "less_equal"
+    AND = "and"
+    OR = "or"
+    XOR = "xor"
+
+
+class UnaryOp(str, enum.Enum):
+    EXP = "exp"
+    LOG = "log"
+    SQRT = "sqrt"
+    RECIP = "recip"
+    ABS = "abs"
+    NEG = "neg"
+    SIN = "sin"
+    COS = "cos"
+    TAN = "tan"
+    ASIN = "asin"
+    ACOS = "acos"
+    ATAN = "atan"
+    SINH = "sinh"
+    COSH = "cosh"
+    ASINH = "asinh"
+    ACOSH = "acosh"
+    ATANH = "atanh"
+    CEIL = "ceil"
+    FLOOR = "floor"
+    ROUND = "round"      # half to even
+    ERF = "erf"
+    NOT = "not"
+    SIGN = "sign"
+    ISNAN = "isnan"
+    ISINF = "isinf"
+
+
+class PoolingType(str, enum.Enum):
+    MAX = "max"
+    AVERAGE = "average"
+    LP = "lp"            # attrs: p
+
+
+class ReduceOp(str, enum.Enum):
+    SUM = "sum"
+    PROD = "prod"
+    MAX = "max"
+    MIN = "min"
+    AVG = "avg"
+    L1 = "l1"
+    L2 = "l2"
+    SUM_SQUARE = "sum_square"
+    LOG_SUM = "log_sum"
+    LOG_SUM_EXP = "log_sum_exp"
+
+
+class PaddingMode(str, enum.Enum):
+    CONSTANT = "constant"
+    REFLECT = "reflect"
+    EDGE = "edge"
+    WRAP = "wrap"
+
+
+# Kinds that only reinterpret their input's memory (candidates for views in the memory planner).
+VIEW_KINDS = frozenset({LayerKind.SHUFFLE})

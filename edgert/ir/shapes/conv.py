@@ -1,0 +1,1 @@
+"""Shape rules: conv layer kinds."""

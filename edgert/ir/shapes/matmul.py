@@ -1,0 +1,1 @@
+"""Shape rules: matmul layer kinds."""

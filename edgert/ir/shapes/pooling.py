@@ -1,0 +1,1 @@
+"""Shape rules: pooling layer kinds."""

@@ -1,0 +1,172 @@
+"""ONNX → edgert IR.
+
+Reads a model (path, bytes or ModelProto), resolves graph input shapes (static dims from the model,
+dynamic dims from ``shapes``), turns initializers into constants (graph inputs that shadow an
+initializer become constants, as for inference), and maps every node through its registered op
+importer. Layers whose inputs are all constant are evaluated on the spot with the CPU kernels, so
+shape sub-graphs (Shape → Gather → Concat → Reshape ...) collapse to constants once shapes are static.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import onnx
+
+from edgert.errors import ModelError, ShapeError, UnsupportedError
+from edgert.ir.graph import Graph
+from edgert.ir.kinds import LayerKind
+from edgert.onnx.context import ImportContext, onnx_dtype, tensor_to_array
+from edgert.onnx.registry import importer_for, supported_ops
+
+MIN_OPSET, MAX_OPSET = 7, 23
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def load_model(model) -> onnx.ModelProto:
+    """Accept a path, bytes or ModelProto; raise ModelError for missing, empty or non-ONNX files."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        data, where = bytes(model), "model bytes"
+    else:
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ModelError(f"model file not found: {path}")
+        if os.path.isdir(path):
+            raise ModelError(f"model path is a directory, expected an .onnx file: {path}")
+        with open(path, "rb") as f:
+            data, where = f.read(), path
+    if not data:
+        raise ModelError(f"{where} is empty, expected an ONNX model")
+    try:
+        proto = onnx.ModelProto.FromString(data)
+    except Exception as e:
+        raise ModelError(f"{where} is not an ONNX model (protobuf parse failed: {str(e).splitlines()[0]})") from e
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelError(f"{where} is not an ONNX model (it holds no graph); is it truncated or another format?")
+    if not isinstance(model, (bytes, bytearray)) and proto.graph.initializer:
+        base = os.path.dirname(os.fspath(model))
+        try:
+            onnx.external_data_helper.load_external_data_for_model(proto, base)
+        except Exception as e:
+            raise ModelError(f"{where}: cannot load external tensor data: {e}") from e
+    return proto
+
+
+def default_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in DEFAULT_DOMAINS:
+            return entry.version
+    return 1 if proto.opset_import else MAX_OPSET
+
+
+def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    proto = load_model(model)
+    opset = default_opset(proto)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedError(f"model uses ONNX opset {opset}; edgert imports opsets {MIN_OPSET}-{MAX_OPSET} "
+                               "(convert it with onnx.version_converter)")
+    graph = Graph(proto.graph.name or "graph")
+    ctx = ImportContext(graph, opset)
+    _import_constants_and_inputs(proto.graph, ctx, dict(shapes or {}))
+    for node in proto.graph.node:
+        _import_node(ctx, node)
+    _bind_outputs(proto.graph, ctx)
+    _drop_dead_nodes(graph)
+    return graph
+
+
+def _import_constants_and_inputs(g: onnx.GraphProto, ctx: ImportContext, shapes: dict) -> None:
+    initializers = {t.name: t for t in g.initializer}
+    for tensor in g.initializer:
+        ctx.values[tensor.name] = ctx.constant(tensor_to_array(tensor, f"initializer {tensor.name!r}"),
+                                               name=tensor.name)
+    real_inputs = [i for i in g.input if i.name not in initializers]
+    known = {i.name for i in real_inputs}
+    for name in shapes:
+        if name not in known:
+            choices = ", ".join(sorted(known)) or "none"
+            raise ShapeError(f"--shape names unknown input {name!r}; the model's inputs are: {choices}")
+    for info in real_inputs:
+        ctx.values[info.name] = ctx.graph.add_input(info.name, *_input_type(info, shapes.get(info.name)))
+
+
+def _input_type(info: onnx.ValueInfoProto, given: Sequence[int] | None):
+    where = f"graph input {info.name!r}"
+    if not info.type.HasField("tensor_type"):
+        raise UnsupportedError(f"{where} is not a tensor (sequence/map/optional inputs are not supported)")
+    tensor_type = info.type.tensor_type
+    dtype = onnx_dtype(tensor_type.elem_type, where)
+    if not tensor_type.HasField("shape"):
+        if given is None:
+            raise ShapeError(f"{where} has no shape in the model; give one with --shape {info.name}=1x3x224x224")
+        return dtype, tuple(given)
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim]
+    if given is None:
+        dynamic = [d for d in dims if not isinstance(d, int) or d <= 0]
+        if dynamic:
+            shown = "x".join(str(d) for d in dims)
+            raise ShapeError(f"{where} has dynamic dims ({shown}); give a static shape with "
+                             f"--shape {info.name}=" + "x".join(str(d) if isinstance(d, int) and d > 0 else "N"
+                                                               for d in dims))
+        return dtype, tuple(dims)
+    given = tuple(int(d) for d in given)
+    if len(given) != len(dims):
+        raise ShapeError(f"{where}: given shape {given} has rank {len(given)}, the model says rank {len(dims)} "
+                         f"({'x'.join(str(d) for d in dims)})")
+    for axis, (model_dim, dim) in enumerate(zip(dims, given)):
+        if dim <= 0:
+            raise ShapeError(f"{where}: given shape {given} has a non-positive dim at axis {axis}")
+        if isinstance(model_dim, int) and model_dim > 0 and model_dim != dim:
+            raise ShapeError(f"{where}: given shape {given} contradicts the model's static dim {model_dim} "
+                             f"at axis {axis}")
+    return dtype, given
+
+
+def _import_node(ctx: ImportContext, node: onnx.NodeProto) -> None:
+    ctx.node = node
+    if node.domain not in DEFAULT_DOMAINS:
+        raise UnsupportedError(f"{ctx.where}: op domain {node.domain!r} is not supported (only the default ONNX "
+                               "domain is)")
+    importer = importer_for(node.op_type)
+    if importer is None:
+        raise UnsupportedError(f"{ctx.where}: op {node.op_type} (opset {ctx.opset}) is not supported; "
+                               f"supported ops: {', '.join(supported_ops())}")
+    outputs = importer(ctx, node)
+    if len(outputs) < len([o for o in node.output if o]):
+        raise UnsupportedError(f"{ctx.where}: only the first {len(outputs)} output(s) are supported")
+    for name, value in zip(node.output, outputs):
+        if name and value is not None:
+            ctx.values[name] = value
+    ctx.node = None
+
+
+def _bind_outputs(g: onnx.GraphProto, ctx: ImportContext) -> None:
+    graph = ctx.graph
+    bound: set[int] = set()
+    for info in g.output:
+        value = ctx.values.get(info.name)
+        if value is None:
+            raise ModelError(f"graph output {info.name!r} is not produced by any node")
+        # An output that is a graph input, a constant, or another output's tensor gets its own copy,
+        # so every output owns its buffer and its name.
+        if id(value) in bound or value.producer() is None:
+            node = graph.add_node(LayerKind.IDENTITY, [value], name=f"{info.name}_copy", origin=[info.name])
+            node.outputs[0].dtype, node.outputs[0].shape = value.dtype, value.shape
+            value = node.outputs[0]
+        bound.add(id(value))
+        graph.add_output(value, info.name)
+
+
+def _drop_dead_nodes(graph: Graph) -> None:
+    live = {id(v) for v in graph.outputs}
+    keep = []
+    for node in reversed(graph.nodes):
+        if any(id(v) in live for v in node.outputs):
+            keep.append(node)
+            live.update(id(v) for v in node.inputs if v is not None)
+        else:
+            node._detach()
+    graph.nodes = keep[::-1]

@@ -1,0 +1,1 @@
+"""CPU kernel: parametric_relu."""

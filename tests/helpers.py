@@ -1,0 +1,68 @@
+"""Shared test helpers: random inputs, onnxruntime references, normwise error."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import edgert
+
+
+def normwise_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """‖got − ref‖ / ‖ref‖ (absolute when ref is all zeros); NaN anywhere gives inf."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        raise AssertionError(f"shape {got.shape} != reference shape {ref.shape}")
+    if np.isnan(got).any() or np.isnan(ref).any():
+        return float("inf")
+    denom = np.linalg.norm(ref)
+    return float(np.linalg.norm(got - ref) / (denom if denom > 0 else 1.0))
+
+
+def random_inputs(model, shapes=None, seed=None) -> dict[str, np.ndarray]:
+    """Fresh random inputs for every non-initializer graph input (static dims, or ``shapes``)."""
+    from onnx import helper
+    rng = np.random.default_rng(seed)
+    initializers = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for info in model.graph.input:
+        if info.name in initializers:
+            continue
+        shape = (shapes or {}).get(info.name) or [d.dim_value for d in info.type.tensor_type.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[info.name] = rng.random(shape) > 0.5
+        else:
+            feeds[info.name] = rng.integers(0, 4, shape).astype(dtype)
+    return feeds
+
+
+def ort_run(model, feeds: dict) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def edgert_run(model, feeds: dict, **build_options) -> dict[str, np.ndarray]:
+    shapes = {k: v.shape for k, v in feeds.items()}
+    plan = edgert.build(model, shapes=shapes, **build_options)
+    return edgert.load(plan.to_bytes()).create_execution_context().execute(feeds)
+
+
+def assert_matches_ort(model, feeds=None, tolerance=1e-5, **build_options) -> dict[str, float]:
+    """Build and run ``model`` with edgert and onnxruntime; every output within ``tolerance`` normwise."""
+    feeds = feeds if feeds is not None else random_inputs(model)
+    ours = edgert_run(model, feeds, **build_options)
+    ref = ort_run(model, feeds)
+    errors = {}
+    for name, want in ref.items():
+        got = ours[name]
+        assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != onnxruntime's {want.dtype}"
+        errors[name] = normwise_error(got, want)
+        assert errors[name] <= tolerance, f"{name}: normwise error {errors[name]:.3g} > {tolerance}"
+    return errors
