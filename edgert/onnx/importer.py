@@ -108,9 +108,9 @@ def _input_type(info: onnx.ValueInfoProto, given: Sequence[int] | None):
         dynamic = [d for d in dims if not isinstance(d, int) or d <= 0]
         if dynamic:
             shown = "x".join(str(d) for d in dims)
-            raise ShapeError(f"{where} has dynamic dims ({shown}); give a static shape with "
-                             f"--shape {info.name}=" + "x".join(str(d) if isinstance(d, int) and d > 0 else "N"
-                                                               for d in dims))
+            example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+            raise ShapeError(f"{where} has dynamic dims ({shown}); give a static shape, e.g. "
+                             f"--shape {info.name}={example} (shapes={{{info.name!r}: ...}} in Python)")
         return dtype, tuple(dims)
     given = tuple(int(d) for d in given)
     if len(given) != len(dims):

@@ -1,0 +1,30 @@
+"""edgert build MODEL -o PLAN: import, optimize and write a plan."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from edgert.tools.args import add_shape_options, parse_shapes
+
+HELP = "build a plan from an ONNX model"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="ONNX model file")
+    parser.add_argument("-o", "--output", required=True, help="plan file to write")
+    add_shape_options(parser)
+    parser.add_argument("--target", default="host", help="device profile to build for (default: host)")
+
+
+def main(args) -> int:
+    import edgert
+
+    started = time.perf_counter()
+    plan = edgert.build(args.model, shapes=parse_shapes(args.shape), target=args.target)
+    plan.save(args.output)
+    seconds = time.perf_counter() - started
+    size = os.path.getsize(args.output)
+    print(f"built {args.output}: {len(plan.layers)} layers, {size / 1024:.1f} KiB, target {args.target}, "
+          f"{seconds:.2f} s")
+    return 0

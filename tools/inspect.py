@@ -1,0 +1,69 @@
+"""edgert inspect PLAN: header, bindings and a per-layer table (or JSON)."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "show a plan's header, bindings and layers"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("plan", help="plan file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def describe(document: dict) -> dict:
+    """The plan as a JSON-ready dict: header, bindings and one entry per layer."""
+    tensors = document["tensors"]
+
+    def tensor(index: int):
+        if index < 0:
+            return None
+        entry = tensors[index]
+        return {"name": entry["name"], "dtype": entry["dtype"], "shape": list(entry["shape"])}
+
+    layers = [{
+        "name": layer["name"], "kind": layer["kind"], "device": layer.get("device", "cpu"),
+        "precision": layer.get("precision"), "tactic": layer.get("tactic"),
+        "inputs": [tensor(i) for i in layer["inputs"]], "outputs": [tensor(i) for i in layer["outputs"]],
+        "origin": layer.get("origin", []), "attrs": layer.get("attrs", {}),
+    } for layer in document["layers"]]
+    return {
+        "format_version": document.get("format_version"), "edgert_version": document.get("edgert_version"),
+        "target": document.get("target"), "options": document.get("options", {}),
+        "constants_bytes": len(document.get("blob", b"")),
+        "inputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in document["inputs"]],
+        "outputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in document["outputs"]],
+        "layers": layers,
+    }
+
+
+def _shapes(tensors) -> str:
+    return ", ".join("x".join(map(str, t["shape"])) or "scalar" for t in tensors if t is not None)
+
+
+def print_tables(info: dict) -> None:
+    print(f"plan format {info['format_version']}, built by edgert {info['edgert_version']} "
+          f"for target {info['target']}; constants {info['constants_bytes'] / 1024:.1f} KiB")
+    for direction in ("inputs", "outputs"):
+        for binding in info[direction]:
+            print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {tuple(binding['shape'])}")
+    rows = [("#", "name", "kind", "device", "precision", "tactic", "inputs", "outputs")]
+    for index, layer in enumerate(info["layers"]):
+        rows.append((str(index), layer["name"], layer["kind"], layer["device"], str(layer["precision"]),
+                     str(layer["tactic"] or "-"), _shapes(layer["inputs"]), _shapes(layer["outputs"])))
+    widths = [min(max(len(row[i]) for row in rows), 48) for i in range(len(rows[0]))]
+    print(f"{len(info['layers'])} layers:")
+    for row in rows:
+        print("  " + "  ".join(cell[:48].ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def main(args) -> int:
+    from edgert.plan import load_plan_bytes, read_plan
+
+    info = describe(read_plan(load_plan_bytes(args.plan)))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print_tables(info)
+    return 0
