@@ -54,9 +54,9 @@ def graph_to_plan(graph: Graph, *, target: str, options: dict) -> Plan:
     outputs = [{"name": name, "dtype": v.dtype.value, "shape": list(v.shape), "tensor": tensor_id(v)}
                for name, v in zip(graph.output_names, graph.outputs)]
     document = {
-        "edgert_version": __version__, "target": target, "options": to_plain(options),
-        "inputs": inputs, "outputs": outputs, "tensors": tensors, "constants": constants,
-        "layers": layers, "blob": bytes(blob),
+        "header": {"edgert_version": __version__, "target": target, "options": to_plain(options)},
+        "bindings": {"inputs": inputs, "outputs": outputs},
+        "tensors": tensors, "constants": constants, "kernels": {}, "layers": layers, "blob": bytes(blob),
     }
     return Plan(document)
 

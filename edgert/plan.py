@@ -1,8 +1,11 @@
-"""The plan: one msgpack document that carries everything the runtime needs.
+"""The plan: one msgpack document that carries everything the runtime needs (spec: docs/plan-format.md).
 
-``write_plan(document) -> bytes`` and ``read_plan(bytes) -> document`` are a symmetric pair; the
-document is a plain dict (see docs/plan-format.md). ``Plan`` wraps a document for the Python API.
-This module needs only NumPy and msgpack: the runtime imports it on the device.
+``write_plan(document) -> bytes`` and ``read_plan(bytes) -> document`` are a symmetric pair over a
+plain dict. The top-level map starts with ``header``; everything after it (the body) is covered by
+the header's SHA-256, and the constants blob is the last entry, placed at a 64-byte aligned file
+offset. The reader bounds every length by the file size before anything is allocated, checks the
+checksum before decoding the body, and validates the body's structure, so a bad plan is always a
+one-line ``PlanError``. This module needs only NumPy and msgpack: the runtime imports it on the device.
 """
 
 from __future__ import annotations
@@ -15,49 +18,116 @@ import msgpack
 import numpy as np
 
 from edgert.errors import PlanError
+from edgert.plan_schema import validate_document
 
 MAGIC = "EDGERT-PLAN"
 FORMAT_VERSION = 1
+BLOB_ALIGNMENT = 64
+# Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
+BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")
+_PAD_KEY = "pad"
 
 
 def write_plan(document: dict) -> bytes:
-    body = dict(document)
-    body["magic"] = MAGIC
-    body["format_version"] = FORMAT_VERSION
-    payload = msgpack.packb({k: v for k, v in body.items() if k != "blob"}, use_bin_type=True)
-    blob = document.get("blob", b"")
-    digest = hashlib.sha256(payload + blob).hexdigest()
-    return msgpack.packb({"magic": MAGIC, "format_version": FORMAT_VERSION, "sha256": digest,
-                          "payload": payload, "blob": blob}, use_bin_type=True)
+    """Serialize a plan document (header fields + body entries) to bytes."""
+    body_entries = [(key, document[key]) for key in BODY_KEYS if key != "blob" and key in document]
+    body_entries += [(key, value) for key, value in document.items()
+                     if key not in BODY_KEYS and key != "header"]
+    blob = bytes(document.get("blob", b""))
+    packer = msgpack.Packer(use_bin_type=True)
+    body = bytearray(b"".join(packer.pack(k) + packer.pack(v) for k, v in body_entries))
+    header = dict(document.get("header", {}))
+    header.update(magic=MAGIC, format_version=FORMAT_VERSION, constants_bytes=len(blob),
+                  checksum_algorithm="sha256", checksum="0" * 64)
+    count = len(body_entries) + 3  # header, pad, blob
+    prefix = _map_header(count) + packer.pack("header") + packer.pack(header)
+    blob_header = len(packer.pack(blob)) - len(blob)
+    unpadded = len(prefix) + len(body) + len(packer.pack(_PAD_KEY)) + 2 + len(packer.pack("blob")) + blob_header
+    body += packer.pack(_PAD_KEY) + packer.pack(b"\0" * (-unpadded % BLOB_ALIGNMENT))
+    body += packer.pack("blob") + packer.pack(blob)
+    header["checksum"] = hashlib.sha256(body).hexdigest()
+    # The checksum has a fixed length, so the header (and the blob's offset) keeps its size.
+    return _map_header(count) + packer.pack("header") + packer.pack(header) + bytes(body)
+
+
+def _map_header(count: int) -> bytes:
+    return bytes([0x80 | count]) if count < 16 else b"\xde" + count.to_bytes(2, "big")
+
+
+def _unpacker(size: int) -> msgpack.Unpacker:
+    # Every length is bounded by the file: a string, binary or container cannot be longer than the
+    # bytes left, so a corrupt length fails as "incomplete input" instead of allocating.
+    return msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(size, 1),
+                            max_str_len=size, max_bin_len=size, max_array_len=size,
+                            max_map_len=size // 2, max_ext_len=0)
+
+
+def read_header(data: bytes) -> tuple[dict, int, int]:
+    """(header, number of top-level entries, offset where the body starts)."""
+    if not data:
+        raise PlanError("plan is empty (0 bytes)")
+    unpacker = _unpacker(len(data))
+    unpacker.feed(data)
+    try:
+        count = unpacker.read_map_header()
+        key = unpacker.unpack()
+        header = unpacker.unpack() if key == "header" else None
+    except Exception:
+        raise PlanError("not an edgert plan (no plan header; is the file truncated or another format?)") from None
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise PlanError("not an edgert plan (wrong magic)")
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise PlanError("plan header is corrupt (bad format_version)")
+    if version > FORMAT_VERSION:
+        from edgert import __version__
+        raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
+                        f"is newer than this edgert {__version__} reads (format {FORMAT_VERSION}); "
+                        f"install an edgert that reads format {version}")
+    return header, count, unpacker.tell()
 
 
 def read_plan(data: bytes) -> dict:
-    if not data:
-        raise PlanError("plan is empty")
+    """Parse and validate plan bytes; raise PlanError with one line of text on anything wrong."""
+    data = bytes(data)
+    header, count, body_offset = read_header(data)
+    if header.get("checksum_algorithm") != "sha256" or not isinstance(header.get("checksum"), str):
+        raise PlanError("plan header is corrupt (no checksum)")
+    if hashlib.sha256(memoryview(data)[body_offset:]).hexdigest() != header["checksum"]:
+        raise PlanError("plan checksum mismatch: the file is corrupt or truncated (rebuild or recopy it)")
+    document = {"header": header}
+    unpacker = _unpacker(len(data))
+    unpacker.feed(memoryview(data)[body_offset:])
     try:
-        outer = msgpack.unpackb(data, raw=False, max_bin_len=len(data), max_str_len=1 << 20,
-                                max_array_len=1 << 16, max_map_len=1 << 16)
+        for _ in range(count - 1):
+            key = unpacker.unpack()
+            if key == "blob":
+                document["blob"] = _blob_view(data, body_offset + unpacker.tell())
+                unpacker.skip()
+            else:
+                document[key] = unpacker.unpack()
+        trailing = unpacker.tell() != len(data) - body_offset
     except Exception as e:
-        raise PlanError(f"not an edgert plan (msgpack decode failed: {e})") from None
-    if not isinstance(outer, dict) or outer.get("magic") != MAGIC:
-        raise PlanError("not an edgert plan (wrong magic)")
-    version = outer.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise PlanError(f"plan format version {version} is newer than this edgert reads ({FORMAT_VERSION}); "
-                        "upgrade edgert on this device")
-    payload, blob = outer.get("payload"), outer.get("blob")
-    if not isinstance(payload, bytes) or not isinstance(blob, bytes):
-        raise PlanError("plan is corrupt (payload or blob missing)")
-    if hashlib.sha256(payload + blob).hexdigest() != outer.get("sha256"):
-        raise PlanError("plan checksum mismatch: the file is corrupt or truncated")
-    try:
-        document = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except Exception as e:
-        raise PlanError(f"plan is corrupt (payload decode failed: {e})") from None
-    if not isinstance(document, dict):
-        raise PlanError("plan is corrupt (payload is not a map)")
-    document["blob"] = blob
+        raise PlanError(f"plan body is corrupt ({type(e).__name__})") from None
+    if trailing:
+        raise PlanError("plan has trailing bytes after its body (corrupt file)")
+    document.pop(_PAD_KEY, None)
+    validate_document(document)
     return document
+
+
+def _blob_view(data: bytes, offset: int) -> memoryview:
+    """A zero-copy view of the bin value that starts at ``offset``."""
+    marker = data[offset]
+    sizes = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+    if marker not in sizes:
+        raise PlanError("plan body is corrupt (blob is not binary data)")
+    width = sizes[marker]
+    length = int.from_bytes(data[offset + 1:offset + 1 + width], "big")
+    start = offset + 1 + width
+    if start + length > len(data):
+        raise PlanError("plan is truncated (constants blob runs past the end of the file)")
+    return memoryview(data)[start:start + length]
 
 
 def load_plan_bytes(source) -> bytes:
@@ -67,8 +137,10 @@ def load_plan_bytes(source) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     path = os.fspath(source)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise PlanError(f"plan file not found: {path}")
+    if not os.path.isfile(path):
+        raise PlanError(f"plan path is not a file: {path}")
     with open(path, "rb") as f:
         return f.read()
 
@@ -133,8 +205,12 @@ class Plan:
         atomic_write(path, self.to_bytes())
 
     @property
+    def header(self) -> dict:
+        return self.document["header"]
+
+    @property
     def layers(self) -> list[dict]:
         return self.document["layers"]
 
     def __repr__(self) -> str:
-        return f"Plan({len(self.layers)} layers, target={self.document.get('target')!r})"
+        return f"Plan({len(self.layers)} layers, target={self.header.get('target')!r})"

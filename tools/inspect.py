@@ -28,12 +28,14 @@ def describe(document: dict) -> dict:
         "inputs": [tensor(i) for i in layer["inputs"]], "outputs": [tensor(i) for i in layer["outputs"]],
         "origin": layer.get("origin", []), "attrs": layer.get("attrs", {}),
     } for layer in document["layers"]]
+    header = document["header"]
+    bindings = document["bindings"]
     return {
-        "format_version": document.get("format_version"), "edgert_version": document.get("edgert_version"),
-        "target": document.get("target"), "options": document.get("options", {}),
+        "format_version": header.get("format_version"), "edgert_version": header.get("edgert_version"),
+        "target": header.get("target"), "options": header.get("options", {}),
         "constants_bytes": len(document.get("blob", b"")),
-        "inputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in document["inputs"]],
-        "outputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in document["outputs"]],
+        "inputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["inputs"]],
+        "outputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["outputs"]],
         "layers": layers,
     }
 

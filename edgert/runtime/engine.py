@@ -13,7 +13,7 @@ import numpy as np
 from edgert.errors import InputError, PlanError
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.registry import lookup
-from edgert.plan import Plan, load_plan_bytes, read_plan
+from edgert.plan import load_plan_bytes, read_plan
 
 
 class Binding:
@@ -53,8 +53,9 @@ class Engine:
     def __init__(self, document: dict, device: str = "cpu"):
         self.document = document
         self.device = device
-        self.inputs = [Binding(b) for b in document["inputs"]]
-        self.outputs = [Binding(b) for b in document["outputs"]]
+        self.header = document["header"]
+        self.inputs = [Binding(b) for b in document["bindings"]["inputs"]]
+        self.outputs = [Binding(b) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]
         self.constants = self._load_constants(document)
         self.steps = [_Step(layer, device) for layer in document["layers"]]
@@ -65,11 +66,8 @@ class Engine:
         for entry in document["constants"]:
             tensor = self.tensors[entry["tensor"]]
             dtype, shape = np.dtype(tensor["dtype"]), tuple(tensor["shape"])
-            offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
-            if nbytes != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or offset + nbytes > len(blob):
-                raise PlanError(f"constant {tensor['name']!r} does not fit the plan's blob (corrupt plan)")
-            array = np.frombuffer(blob, dtype=dtype, count=nbytes // dtype.itemsize if dtype.itemsize else 0,
-                                  offset=offset).reshape(shape)
+            offset, nbytes = int(entry["offset"]), int(entry["nbytes"])  # validated by the plan reader
+            array = np.frombuffer(blob, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset).reshape(shape)
             constants[int(entry["tensor"])] = array
         return constants
 
@@ -128,5 +126,5 @@ def load(plan, device: str | None = None) -> Engine:
     device = device or "cpu"
     if device != "cpu":
         raise PlanError(f"device {device!r} is not available in this edgert build (available: cpu)")
-    document = plan.document if isinstance(plan, Plan) else read_plan(load_plan_bytes(plan))
+    document = read_plan(load_plan_bytes(plan))
     return Engine(document, device)
