@@ -1,4 +1,4 @@
-"""The build phase: ONNX (or an IR graph) → optimized, scheduled graph → Plan document."""
+"""The build phase: ONNX (or an IR graph) → optimized, scheduled, memory-planned graph → Plan."""
 
 from __future__ import annotations
 
@@ -7,64 +7,86 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgert import __version__
-from edgert.ir.graph import Graph
+from edgert.ir.graph import Graph, Node
+from edgert.memory import ALIGNMENT, MemoryPlan
 from edgert.plan import Plan, to_plain
+from edgert.schedule import ScheduleSpecs, choose_schedule, plan_graph_memory
 
 CONST_ALIGNMENT = 64
+_PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float64": "fp64"}
 
 
 def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: str = "host",
-          precision: str = "fp32", **options) -> Plan:
+          precision: str = "fp32", memory_reuse: bool = True, reorder: bool = True, **options) -> Plan:
     """Import ``model`` (path, bytes or onnx.ModelProto), optimize it and return a Plan."""
     from edgert.onnx.importer import import_model
 
     graph = import_model(model, shapes)
     graph.verify()
-    return graph_to_plan(graph, target=target, options={"precision": precision, **options})
+    return build_graph(graph, target=target, memory_reuse=memory_reuse, reorder=reorder,
+                       options={"precision": precision, **options})
 
 
-def graph_to_plan(graph: Graph, *, target: str, options: dict) -> Plan:
-    tensor_ids: dict[int, int] = {}
-    tensors: list[dict] = []
-    constants: list[dict] = []
-    blob = bytearray()
+def build_graph(graph: Graph, *, target: str = "host", memory_reuse: bool = True, reorder: bool = True,
+                options: dict | None = None) -> Plan:
+    schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
+    graph.verify()
+    specs = ScheduleSpecs(graph, graph.nodes)
+    memory = plan_graph_memory(graph, specs, reuse=memory_reuse)
+    return Plan(_document(graph, specs, memory, schedule_report, target, dict(options or {})))
 
-    def tensor_id(value) -> int:
-        if value is None:
-            return -1
-        key = id(value)
-        if key not in tensor_ids:
-            tensor_ids[key] = len(tensors)
-            tensors.append({"name": value.name, "dtype": value.dtype.value, "shape": list(value.shape)})
-            if value.is_const:
-                data = np.ascontiguousarray(value.const)
-                blob.extend(b"\0" * (-len(blob) % CONST_ALIGNMENT))
-                constants.append({"tensor": tensor_ids[key], "offset": len(blob), "nbytes": data.nbytes})
-                blob.extend(data.tobytes())
-        return tensor_ids[key]
 
-    inputs = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape), "tensor": tensor_id(v)}
-              for v in graph.inputs]
+def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,
+              options: dict) -> dict:
+    constants, blob = _pack_constants(specs)
+    tensors = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in specs.values]
+
+    def binding(value, name):
+        return {"name": name, "dtype": value.dtype.value, "shape": list(value.shape), "tensor": specs.ids[id(value)]}
+
     layers = [{
         "name": node.name, "kind": node.kind.value, "attrs": to_plain(node.attrs),
-        "inputs": [tensor_id(v) for v in node.inputs], "outputs": [tensor_id(v) for v in node.outputs],
-        "device": node.device, "precision": node.precision or _precision_of(node), "tactic": node.tactic,
-        "origin": list(node.origin),
-    } for node in graph.nodes]
-    outputs = [{"name": name, "dtype": v.dtype.value, "shape": list(v.shape), "tensor": tensor_id(v)}
-               for name, v in zip(graph.output_names, graph.outputs)]
-    document = {
+        "inputs": list(step.inputs), "outputs": list(step.outputs), "device": node.device,
+        "precision": node.precision or _precision_of(node), "tactic": node.tactic, "origin": list(node.origin),
+    } for node, step in zip(graph.nodes, specs.steps)]
+    return {
         "header": {"edgert_version": __version__, "target": target, "options": to_plain(options)},
-        "bindings": {"inputs": inputs, "outputs": outputs},
-        "tensors": tensors, "constants": constants, "kernels": {}, "layers": layers, "blob": bytes(blob),
+        "bindings": {"inputs": [binding(v, v.name) for v in graph.inputs],
+                     "outputs": [binding(v, name) for v, name in zip(graph.outputs, graph.output_names)]},
+        "tensors": tensors, "constants": constants, "kernels": {}, "layers": layers,
+        "memory": _memory_section(specs, memory, schedule_report, sum(c["nbytes"] for c in constants)),
+        "blob": blob,
     }
-    return Plan(document)
 
 
-_PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float64": "fp64"}
+def _pack_constants(specs: ScheduleSpecs) -> tuple[list[dict], bytes]:
+    constants, blob = [], bytearray()
+    for index, value in enumerate(specs.values):
+        if value.is_const:
+            data = np.ascontiguousarray(value.const)
+            blob.extend(b"\0" * (-len(blob) % CONST_ALIGNMENT))
+            constants.append({"tensor": index, "offset": len(blob), "nbytes": data.nbytes})
+            blob.extend(data.tobytes())
+    return constants, bytes(blob)
 
 
-def _precision_of(node) -> str:
+def _memory_section(specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, weights_bytes: int) -> dict:
+    io_bytes = sum(t.nbytes for t, v in zip(specs.tensors, specs.values) if t.external and not v.is_const) + \
+        sum(t.nbytes for t in specs.tensors if t.graph_output)
+    return {
+        "alignment": ALIGNMENT,
+        "pools": {name: {"arena_bytes": pool["arena_bytes"], "strategy": pool["strategy"],
+                         "offsets": sorted([tid, offset] for tid, offset in pool["offsets"].items())}
+                  for name, pool in memory.pools.items()},
+        "elided": list(memory.elided_steps),
+        "lifetimes": sorted([tid, first, last] for tid, (first, last) in memory.lifetimes.items()),
+        "arena_bytes": memory.arena_bytes, "lower_bound_bytes": memory.lower_bound_bytes,
+        "no_reuse_bytes": memory.no_reuse_bytes, "weights_bytes": weights_bytes, "io_bytes": io_bytes,
+        "workspace_bytes": 0, "schedule": schedule_report,
+    }
+
+
+def _precision_of(node: Node) -> str:
     """The precision a layer computes in: its floating inputs' type (integer layers report their output)."""
     names = {v.dtype.value for v in node.inputs if v is not None and v.dtype.is_float}
     if not names:

@@ -123,6 +123,10 @@ def _validate_memory(document: dict, count: int, sizes: list[int]) -> None:
             offset = _expect(entry[1], int, f"{where} offset")
             if offset < 0 or offset + sizes[tensor] > arena:
                 _fail(where, f"places tensor {tensor} outside the arena")
+    layers = len(document.get("layers", []))
+    for step in _expect(memory.get("elided", []), list, "memory.elided"):
+        if not 0 <= _expect(step, int, "memory.elided step") < layers:
+            _fail("memory.elided", f"names layer {step}, but the plan has {layers}")
 
 
 def validate_document(document: dict) -> None:

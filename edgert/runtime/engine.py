@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from edgert.errors import InputError, PlanError
+from edgert.errors import DeviceError, InputError, PlanError
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.registry import lookup
 from edgert.plan import load_plan_bytes, read_plan
@@ -79,28 +79,40 @@ class Engine:
 
 
 class ExecutionContext:
-    """Runs the engine's schedule. One context runs one inference at a time; use one per thread."""
+    """Runs the engine's schedule inside its own arena. One inference at a time; use one context per thread.
+
+    The arena is allocated once, here; every intermediate tensor is a view of it at the offset the
+    memory planner chose, so ``execute()`` allocates no intermediate tensors (kernels may still use
+    small temporaries of their own).
+    """
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self._lock = threading.Lock()
+        memory = engine.document.get("memory") or {}
+        self.arena, self.buffers = _allocate(engine, memory)
+        elided = set(memory.get("elided", []))
+        self._inputs = [b.tensor for b in engine.inputs]
+        self._steps = []
+        for index, step in enumerate(engine.steps):
+            if index in elided:
+                continue
+            outs = [self.buffers[i] for i in step.outputs]
+            self._steps.append((step, outs))
 
     def execute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         engine = self.engine
-        buffers: list[np.ndarray | None] = [None] * len(engine.tensors)
-        for tensor_id, array in engine.constants.items():
-            buffers[tensor_id] = array
-        for binding, array in zip(engine.inputs, self._check_inputs(inputs)):
-            buffers[binding.tensor] = array
+        arrays = self._check_inputs(inputs)
         with self._lock, np.errstate(all="ignore"):
-            for step in engine.steps:
-                outs = []
-                for tensor_id in step.outputs:
-                    tensor = engine.tensors[tensor_id]
-                    outs.append(np.empty(tuple(tensor["shape"]), np.dtype(tensor["dtype"])))
-                    buffers[tensor_id] = outs[-1]
+            buffers = self.buffers
+            for tensor_id, array in zip(self._inputs, arrays):
+                buffers[tensor_id] = array
+            for step, outs in self._steps:
                 step.kernel(step.attrs, [buffers[i] if i >= 0 else None for i in step.inputs], outs)
-        return {b.name: np.array(buffers[b.tensor], copy=True) for b in engine.outputs}
+            results = {b.name: np.array(buffers[b.tensor], copy=True) for b in engine.outputs}
+            for tensor_id in self._inputs:
+                buffers[tensor_id] = None  # do not keep the caller's arrays alive
+        return results
 
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         expected = {b.name for b in self.engine.inputs}
@@ -119,6 +131,37 @@ class ExecutionContext:
                                  f"{array.dtype.name} (convert with .astype(np.{binding.dtype.name}))")
             arrays.append(np.ascontiguousarray(array))
         return arrays
+
+
+def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
+    """One arena per context and a view of it for every planned tensor (own arrays when unplanned)."""
+    tensors = engine.tensors
+    buffers: list = [None] * len(tensors)
+    for tensor_id, array in engine.constants.items():
+        buffers[tensor_id] = array
+    pools = memory.get("pools", {})
+    alignment = int(memory.get("alignment", 256))
+    total = sum(int(pool["arena_bytes"]) + alignment for pool in pools.values())
+    try:
+        raw = np.empty(total, np.uint8)
+    except MemoryError:
+        raise DeviceError(f"cannot allocate the {total / 2**20:.1f} MiB arena this plan needs") from None
+    start = -raw.ctypes.data % alignment
+    for pool in pools.values():
+        arena = raw[start:start + int(pool["arena_bytes"])]
+        for tensor_id, offset in pool["offsets"]:
+            tensor = tensors[tensor_id]
+            dtype, shape = np.dtype(tensor["dtype"]), tuple(tensor["shape"])
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            buffers[tensor_id] = arena[offset:offset + nbytes].view(dtype).reshape(shape)
+        start += int(pool["arena_bytes"]) + alignment
+    input_ids = {b.tensor for b in engine.inputs}
+    for step in engine.steps:  # plans without a memory section: plain arrays, allocated once here
+        for tensor_id in step.outputs:
+            if buffers[tensor_id] is None and tensor_id not in input_ids:
+                tensor = tensors[tensor_id]
+                buffers[tensor_id] = np.empty(tuple(tensor["shape"]), np.dtype(tensor["dtype"]))
+    return raw, buffers
 
 
 def load(plan, device: str | None = None) -> Engine:

@@ -1,0 +1,296 @@
+"""Static memory planning: a pure function from a schedule and tensor sizes to arena offsets.
+
+Inputs are plain data (``TensorSpec``, ``StepSpec``) so the planner knows nothing of the IR:
+
+1. **Aliases** turn tensors into shared buffers: a ``view`` step's output is its input
+   reinterpreted (reshape); an ``inplace`` step writes its output over an input that dies there
+   (same size, dtype and shape); a ``concat`` step's inputs are written straight into their slice
+   of its output when the slice is contiguous, and the step becomes a no-op (elided).
+2. **Lifetimes**: a buffer lives from the step that first writes it to the last step that reads it
+   (graph outputs live to the end).
+3. **Offsets**: greedy placement with best fit over several orderings (by size, by lifetime, by
+   size × lifetime, by start), then a deterministic local search (hill climbing over the placement
+   order) keeping the best; it stops early when the arena equals the lower bound.
+
+``plan_memory(..., reuse=False)`` turns reuse off (every tensor gets its own bytes) for debugging,
+and ``MemoryPlan.summary()`` prints what reuse saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Sequence
+
+import numpy as np
+
+ALIGNMENT = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    id: int
+    nbytes: int
+    pool: str = "cpu"
+    external: bool = False      # a graph input or constant: not in the arena
+    graph_output: bool = False  # must survive to the end of the schedule
+    dtype: str = "float32"
+    shape: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    inputs: tuple          # tensor ids (-1 = absent)
+    outputs: tuple
+    alias: str | None = None   # None | "view" | "inplace" | "concat"
+    concat_axis: int = 0
+
+
+@dataclasses.dataclass
+class Buffer:
+    id: int            # the tensor that owns the buffer
+    nbytes: int        # aligned size
+    first: int
+    last: int
+    pool: str
+
+
+@dataclasses.dataclass
+class MemoryPlan:
+    pools: dict            # pool -> {"arena_bytes": int, "offsets": {tensor: offset}}
+    lifetimes: dict        # tensor -> (first_step, last_step) of the buffer it lives in
+    elided_steps: list     # steps that became no-ops (concat written in place, reshape views)
+    lower_bound_bytes: int
+    no_reuse_bytes: int
+
+    @property
+    def arena_bytes(self) -> int:
+        return sum(pool["arena_bytes"] for pool in self.pools.values())
+
+    def summary(self) -> str:
+        saved = self.no_reuse_bytes - self.arena_bytes
+        return (f"arena {self.arena_bytes / 2**20:.2f} MiB (lower bound {self.lower_bound_bytes / 2**20:.2f} MiB, "
+                f"no reuse {self.no_reuse_bytes / 2**20:.2f} MiB, reuse saved {saved / 2**20:.2f} MiB)")
+
+
+def align(nbytes: int, alignment: int = ALIGNMENT) -> int:
+    return -(-max(nbytes, 1) // alignment) * alignment
+
+
+# -- aliasing ------------------------------------------------------------------------------------
+class _Aliases:
+    """Union of tensors into buffers: root[t] is the buffer owner, delta[t] the byte offset inside it."""
+
+    def __init__(self, tensors: dict[int, TensorSpec]):
+        self.tensors = tensors
+        self.parent: dict[int, int] = {}
+        self.delta: dict[int, int] = {}
+
+    def root(self, tensor: int) -> tuple[int, int]:
+        offset = 0
+        while tensor in self.parent:
+            offset += self.delta[tensor]
+            tensor = self.parent[tensor]
+        return tensor, offset
+
+    def aliased(self, tensor: int) -> bool:
+        return tensor in self.parent or any(p == tensor for p in self.parent.values())
+
+    def join(self, child: int, owner: int, offset: int = 0) -> None:
+        self.parent[child], self.delta[child] = owner, offset
+
+
+def _internal(tensors, tid) -> bool:
+    return tid >= 0 and not tensors[tid].external
+
+
+def _resolve_aliases(steps: Sequence[StepSpec], tensors: dict[int, TensorSpec], last_use: dict[int, int]):
+    aliases = _Aliases(tensors)
+    elided: list[int] = []
+    concat_readers: dict[int, int] = {}
+    for step in steps:
+        if step.alias == "concat":
+            for source in set(step.inputs):
+                concat_readers[source] = concat_readers.get(source, 0) + 1
+    for index, step in enumerate(steps):
+        if step.alias == "view" and _internal(tensors, step.inputs[0]):
+            source, out = step.inputs[0], step.outputs[0]
+            if not tensors[out].graph_output and tensors[source].pool == tensors[out].pool:
+                aliases.join(out, source)
+                elided.append(index)
+        elif step.alias == "inplace":
+            out = step.outputs[0]
+            for source in step.inputs:
+                spec = tensors.get(source)
+                if (_internal(tensors, source) and last_use.get(source) == index and not spec.graph_output
+                        and spec.nbytes == tensors[out].nbytes and spec.dtype == tensors[out].dtype
+                        and spec.shape == tensors[out].shape and spec.pool == tensors[out].pool
+                        and not aliases.aliased(source) and step.inputs.count(source) == 1):
+                    aliases.join(out, source)
+                    break
+        elif step.alias == "concat" and _concat_in_place(step, tensors, aliases, concat_readers):
+            offset = 0
+            for source in step.inputs:
+                aliases.join(source, step.outputs[0], offset)
+                offset += tensors[source].nbytes
+            elided.append(index)
+    return aliases, elided
+
+
+def _concat_in_place(step: StepSpec, tensors, aliases: _Aliases, concat_readers: dict[int, int]) -> bool:
+    out = tensors[step.outputs[0]]
+    if any(d != 1 for d in out.shape[:step.concat_axis]):
+        return False  # slices would be strided: producers could not write them contiguously
+    if len(set(step.inputs)) != len(step.inputs):
+        return False
+    for source in step.inputs:
+        spec = tensors.get(source)
+        # Each input must be its own buffer (not a view or an in-place result), read by no other concat.
+        if (not _internal(tensors, source) or spec.graph_output or aliases.aliased(source)
+                or spec.pool != out.pool or spec.dtype != out.dtype or concat_readers.get(source) != 1):
+            return False
+    return True
+
+
+# -- lifetimes -----------------------------------------------------------------------------------
+def _buffers(steps, tensors, aliases: _Aliases, alignment: int) -> tuple[list[Buffer], dict]:
+    end = len(steps)
+    spans: dict[int, list[int]] = {}
+    for index, step in enumerate(steps):
+        for tid in step.outputs:
+            if _internal(tensors, tid):
+                owner = aliases.root(tid)[0]
+                span = spans.setdefault(owner, [index, index])
+                span[0], span[1] = min(span[0], index), max(span[1], index)
+        for tid in step.inputs:
+            if _internal(tensors, tid):
+                owner = aliases.root(tid)[0]
+                span = spans.setdefault(owner, [index, index])
+                span[1] = max(span[1], index)
+    for tid, spec in tensors.items():
+        if spec.graph_output and not spec.external:
+            spans[aliases.root(tid)[0]][1] = end
+    buffers = [Buffer(owner, align(tensors[owner].nbytes, alignment), first, last, tensors[owner].pool)
+               for owner, (first, last) in spans.items()]
+    return buffers, spans
+
+
+def lower_bound(buffers: Sequence[Buffer]) -> int:
+    """Max over steps of the bytes of buffers alive at that step."""
+    if not buffers:
+        return 0
+    horizon = max(b.last for b in buffers) + 2
+    delta = np.zeros(horizon, dtype=np.int64)
+    for b in buffers:
+        delta[b.first] += b.nbytes
+        delta[b.last + 1] -= b.nbytes
+    return int(np.cumsum(delta).max())
+
+
+# -- offset assignment ---------------------------------------------------------------------------
+def _greedy(order: Sequence[Buffer]) -> tuple[dict[int, int], int]:
+    """Best-fit placement in the given order: the smallest gap among time-overlapping buffers that fits."""
+    n = len(order)
+    firsts = np.empty(n, np.int64)
+    lasts = np.empty(n, np.int64)
+    starts = np.empty(n, np.int64)
+    ends = np.empty(n, np.int64)
+    offsets: dict[int, int] = {}
+    arena = 0
+    for count, buffer in enumerate(order):
+        live = (firsts[:count] <= buffer.last) & (lasts[:count] >= buffer.first)
+        offset = 0
+        if live.any():
+            s, e = starts[:count][live], ends[:count][live]
+            by_start = np.argsort(s, kind="stable")
+            s, e = s[by_start], e[by_start]
+            reach = np.maximum.accumulate(e)
+            gap_starts = np.concatenate(([0], reach))
+            gap_sizes = np.concatenate((s, [np.iinfo(np.int64).max])) - gap_starts
+            fits = np.nonzero(gap_sizes >= buffer.nbytes)[0]
+            offset = int(gap_starts[fits[np.argmin(gap_sizes[fits])]])
+        firsts[count], lasts[count] = buffer.first, buffer.last
+        starts[count], ends[count] = offset, offset + buffer.nbytes
+        offsets[buffer.id] = offset
+        arena = max(arena, offset + buffer.nbytes)
+    return offsets, arena
+
+
+_ORDERINGS = {
+    "size": lambda b: (-b.nbytes, -(b.last - b.first), b.first),
+    "lifetime": lambda b: (-(b.last - b.first), -b.nbytes, b.first),
+    "area": lambda b: (-b.nbytes * (b.last - b.first + 1), b.first),
+    "start": lambda b: (b.first, -b.nbytes),
+}
+
+
+def assign_offsets(buffers: Sequence[Buffer], *, search_steps: int | None = None, seed: int = 0):
+    """(offsets, arena_bytes, strategy name) for buffers of one pool; deterministic for a given seed."""
+    if not buffers:
+        return {}, 0, "empty"
+    bound = lower_bound(buffers)
+    best = None
+    for name, key in _ORDERINGS.items():
+        order = sorted(buffers, key=key)
+        offsets, arena = _greedy(order)
+        if best is None or arena < best[1]:
+            best = (offsets, arena, name, order)
+    offsets, arena, name, order = best
+    steps = search_steps if search_steps is not None else min(400, 40000 // max(len(buffers), 1))
+    rng = random.Random(seed)
+    for _ in range(steps):
+        if arena <= bound or len(order) < 2:
+            break
+        i, j = rng.sample(range(len(order)), 2)
+        candidate = list(order)
+        candidate.insert(j, candidate.pop(i))
+        new_offsets, new_arena = _greedy(candidate)
+        if new_arena <= arena:
+            if new_arena < arena:
+                name = f"{name}+search"
+            offsets, arena, order = new_offsets, new_arena, candidate
+    return offsets, arena, name
+
+
+def plan_memory(steps: Sequence[StepSpec], tensors: Sequence[TensorSpec], *, alignment: int = ALIGNMENT,
+                reuse: bool = True, search_steps: int | None = None) -> MemoryPlan:
+    """Place every internal tensor of the schedule in its pool's arena."""
+    table = {t.id: t for t in tensors}
+    last_use: dict[int, int] = {}
+    for index, step in enumerate(steps):
+        for tid in step.inputs:
+            last_use[tid] = index
+    if reuse:
+        aliases, elided = _resolve_aliases(steps, table, last_use)
+    else:
+        aliases, elided = _Aliases(table), []
+    buffers, spans = _buffers(steps, table, aliases, alignment)
+    no_reuse = sum(align(t.nbytes, alignment) for t in tensors if not t.external)
+    pools: dict[str, dict] = {}
+    bound = 0
+    for pool in sorted({b.pool for b in buffers}):
+        members = [b for b in buffers if b.pool == pool]
+        bound += lower_bound(members)
+        if reuse:
+            offsets, arena, strategy = assign_offsets(members, search_steps=search_steps)
+        else:
+            offsets, arena, strategy = _no_reuse(members)
+        pools[pool] = {"arena_bytes": arena, "offsets": offsets, "strategy": strategy}
+    lifetimes = {}
+    for tid, spec in table.items():
+        if spec.external:
+            continue
+        owner, delta = aliases.root(tid)
+        if owner not in spans:
+            continue  # a tensor nobody writes or reads (cannot happen in a verified graph)
+        pools[table[owner].pool]["offsets"][tid] = pools[table[owner].pool]["offsets"][owner] + delta
+        lifetimes[tid] = tuple(spans[owner])
+    return MemoryPlan(pools, lifetimes, elided, bound, no_reuse)
+
+
+def _no_reuse(buffers):
+    offsets, cursor = {}, 0
+    for b in buffers:
+        offsets[b.id] = cursor
+        cursor += b.nbytes
+    return offsets, cursor, "no-reuse"

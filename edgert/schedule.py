@@ -1,0 +1,159 @@
+"""Schedule: a topological order of the graph that lowers peak live memory, and its memory plan.
+
+Candidates are the model's own order, a greedy list schedule that at each step runs the ready
+layer that grows live memory least, and a depth-first order that finishes a branch before starting
+the next. Each candidate is scored by the planner's lower bound (peak bytes alive, aliases
+included), and the lowest wins (ties keep the earlier candidate, so the model's order is kept when
+reordering does not help).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from edgert.ir.graph import Graph, Node, Value
+from edgert.ir.kinds import LayerKind
+from edgert.memory import MemoryPlan, StepSpec, TensorSpec, _buffers, _resolve_aliases, lower_bound, plan_memory
+
+_INPLACE_KINDS = {LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.UNARY, LayerKind.SCALE,
+                  LayerKind.PARAMETRIC_RELU}
+
+
+def step_alias(node: Node) -> tuple[str | None, int]:
+    """How the memory planner may alias this layer's output: (alias, concat axis)."""
+    if node.kind == LayerKind.SHUFFLE and _is_identity_perm(node.attrs.get("first_perm")) \
+            and _is_identity_perm(node.attrs.get("second_perm")):
+        return "view", 0
+    if node.kind == LayerKind.CONCATENATION:
+        rank = len(node.outputs[0].shape)
+        return "concat", int(node.attrs["axis"]) % max(rank, 1)
+    if node.kind in _INPLACE_KINDS and node.outputs[0].dtype == _first_dtype(node):
+        return "inplace", 0
+    return None, 0
+
+
+def _first_dtype(node: Node):
+    return next((v.dtype for v in node.inputs if v is not None), None)
+
+
+def _is_identity_perm(perm) -> bool:
+    return perm is None or list(perm) == list(range(len(perm)))
+
+
+class ScheduleSpecs:
+    """Tensor ids and planner specs for a graph in a given node order."""
+
+    def __init__(self, graph: Graph, order: list[Node], pool_of=lambda node: "cpu"):
+        self.ids: dict[int, int] = {}
+        self.values: list[Value] = []
+        external = {id(v) for v in graph.inputs}
+        outputs = {id(v) for v in graph.outputs}
+        pools: dict[int, str] = {}
+        for node in order:
+            for v in node.outputs:
+                pools[id(v)] = pool_of(node)
+        for value in graph.inputs:
+            self._id(value)
+        self.steps = []
+        for node in order:
+            alias, axis = step_alias(node)
+            self.steps.append(StepSpec(tuple(self._id(v) for v in node.inputs),
+                                       tuple(self._id(v) for v in node.outputs), alias, axis))
+        for value in graph.outputs:
+            self._id(value)
+        self.tensors = [TensorSpec(i, v.nbytes, pools.get(id(v), "cpu"), v.is_const or id(v) in external,
+                                   id(v) in outputs, v.dtype.value, tuple(v.shape))
+                        for i, v in enumerate(self.values)]
+
+    def _id(self, value: Value | None) -> int:
+        if value is None:
+            return -1
+        key = id(value)
+        if key not in self.ids:
+            self.ids[key] = len(self.values)
+            self.values.append(value)
+        return self.ids[key]
+
+    def lower_bound(self) -> int:
+        table = {t.id: t for t in self.tensors}
+        last_use = {tid: i for i, step in enumerate(self.steps) for tid in step.inputs}
+        aliases, _ = _resolve_aliases(self.steps, table, last_use)
+        buffers, _ = _buffers(self.steps, table, aliases, 256)
+        return lower_bound(buffers)
+
+
+def greedy_order(graph: Graph) -> list[Node]:
+    """List scheduling: among ready layers run the one whose outputs minus freed inputs is smallest."""
+    position = {id(n): i for i, n in enumerate(graph.nodes)}
+    pending = {id(n): sum(1 for v in _node_inputs(n) if v.producer() is not None) for n in graph.nodes}
+    remaining_uses = {}
+    for node in graph.nodes:
+        for v in _node_inputs(node):
+            remaining_uses[id(v)] = remaining_uses.get(id(v), 0) + 1
+    outputs = {id(v) for v in graph.outputs}
+
+    def cost(node: Node) -> int:
+        grow = sum(v.nbytes for v in node.outputs)
+        freed = sum(v.nbytes for v in set(_node_inputs(node)) if v.producer() is not None
+                    and remaining_uses[id(v)] == _node_inputs(node).count(v) and id(v) not in outputs)
+        return grow - freed
+
+    ready = [(cost(n), position[id(n)], n) for n in graph.nodes if pending[id(n)] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, _, node = heapq.heappop(ready)
+        order.append(node)
+        for v in _node_inputs(node):
+            remaining_uses[id(v)] -= 1
+        touched = []
+        for v in node.outputs:
+            for user in v.users():
+                pending[id(user)] -= sum(1 for u in _node_inputs(user) if u is v)
+                if pending[id(user)] == 0:
+                    touched.append(user)
+        # Costs of ready layers change as inputs get consumed: rebuild the (small) ready heap.
+        ready = [(cost(n), position[id(n)], n) for _, _, n in ready] + \
+                [(cost(n), position[id(n)], n) for n in touched]
+        heapq.heapify(ready)
+    return order
+
+
+def depth_first_order(graph: Graph) -> list[Node]:
+    """Post-order from the outputs, visiting the input that needs the most memory first."""
+    order, seen = [], set()
+    for root in reversed([v.producer() for v in graph.outputs if v.producer() is not None]):
+        stack = [(root, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            producers = [v.producer() for v in _node_inputs(node) if v.producer() is not None]
+            for producer in sorted(producers, key=lambda p: sum(v.nbytes for v in p.outputs)):
+                if id(producer) not in seen:
+                    stack.append((producer, False))
+    return order if len(order) == len(graph.nodes) else list(graph.nodes)
+
+
+def _node_inputs(node: Node) -> list[Value]:
+    return [v for v in node.inputs if v is not None]
+
+
+def choose_schedule(graph: Graph) -> dict:
+    """Reorder graph.nodes to the candidate with the lowest peak live memory; report the candidates."""
+    candidates = {"model": list(graph.nodes), "greedy": greedy_order(graph), "depth-first": depth_first_order(graph)}
+    bounds = {name: ScheduleSpecs(graph, order).lower_bound() for name, order in candidates.items()
+              if len(order) == len(graph.nodes)}
+    best = min(bounds, key=lambda name: (bounds[name], list(candidates).index(name)))
+    graph.nodes = candidates[best]
+    return {"order": best, "lower_bound_bytes": bounds}
+
+
+def plan_graph_memory(graph: Graph, specs: ScheduleSpecs, *, reuse: bool = True) -> MemoryPlan:
+    return plan_memory(specs.steps, specs.tensors, reuse=reuse)
+
