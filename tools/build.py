@@ -6,6 +6,7 @@ import os
 import time
 
 from edgert.tools.args import add_shape_options, parse_shapes
+from edgert.tools.memory import report, summary_line
 
 HELP = "build a plan from an ONNX model"
 
@@ -27,4 +28,5 @@ def main(args) -> int:
     size = os.path.getsize(args.output)
     print(f"built {args.output}: {len(plan.layers)} layers, {size / 1024:.1f} KiB, target {args.target}, "
           f"{seconds:.2f} s")
+    print(summary_line(report(plan.document)))
     return 0

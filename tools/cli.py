@@ -10,9 +10,9 @@ import sys
 import traceback
 
 from edgert.errors import EdgeRTError
-from edgert.tools import build, inspect, run
+from edgert.tools import build, inspect, memory, run
 
-TOOLS = {"build": build, "run": run, "inspect": inspect}
+TOOLS = {"build": build, "run": run, "inspect": inspect, "memory": memory}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from edgert.tools.memory import report as memory_report, summary_line
+
 HELP = "show a plan's header, bindings and layers"
 
 
@@ -36,6 +38,7 @@ def describe(document: dict) -> dict:
         "constants_bytes": len(document.get("blob", b"")),
         "inputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["inputs"]],
         "outputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["outputs"]],
+        "memory": {k: v for k, v in memory_report(document).items() if k != "tensors"},
         "layers": layers,
     }
 
@@ -47,6 +50,7 @@ def _shapes(tensors) -> str:
 def print_tables(info: dict) -> None:
     print(f"plan format {info['format_version']}, built by edgert {info['edgert_version']} "
           f"for target {info['target']}; constants {info['constants_bytes'] / 1024:.1f} KiB")
+    print(summary_line(info["memory"]))
     for direction in ("inputs", "outputs"):
         for binding in info[direction]:
             print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {tuple(binding['shape'])}")
