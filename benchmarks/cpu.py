@@ -1,0 +1,62 @@
+"""CPU latency: edgert vs onnxruntime, same process, interleaved runs, medians.
+
+    python benchmarks/cpu.py [--models resnet unet ...] [--zoo] [--reps 30] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import time
+
+import numpy as np
+
+import _models
+
+
+def feeds_for(engine) -> dict:
+    rng = np.random.default_rng(0)
+    return {b.name: rng.standard_normal(b.shape).astype(b.dtype) for b in engine.inputs}
+
+
+def main() -> None:
+    import onnxruntime as ort
+
+    import edgert
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*")
+    parser.add_argument("--zoo", action="store_true", help="include ONNX's light model zoo")
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    print(f"# edgert vs onnxruntime {ort.__version__} on CPU — {_models.machine()}, "
+          f"{datetime.date.today()}, {args.threads} threads, median of {args.reps} interleaved runs")
+    print("| model | edgert ms | onnxruntime ms | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, (model, shapes) in _models.select(args.models, args.zoo).items():
+        engine = edgert.load(edgert.build(model, shapes=shapes))
+        context = engine.create_execution_context()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = feeds_for(engine)
+        ours, theirs = [], []
+        for _ in range(3):  # warm-up
+            context.execute(feeds)
+            session.run(None, feeds)
+        for _ in range(args.reps):
+            started = time.perf_counter()
+            context.execute(feeds)
+            ours.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            session.run(None, feeds)
+            theirs.append(time.perf_counter() - started)
+        a, b = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
+        print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
