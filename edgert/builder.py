@@ -17,23 +17,33 @@ _PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float
 
 
 def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: str = "host",
-          precision: str = "fp32", memory_reuse: bool = True, reorder: bool = True, **options) -> Plan:
-    """Import ``model`` (path, bytes or onnx.ModelProto), optimize it and return a Plan."""
+          precision: str = "fp32", optimize: bool = True, disabled_passes: Sequence[str] = (),
+          memory_reuse: bool = True, reorder: bool = True, **options) -> Plan:
+    """Import ``model`` (path, bytes or onnx.ModelProto), optimize it and return a Plan.
+
+    ``optimize=False`` skips every graph pass, ``disabled_passes`` skips the named ones; the plan's
+    header records how many rewrites each pass made (``plan.header["passes"]``).
+    """
     from edgert.onnx.importer import import_model
 
     graph = import_model(model, shapes)
     graph.verify()
-    return build_graph(graph, target=target, memory_reuse=memory_reuse, reorder=reorder,
-                       options={"precision": precision, **options})
+    return build_graph(graph, target=target, optimize=optimize, disabled_passes=disabled_passes,
+                       memory_reuse=memory_reuse, reorder=reorder, options={"precision": precision, **options})
 
 
-def build_graph(graph: Graph, *, target: str = "host", memory_reuse: bool = True, reorder: bool = True,
-                options: dict | None = None) -> Plan:
+def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, disabled_passes: Sequence[str] = (),
+                memory_reuse: bool = True, reorder: bool = True, options: dict | None = None) -> Plan:
+    from edgert.passes import PIPELINE, optimize as run_passes
+
+    pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
     schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes)
     memory = plan_graph_memory(graph, specs, reuse=memory_reuse)
-    return Plan(_document(graph, specs, memory, schedule_report, target, dict(options or {})))
+    document = _document(graph, specs, memory, schedule_report, target, dict(options or {}))
+    document["header"]["passes"] = pass_counts
+    return Plan(document)
 
 
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,

@@ -16,17 +16,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="plan file to write")
     add_shape_options(parser)
     parser.add_argument("--target", default="host", help="device profile to build for (default: host)")
+    parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
+                        help="disable one graph pass (repeatable); 'all' disables every pass")
 
 
 def main(args) -> int:
     import edgert
 
     started = time.perf_counter()
-    plan = edgert.build(args.model, shapes=parse_shapes(args.shape), target=args.target)
+    disabled = [p for p in args.no_opt if p != "all"]
+    plan = edgert.build(args.model, shapes=parse_shapes(args.shape), target=args.target,
+                        optimize="all" not in args.no_opt, disabled_passes=disabled)
     plan.save(args.output)
     seconds = time.perf_counter() - started
     size = os.path.getsize(args.output)
     print(f"built {args.output}: {len(plan.layers)} layers, {size / 1024:.1f} KiB, target {args.target}, "
           f"{seconds:.2f} s")
     print(summary_line(report(plan.document)))
+    if args.verbose:
+        for name, count in plan.header.get("passes", {}).items():
+            print(f"  pass {name}: {count} rewrite{'s' if count != 1 else ''}")
     return 0

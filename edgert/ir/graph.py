@@ -102,6 +102,10 @@ class Node:
         if value is not None:
             value._uses.append((self, index))
 
+    def append_input(self, value: Value | None) -> None:
+        self._inputs.append(None)
+        self.set_input(len(self._inputs) - 1, value)
+
     def _attach(self, inputs: Iterable[Value | None], outputs: Iterable[Value]) -> None:
         for index, value in enumerate(inputs):
             self._inputs.append(None)
