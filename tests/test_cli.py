@@ -44,12 +44,17 @@ def test_build_run_inspect(tmp_path, capsys):
     assert "y: float32 (4, 3)" in capsys.readouterr().out
     assert main(["inspect", str(plan), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert [layer["kind"] for layer in info["layers"]] == ["ElementWise", "Activation"]
+    assert [layer["kind"] for layer in info["layers"]] == ["PointWise"]  # Add + Relu fused
+    assert info["layers"][0]["origin"] == ["add", "relu"]
     for layer in info["layers"]:
         assert {"name", "kind", "device", "precision", "inputs", "outputs"} <= set(layer)
         assert layer["outputs"][0]["shape"] == [4, 3]
     assert main(["inspect", str(plan)]) == 0
-    assert "Activation" in capsys.readouterr().out
+    assert "PointWise" in capsys.readouterr().out
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan), "--shape", "x=4x3", "--no-opt", "all"]) == 0
+    assert main(["inspect", str(plan), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.split("\n", 2)[2])
+    assert [layer["kind"] for layer in info["layers"]] == ["ElementWise", "Activation"]
 
 
 @pytest.mark.parametrize("argv, expected", [

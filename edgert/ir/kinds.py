@@ -65,6 +65,9 @@ class LayerKind(str, enum.Enum):
     IDENTITY = "Identity"
     # layout / precision conversion at a device boundary
     REFORMAT = "Reformat"
+    # a fused chain of per-element layers; attrs: program = [{"kind", "attrs", "args"}...] where args
+    # index registers (inputs first, then one register per instruction); the last register is the output
+    POINTWISE = "PointWise"
     PLUGIN = "Plugin"
 
 
@@ -161,6 +164,10 @@ class PaddingMode(str, enum.Enum):
     EDGE = "edge"
     WRAP = "wrap"
 
+
+# Per-element kinds the elementwise-fusion pass may merge into one PointWise layer.
+POINTWISE_KINDS = frozenset({LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.UNARY, LayerKind.SCALE,
+                             LayerKind.PARAMETRIC_RELU})
 
 # Kinds that only reinterpret their input's memory (candidates for views in the memory planner).
 VIEW_KINDS = frozenset({LayerKind.SHUFFLE})

@@ -16,6 +16,7 @@ PIPELINE = (
     "identity_elimination",
     "shuffle_cancellation",
     "scale_folding",
+    "elementwise_fusion",
     "dead_code",
 )
 MAX_ROUNDS = 8

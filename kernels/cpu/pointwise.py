@@ -1,0 +1,65 @@
+"""CPU kernel: PointWise, a fused chain of per-element layers evaluated block by block.
+
+The output is processed in blocks of about BLOCK_ELEMENTS elements, and the whole program runs on
+one block before the next, so each input is read once and the output written once while the
+intermediates stay in cache. Each instruction is an ordinary per-element kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ir.kinds import LayerKind
+from edgert.kernels.registry import lookup, register
+
+BLOCK_ELEMENTS = 1 << 15
+
+
+def blocks(shape: tuple):
+    """Index tuples (ints for outer axes, one slice) covering ``shape`` in blocks of ~BLOCK_ELEMENTS."""
+    axis, inner = len(shape), 1
+    while axis > 0 and inner * shape[axis - 1] <= BLOCK_ELEMENTS:
+        axis -= 1
+        inner *= shape[axis]
+    if axis == 0:
+        yield None  # everything at once
+        return
+    split = axis - 1
+    step = max(1, BLOCK_ELEMENTS // inner)
+    for outer in np.ndindex(*shape[:split]):
+        for start in range(0, shape[split], step):
+            yield outer + (slice(start, min(start + step, shape[split])),)
+
+
+def _part(array: np.ndarray, block: tuple, out_shape: tuple) -> np.ndarray:
+    """The part of a (possibly broadcasting) input that meets the output block."""
+    rank = len(out_shape)
+    array = array.reshape((1,) * (rank - array.ndim) + array.shape)
+    index = []
+    for axis, i in enumerate(block):
+        if array.shape[axis] == out_shape[axis]:
+            index.append(i)
+        else:  # a broadcast axis of size 1: keep it as a slice, or drop it where the output drops it
+            index.append(slice(None) if isinstance(i, slice) else 0)
+    return array[tuple(index)]
+
+
+def run_program(program: list, inputs: list, out: np.ndarray) -> None:
+    for block in blocks(out.shape):
+        if block is None:
+            registers, target_out = list(inputs), out
+        else:
+            registers, target_out = [_part(x, block, out.shape) for x in inputs], out[block]
+        for position, instruction in enumerate(program):
+            args = [registers[r] if r >= 0 else None for r in instruction["args"]]
+            if position == len(program) - 1:
+                target = target_out
+            else:
+                target = np.empty(np.broadcast_shapes(*(a.shape for a in args if a is not None)), out.dtype)
+            lookup(LayerKind(instruction["kind"]))(instruction["attrs"], args, [target])
+            registers.append(target)
+
+
+@register(LayerKind.POINTWISE)
+def pointwise(attrs, inputs, outputs):
+    run_program(attrs["program"], list(inputs), outputs[0])
