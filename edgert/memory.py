@@ -3,7 +3,7 @@
 Inputs are plain data (``TensorSpec``, ``StepSpec``) so the planner knows nothing of the IR:
 
 1. **Aliases** turn tensors into shared buffers: a ``view`` step's output is its input
-   reinterpreted (reshape); an ``inplace`` step writes its output over an input that dies there
+   reinterpreted (reshape) or a contiguous part of it (a slice); an ``inplace`` step writes its output over an input that dies there
    (same size, dtype and shape); a ``concat`` step's inputs are written straight into their slice
    of its output when the slice is contiguous, and the step becomes a no-op (elided).
 2. **Lifetimes**: a buffer lives from the step that first writes it to the last step that reads it
@@ -44,6 +44,7 @@ class StepSpec:
     outputs: tuple
     alias: str | None = None   # None | "view" | "inplace" | "concat"
     concat_axis: int = 0
+    view_offset: int = 0       # bytes into the input where a "view" output starts (contiguous slices)
 
 
 @dataclasses.dataclass
@@ -116,7 +117,7 @@ def _resolve_aliases(steps: Sequence[StepSpec], tensors: dict[int, TensorSpec], 
         if step.alias == "view" and _internal(tensors, step.inputs[0]):
             source, out = step.inputs[0], step.outputs[0]
             if not tensors[out].graph_output and tensors[source].pool == tensors[out].pool:
-                aliases.join(out, source)
+                aliases.join(out, source, step.view_offset)
                 elided.append(index)
         elif step.alias == "inplace":
             out = step.outputs[0]

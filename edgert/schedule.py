@@ -19,17 +19,39 @@ _INPLACE_KINDS = {LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.UNARY, 
                   LayerKind.PARAMETRIC_RELU}
 
 
-def step_alias(node: Node) -> tuple[str | None, int]:
-    """How the memory planner may alias this layer's output: (alias, concat axis)."""
+def step_alias(node: Node) -> tuple[str | None, int, int]:
+    """How the memory planner may alias this layer's output: (alias, concat axis, view byte offset)."""
     if node.kind == LayerKind.SHUFFLE and _is_identity_perm(node.attrs.get("first_perm")) \
             and _is_identity_perm(node.attrs.get("second_perm")):
-        return "view", 0
+        return "view", 0, 0
+    if node.kind == LayerKind.SLICE:
+        offset = contiguous_slice_offset(node.inputs[0].shape, node.attrs, node.inputs[0].dtype.itemsize)
+        return ("view", 0, offset) if offset is not None else (None, 0, 0)
     if node.kind == LayerKind.CONCATENATION:
         rank = len(node.outputs[0].shape)
-        return "concat", int(node.attrs["axis"]) % max(rank, 1)
+        return "concat", int(node.attrs["axis"]) % max(rank, 1), 0
     if node.kind in _INPLACE_KINDS and node.outputs[0].dtype == _first_dtype(node):
-        return "inplace", 0
-    return None, 0
+        return "inplace", 0, 0
+    return None, 0, 0
+
+
+def contiguous_slice_offset(shape, attrs: dict, itemsize: int) -> int | None:
+    """Byte offset of a slice that is one contiguous run of its input, else None.
+
+    Contiguous: unit steps, every axis after the last partially taken axis k taken whole, and every
+    axis before k taken at size 1.
+    """
+    starts, sizes, steps = attrs["starts"], attrs["sizes"], attrs["steps"]
+    if any(step != 1 for step in steps):
+        return None
+    partial = [axis for axis in range(len(shape)) if sizes[axis] != shape[axis]]
+    if partial and any(sizes[axis] != 1 for axis in range(partial[-1])):
+        return None
+    offset, stride = 0, itemsize
+    for axis in reversed(range(len(shape))):
+        offset += int(starts[axis]) * stride
+        stride *= shape[axis]
+    return offset
 
 
 def _first_dtype(node: Node):
@@ -56,9 +78,9 @@ class ScheduleSpecs:
             self._id(value)
         self.steps = []
         for node in order:
-            alias, axis = step_alias(node)
+            alias, axis, offset = step_alias(node)
             self.steps.append(StepSpec(tuple(self._id(v) for v in node.inputs),
-                                       tuple(self._id(v) for v in node.outputs), alias, axis))
+                                       tuple(self._id(v) for v in node.outputs), alias, axis, offset))
         for value in graph.outputs:
             self._id(value)
         self.tensors = [TensorSpec(i, v.nbytes, pools.get(id(v), "cpu"), v.is_const or id(v) in external,

@@ -153,6 +153,8 @@ class Graph:
         return name
 
     def add_input(self, name: str, dtype: DataType, shape: Sequence[int]) -> Value:
+        if name in self._names:
+            raise GraphError(f"graph input name {name!r} is already used by another value")
         value = Value(self.unique_name(name), dtype, shape)
         self.inputs.append(value)
         return value
@@ -250,6 +252,11 @@ class Graph:
                     for user, _ in value._uses:
                         if id(user) not in index:
                             raise GraphError(f"{value.name!r} is used by {user.name!r}, which is not in the graph")
+        for value in self.values():
+            for user, slot in value._uses:
+                if slot >= len(user._inputs) or user._inputs[slot] is not value:
+                    raise GraphError(f"{value.name!r} lists {user.name!r} input {slot} as a use, but that input "
+                                     "reads another value")
         for value in self.outputs:
             if value.producer() is None and not value.is_const and id(value) not in input_ids:
                 raise GraphError(f"graph output {value.name!r} is not produced by any node")

@@ -37,7 +37,7 @@ def simplify(shape: tuple, steps: list) -> list:
         out, current = [], tuple(shape)
         for step in steps:
             op, arg = step
-            if op == "T" and [current[p] for p in arg if current[p] != 1] == [d for d in current if d != 1]:
+            if op == "T" and [p for p in arg if current[p] != 1] == [i for i, d in enumerate(current) if d != 1]:
                 step = op, arg = ("R", _apply(current, step))  # only size-1 axes move: a reshape
             after = _apply(current, step)
             if after == current and (op == "R" or list(arg) == sorted(arg)):

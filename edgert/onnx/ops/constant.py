@@ -1,1 +1,126 @@
-"""ONNX importers: constant ops."""
+"""ONNX importers whose outputs are known at build time, or that only forward their input.
+
+Constant, ConstantOfShape, Shape, Size, Range and EyeLike become constants (shapes are static, so
+Shape and Size always fold); Identity and Dropout (inference) return their input Value itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgert.errors import ModelError, UnsupportedError
+from edgert.onnx.context import onnx_dtype, tensor_to_array
+from edgert.onnx.registry import onnx_op
+
+# Constant's scalar/list attributes and the NumPy type each holds.
+_CONSTANT_LIST_ATTRS = {"value_float": np.float32, "value_floats": np.float32,
+                        "value_int": np.int64, "value_ints": np.int64}
+
+
+@onnx_op("Constant")
+def constant(ctx, node):
+    attrs = ctx.attrs()
+    if len(attrs) != 1:
+        raise ModelError(f"{ctx.where}: Constant needs exactly one value attribute, found {sorted(attrs) or 'none'}")
+    (name, value), = attrs.items()
+    if name == "value":
+        return [ctx.constant(tensor_to_array(value, ctx.where), name=node.output[0])]
+    if name in _CONSTANT_LIST_ATTRS:
+        return [ctx.constant(np.array(value, dtype=_CONSTANT_LIST_ATTRS[name]), name=node.output[0])]
+    if name in ("sparse_value", "value_string", "value_strings"):
+        raise UnsupportedError(f"{ctx.where}: Constant attribute {name!r} is not supported (edgert carries dense "
+                               "numeric tensors only); store the value as a dense 'value' tensor")
+    raise ModelError(f"{ctx.where}: unknown Constant attribute {name!r}")
+
+
+@onnx_op("ConstantOfShape")
+def constant_of_shape(ctx, node):
+    shape = ctx.const_input(0, "the output shape")
+    if shape.ndim != 1 or (shape.size and shape.min() < 0):
+        raise ModelError(f"{ctx.where}: the shape input must be a 1-D tensor of non-negative dims, "
+                         f"found {shape.tolist()}")
+    fill = ctx.attrs().get("value")
+    fill = tensor_to_array(fill, ctx.where) if fill is not None else np.zeros(1, np.float32)
+    if fill.size != 1:
+        raise ModelError(f"{ctx.where}: 'value' must hold exactly one element, found shape {fill.shape}")
+    return [ctx.constant(np.full(tuple(int(d) for d in shape), fill.reshape(()), dtype=fill.dtype),
+                         name=node.output[0])]
+
+
+@onnx_op("Shape")
+def shape(ctx, node):
+    attrs = ctx.attrs()
+    # Python slicing clamps start/end exactly as Shape-15 specifies (negative counts from the end).
+    dims = np.array(ctx.input(0).shape, dtype=np.int64)[attrs.get("start", 0):attrs.get("end", None)]
+    return [ctx.constant(dims, name=node.output[0])]
+
+
+@onnx_op("Size")
+def size(ctx, node):
+    return [ctx.constant(np.array(math.prod(ctx.input(0).shape), dtype=np.int64), name=node.output[0])]
+
+
+@onnx_op("Range")
+def range_(ctx, node):
+    start, limit, delta = (ctx.const_input(i, what) for i, what in enumerate(("start", "limit", "delta")))
+    if any(v.size != 1 for v in (start, limit, delta)):
+        raise ModelError(f"{ctx.where}: start, limit and delta must be scalars, found shapes "
+                         f"{start.shape}, {limit.shape}, {delta.shape}")
+    start, limit, delta = (v.reshape(()) for v in (start, limit, delta))
+    if delta == 0:
+        raise ModelError(f"{ctx.where}: delta is 0; Range needs a non-zero step")
+    if np.issubdtype(start.dtype, np.integer):
+        count = max(-((int(start) - int(limit)) // int(delta)), 0)  # exact ceil((limit - start) / delta)
+        values = int(start) + np.arange(count, dtype=np.int64) * int(delta)
+    else:
+        # The difference in the input type, the division in double, as onnxruntime computes it.
+        count = max(math.ceil(float(limit - start) / float(delta)), 0)
+        values = start + np.arange(count, dtype=start.dtype) * delta
+    return [ctx.constant(values.astype(start.dtype), name=node.output[0])]
+
+
+@onnx_op("EyeLike")
+def eye_like(ctx, node):
+    x = ctx.input(0)
+    ctx.check_rank(x, (2,))
+    attrs = ctx.attrs()
+    dtype = x.dtype.numpy
+    if "dtype" in attrs:
+        dtype = onnx_dtype(attrs["dtype"], ctx.where).numpy
+    return [ctx.constant(np.eye(*x.shape, k=attrs.get("k", 0), dtype=dtype), name=node.output[0])]
+
+
+@onnx_op("Identity")
+def identity(ctx, node):
+    return [ctx.input(0)]
+
+
+@onnx_op("Dropout")
+def dropout(ctx, node):
+    """Inference: output = input; the mask (if asked for) is all ones/true."""
+    x = ctx.input(0)
+    if ctx.opset >= 12:
+        _check_inference(ctx)
+    outputs = [x]
+    if len(node.output) > 1 and node.output[1]:
+        mask_type = x.dtype.numpy if ctx.opset < 10 else np.bool_  # Dropout-7 masks have the input's type
+        outputs.append(ctx.constant(np.ones(x.shape, dtype=mask_type), name=node.output[1]))
+    return outputs
+
+
+def _check_inference(ctx) -> None:
+    training = ctx.input(2, required=False)
+    if training is None:
+        return
+    if not training.is_const:
+        raise UnsupportedError(f"{ctx.where}: training_mode ({training.name!r}) is a runtime input; edgert runs "
+                               "inference only — make it a constant false or remove it")
+    if not bool(np.asarray(training.const).reshape(())):
+        return
+    ratio = ctx.const_input(1, "ratio", required=False)
+    ratio = 0.5 if ratio is None else float(np.asarray(ratio).reshape(()))
+    if ratio != 0.0:
+        raise UnsupportedError(f"{ctx.where}: training_mode is true with ratio {ratio}; edgert runs inference "
+                               "only (random dropout is not supported) — export the model in eval mode")
