@@ -20,7 +20,7 @@ class LayerKind(str, enum.Enum):
     ACTIVATION = "Activation"
     # attrs: op (ElementWiseOp); two inputs, NumPy broadcasting
     ELEMENTWISE = "ElementWise"
-    # attrs: op (UnaryOp)
+    # attrs: op (UnaryOp); ISINF also detect_positive, detect_negative (bool, default True)
     UNARY = "Unary"
     # y = x * scale + shift along `axis` (per channel); inputs: x, scale, shift
     SCALE = "Scale"
@@ -38,7 +38,7 @@ class LayerKind(str, enum.Enum):
     RESIZE = "Resize"
     # attrs: mode (PaddingMode), pads (begin..., end...), value
     PADDING = "Padding"
-    # attrs: axes (softmax over their product), log (bool)
+    # attrs: axes (softmax over their product), log (bool), hard (bool, optional: Hardmax, 1 at the first max)
     SOFTMAX = "Softmax"
     # attrs: trans_a, trans_b; inputs: a, b (NumPy matmul broadcasting)
     MATRIX_MULTIPLY = "MatrixMultiply"

@@ -103,12 +103,13 @@ def _input_type(info: onnx.ValueInfoProto, given: Sequence[int] | None):
         if given is None:
             raise ShapeError(f"{where} has no shape in the model; give one with --shape {info.name}=1x3x224x224")
         return dtype, tuple(given)
+    # A dim with a value is static (0 included: empty tensors are legal); dim_param or nothing is dynamic.
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim]
     if given is None:
-        dynamic = [d for d in dims if not isinstance(d, int) or d <= 0]
+        dynamic = [d for d in dims if not isinstance(d, int) or d < 0]
         if dynamic:
             shown = "x".join(str(d) for d in dims)
-            example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+            example = "x".join(str(d) if isinstance(d, int) and d >= 0 else "1" for d in dims)
             raise ShapeError(f"{where} has dynamic dims ({shown}); give a static shape, e.g. "
                              f"--shape {info.name}={example} (shapes={{{info.name!r}: ...}} in Python)")
         return dtype, tuple(dims)
@@ -117,9 +118,9 @@ def _input_type(info: onnx.ValueInfoProto, given: Sequence[int] | None):
         raise ShapeError(f"{where}: given shape {given} has rank {len(given)}, the model says rank {len(dims)} "
                          f"({'x'.join(str(d) for d in dims)})")
     for axis, (model_dim, dim) in enumerate(zip(dims, given)):
-        if dim <= 0:
-            raise ShapeError(f"{where}: given shape {given} has a non-positive dim at axis {axis}")
-        if isinstance(model_dim, int) and model_dim > 0 and model_dim != dim:
+        if dim < 0:
+            raise ShapeError(f"{where}: given shape {given} has a negative dim at axis {axis}")
+        if isinstance(model_dim, int) and model_dim >= 0 and model_dim != dim:
             raise ShapeError(f"{where}: given shape {given} contradicts the model's static dim {model_dim} "
                              f"at axis {axis}")
     return dtype, given

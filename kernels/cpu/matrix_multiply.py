@@ -1,1 +1,36 @@
-"""CPU kernel: matrix_multiply."""
+"""CPU kernel: MatrixMultiply (attrs: trans_a, trans_b); NumPy matmul semantics incl. 1-D operands.
+
+Everything goes to BLAS through np.matmul with transposes as views. A stack of matrices times one
+matrix is flattened into a single GEMM, and float16 is computed in float32 (NumPy has no half BLAS).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ir.kinds import LayerKind
+from edgert.kernels.registry import register
+
+
+def _transposed(x, flag):
+    return x.swapaxes(-1, -2) if flag and x.ndim >= 2 else x
+
+
+def matmul_into(a, b, out) -> None:
+    """out = a @ b, written into ``out`` (contiguous, the broadcast result shape)."""
+    if a.dtype == np.float16:
+        np.copyto(out, np.matmul(a.astype(np.float32), b.astype(np.float32)), casting="unsafe")
+        return
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous and out.flags.c_contiguous:
+        np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[-1]))
+    elif out.dtype == a.dtype == b.dtype:
+        np.matmul(a, b, out=out)
+    else:
+        np.copyto(out, np.matmul(a, b), casting="unsafe")
+
+
+@register(LayerKind.MATRIX_MULTIPLY)
+def matrix_multiply(attrs, inputs, outputs):
+    a = _transposed(inputs[0], attrs.get("trans_a", False))
+    b = _transposed(inputs[1], attrs.get("trans_b", False))
+    matmul_into(a, b, outputs[0])

@@ -1,1 +1,48 @@
-"""CPU kernel: softmax."""
+"""CPU kernel: Softmax (attrs: axes, log; optional hard for Hardmax).
+
+Softmax runs over the product of ``axes``: exp(x - max) / sum, or (x - max) - log(sum) when ``log``.
+Subtracting the max keeps exp from overflowing. ``hard`` gives Hardmax: 1 at the first maximum
+over ``axes`` (in row-major order), 0 elsewhere. float16 runs step by step in float16 (each NumPy
+step rounds once), which is what ONNX's reference computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ir.kinds import LayerKind
+from edgert.kernels.registry import register
+
+
+def softmax_into(x: np.ndarray, axes: tuple, log: bool, out: np.ndarray) -> None:
+    """Write softmax (or log-softmax) of ``x`` over ``axes`` into ``out``; ``out`` may alias ``x``."""
+    # A row whose max is infinite gives NaN (inf - inf), as in onnxruntime and ONNX's reference.
+    peak = np.maximum.reduce(x, axis=axes, keepdims=True)
+    np.subtract(x, peak, out=out)
+    if log:
+        total = np.add.reduce(np.exp(out), axis=axes, keepdims=True)
+        np.subtract(out, np.log(total), out=out)
+    else:
+        np.exp(out, out=out)
+        np.divide(out, np.add.reduce(out, axis=axes, keepdims=True), out=out)
+
+
+def hardmax_into(x: np.ndarray, axes: tuple, out: np.ndarray) -> None:
+    rest = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(x, rest + list(axes))
+    rows = moved.reshape(-1, int(np.prod([x.shape[a] for a in axes], dtype=np.int64)))
+    one_hot = np.zeros(rows.shape, out.dtype)
+    if rows.shape[1]:
+        one_hot[np.arange(rows.shape[0]), np.argmax(rows, axis=1)] = 1
+    order = rest + list(axes)
+    np.copyto(out, np.transpose(one_hot.reshape(moved.shape), np.argsort(order)))
+
+
+@register(LayerKind.SOFTMAX)
+def softmax(attrs, inputs, outputs):
+    x, out = inputs[0], outputs[0]
+    axes = tuple(int(a) for a in attrs["axes"])
+    if attrs.get("hard", False):
+        hardmax_into(x, axes, out)
+    else:
+        softmax_into(x, axes, bool(attrs.get("log", False)), out)

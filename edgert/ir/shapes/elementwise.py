@@ -54,12 +54,17 @@ def scale(node):
 @shape_rule(LayerKind.PARAMETRIC_RELU)
 def parametric_relu(node):
     x, slope = node.inputs
-    return [(x.dtype, broadcast(node, x.shape, slope.shape))]
+    if broadcast(node, x.shape, slope.shape) != tuple(x.shape):
+        raise ShapeError(f"layer {node.name!r}: slope of shape {slope.shape} must broadcast to the input's "
+                         f"shape {x.shape} (unidirectional broadcasting)")
+    return [(x.dtype, x.shape)]
 
 
 @shape_rule(LayerKind.SELECT)
 def select(node):
     condition, a, b = node.inputs
+    if condition.dtype != DataType.BOOL:
+        raise ShapeError(f"layer {node.name!r}: Select condition has type {condition.dtype.value}, expected bool")
     if a.dtype != b.dtype:
         raise ShapeError(f"layer {node.name!r}: Select branches have types {a.dtype.value} and {b.dtype.value}")
     return [(a.dtype, broadcast(node, condition.shape, a.shape, b.shape))]
