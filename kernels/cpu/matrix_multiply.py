@@ -1,4 +1,4 @@
-"""CPU kernel: MatrixMultiply (attrs: trans_a, trans_b); NumPy matmul semantics incl. 1-D operands.
+"""CPU kernel: MatrixMultiply (attrs: trans_a, trans_b, epilogue); NumPy matmul semantics incl. 1-D operands.
 
 Everything goes to BLAS through np.matmul with transposes as views. A stack of matrices times one
 matrix is flattened into a single GEMM, and float16 is computed in float32 (NumPy has no half BLAS).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu.epilogue import apply_epilogue
 from edgert.kernels.registry import register
 
 
@@ -34,3 +35,4 @@ def matrix_multiply(attrs, inputs, outputs):
     a = _transposed(inputs[0], attrs.get("trans_a", False))
     b = _transposed(inputs[1], attrs.get("trans_b", False))
     matmul_into(a, b, outputs[0])
+    apply_epilogue(attrs, inputs, outputs[0])

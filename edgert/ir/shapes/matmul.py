@@ -29,7 +29,7 @@ def matmul_shape(node, a_shape, b_shape) -> tuple[int, ...]:
 
 @shape_rule(LayerKind.MATRIX_MULTIPLY)
 def matrix_multiply(node):
-    a, b = node.inputs
+    a, b = node.inputs[:2]  # further inputs feed the fused epilogue (residual / bias adds)
     if a.dtype != b.dtype:
         raise ShapeError(f"layer {node.name!r}: matrix multiply of mismatched types {a.dtype.value} and "
                          f"{b.dtype.value}")
