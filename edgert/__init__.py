@@ -23,7 +23,8 @@ def __getattr__(name):
     if name == "Plan":
         from edgert.plan import Plan
         return Plan
-    from edgert import errors
+    import importlib
+    errors = importlib.import_module("edgert.errors")
     if hasattr(errors, name):
         return getattr(errors, name)
     raise AttributeError(f"module 'edgert' has no attribute {name!r}")

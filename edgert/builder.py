@@ -37,13 +37,29 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     from edgert.passes import PIPELINE, optimize as run_passes
 
     pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
+    options = dict(options or {})
+    partition_report = _partition(graph, target, options)
     schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes)
     memory = plan_graph_memory(graph, specs, reuse=memory_reuse)
-    document = _document(graph, specs, memory, schedule_report, target, dict(options or {}))
+    document = _document(graph, specs, memory, schedule_report, target, options)
     document["header"]["passes"] = pass_counts
+    if partition_report is not None:
+        document["header"]["partition"] = to_plain(partition_report.to_dict())
     return Plan(document)
+
+
+def _partition(graph: Graph, target: str, options: dict):
+    """Assign layers to the target's GPU / DLA cores (host builds without a DLA request stay on the CPU)."""
+    if target == "host" and options.get("dla_core") is None:
+        return None
+    from edgert.partitioner.assign import partition
+    from edgert.targets import load_profile
+
+    return partition(graph, load_profile(target), dla_core=options.get("dla_core"),
+                     gpu_fallback=bool(options.get("gpu_fallback", False)), placement=options.get("placement"),
+                     precision=options.get("precision", "fp32"))
 
 
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,

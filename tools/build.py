@@ -16,6 +16,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="plan file to write")
     add_shape_options(parser)
     parser.add_argument("--target", default="host", help="device profile to build for (default: host)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                        help="build precision (the DLA runs fp16 and int8 only)")
+    parser.add_argument("--dla-core", type=int, default=None, metavar="N", help="make DLA core N the default device")
+    parser.add_argument("--gpu-fallback", action="store_true",
+                        help="run layers the DLA cannot run on the GPU instead of failing the build")
+    parser.add_argument("--placement", metavar="FILE", help="TOML placement rules (layer-name globs or kinds)")
     parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
@@ -26,7 +32,8 @@ def main(args) -> int:
     started = time.perf_counter()
     disabled = [p for p in args.no_opt if p != "all"]
     plan = edgert.build(args.model, shapes=parse_shapes(args.shape), target=args.target,
-                        optimize="all" not in args.no_opt, disabled_passes=disabled)
+                        precision=args.precision, optimize="all" not in args.no_opt, disabled_passes=disabled,
+                        dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement)
     plan.save(args.output)
     seconds = time.perf_counter() - started
     size = os.path.getsize(args.output)

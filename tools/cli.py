@@ -10,9 +10,10 @@ import sys
 import traceback
 
 from edgert.errors import EdgeRTError
-from edgert.tools import build, inspect, memory, run
+from edgert.tools import build, inspect, memory, partition, run, targets
 
-TOOLS = {"build": build, "run": run, "inspect": inspect, "memory": memory}
+TOOLS = {"build": build, "run": run, "inspect": inspect, "memory": memory, "partition": partition,
+         "targets": targets}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -39,6 +39,7 @@ def describe(document: dict) -> dict:
         "inputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["inputs"]],
         "outputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["outputs"]],
         "memory": {k: v for k, v in memory_report(document).items() if k != "tensors"},
+        "partition": header.get("partition"),
         "layers": layers,
     }
 
@@ -64,6 +65,11 @@ def print_tables(info: dict) -> None:
         print("  " + "  ".join(cell[:48].ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+def _print_partition(partition: dict) -> None:
+    from edgert.partitioner.report import PartitionReport
+    print(PartitionReport.from_dict(partition).format())
+
+
 def main(args) -> int:
     from edgert.plan import load_plan_bytes, read_plan
 
@@ -72,4 +78,6 @@ def main(args) -> int:
         print(json.dumps(info, indent=2))
     else:
         print_tables(info)
+        if info["partition"]:
+            _print_partition(info["partition"])
     return 0

@@ -2,6 +2,8 @@
 
 ONNX op names never appear outside ``edgert/onnx``; the importer maps each ONNX op onto one or more
 of these kinds, and each kind's parameters live in the node's ``attrs`` (documented per kind below).
+Layers placed on a DLA core may carry ``attrs["int8"] = {"input_scales": [...], "output_scale": s,
+"weight_scales": [...]}`` (per-tensor activation scales, per-channel weight scales) for int8 execution.
 Sub-operations (which activation, which elementwise op...) are string enums so that plans written
 with msgpack read back as plain strings that still compare equal to the enum members.
 """
@@ -63,7 +65,8 @@ class LayerKind(str, enum.Enum):
     TILE = "Tile"
     # copy (graph outputs that alias another tensor)
     IDENTITY = "Identity"
-    # layout / precision conversion at a device boundary
+    # layout / precision conversion at a device boundary; attrs: from_device, to_device, from_layout,
+    # to_layout, from_precision, to_precision, cost_ms (modeled)
     REFORMAT = "Reformat"
     # a fused chain of per-element layers; attrs: program = [{"kind", "attrs", "args"}...] where args
     # index registers (inputs first, then one register per instruction); the last register is the output

@@ -41,7 +41,12 @@ class _Step:
         except ValueError:
             raise PlanError(f"layer {self.name!r} has unknown kind {layer['kind']!r}; "
                             "the plan needs a newer edgert") from None
-        self.kernel = lookup(self.kind, device)
+        placed = str(layer.get("device", "cpu"))
+        if placed.startswith("dla") or self.kind == LayerKind.REFORMAT:
+            from edgert.targets.dla import kernel_for  # the DLA simulator (NumPy)
+            self.kernel = kernel_for(self.kind, placed)
+        else:
+            self.kernel = lookup(self.kind, device)
         self.attrs = layer.get("attrs") or {}
         self.inputs = [int(i) for i in layer["inputs"]]
         self.outputs = [int(i) for i in layer["outputs"]]

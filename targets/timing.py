@@ -1,0 +1,211 @@
+"""Timing model: predicted time of a layer on the GPU or on one DLA core of a target profile.
+
+Per layer: the larger of compute time (multiply-accumulates / (peak rate x efficiency x channel
+utilization)) and memory time (bytes moved / (bandwidth x efficiency)), plus a fixed per-layer cost.
+A DLA segment (loadable) adds a submission cost, and every device change a Reformat (a GPU copy
+kernel converting layout and precision, plus the cross-engine synchronization).
+
+The constants below are estimates (marked where they come from); a profile's ``[timing]`` table
+overrides any of them. Peak rates, clocks and bandwidths come from the profile's data file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgert.ir.kinds import LayerKind
+from edgert.targets.layers import LayerInfo, TensorInfo
+from edgert.targets.profiles import TargetProfile
+
+BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
+
+DEFAULTS = {
+    # GPU, TensorRT-style kernels. Estimate: a large tensor-core convolution / GEMM kernel sustains about
+    # 70% of the dense peak; small layers lose more through channel padding, memory and launch costs,
+    # which the model charges separately (whole ResNet-50 then lands near the published 40-50%).
+    "gpu_mac_efficiency": 0.7,
+    "gpu_memory_efficiency": 0.7,      # achievable fraction of LPDDR bandwidth for streaming kernels
+    "gpu_layer_overhead_us": 3.0,      # kernel launch and tail, per layer (launched from a CUDA graph)
+    "gpu_channel_align_int8": 32,      # tensor-core tiles pad channels to these multiples (CHW32 / HWC8)
+    "gpu_channel_align_fp16": 8,
+    # DLA. The convolution core's MAC array is cut into input-channel x output-channel atoms
+    # (NVDLA: "atomic-C" x "atomic-K"); small channel counts leave parts of it idle.
+    # Fitted, not measured: the one constant chosen so that INT8 ResNet-50 on one Jetson AGX Orin DLA
+    # core comes out near NVIDIA's MLPerf Inference v3.0 result (~600 images/s); benchmarks/dla_timing.py
+    # checks the GPU/DLA ratios on AGX Orin and, out of sample, on Orin NX.
+    "dla_mac_efficiency": 0.33,
+    "dla_memory_efficiency": 0.35,     # one DLA core's share of DRAM bandwidth (shared with GPU/CPU)
+    "dla_channel_align_int8": 64,
+    "dla_channel_align_fp16": 32,
+    "dla_depthwise_utilization": 0.0,  # 0: depthwise runs as a grouped convolution (one channel per atom)
+    "dla_elements_per_clock": 32,      # per-element engines (SDP, PDP, CDP): elements per clock
+    "dla_layer_overhead_us": 2.0,      # per hardware operation, scheduled by the DLA's own sequencer
+    "dla_submit_us": 60.0,             # submitting one loadable and waiting for it (per segment per run)
+    "reformat_sync_us": 10.0,          # cross-engine event wait at a GPU<->DLA boundary
+}
+# DLA 2.0 (Orin) adds native depthwise convolution (Jetson AGX Orin technical brief).
+VERSION_DEFAULTS = {2: {"dla_depthwise_utilization": 0.25}}
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    macs: float
+    bytes: float
+    compute_ms: float
+    memory_ms: float
+    overhead_ms: float
+
+    @property
+    def ms(self) -> float:
+        return max(self.compute_ms, self.memory_ms) + self.overhead_ms
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_ms >= self.memory_ms else "memory"
+
+
+def device_kind(device: str) -> str:
+    return "dla" if device.startswith("dla") else device
+
+
+class TimingModel:
+    """Predicts per-layer, per-reformat and per-segment times for one profile."""
+
+    def __init__(self, profile: TargetProfile):
+        self.profile = profile
+        constants = dict(DEFAULTS)
+        if profile.dla is not None:
+            constants.update(VERSION_DEFAULTS.get(profile.dla.version, {}))
+        constants.update(profile.timing)
+        self.c = constants
+
+    # -- layers ------------------------------------------------------------------------------
+    def layer(self, info: LayerInfo, device: str, precision: str = "fp16", batch: int = 1) -> LayerTime:
+        """Time of ``info`` on ``device`` ("gpu" or "dla:N"); ``batch`` scales activations, not weights."""
+        macs = layer_macs(info) * batch
+        kind = device_kind(device)
+        moved = layer_bytes(info, precision, batch, self.onchip_bytes(kind))
+        if kind == "dla":
+            return self._dla(info, macs, moved, precision, batch)
+        if kind == "gpu":
+            return self._gpu(info, macs, moved, precision)
+        return LayerTime(macs, moved, 0.0, 0.0, 0.0)  # cpu: not modeled
+
+    def _gpu(self, info: LayerInfo, macs: float, moved: float, precision: str) -> LayerTime:
+        gpu, c = self.profile.gpu, self.c
+        if gpu is None:
+            return LayerTime(macs, moved, 0.0, 0.0, 0.0)
+        if _is_depthwise(info) or precision == "fp32":
+            # no tensor cores: CUDA cores at the FP32 rate (x2 for packed half / int8 dot products)
+            peak = gpu.fp32_tflops * 1e12 / 2 * (1 if precision == "fp32" else 2)
+            utilization = 1.0
+        else:
+            peak = (gpu.int8_dense_tops if precision == "int8" else gpu.fp16_dense_tflops) * 1e12 / 2
+            utilization = _channel_utilization(info, c[f"gpu_channel_align_{_int8_or_fp16(precision)}"])
+        compute = macs / (peak * c["gpu_mac_efficiency"] * utilization) if macs else 0.0
+        memory = moved / (self.profile.memory_bandwidth_gbs * 1e9 * c["gpu_memory_efficiency"])
+        return LayerTime(macs, moved, compute * 1e3, memory * 1e3, c["gpu_layer_overhead_us"] / 1e3)
+
+    def _dla(self, info: LayerInfo, macs: float, moved: float, precision: str, batch: int) -> LayerTime:
+        dla, c = self.profile.dla, self.c
+        if dla is None:
+            return LayerTime(macs, moved, float("inf"), 0.0, 0.0)
+        precision = _int8_or_fp16(precision)  # DLA computes FP32 requests in FP16
+        if macs:
+            align = c[f"dla_channel_align_{precision}"]
+            utilization = (c["dla_depthwise_utilization"] or 1.0 / align) if _is_depthwise(info) \
+                else _channel_utilization(info, align)
+            compute = macs / (dla.rate_tops(precision) * 1e12 / 2 * c["dla_mac_efficiency"] * utilization)
+        else:
+            elements = sum(t.size for t in info.inputs if t is not None and not t.is_const) * batch
+            compute = elements / (c["dla_elements_per_clock"] * dla.max_clock_mhz * 1e6)
+        memory = moved / (self.profile.memory_bandwidth_gbs * 1e9 * c["dla_memory_efficiency"])
+        return LayerTime(macs, moved, compute * 1e3, memory * 1e3, c["dla_layer_overhead_us"] / 1e3)
+
+    def onchip_bytes(self, kind: str) -> float:
+        """On-chip memory that keeps activations out of DRAM: the GPU's L2, one DLA core's SRAM share."""
+        if kind == "gpu" and self.profile.gpu is not None:
+            return self.profile.gpu.l2_kib * 1024.0
+        if kind == "dla" and self.profile.dla is not None:
+            dla = self.profile.dla
+            return dla.sram_kib * 1024.0 / (dla.cores if dla.sram_shared else 1)
+        return 0.0
+
+    # -- boundaries --------------------------------------------------------------------------
+    def reformat_ms(self, tensor: TensorInfo, from_precision: str, to_precision: str, batch: int = 1) -> float:
+        """A GPU kernel converting layout and precision at a device change, plus the engines' synchronization."""
+        moved = tensor.size * batch * (BYTES.get(from_precision, 4) + BYTES.get(to_precision, 4))
+        memory = moved / (self.profile.memory_bandwidth_gbs * 1e9 * self.c["gpu_memory_efficiency"])
+        return memory * 1e3 + (self.c["gpu_layer_overhead_us"] + self.c["reformat_sync_us"]) / 1e3
+
+    def segment_overhead_ms(self) -> float:
+        return self.c["dla_submit_us"] / 1e3
+
+
+# -- work per layer ----------------------------------------------------------------------------
+def layer_macs(info: LayerInfo) -> int:
+    """Multiply-accumulates of one layer (0 for layers that only move or combine elements)."""
+    kind = info.kind
+    if kind == LayerKind.CONVOLUTION:
+        w = info.input(1)
+        return info.output.size * int(np.prod(w.shape[1:], dtype=np.int64)) if w is not None else 0
+    if kind == LayerKind.DECONVOLUTION:
+        x, w = info.input(0), info.input(1)
+        return x.size * int(np.prod(w.shape[1:], dtype=np.int64)) if w is not None else 0
+    if kind == LayerKind.MATRIX_MULTIPLY:
+        a = info.input(0)
+        reduction = a.shape[-2] if info.attrs.get("trans_a") and a.rank >= 2 else a.shape[-1]
+        return info.output.size * int(reduction)
+    return 0
+
+
+def layer_bytes(info: LayerInfo, precision: str, batch: int = 1, onchip_bytes: float = 0.0) -> float:
+    """DRAM bytes read and written: activations at ``precision`` (x batch), constants (weights) once.
+
+    An activation that fits in half of ``onchip_bytes`` (the GPU's L2, the DLA's SRAM) is produced and
+    consumed on chip and costs no DRAM traffic.
+    """
+    size = BYTES.get(precision, 4)
+    activations = [t for t in info.inputs if t is not None and not t.is_const] + list(info.outputs)
+    dram = sum(t.size * batch * size for t in activations if t.size * batch * size > onchip_bytes / 2)
+    weights = sum(t.size for t in info.inputs if t is not None and t.is_const)
+    return float(dram + weights * size)
+
+
+def _int8_or_fp16(precision: str) -> str:
+    return "int8" if precision == "int8" else "fp16"
+
+
+def _is_depthwise(info: LayerInfo) -> bool:
+    if info.kind != LayerKind.CONVOLUTION:
+        return False
+    group = int(info.attrs.get("group", 1))
+    return group > 1 and group == info.input(0).shape[1]
+
+
+def _channel_utilization(info: LayerInfo, align: int) -> float:
+    """Fraction of the MAC array's channel atoms a layer fills (input channels per group x output channels)."""
+    if info.kind == LayerKind.CONVOLUTION:
+        c_in = info.input(1).shape[1]
+        c_out = info.output.shape[1] // int(info.attrs.get("group", 1))
+    elif info.kind == LayerKind.DECONVOLUTION:
+        c_in, c_out = info.input(0).shape[1], info.output.shape[1]
+    elif info.kind == LayerKind.MATRIX_MULTIPLY:
+        a = info.input(0)
+        c_in = a.shape[-2] if info.attrs.get("trans_a") and a.rank >= 2 else a.shape[-1]
+        c_out = info.output.shape[-1]
+    else:
+        return 1.0
+    return _fill(c_in, align) * _fill(c_out, align)
+
+
+def _fill(channels: int, align: int) -> float:
+    return channels / (-(-channels // align) * align)
+
+
+def nodes_ms(model: TimingModel, nodes, device: str, precision: str = "fp16", batch: int = 1) -> float:
+    """Predicted time of running ``nodes`` (IR nodes) one after another on ``device`` at ``batch``."""
+    from edgert.targets.layers import from_node
+    return sum(model.layer(from_node(node), device, precision, batch).ms for node in nodes)

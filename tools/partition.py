@@ -1,0 +1,41 @@
+"""edgert partition MODEL --target T: where each layer would run (GPU / DLA core) and why, before any build."""
+
+from __future__ import annotations
+
+import json
+
+from edgert.tools.args import add_shape_options, parse_shapes
+
+HELP = "show where each layer would run on a target (GPU or DLA) and why, with predicted times"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="ONNX model file")
+    parser.add_argument("--target", required=True, help="device profile (see `edgert targets`)")
+    parser.add_argument("--dla-core", type=int, default=None, metavar="N",
+                        help="make DLA core N the default device (default: the GPU)")
+    parser.add_argument("--gpu-fallback", action="store_true",
+                        help="run layers the DLA cannot run on the GPU instead of failing")
+    parser.add_argument("--placement", metavar="FILE",
+                        help="TOML placement rules pinning layers (name globs or kinds) to gpu / dla")
+    parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"),
+                        help="build precision to plan for (default fp16; the DLA runs only fp16 and int8)")
+    add_shape_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def main(args) -> int:
+    from edgert.onnx.importer import import_model
+    from edgert.partitioner.assign import partition
+    from edgert.passes import optimize
+
+    graph = import_model(args.model, parse_shapes(args.shape))
+    graph.verify()
+    optimize(graph)
+    report = partition(graph, args.target, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
+                       placement=args.placement, precision=args.precision)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format())
+    return 0
