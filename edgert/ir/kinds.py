@@ -14,7 +14,8 @@ import enum
 
 
 class LayerKind(str, enum.Enum):
-    # attrs: kernel, strides, pads (begin..., end...), dilations, group; inputs: x, w, [bias]
+    # attrs: kernel, strides, pads (begin..., end...), dilations, group, [epilogue]; inputs: x, w, [bias],
+    # then any extra inputs the epilogue's "add" steps read (see kernels/cpu/epilogue.py)
     CONVOLUTION = "Convolution"
     # attrs: kernel, strides, pads, dilations, group, output_padding; inputs: x, w (C_in, C_out/g, k...), [bias]
     DECONVOLUTION = "Deconvolution"
@@ -24,9 +25,11 @@ class LayerKind(str, enum.Enum):
     ELEMENTWISE = "ElementWise"
     # attrs: op (UnaryOp); ISINF also detect_positive, detect_negative (bool, default True)
     UNARY = "Unary"
-    # y = x * scale + shift along `axis` (per channel); inputs: x, scale, shift
+    # y = x * scale + shift along `axis` (per channel); attrs: axis; inputs: x, scale, shift (pre-shaped to
+    # broadcast against x, e.g. (C, 1, 1))
     SCALE = "Scale"
-    # attrs: type (PoolingType), kernel, strides, pads, dilations, ceil_mode, count_include_pad
+    # attrs: type (PoolingType), kernel, strides, pads, dilations, ceil_mode, count_include_pad (average),
+    # p (LP), storage_order; outputs: y, [indices (int64, max pooling)]
     POOLING = "Pooling"
     # attrs: op (ReduceOp), axes, keepdims
     REDUCE = "Reduce"
@@ -36,16 +39,18 @@ class LayerKind(str, enum.Enum):
     CONCATENATION = "Concatenation"
     # attrs: starts, sizes, steps (one per axis, static)
     SLICE = "Slice"
-    # attrs: mode, coordinate_mode, nearest_mode, cubic_coeff, exclude_outside, extrapolation, out_shape
+    # attrs: mode, coordinate_mode, nearest_mode (incl. "simple" for Upsample / opset <= 10), cubic_coeff,
+    # exclude_outside, extrapolation, antialias, out_shape, scales (per axis), roi (2 x rank or None)
     RESIZE = "Resize"
     # attrs: mode (PaddingMode), pads (begin..., end...), value
     PADDING = "Padding"
     # attrs: axes (softmax over their product), log (bool), hard (bool, optional: Hardmax, 1 at the first max)
     SOFTMAX = "Softmax"
-    # attrs: trans_a, trans_b; inputs: a, b (NumPy matmul broadcasting)
+    # attrs: trans_a, trans_b, [epilogue]; inputs: a, b (NumPy matmul broadcasting), then epilogue inputs
     MATRIX_MULTIPLY = "MatrixMultiply"
-    # y = (x - mean) / sqrt(var + epsilon) over `axes`, then * scale + bias broadcast from `channel_axis`
-    # attrs: axes, epsilon, scale_axes (axes that scale/bias run along); inputs: x, [scale], [bias]
+    # y = (x - mean) / sqrt(var + epsilon) over `axes` (within `groups` channel groups), then * scale + bias;
+    # attrs: axes, epsilon, groups, [stats_dtype]; inputs: x, [scale], [bias] (pre-shaped to broadcast);
+    # outputs: y, [mean, inv_std_dev]
     NORMALIZATION = "Normalization"
     # attrs: size, alpha, beta, bias (cross-channel local response normalization)
     LRN = "LRN"

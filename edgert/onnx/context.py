@@ -13,7 +13,6 @@ from edgert.ir.dtypes import DataType
 from edgert.ir.graph import Graph, Node, Value
 from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import infer_node
-from edgert.kernels.registry import lookup
 
 # ONNX TensorProto data types edgert can carry, by ONNX enum value.
 ONNX_DTYPES = {
@@ -98,8 +97,9 @@ class ImportContext:
         if value is None:
             return None
         if not value.is_const:
-            raise UnsupportedError(f"{self.where}: {what} (input {index}, {value.name!r}) must be a constant "
-                                   "known at build time; give static input shapes with --shape so it can be folded")
+            raise UnsupportedError(f"{self.where}: {what} (input {index}, {self.node.input[index]!r}) must be a "
+                                   "constant known at build time; give static input shapes with --shape so it can "
+                                   "be folded")
         return value.const
 
     # -- building IR -----------------------------------------------------------------------------
@@ -112,20 +112,17 @@ class ImportContext:
         onnx_name = self.node.name or (self.node.output[0] if self.node.output else self.node.op_type)
         node = self.graph.add_node(kind, inputs, attrs, name=name or onnx_name, num_outputs=num_outputs,
                                    origin=[onnx_name])
-        infer_node(node)
+        try:
+            infer_node(node)
+        except ShapeError as e:
+            raise ShapeError(f"{self.where}: {e}") from e
         if self.fold_constants and all(v is None or v.is_const for v in node.inputs):
             return self._fold(node)
         return list(node.outputs)
 
     def _fold(self, node: Node) -> list[Value]:
-        outputs = [np.empty(v.shape, v.dtype.numpy) for v in node.outputs]
-        with np.errstate(all="ignore"):
-            lookup(node.kind)(node.attrs, [v.const if v is not None else None for v in node.inputs], outputs)
-        folded = [self.graph.constant(array, name=v.name) for v, array in zip(node.outputs, outputs)]
-        for old, new in zip(node.outputs, folded):
-            self.graph.replace_all_uses(old, new)
-        self.graph.remove_node(node)
-        return folded
+        from edgert.passes.constant_folding import fold
+        return fold(self.graph, node)
 
     def check_rank(self, value: Value, ranks, what: str = "input") -> None:
         if len(value.shape) not in ranks:

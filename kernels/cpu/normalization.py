@@ -1,1 +1,55 @@
-"""CPU kernel: normalization."""
+"""CPU kernel: Normalization.
+
+y = (x - mean) / sqrt(var + epsilon) * scale + bias, the statistics taken over ``axes`` (and, with
+``groups`` > 1, also over the channels of each of the groups that axis 1 splits into); scale and bias
+are already shaped to broadcast against x. Optional outputs 1 and 2 receive the mean and 1/sqrt(var + eps)
+with the reduced axes kept as size 1 (LayerNormalization's extra outputs).
+attrs: axes, epsilon, groups (default 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu.convolution import compute_dtype
+from edgert.kernels.registry import register
+
+
+def _grouped(x: np.ndarray, axes, groups: int):
+    """A view of x and the axes to reduce: with groups, (N, C, ...) is seen as (N, G, C/G, ...)."""
+    rank = x.ndim
+    axes = sorted(a + rank if a < 0 else a for a in axes)
+    if groups == 1:
+        return x, tuple(axes)
+    view = x.reshape((x.shape[0], groups, x.shape[1] // groups) + x.shape[2:])
+    return view, (2,) + tuple(a + 1 for a in axes)
+
+
+def normalize(x: np.ndarray, axes, epsilon: float, groups: int = 1):
+    """(normalized x in the compute type, mean, inverse standard deviation) — shared with fused kernels."""
+    dtype = compute_dtype(x.dtype)
+    view, reduce_axes = _grouped(x.astype(dtype, copy=False), axes, groups)
+    mean = np.mean(view, axis=reduce_axes, keepdims=True)
+    centered = view - mean
+    variance = np.mean(np.square(centered), axis=reduce_axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(variance + dtype.type(epsilon))
+    centered *= inv_std
+    return centered.reshape(x.shape), mean, inv_std
+
+
+@register(LayerKind.NORMALIZATION)
+def normalization(attrs, inputs, outputs):
+    x = inputs[0]
+    scale = inputs[1] if len(inputs) > 1 else None
+    bias = inputs[2] if len(inputs) > 2 else None
+    groups = int(attrs.get("groups", 1))
+    y, mean, inv_std = normalize(x, attrs["axes"], float(attrs["epsilon"]), groups)
+    if scale is not None:
+        y *= scale
+    if bias is not None:
+        y += bias
+    np.copyto(outputs[0], y, casting="unsafe")
+    if len(outputs) == 3:
+        np.copyto(outputs[1], mean.reshape(outputs[1].shape), casting="unsafe")
+        np.copyto(outputs[2], inv_std.reshape(outputs[2].shape), casting="unsafe")
