@@ -41,6 +41,9 @@ def main() -> None:
         context = engine.create_execution_context()
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
+        # Idle onnxruntime workers spin by default and steal the cores edgert's BLAS threads need
+        # (same process, interleaved): let them sleep, as edgert's do.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feeds = feeds_for(engine)
         ours, theirs = [], []
