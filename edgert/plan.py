@@ -33,21 +33,32 @@ def write_plan(document: dict) -> bytes:
     body_entries = [(key, document[key]) for key in BODY_KEYS if key != "blob" and key in document]
     body_entries += [(key, value) for key, value in document.items()
                      if key not in BODY_KEYS and key != "header"]
-    blob = bytes(document.get("blob", b""))
+    blob = memoryview(document.get("blob", b"")).cast("B")
     packer = msgpack.Packer(use_bin_type=True)
-    body = bytearray(b"".join(packer.pack(k) + packer.pack(v) for k, v in body_entries))
+    body = b"".join(packer.pack(k) + packer.pack(v) for k, v in body_entries)
     header = dict(document.get("header", {}))
     header.update(magic=MAGIC, format_version=FORMAT_VERSION, constants_bytes=len(blob),
                   checksum_algorithm="sha256", checksum="0" * 64)
     count = len(body_entries) + 3  # header, pad, blob
     prefix = _map_header(count) + packer.pack("header") + packer.pack(header)
-    blob_header = len(packer.pack(blob)) - len(blob)
-    unpadded = len(prefix) + len(body) + len(packer.pack(_PAD_KEY)) + 2 + len(packer.pack("blob")) + blob_header
-    body += packer.pack(_PAD_KEY) + packer.pack(b"\0" * (-unpadded % BLOB_ALIGNMENT))
-    body += packer.pack("blob") + packer.pack(blob)
-    header["checksum"] = hashlib.sha256(body).hexdigest()
+    blob_key = packer.pack("blob") + _bin_header(len(blob))
+    unpadded = len(prefix) + len(body) + len(packer.pack(_PAD_KEY)) + 2 + len(blob_key)
+    tail = packer.pack(_PAD_KEY) + packer.pack(b"\0" * (-unpadded % BLOB_ALIGNMENT)) + blob_key
+    digest = hashlib.sha256(body)
+    digest.update(tail)
+    digest.update(blob)
+    header["checksum"] = digest.hexdigest()
     # The checksum has a fixed length, so the header (and the blob's offset) keeps its size.
-    return _map_header(count) + packer.pack("header") + packer.pack(header) + bytes(body)
+    return b"".join((_map_header(count), packer.pack("header"), packer.pack(header), body, tail, blob))
+
+
+def _bin_header(length: int) -> bytes:
+    """msgpack's bin8/16/32 header for ``length`` bytes (what Packer writes for a bytes object)."""
+    if length < 1 << 8:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if length < 1 << 16:
+        return b"\xc5" + length.to_bytes(2, "big")
+    return b"\xc6" + length.to_bytes(4, "big")
 
 
 def _map_header(count: int) -> bytes:

@@ -20,7 +20,7 @@ from edgert.ir.kinds import LayerKind
 from edgert.onnx.context import ImportContext, onnx_dtype, tensor_to_array
 from edgert.onnx.registry import importer_for, supported_ops
 
-MIN_OPSET, MAX_OPSET = 7, 23
+MIN_OPSET, MAX_OPSET = 7, 28
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -59,7 +59,8 @@ def default_opset(proto: onnx.ModelProto) -> int:
     for entry in proto.opset_import:
         if entry.domain in DEFAULT_DOMAINS:
             return entry.version
-    return 1 if proto.opset_import else MAX_OPSET
+    raise ModelError("the model imports no version of the default ONNX opset (opset_import is missing or "
+                     "names only other domains); is the file truncated?")
 
 
 def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:

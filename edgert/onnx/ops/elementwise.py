@@ -71,9 +71,9 @@ def variadic(ctx, node):
 def mod(ctx, node):
     a, b = ctx.input(0), ctx.input(1)
     fmod = bool(ctx.attrs().get("fmod", 0))
-    if not fmod and a.dtype.is_float:
-        raise ModelError(f"{ctx.where}: Mod of {a.dtype.value} tensors needs fmod=1 (ONNX defines fmod=0 only "
-                         "for integers)")
+    if not fmod and a.dtype.is_float and ctx.opset < 28:
+        raise ModelError(f"{ctx.where}: Mod of {a.dtype.value} tensors needs fmod=1 (before opset 28 ONNX "
+                         "defines fmod=0 only for integers)")
     return [elementwise(ctx, E.FMOD if fmod else E.MOD, a, b)]
 
 
