@@ -42,7 +42,8 @@ def test_in_place_equals_out_of_place(kind, attrs, arity, slot):
     kernel = lookup(kind)
     inputs = _inputs(kind, arity)
     fresh = np.empty_like(inputs[slot])
-    kernel(attrs, [a.copy() for a in inputs], [fresh])
     aliased = [a.copy() for a in inputs]
-    kernel(attrs, aliased, [aliased[slot]])
+    with np.errstate(all="ignore"):  # e.g. acosh of values below 1: NaN in both runs, compared as equal
+        kernel(attrs, [a.copy() for a in inputs], [fresh])
+        kernel(attrs, aliased, [aliased[slot]])
     np.testing.assert_array_equal(aliased[slot], fresh)
