@@ -57,9 +57,14 @@ def _partition(graph: Graph, target: str, options: dict):
     from edgert.partitioner.assign import partition
     from edgert.targets import load_profile
 
-    return partition(graph, load_profile(target), dla_core=options.get("dla_core"),
-                     gpu_fallback=bool(options.get("gpu_fallback", False)), placement=options.get("placement"),
-                     precision=options.get("precision", "fp32"))
+    precision = options.get("precision", "fp32")
+    report = partition(graph, load_profile(target), dla_core=options.get("dla_core"),
+                       gpu_fallback=bool(options.get("gpu_fallback", False)), placement=options.get("placement"),
+                       precision=precision)
+    for node in graph.nodes:
+        if node.device.startswith("dla"):
+            node.precision = precision  # the DLA computes in the build precision (fp16 / int8), never fp32
+    return report
 
 
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,

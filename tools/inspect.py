@@ -55,14 +55,16 @@ def print_tables(info: dict) -> None:
     for direction in ("inputs", "outputs"):
         for binding in info[direction]:
             print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {tuple(binding['shape'])}")
-    rows = [("#", "name", "kind", "device", "precision", "tactic", "inputs", "outputs")]
+    rows = [("#", "name", "kind", "device", "precision", "tactic", "inputs", "outputs", "fused from")]
     for index, layer in enumerate(info["layers"]):
+        fused = " + ".join(layer["origin"]) if layer["origin"] != [layer["name"]] else ""
         rows.append((str(index), layer["name"], layer["kind"], layer["device"], str(layer["precision"]),
-                     str(layer["tactic"] or "-"), _shapes(layer["inputs"]), _shapes(layer["outputs"])))
+                     str(layer["tactic"] or "-"), _shapes(layer["inputs"]), _shapes(layer["outputs"]), fused))
     widths = [min(max(len(row[i]) for row in rows), 48) for i in range(len(rows[0]))]
     print(f"{len(info['layers'])} layers:")
     for row in rows:
-        print("  " + "  ".join(cell[:48].ljust(width) for cell, width in zip(row, widths)).rstrip())
+        cells = [cell[:48].ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]  # origin in full
+        print("  " + "  ".join(cells).rstrip())
 
 
 def _print_partition(partition: dict) -> None:
