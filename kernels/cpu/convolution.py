@@ -31,12 +31,14 @@ import numpy as np
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu.epilogue import apply_epilogue
 from edgert.kernels.cpu.padding import fill_border
+from edgert.kernels.cpu.blas import gemm_threads
 from edgert.kernels.registry import register
 
 CHUNK_BYTES = 1 << 20          # working set of one block of a tap loop: fits a core's L2 (or a cluster's L3)
 PARALLEL_MIN_BYTES = 1 << 18   # below this, threads cost more than they save
 COLUMN_TILE_BYTES = 1 << 24    # largest im2col tile (bounds memory for big images)
-SMALL_TAP_ELEMENTS = 1 << 19   # below this many (output x tap) elements, one call over all taps beats a tap loop
+SMALL_TAP_ELEMENTS = 1 << 19
+DIRECT_COLUMN_BYTES = 1 << 22   # up to this column-matrix size, the lean strided-view im2col is faster   # below this many (output x tap) elements, one call over all taps beats a tap loop
 _WORKER_PREFIX = "edgert-cpu"
 
 
@@ -230,6 +232,7 @@ def _pointwise(x, w, strides, group, result) -> None:
     subsampled = x[(Ellipsis,) + tuple(slice(None, None, s) for s in strides)]
     cols = subsampled.reshape(n, group, x.shape[1] // group, -1)
     weights = w.reshape(group, m // group, -1)
+    gemm_threads(2 * n * m * cols.shape[2] * cols.shape[3])
     np.matmul(weights, cols, out=result.reshape(n, group, m // group, -1))
 
 
@@ -268,6 +271,7 @@ def _im2col(layout: TapLayout, w, group, result) -> None:
         weights = weights[:, :, order]
     weights = weights.reshape(group, m // group, -1)
     length = layout.length
+    gemm_threads(2 * n * m * (c // group) * taps * length)
     tile = max(1, COLUMN_TILE_BYTES // (c * taps * result.itemsize))
     flat = np.empty((n, m, length), result.dtype)
     for image in range(n):
@@ -285,6 +289,43 @@ def _im2col(layout: TapLayout, w, group, result) -> None:
     np.copyto(result, layout.crop(flat))
 
 
+def _padded(x: np.ndarray, begins, ends, dtype) -> np.ndarray:
+    """x with zero padding (one zeroed buffer and one copy; negative pads crop)."""
+    spatial = x.shape[2:]
+    shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(spatial, begins, ends))
+    if not any(begins) and not any(ends) and x.dtype == dtype:
+        return x
+    buffer = np.zeros(shape, dtype)
+    into = tuple(slice(max(b, 0), max(b, 0) + d + min(b, 0) + min(e, 0)) for d, b, e in zip(spatial, begins, ends))
+    take = tuple(slice(max(-b, 0), d - max(-e, 0)) for d, b, e in zip(spatial, begins, ends))
+    np.copyto(buffer[(Ellipsis,) + into], x[(Ellipsis,) + take], casting="unsafe")
+    return buffer
+
+
+def _direct_im2col(x, w, kernel, strides, dilations, begins, ends, group, result) -> None:
+    """Columns from a strided window view of the padded input, copied once, then one GEMM per group.
+
+    The lean path for moderate sizes: few NumPy calls, so small convolutions pay little overhead.
+    """
+    xp = np.ascontiguousarray(_padded(x, begins, ends, result.dtype))
+    n, c = xp.shape[:2]
+    m = result.shape[1]
+    out_spatial = result.shape[2:]
+    st = xp.strides
+    shape = (n, c) + tuple(kernel) + tuple(out_spatial)
+    strides_ = st[:2] + tuple(s * d for s, d in zip(st[2:], dilations)) + tuple(s * k for s, k in zip(st[2:], strides))
+    windows = np.lib.stride_tricks.as_strided(xp, shape, strides_, writeable=False)
+    positions = math.prod(out_spatial)
+    cols = windows.reshape(n, group, (c // group) * math.prod(kernel), positions)   # the one copy
+    weights = w.reshape(group, m // group, -1)
+    flat = result.reshape(n, group, m // group, positions)
+    gemm_threads(2 * n * m * cols.shape[2] * positions)
+    if n == 1 and group == 1:
+        np.matmul(weights[0], cols[0, 0], out=flat[0, 0])
+    else:
+        np.matmul(weights, cols, out=flat)
+
+
 def convolve(attrs: dict, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
     """conv(x, w) + bias, computed in ``out`` itself when it is contiguous and of the compute type, else in a
     scratch array of the compute type; returns where the result is (the caller copies it to ``out``)."""
@@ -297,11 +338,16 @@ def convolve(attrs: dict, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None,
     if all(k == 1 for k in kernel) and not any(begins) and not any(ends):
         _pointwise(x.astype(dtype, copy=False), w, strides, group, result)
     else:
-        layout = TapLayout(x, kernel, strides, dilations, begins, ends, out.shape[2:], dtype)
-        if group == x.shape[1] == w.shape[0] and group > 1:
-            _depthwise(layout, w, result)
+        depthwise = group == x.shape[1] == w.shape[0] and group > 1
+        column_bytes = x.shape[0] * x.shape[1] * math.prod(kernel) * math.prod(out.shape[2:]) * dtype.itemsize
+        if not depthwise and column_bytes <= DIRECT_COLUMN_BYTES:
+            _direct_im2col(x, w, kernel, strides, dilations, begins, ends, group, result)
         else:
-            _im2col(layout, w, group, result)
+            layout = TapLayout(x, kernel, strides, dilations, begins, ends, out.shape[2:], dtype)
+            if depthwise:
+                _depthwise(layout, w, result)
+            else:
+                _im2col(layout, w, group, result)
     if bias is not None:
         result += bias.astype(dtype, copy=False).reshape((-1,) + (1,) * spatial)
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu.blas import gemm_threads
 from edgert.kernels.cpu.epilogue import apply_epilogue
 from edgert.kernels.registry import register
 
@@ -19,6 +20,7 @@ def _transposed(x, flag):
 
 def matmul_into(a, b, out) -> None:
     """out = a @ b, written into ``out`` (contiguous, the broadcast result shape)."""
+    gemm_threads(2 * out.size * (a.shape[-1] if a.ndim else 1))
     if a.dtype == np.float16:
         np.copyto(out, np.matmul(a.astype(np.float32), b.astype(np.float32)), casting="unsafe")
         return

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu.blas import gemm_threads
 from edgert.kernels.registry import register
 
 
@@ -196,6 +197,7 @@ def _dense_matrix(indices, weights, in_len: int, dtype) -> np.ndarray:
 def _dense_axis(data, axis, matrix):
     """Resize one axis as a matrix product (BLAS), the axis seen as the middle of (before, in, after)."""
     before = math.prod(data.shape[:axis])
+    gemm_threads(2 * data.size * matrix.shape[0])
     if axis == data.ndim - 1:
         result = data.reshape(before, -1) @ matrix.T
     else:
