@@ -302,11 +302,45 @@ def _padded(x: np.ndarray, begins, ends, dtype) -> np.ndarray:
     return buffer
 
 
+def _shifted_im2col(x, w, kernel, dilations, begins, ends, group, result) -> None:
+    """Stride-1 2-D convolution on the flattened padded planes.
+
+    Every kernel tap reads one contiguous run of the flattened padded input (output rows times the
+    padded width), so the column matrix is copied in long runs; the product computes the few
+    padding columns too, and the crop drops them.
+    """
+    n, c, height, width = x.shape
+    m, (kh, kw), (dh, dw) = result.shape[1], kernel, dilations
+    padded_w = width + begins[1] + ends[1]
+    padded_h = height + begins[0] + ends[0]
+    oh, ow = result.shape[2:]
+    run = oh * padded_w
+    plane = padded_h * padded_w + (kw - 1) * dw      # tail so the last tap's run stays inside
+    buffer = np.zeros((n, c, plane), result.dtype)
+    view = buffer[:, :, :padded_h * padded_w].reshape(n, c, padded_h, padded_w)
+    into = tuple(slice(max(b, 0), max(b, 0) + d + min(b, 0) + min(e, 0))
+                 for d, b, e in zip((height, width), begins, ends))
+    take = tuple(slice(max(-b, 0), d - max(-e, 0)) for d, b, e in zip((height, width), begins, ends))
+    np.copyto(view[(Ellipsis,) + into], x[(Ellipsis,) + take], casting="unsafe")
+    item = buffer.itemsize
+    # np.ndarray over the buffer: the same view as as_strided at a fraction of its Python overhead
+    taps = np.ndarray((n, c, kh, kw, run), buffer.dtype, buffer,
+                      strides=buffer.strides[:2] + (dh * padded_w * item, dw * item, item))
+    cols = taps.reshape(n, group, (c // group) * kh * kw, run)        # the one copy, in long runs
+    weights = w.reshape(group, m // group, -1)
+    gemm_threads(2 * n * m * cols.shape[2] * run)
+    wide = np.matmul(weights, cols).reshape(n, m, oh, padded_w)
+    np.copyto(result, wide[..., :ow])
+
+
 def _direct_im2col(x, w, kernel, strides, dilations, begins, ends, group, result) -> None:
     """Columns from a strided window view of the padded input, copied once, then one GEMM per group.
 
     The lean path for moderate sizes: few NumPy calls, so small convolutions pay little overhead.
     """
+    if x.ndim == 4 and strides == [1, 1]:
+        _shifted_im2col(x, w, kernel, dilations, begins, ends, group, result)
+        return
     xp = np.ascontiguousarray(_padded(x, begins, ends, result.dtype))
     n, c = xp.shape[:2]
     m = result.shape[1]
@@ -314,7 +348,7 @@ def _direct_im2col(x, w, kernel, strides, dilations, begins, ends, group, result
     st = xp.strides
     shape = (n, c) + tuple(kernel) + tuple(out_spatial)
     strides_ = st[:2] + tuple(s * d for s, d in zip(st[2:], dilations)) + tuple(s * k for s, k in zip(st[2:], strides))
-    windows = np.lib.stride_tricks.as_strided(xp, shape, strides_, writeable=False)
+    windows = np.ndarray(shape, xp.dtype, xp, strides=strides_)
     positions = math.prod(out_spatial)
     cols = windows.reshape(n, group, (c // group) * math.prod(kernel), positions)   # the one copy
     weights = w.reshape(group, m // group, -1)
