@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
     options = dict(options or {})
     partition_report = _partition(graph, target, options)
+    precision_report = _precision(graph, options)
     schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes)
@@ -47,6 +49,7 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     document["header"]["passes"] = pass_counts
     if partition_report is not None:
         document["header"]["partition"] = to_plain(partition_report.to_dict())
+    document["header"]["precision"] = to_plain(precision_report.to_dict())
     return Plan(document)
 
 
@@ -67,6 +70,33 @@ def _partition(graph: Graph, target: str, options: dict):
     return report
 
 
+def _precision(graph: Graph, options: dict):
+    """Per-layer precision: the build default, per-layer rules, int8 scales from calibration or its cache.
+
+    Options read (and removed from ``options`` when they are not plain data for the plan header):
+    ``precision``, ``precision_rules`` (a TOML file or rule dicts; the placement file's rules with a
+    ``precision`` key count too), ``calibration`` (a CalibrationTable or {tensor name: scale}),
+    ``calib`` (a directory of .npy/.npz batches, or an iterable of input dicts), ``calibrator``
+    (entropy | minmax | percentile) and ``calib_cache`` (a cache file: read if present, else written).
+    """
+    from edgert.precision import apply_precision, load_rules
+
+    precision = options.get("precision", "fp32")
+    rules = load_rules(options.get("placement")) + load_rules(options.get("precision_rules"))
+    calibration = options.pop("calibration", None)
+    batches = options.get("calib")
+    if not isinstance(batches, (str, os.PathLike, type(None))):
+        options.pop("calib")  # an iterable of feeds: used here, not recorded in the plan
+    if calibration is None and (precision == "int8" or any(r.precision == "int8" for r in rules)) and \
+            (batches is not None or options.get("calib_cache")):
+        from edgert.calibration import calibrate_or_load
+        calibration = calibrate_or_load(graph, batches, options.get("calibrator", "entropy"),
+                                        options.get("calib_cache"))
+    if not isinstance(options.get("precision_rules"), (str, os.PathLike, type(None))):
+        options["precision_rules"] = to_plain(options["precision_rules"])
+    return apply_precision(graph, precision, rules=rules, calibration=calibration)
+
+
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,
               options: dict) -> dict:
     constants, blob = _pack_constants(specs)
@@ -81,7 +111,8 @@ def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_r
         "precision": node.precision or _precision_of(node), "tactic": node.tactic, "origin": list(node.origin),
     } for node, step in zip(graph.nodes, specs.steps)]
     return {
-        "header": {"edgert_version": __version__, "target": target, "options": to_plain(options)},
+        "header": {"edgert_version": __version__, "target": target,
+                   "options": to_plain({k: v for k, v in options.items() if v is not None})},
         "bindings": {"inputs": [binding(v, v.name) for v in graph.inputs],
                      "outputs": [binding(v, name) for v, name in zip(graph.outputs, graph.output_names)]},
         "tensors": tensors, "constants": constants, "kernels": {}, "layers": layers,

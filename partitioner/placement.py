@@ -80,16 +80,22 @@ def load_placement(source) -> list[PlacementRule]:
     unknown = sorted(set(data) - {"rule"})
     if unknown:
         raise PlacementFileError(f"{where}: unknown table {unknown[0]!r}; a placement file holds [[rule]] tables")
-    return [_parse_rule(entry, index, where) for index, entry in enumerate(data.get("rule", []), start=1)]
+    rules = [_parse_rule(entry, index, where) for index, entry in enumerate(data.get("rule", []), start=1)]
+    return [rule for rule in rules if rule is not None]
 
 
-def _parse_rule(entry: dict, index: int, where: str) -> PlacementRule:
-    unknown = sorted(set(entry) - {"layer", "kind", "device"})
+def _parse_rule(entry: dict, index: int, where: str) -> PlacementRule | None:
+    """The placement part of a rule; None for a rule that only sets a precision (edgert/precision.py)."""
+    unknown = sorted(set(entry) - {"layer", "kind", "device", "precision"})
     if unknown:
         raise PlacementFileError(f"{where}: rule {index} has unknown key {unknown[0]!r}; "
-                                 "expected layer, kind and device")
+                                 "expected layer or kind, and device and/or precision")
     if "layer" not in entry and "kind" not in entry:
         raise PlacementFileError(f"{where}: rule {index} names neither a layer glob nor a kind")
+    if "device" not in entry:
+        if "precision" not in entry:
+            raise PlacementFileError(f"{where}: rule {index} sets neither a device nor a precision")
+        return None
     device = str(entry.get("device", "")).lower()
     if device not in ("gpu", "dla") and not (device.startswith("dla:") and device[4:].isdigit()):
         raise PlacementFileError(f"{where}: rule {index} has device {entry.get('device')!r}; "

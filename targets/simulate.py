@@ -32,7 +32,12 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray], device_override: s
     with np.errstate(all="ignore"):
         for node in graph.nodes:
             outs = [np.empty(v.shape, v.dtype.numpy) for v in node.outputs]
-            kernel = kernel_for(node.kind, device_override or node.device)
+            device = device_override or node.device
+            if node.attrs.get("int8") and not str(device).startswith("dla"):
+                from edgert.kernels.cpu.int8 import kernel_for as int8_kernel_for
+                kernel = int8_kernel_for(node.kind, node.attrs, device)
+            else:
+                kernel = kernel_for(node.kind, device)
             kernel(node.attrs, [read(v) for v in node.inputs], outs)
             for value, array in zip(node.outputs, outs):
                 buffers[id(value)] = array

@@ -22,6 +22,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gpu-fallback", action="store_true",
                         help="run layers the DLA cannot run on the GPU instead of failing the build")
     parser.add_argument("--placement", metavar="FILE", help="TOML placement rules (layer-name globs or kinds)")
+    parser.add_argument("--calib", metavar="DIR", help="int8 calibration batches (.npy/.npz files)")
+    parser.add_argument("--calibrator", default="entropy", choices=("entropy", "minmax", "percentile"),
+                        help="how activation ranges become int8 scales (default: entropy)")
+    parser.add_argument("--calib-cache", metavar="FILE",
+                        help="calibration cache: used when it exists (no calibration run), written otherwise")
     parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
@@ -33,7 +38,8 @@ def main(args) -> int:
     disabled = [p for p in args.no_opt if p != "all"]
     plan = edgert.build(args.model, shapes=parse_shapes(args.shape), target=args.target,
                         precision=args.precision, optimize="all" not in args.no_opt, disabled_passes=disabled,
-                        dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement)
+                        dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement,
+                        calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache)
     plan.save(args.output)
     seconds = time.perf_counter() - started
     size = os.path.getsize(args.output)

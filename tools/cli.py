@@ -10,10 +10,10 @@ import sys
 import traceback
 
 from edgert.errors import EdgeRTError
-from edgert.tools import build, inspect, memory, partition, run, targets
+from edgert.tools import build, compare, inspect, memory, partition, run, targets
 
 TOOLS = {"build": build, "run": run, "inspect": inspect, "memory": memory, "partition": partition,
-         "targets": targets}
+         "targets": targets, "compare": compare}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -2,8 +2,10 @@
 
 ONNX op names never appear outside ``edgert/onnx``; the importer maps each ONNX op onto one or more
 of these kinds, and each kind's parameters live in the node's ``attrs`` (documented per kind below).
-Layers placed on a DLA core may carry ``attrs["int8"] = {"input_scales": [...], "output_scale": s,
-"weight_scales": [...]}`` (per-tensor activation scales, per-channel weight scales) for int8 execution.
+Layers that run in int8 (on a DLA core, or on the CPU/GPU) carry ``attrs["int8"] = {"input_scales":
+[...], "output_scale": s, "weight_scales": [...]}`` (per-tensor activation scales, per-channel weight
+scales); their tensors still hold dequantized float32 values, and the int8 kernels (``cpu-int8``,
+the DLA simulator) quantize, accumulate in int32, requantize and saturate.
 Sub-operations (which activation, which elementwise op...) are string enums so that plans written
 with msgpack read back as plain strings that still compare equal to the enum members.
 """

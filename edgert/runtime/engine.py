@@ -42,12 +42,15 @@ class _Step:
             raise PlanError(f"layer {self.name!r} has unknown kind {layer['kind']!r}; "
                             "the plan needs a newer edgert") from None
         placed = str(layer.get("device", "cpu"))
+        self.attrs = layer.get("attrs") or {}
         if placed.startswith("dla") or self.kind == LayerKind.REFORMAT:
             from edgert.targets.dla import kernel_for  # the DLA simulator (NumPy)
             self.kernel = kernel_for(self.kind, placed)
+        elif self.attrs.get("int8") and device == "cpu":
+            from edgert.kernels.cpu.int8 import kernel_for as int8_kernel_for  # int8 reference kernels
+            self.kernel = int8_kernel_for(self.kind, self.attrs, placed)
         else:
             self.kernel = lookup(self.kind, device)
-        self.attrs = layer.get("attrs") or {}
         self.inputs = [int(i) for i in layer["inputs"]]
         self.outputs = [int(i) for i in layer["outputs"]]
 
