@@ -37,8 +37,11 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
                 memory_reuse: bool = True, reorder: bool = True, options: dict | None = None) -> Plan:
     from edgert.passes import PIPELINE, optimize as run_passes
 
-    pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
     options = dict(options or {})
+    qdq_folded = _fold_qdq(graph, options)
+    pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
+    if qdq_folded:
+        pass_counts["qdq_folding"] = qdq_folded
     partition_report = _partition(graph, target, options)
     precision_report = _precision(graph, options)
     schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
@@ -68,6 +71,17 @@ def _partition(graph: Graph, target: str, options: dict):
         if node.device.startswith("dla"):
             node.precision = precision  # the DLA computes in the build precision (fp16 / int8), never fp32
     return report
+
+
+def _fold_qdq(graph: Graph, options: dict) -> int:
+    """In int8 builds, Quantize/Dequantize pairs become scales on the tensors they quantize."""
+    from edgert.precision import load_rules
+
+    rules = load_rules(options.get("placement")) + load_rules(options.get("precision_rules"))
+    if options.get("precision", "fp32") != "int8" and not any(r.precision == "int8" for r in rules):
+        return 0
+    from edgert.passes import qdq_folding
+    return qdq_folding.run(graph)
 
 
 def _precision(graph: Graph, options: dict):

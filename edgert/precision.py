@@ -176,9 +176,11 @@ def _forced(graph: Graph, rules: list[PrecisionRule]) -> dict[int, str]:
 
 
 def _default_choice(node: Node, precision: str, outputs: set[int]) -> str | None:
-    """None = the layer follows its input's type (data movement)."""
+    """None = the layer follows its input's type (data movement, or a type the model chose itself)."""
     if node.kind in FOLLOW_KINDS:
         return None
+    if any(v is not None and v.dtype.is_float and v.dtype != DataType.FLOAT for v in node.inputs):
+        return None  # a float16 / float64 layer of the model keeps its own type unless a rule says otherwise
     if precision == "fp32" or node.kind in FIXED_KINDS:
         return "fp32"
     if node.kind in SENSITIVE_KINDS or any(id(v) in outputs for v in node.outputs):

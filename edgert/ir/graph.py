@@ -141,6 +141,8 @@ class Graph:
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self.output_names: list[str] = []
+        # int8 scale of a float tensor, by value name, from the model's Quantize/Dequantize pairs
+        self.tensor_scales: dict[str, float] = {}
         self._names: set[str] = set()
         self._counter = itertools.count()
 
@@ -189,6 +191,8 @@ class Graph:
         for node, index in old.uses():
             node.set_input(index, new)
         self.outputs = [new if v is old else v for v in self.outputs]
+        if old.name in self.tensor_scales:  # the tensor that takes over keeps the quantization scale
+            self.tensor_scales.setdefault(new.name, self.tensor_scales[old.name])
 
     # -- queries -----------------------------------------------------------------------------
     def values(self) -> Iterator[Value]:

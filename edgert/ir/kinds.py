@@ -75,6 +75,12 @@ class LayerKind(str, enum.Enum):
     # layout / precision conversion at a device boundary; attrs: from_device, to_device, from_layout,
     # to_layout, from_precision, to_precision, cost_ms (modeled)
     REFORMAT = "Reformat"
+    # y = saturate(round_half_even(x / scale) + zero_point); attrs: axis, block_size (per-axis / blocked
+    # scales), to (DataType);
+    # inputs: x, scale, [zero_point]
+    QUANTIZE = "Quantize"
+    # y = (x - zero_point) * scale; attrs: axis, block_size; inputs: x, scale, [zero_point]
+    DEQUANTIZE = "Dequantize"
     # a fused chain of per-element layers; attrs: program = [{"kind", "attrs", "args"}...] where args
     # index registers (inputs first, then one register per instruction); the last register is the output
     POINTWISE = "PointWise"

@@ -3,5 +3,5 @@
 from edgert.kernels.cpu import (  # noqa: F401
     activation, cast, concatenation, convolution, deconvolution, elementwise, expand, gather, identity, lrn,
     matrix_multiply, normalization, padding, parametric_relu, pooling, reduce, resize, scale, select, shuffle,
-    pointwise, slice, softmax, tile, topk, unary,
+    pointwise, quantize, slice, softmax, tile, topk, unary,
 )
