@@ -30,15 +30,19 @@ def main() -> None:
     parser.add_argument("--zoo", action="store_true", help="include ONNX's light model zoo")
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-opt", action="store_true", help="also time edgert with every graph pass off")
     args = parser.parse_args()
 
     print(f"# edgert vs onnxruntime {ort.__version__} on CPU — {_models.machine()}, "
           f"{datetime.date.today()}, {args.threads} threads, median of {args.reps} interleaved runs")
-    print("| model | edgert ms | onnxruntime ms | ratio |")
-    print("| --- | ---: | ---: | ---: |")
+    unopt = " edgert unoptimized ms | speed-up from passes |" if args.no_opt else ""
+    print("| model | edgert ms | onnxruntime ms | ratio |" + unopt)
+    print("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if args.no_opt else ""))
     for name, (model, shapes) in _models.select(args.models, args.zoo).items():
         engine = edgert.load(edgert.build(model, shapes=shapes))
         context = engine.create_execution_context()
+        plain = edgert.load(edgert.build(model, shapes=shapes, optimize=False)).create_execution_context() \
+            if args.no_opt else None
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         # Idle onnxruntime workers spin by default and steal the cores edgert's BLAS threads need
@@ -46,19 +50,24 @@ def main() -> None:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feeds = feeds_for(engine)
-        ours, theirs = [], []
+        runs = {"ours": context.execute, "theirs": lambda f: session.run(None, f)}
+        if plain is not None:
+            runs["plain"] = plain.execute
+        times = {key: [] for key in runs}
         for _ in range(3):  # warm-up
-            context.execute(feeds)
-            session.run(None, feeds)
+            for run in runs.values():
+                run(feeds)
         for _ in range(args.reps):
-            started = time.perf_counter()
-            context.execute(feeds)
-            ours.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            session.run(None, feeds)
-            theirs.append(time.perf_counter() - started)
-        a, b = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
-        print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |", flush=True)
+            for key, run in runs.items():
+                started = time.perf_counter()
+                run(feeds)
+                times[key].append(time.perf_counter() - started)
+        a, b = (statistics.median(times[k]) * 1e3 for k in ("ours", "theirs"))
+        row = f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |"
+        if plain is not None:
+            c = statistics.median(times["plain"]) * 1e3
+            row += f" {c:.2f} | {c / a:.2f}x |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,30 @@ def _part(array: np.ndarray, block: tuple, out_shape: tuple) -> np.ndarray:
     return array[tuple(index)]
 
 
+_resolved: dict[int, tuple] = {}
+
+
+def _kernels(program: list) -> list:
+    """The kernel of each instruction, resolved once per program (plans keep their attrs for good)."""
+    cached = _resolved.get(id(program))
+    if cached is None or cached[0] is not program:
+        cached = (program, [lookup(LayerKind(instruction["kind"])) for instruction in program])
+        _resolved[id(program)] = cached
+    return cached[1]
+
+
 def run_program(program: list, inputs: list, out: np.ndarray) -> None:
+    kernels = _kernels(program)
+    last = len(program) - 1
+    if out.size <= BLOCK_ELEMENTS:  # one block: no slicing, fewest calls
+        registers = list(inputs)
+        for position, (instruction, kernel) in enumerate(zip(program, kernels)):
+            args = [registers[r] if r >= 0 else None for r in instruction["args"]]
+            target = out if position == last else \
+                np.empty(np.broadcast_shapes(*(a.shape for a in args if a is not None)), out.dtype)
+            kernel(instruction["attrs"], args, [target])
+            registers.append(target)
+        return
     for block in blocks(out.shape):
         if block is None:
             registers, target_out = list(inputs), out
@@ -56,7 +79,7 @@ def run_program(program: list, inputs: list, out: np.ndarray) -> None:
                 target = target_out
             else:
                 target = np.empty(np.broadcast_shapes(*(a.shape for a in args if a is not None)), out.dtype)
-            lookup(LayerKind(instruction["kind"]))(instruction["attrs"], args, [target])
+            kernels[position](instruction["attrs"], args, [target])
             registers.append(target)
 
 
