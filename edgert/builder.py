@@ -49,6 +49,8 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     specs = ScheduleSpecs(graph, graph.nodes)
     memory = plan_graph_memory(graph, specs, reuse=memory_reuse)
     document = _document(graph, specs, memory, schedule_report, target, options)
+    if options.get("gpu_kernels"):
+        _compile_gpu_kernels(document, target, options)
     document["header"]["passes"] = pass_counts
     if partition_report is not None:
         document["header"]["partition"] = to_plain(partition_report.to_dict())
@@ -71,6 +73,20 @@ def _partition(graph: Graph, target: str, options: dict):
         if node.device.startswith("dla"):
             node.precision = precision  # the DLA computes in the build precision (fp16 / int8), never fp32
     return report
+
+
+def _compile_gpu_kernels(document: dict, target: str, options: dict) -> None:
+    """Cross-compile CUDA kernels for the target's GPU arch into the plan (NVRTC or nvcc, no GPU needed)."""
+    from edgert.errors import EdgeRTError
+    from edgert.kernels.cuda.plan_kernels import compile_kernels
+    from edgert.targets import load_profile
+
+    profile = load_profile(target)
+    archs = options.get("gpu_archs") or ([profile.gpu.arch] if profile.gpu is not None else [])
+    if not archs:
+        raise EdgeRTError(f"target {target!r} has no CUDA GPU to compile kernels for; pick a --target with one "
+                          "(see `edgert targets`)")
+    document["kernels"] = compile_kernels(document, archs, ptx=bool(options.get("ptx", False)))
 
 
 def _fold_qdq(graph: Graph, options: dict) -> int:

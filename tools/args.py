@@ -35,4 +35,6 @@ def parse_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="where to run: cpu (default) or cuda")
+    parser.add_argument("--device", default="cpu",
+                        help="where to run: cpu (default), cuda (cupy) or cuda:pycuda (needs a plan built with "
+                             "--gpu-kernels)")

@@ -27,6 +27,8 @@ def add_arguments(parser) -> None:
                         help="how activation ranges become int8 scales (default: entropy)")
     parser.add_argument("--calib-cache", metavar="FILE",
                         help="calibration cache: used when it exists (no calibration run), written otherwise")
+    parser.add_argument("--gpu-kernels", action="store_true",
+                        help="cross-compile CUDA kernels for the target's GPU into the plan (experimental)")
     parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
@@ -39,7 +41,8 @@ def main(args) -> int:
     plan = edgert.build(args.model, shapes=parse_shapes(args.shape), target=args.target,
                         precision=args.precision, optimize="all" not in args.no_opt, disabled_passes=disabled,
                         dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement,
-                        calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache)
+                        calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
+                        gpu_kernels=args.gpu_kernels or None)
     plan.save(args.output)
     seconds = time.perf_counter() - started
     size = os.path.getsize(args.output)

@@ -172,10 +172,20 @@ def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
     return raw, buffers
 
 
-def load(plan, device: str | None = None) -> Engine:
-    """Load a plan from a path, bytes or a ``Plan`` and return an Engine for ``device`` (default cpu)."""
+def load(plan, device: str | None = None):
+    """Load a plan from a path, bytes or a ``Plan`` and return an Engine for ``device``.
+
+    ``cpu`` (default): NumPy kernels (DLA layers on the DLA simulator). ``cuda`` / ``cuda:cupy``: the
+    plan's cubins through cupy; ``cuda:pycuda``: the same through pycuda.
+    """
     device = device or "cpu"
-    if device != "cpu":
-        raise PlanError(f"device {device!r} is not available in this edgert build (available: cpu)")
     document = read_plan(load_plan_bytes(plan))
-    return Engine(document, device)
+    if device == "cpu":
+        return Engine(document, device)
+    if device in ("cuda", "cuda:cupy"):
+        from edgert.runtime.cuda import CudaEngine
+        return CudaEngine(document)
+    if device == "cuda:pycuda":
+        from edgert.runtime.pycuda_backend import load as load_pycuda
+        return load_pycuda(document)
+    raise PlanError(f"unknown device {device!r}; expected cpu, cuda (cupy) or cuda:pycuda")

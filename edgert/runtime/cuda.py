@@ -1,0 +1,451 @@
+"""CUDA backend of the runtime: runs a plan's precompiled kernels (cubins in ``plan["kernels"]``).
+
+``CudaEngine(document)`` checks the GPU's arch against the plan's before anything else, loads the
+cubins and uploads the weights once. ``create_execution_context()`` gives a context with its own
+device arena (the memory planner's offsets), input buffers, workspace and stream; its whole
+schedule is captured once into a CUDA graph and replayed. ``execute()`` takes and returns NumPy
+arrays; ``execute_async()`` takes device arrays and a stream and returns device arrays.
+
+The device work goes through a small driver interface (cupy here, pycuda in ``pycuda_backend``,
+a CPU emulator in ``edgert.kernels.cuda.emulator`` for tests). Every backend error passes through
+one ``check()`` that turns it into a ``DeviceError`` with the decoded CUDA message.
+Never import onnx, the builder or the passes from here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+from typing import Mapping
+
+import numpy as np
+
+from edgert.errors import DeviceError, EdgeRTError, InputError, PlanError
+
+_SCALARS = {"i32": ("<i", 4), "i64": ("<q", 8), "f32": ("<f", 4), "f64": ("<d", 8)}
+_POINTERS = ("t", "a", "d", "w", "c", "0")
+# Highest PTX ISA each driver release JIT-compiles (CUDA major.minor -> ISA).
+_PTX_ISA = {(12, 0): (8, 0), (12, 1): (8, 1), (12, 2): (8, 2), (12, 3): (8, 3), (12, 4): (8, 4), (12, 5): (8, 5),
+            (12, 6): (8, 5), (12, 8): (8, 7), (12, 9): (8, 8), (13, 0): (9, 0), (13, 1): (9, 1), (13, 2): (9, 2)}
+
+
+def check(what: str, fn, *args, **kwargs):
+    """Call a backend function; any CUDA/driver error becomes a DeviceError naming ``what``."""
+    try:
+        return fn(*args, **kwargs)
+    except EdgeRTError:
+        raise
+    except Exception as error:  # cupy/pycuda raise their own types; their text is the decoded CUDA error
+        raise DeviceError(f"CUDA error while {what}: {_decode(error)}") from error
+
+
+def _decode(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def max_ptx_isa(driver_version: tuple) -> tuple:
+    if driver_version in _PTX_ISA:
+        return _PTX_ISA[driver_version]
+    major, minor = driver_version
+    return (major - 4, minor) if major >= 13 else (8, min(minor, 8))
+
+
+# -- plan kernels section --------------------------------------------------------------------------
+def select_arch(kernels: Mapping, device_arch: str, device_name: str, driver_isa=None) -> tuple[str, bool]:
+    """(key of the plan's kernels to use, whether to JIT its PTX); errors name both arches."""
+    if not kernels:
+        raise PlanError("plan has no CUDA kernels: it was built for the CPU; rebuild it with a GPU target "
+                        f"(e.g. --target for {device_arch})")
+    if device_arch in kernels:
+        return device_arch, False
+    number = int(device_arch.split("_")[1].rstrip("af"))
+    for key, section in sorted(kernels.items()):
+        ptx_ok = all(m.get("ptx") for m in section.get("modules", []))
+        if ptx_ok and int(str(key).split("_")[1].rstrip("af")) <= number:
+            isa = max((tuple(int(p) for p in str(m.get("ptx_isa", "0.0")).split(".")) for m in section["modules"]),
+                      default=(0, 0))
+            if driver_isa is not None and isa > driver_isa:
+                raise DeviceError(f"plan's PTX (for {key}) has ISA {isa[0]}.{isa[1]} but this driver JIT-compiles "
+                                  f"up to {driver_isa[0]}.{driver_isa[1]}: update the NVIDIA driver or rebuild the "
+                                  f"plan for {device_arch}")
+            return key, True
+    raise DeviceError(f"plan was built for {', '.join(sorted(kernels))} but this GPU ({device_name}) is "
+                      f"{device_arch}: rebuild the plan with a target for {device_arch}")
+
+
+def pack_params(params: list, resolve) -> bytes:
+    """Lay out kernel parameters as the CUDA ABI does (each at its natural alignment)."""
+    buffer = bytearray()
+
+    def pad(alignment: int):
+        buffer.extend(b"\0" * (-len(buffer) % alignment))
+
+    for entry in params:
+        kind = entry[0]
+        if kind == "align":
+            pad(int(entry[1]))
+        elif kind in _POINTERS:
+            pad(8)
+            buffer.extend(struct.pack("<Q", resolve(entry)))
+        elif kind in _SCALARS:
+            fmt, size = _SCALARS[kind]
+            pad(size)
+            buffer.extend(struct.pack(fmt, entry[1]))
+        else:
+            raise PlanError(f"plan is corrupt: unknown kernel parameter kind {kind!r}")
+    return bytes(buffer)
+
+
+class PackedParams:
+    """A kernel's parameter bytes, kept alive at a fixed address, and the ``extra`` array that
+    cuLaunchKernel reads them through (CU_LAUNCH_PARAM_BUFFER_POINTER / _SIZE / _END)."""
+
+    def __init__(self, data: bytes):
+        self.data = bytes(data)
+        self.buffer = ctypes.create_string_buffer(self.data, max(len(self.data), 1))
+        self.size = ctypes.c_size_t(len(self.data))
+        self.extra = (ctypes.c_void_p * 5)(1, ctypes.addressof(self.buffer), 2, ctypes.addressof(self.size), 0)
+        self.buffer_ptr = ctypes.addressof(self.buffer)
+        self.extra_ptr = ctypes.addressof(self.extra)
+
+
+# -- drivers ----------------------------------------------------------------------------------------
+class CupyDriver:
+    name = "cupy"
+
+    def __init__(self, device: int = 0):
+        try:
+            import cupy
+        except ImportError:
+            raise DeviceError("the CUDA backend needs cupy (pip install cupy-cuda13x or cupy-cuda12x)") from None
+        self.cupy = cupy
+        self.device = check("selecting the GPU", cupy.cuda.Device, device)
+        check("selecting the GPU", self.device.use)
+        self.driver = cupy.cuda.driver
+        self.runtime = cupy.cuda.runtime
+
+    def arch(self) -> str:
+        major, minor = self.device.compute_capability[:-1], self.device.compute_capability[-1]
+        return f"sm_{major}{minor}"
+
+    def device_name(self) -> str:
+        props = check("reading device properties", self.runtime.getDeviceProperties, self.device.id)
+        name = props.get("name", b"GPU")
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def ptx_isa(self):
+        version = check("reading the driver version", self.runtime.driverGetVersion)
+        return max_ptx_isa((version // 1000, version % 1000 // 10))
+
+    def load_module(self, module: dict, ptx: bool = False):
+        image = module["ptx"].encode() + b"\0" if ptx else bytes(module["cubin"])
+        return check("loading a kernel module", self.driver.moduleLoadData, image)
+
+    def function(self, module, name: str):
+        return check(f"finding kernel {name}", self.driver.moduleGetFunction, module, name)
+
+    def alloc(self, nbytes: int):
+        return check(f"allocating {nbytes / 2**20:.1f} MiB of device memory", self.cupy.cuda.alloc, max(nbytes, 1))
+
+    def upload(self, ptr: int, data, stream=None) -> None:
+        host = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, memoryview)) else np.ascontiguousarray(data)
+        if host.nbytes:
+            check("copying to the GPU", self.runtime.memcpyAsync, ptr, host.ctypes.data, host.nbytes,
+                  self.runtime.memcpyHostToDevice, self._stream_ptr(stream))
+            self.synchronize(stream)
+
+    def download(self, out: np.ndarray, ptr: int, stream=None) -> None:
+        if out.nbytes:
+            check("copying from the GPU", self.runtime.memcpyAsync, out.ctypes.data, ptr, out.nbytes,
+                  self.runtime.memcpyDeviceToHost, self._stream_ptr(stream))
+
+    def copy(self, dst: int, src: int, nbytes: int, stream=None) -> None:
+        if nbytes:
+            check("copying on the GPU", self.runtime.memcpyAsync, dst, src, nbytes,
+                  self.runtime.memcpyDeviceToDevice, self._stream_ptr(stream))
+
+    def memset(self, ptr: int, value: int, nbytes: int, stream=None) -> None:
+        if nbytes:
+            check("filling device memory", self.runtime.memsetAsync, ptr, value, nbytes, self._stream_ptr(stream))
+
+    def stream(self):
+        return check("creating a stream", self.cupy.cuda.Stream, non_blocking=True)
+
+    def _stream_ptr(self, stream) -> int:
+        return 0 if stream is None else int(getattr(stream, "ptr", stream))
+
+    def synchronize(self, stream=None) -> None:
+        if stream is None:
+            check("synchronizing", self.runtime.deviceSynchronize)
+        else:
+            check("synchronizing the stream", self.runtime.streamSynchronize, self._stream_ptr(stream))
+
+    def launch(self, function, grid, block, smem: int, params: PackedParams, stream=None) -> None:
+        check("launching a kernel", self.driver.launchKernel, function, *grid, *block, smem,
+              self._stream_ptr(stream), 0, params.extra_ptr)
+
+    def capture(self, stream, run):
+        check("starting CUDA graph capture", stream.begin_capture)
+        try:
+            run(self.launch)
+        finally:
+            graph = check("finishing CUDA graph capture", stream.end_capture)
+        return graph
+
+    def replay(self, graph, stream=None) -> None:
+        check("launching the CUDA graph", graph.launch, stream)
+
+    def array_ptr(self, array) -> int:
+        return int(array.data.ptr)
+
+    def empty(self, shape, dtype, stream=None):
+        return self.cupy.empty(shape, dtype)
+
+
+# -- engine and contexts ----------------------------------------------------------------------------
+class _Binding:
+    def __init__(self, entry: dict):
+        self.name, self.dtype = entry["name"], np.dtype(entry["dtype"])
+        self.shape, self.tensor = tuple(entry["shape"]), int(entry["tensor"])
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+class CudaEngine:
+    """A plan loaded on one GPU: arch checked, modules loaded, weights uploaded once."""
+
+    def __init__(self, document: dict, driver=None, device: int = 0):
+        self.document = document
+        self.driver = driver or CupyDriver(device)
+        arch = self.driver.arch()
+        key, jit = select_arch(document.get("kernels") or {}, arch, self.driver.device_name(), self.driver.ptx_isa())
+        self.arch, section = key, document["kernels"][key]
+        self.inputs = [_Binding(b) for b in document["bindings"]["inputs"]]
+        self.outputs = [_Binding(b) for b in document["bindings"]["outputs"]]
+        self.tensors = document["tensors"]
+        modules = [self.driver.load_module(m, jit) for m in section["modules"]]
+        self.functions = {}
+        for name, module_index in section["kernel_modules"].items():
+            self.functions[name] = self.driver.function(modules[int(module_index)], name)
+        blob = bytes(document.get("blob", b""))
+        self._weights = self.driver.alloc(len(blob))
+        self.driver.upload(self._weights.ptr, blob)
+        self._constants = {int(c["tensor"]): int(c["offset"]) for c in document.get("constants", [])}
+        self._aux = []
+        for data in section.get("aux", []):
+            buffer = self.driver.alloc(len(data))
+            self.driver.upload(buffer.ptr, bytes(data))
+            self._aux.append(buffer)
+        self._derived = [self._upload_derived(entry) for entry in section.get("derived", [])]
+        self.workspace_bytes = int(section.get("workspace_bytes", 0))
+        self.counter_bytes = 4 * int(section.get("counters", 0))
+        self.launches = self._schedule(section)
+
+    def _constant(self, tensor: int) -> np.ndarray:
+        offset = self._constants.get(tensor)
+        if offset is None:
+            raise PlanError(f"plan is corrupt: kernels derive from tensor {tensor}, which is no constant")
+        info = self.tensors[tensor]
+        dtype, shape = np.dtype(info["dtype"]), tuple(info["shape"])
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(self.document["blob"], dtype, count, offset).reshape(shape)
+
+    def _upload_derived(self, entry: dict):
+        """A constant laid out the way a kernel reads it (e.g. conv weights tap-major), uploaded once."""
+        array = self._constant(int(entry["tensor"]))
+        perm = [int(p) for p in entry["perm"]]
+        if sorted(perm) != list(range(array.ndim)):
+            raise PlanError(f"plan is corrupt: bad permutation {perm} of a {array.ndim}-d constant")
+        data = np.ascontiguousarray(np.transpose(array, perm), dtype=np.dtype(entry.get("dtype", array.dtype)))
+        buffer = self.driver.alloc(data.nbytes)
+        self.driver.upload(buffer.ptr, data)
+        return buffer
+
+    def _schedule(self, section: dict) -> list[tuple]:
+        elided = set((self.document.get("memory") or {}).get("elided", []))
+        per_layer = section["launches"]
+        if len(per_layer) != len(self.document["layers"]):
+            raise PlanError("plan is corrupt: the CUDA launch list does not match the layers")
+        launches = []
+        for index, entries in enumerate(per_layer):
+            if index in elided:
+                continue
+            for entry in entries:
+                if entry["kernel"] not in self.functions:
+                    raise PlanError(f"plan is corrupt: launch of unknown kernel {entry['kernel']!r}")
+                launches.append((index, entry))
+        return launches
+
+    def constant_ptr(self, tensor: int) -> int | None:
+        offset = self._constants.get(tensor)
+        return None if offset is None else self._weights.ptr + offset
+
+    def derived_ptr(self, index: int) -> int:
+        if not 0 <= index < len(self._derived):
+            raise PlanError(f"plan is corrupt: derived constant {index} does not exist")
+        return self._derived[index].ptr
+
+    def aux_ptr(self, index: int) -> int:
+        if not 0 <= index < len(self._aux):
+            raise PlanError(f"plan is corrupt: kernel table {index} does not exist")
+        return self._aux[index].ptr
+
+    def create_execution_context(self, use_graph: bool = True) -> "CudaExecutionContext":
+        return CudaExecutionContext(self, use_graph)
+
+    def __repr__(self) -> str:
+        return f"CudaEngine({self.arch}, {len(self.launches)} launches, {self.driver.device_name()})"
+
+
+class CudaExecutionContext:
+    """Own arena, input buffers, workspace and stream; the schedule replays as one CUDA graph."""
+
+    def __init__(self, engine: CudaEngine, use_graph: bool = True):
+        self.engine = engine
+        driver = self.driver = engine.driver
+        self._lock = threading.Lock()
+        self._buffers, self._regions = [], []
+        self.addresses = self._place_tensors()
+        self.stream = driver.stream()
+        self._workspace = driver.alloc(max(engine.workspace_bytes, 1))
+        self._counters = driver.alloc(max(engine.counter_bytes, 4))   # kernels leave them at zero
+        self._buffers += [self._workspace, self._counters]
+        driver.memset(self._counters.ptr, 0, engine.counter_bytes, self.stream)
+        driver.synchronize(self.stream)
+        self._calls = [(engine.functions[entry["kernel"]], tuple(entry["grid"]), tuple(entry["block"]),
+                        int(entry.get("smem", 0)), self._pack(entry)) for _, entry in engine.launches]
+        self.use_graph = use_graph
+        self._graph = None
+
+    def _allocate(self, nbytes: int):
+        buffer = self.driver.alloc(max(int(nbytes), 1))
+        self._buffers.append(buffer)
+        self._regions.append((buffer.ptr, int(nbytes)))
+        return buffer
+
+    def poison(self, byte: int = 0xFF) -> None:
+        """Fill the arena and input buffers with ``byte`` (0xFF: NaN for floats), so a test sees any
+        output element that a kernel failed to write (the workspace keeps its zeroed counters)."""
+        for ptr, nbytes in self._regions:
+            self.driver.memset(ptr, byte, nbytes, self.stream)
+        self.driver.synchronize(self.stream)
+
+    def _place_tensors(self) -> dict[int, int]:
+        engine, addresses = self.engine, {}
+        memory = engine.document.get("memory") or {}
+        for pool in (memory.get("pools") or {}).values():
+            arena = self._allocate(int(pool["arena_bytes"]))
+            for tensor, offset in pool["offsets"]:
+                addresses[int(tensor)] = arena.ptr + int(offset)
+        for binding in engine.inputs:
+            addresses[binding.tensor] = self._allocate(binding.nbytes).ptr
+        for tensor in engine._constants:
+            addresses[tensor] = engine.constant_ptr(tensor)
+        for index, tensor in enumerate(engine.tensors):  # plans without a memory section
+            if index not in addresses:
+                nbytes = int(np.prod(tensor["shape"], dtype=np.int64)) * np.dtype(tensor["dtype"]).itemsize
+                addresses[index] = self._allocate(nbytes).ptr
+        return addresses
+
+    def _resolve(self, entry) -> int:
+        kind = entry[0]
+        if kind == "t":
+            tensor = int(entry[1])
+            if tensor not in self.addresses:
+                raise PlanError(f"plan is corrupt: a kernel reads tensor {tensor}, which does not exist")
+            return self.addresses[tensor] + int(entry[2])
+        if kind == "a":
+            return self.engine.aux_ptr(int(entry[1])) + int(entry[2])
+        if kind == "d":
+            return self.engine.derived_ptr(int(entry[1])) + int(entry[2])
+        if kind == "w":
+            return self._workspace.ptr + int(entry[1])
+        if kind == "c":
+            return self._counters.ptr + int(entry[1])
+        return 0
+
+    def _pack(self, entry: dict) -> PackedParams:
+        return PackedParams(pack_params(entry["params"], self._resolve))
+
+    def _run_schedule(self, launch) -> None:
+        for function, grid, block, smem, params in self._calls:
+            launch(function, grid, block, smem, params, self.stream)
+
+    def _run(self) -> None:
+        self.run(self.stream)
+
+    def run(self, stream=None) -> None:
+        """Run the schedule on the context's device buffers as they are (no copies), on ``stream``."""
+        stream = stream if stream is not None else self.stream
+        if not self.use_graph:
+            for function, grid, block, smem, params in self._calls:
+                self.driver.launch(function, grid, block, smem, params, stream)
+            return
+        if self._graph is None:
+            self._graph = self.driver.capture(self.stream, self._run_schedule)
+        self.driver.replay(self._graph, stream)
+
+    def device_buffer(self, name: str) -> int:
+        """Device address of an input or output binding's buffer (for zero-copy use with other libraries)."""
+        for binding in self.engine.inputs + self.engine.outputs:
+            if binding.name == name:
+                return self.addresses[binding.tensor]
+        raise InputError(f"no binding named {name!r}")
+
+    def execute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = self._check_inputs(inputs)
+        with self._lock:
+            for binding, array in zip(self.engine.inputs, arrays):
+                self.driver.upload(self.addresses[binding.tensor], array, self.stream)
+            self._run()
+            results = {}
+            for binding in self.engine.outputs:
+                out = np.empty(binding.shape, binding.dtype)
+                self.driver.download(out, self.addresses[binding.tensor], self.stream)
+                results[binding.name] = out
+            self.driver.synchronize(self.stream)
+        return results
+
+    def execute_async(self, inputs: Mapping, stream=None) -> dict:
+        """Device arrays in (cupy, or pycuda GPUArrays with that backend), fresh device arrays out, all
+        queued on ``stream`` (default: the context's); nothing waits for the GPU."""
+        stream = stream if stream is not None else self.stream
+        with self._lock:
+            for binding in self.engine.inputs:
+                array = inputs.get(binding.name)
+                if array is None:
+                    raise InputError(f"missing input {binding.name!r} ({binding.dtype.name}, shape {binding.shape})")
+                if tuple(array.shape) != binding.shape or np.dtype(array.dtype) != binding.dtype:
+                    raise InputError(f"input {binding.name!r}: expected {binding.dtype.name} {binding.shape}, got "
+                                     f"{np.dtype(array.dtype).name} {tuple(array.shape)}")
+                self.driver.copy(self.addresses[binding.tensor], self.driver.array_ptr(array), binding.nbytes, stream)
+            self.run(stream)
+            results = {}
+            for binding in self.engine.outputs:
+                out = self.driver.empty(binding.shape, binding.dtype, stream)
+                self.driver.copy(self.driver.array_ptr(out), self.addresses[binding.tensor], binding.nbytes, stream)
+                results[binding.name] = out
+        return results
+
+    def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        expected = {b.name for b in self.engine.inputs}
+        unknown = sorted(set(inputs) - expected)
+        if unknown:
+            raise InputError(f"unknown input {unknown[0]!r}; the plan's inputs are: {', '.join(sorted(expected))}")
+        arrays = []
+        for binding in self.engine.inputs:
+            if binding.name not in inputs:
+                raise InputError(f"missing input {binding.name!r} ({binding.dtype.name}, shape {binding.shape})")
+            array = np.asarray(inputs[binding.name])
+            if array.shape != binding.shape:
+                raise InputError(f"input {binding.name!r}: expected shape {binding.shape}, got {array.shape}")
+            if array.dtype != binding.dtype:
+                raise InputError(f"input {binding.name!r}: expected dtype {binding.dtype.name}, got "
+                                 f"{array.dtype.name} (convert with .astype(np.{binding.dtype.name}))")
+            arrays.append(np.ascontiguousarray(array))
+        return arrays
+
+
+def load(document: dict, driver=None, device: int = 0) -> CudaEngine:
+    return CudaEngine(document, driver=driver, device=device)

@@ -1,0 +1,280 @@
+"""Lowering of MatrixMultiply and Convolution to the GEMM templates of ``gemm.cuh``.
+
+Tactics: fp16 runs on tensor cores (``gemm_mma``), fp32/fp64 on the FMA kernel (``gemm_fma``);
+convolutions with one input channel per group (depthwise) or more than two spatial dims go to the
+direct kernels of ``lower_conv``. Tile shapes come from a small cost rule (fill the GPU's SMs with
+blocks, shrink the tile before splitting K); problems that still leave most SMs idle split K over
+blocks and finish in a second kernel that sums the partial products and runs the epilogue.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgert.errors import UnsupportedError
+from edgert.ir.kinds import LayerKind
+from edgert.kernels.cuda import codegen as cg
+from edgert.kernels.cuda.epilogue import Epilogue
+from edgert.kernels.cuda.library import Launch, LowerContext, lowering, ptr
+
+def choose_tiles(M: int, N: int, K: int, Z: int, sm_count: int, bk: int, allow_split: bool):
+    """(BM, BN, splits): big tiles when the problem fills the GPU with them, else 64x64 (smaller only
+    for a dimension under 64) and K split over enough blocks to give every SM work."""
+    def fit(dim):
+        return 32 if dim <= 32 else 64 if dim <= 64 else 128
+
+    def tiles(a, b):
+        return math.ceil(M / a) * math.ceil(N / b) * Z
+
+    bm, bn = min(64, fit(M)), min(64, fit(N))
+    big = [(128, 128), (128, 64) if M >= N else (64, 128), (64, 128) if M >= N else (128, 64)]
+    for a, b in big:
+        if a <= fit(M) and b <= fit(N) and tiles(a, b) >= sm_count:
+            bm, bn = a, b
+            break
+    # Aim for two blocks per SM (a lone block per SM leaves it waiting on memory most of the time).
+    splits, k_tiles, count = 1, math.ceil(K / bk), tiles(bm, bn)
+    if allow_split and count < sm_count * 3 // 2 and k_tiles >= 8:
+        splits = max(1, min(16, round(2 * sm_count / count), k_tiles // 4))
+    return bm, bn, splits
+
+
+def gemm_params(*, a, b, out, ws=("0",), counters=("0",), ktab=("0",), M, N, K, k_per_split, a_sm=0, a_sk=0, b_sk=0, b_sn=0,
+                o_sm=0, o_sn=0, batch=(), a_bs=(), b_bs=(), o_bs=(), conv=(0,) * 12, in_img=0, out_img=0,
+                epi=()) -> list:
+    """Kernel parameters laid out as ``struct GemmParams``."""
+    def pad4(values, kind):
+        values = list(values) + [0] * (4 - len(values))
+        return [[kind, int(v)] for v in values]
+
+    params = [["align", 8], list(a), list(b), list(out), list(ws), list(counters), list(ktab)]
+    params += [["i32", M], ["i32", N], ["i32", K], ["i32", k_per_split]]
+    params += [["i64", v] for v in (a_sm, a_sk, b_sk, b_sn, o_sm, o_sn)]
+    params += [["i32", len(batch)]] + pad4(batch, "i32") + pad4(a_bs, "i64") + pad4(b_bs, "i64") + pad4(o_bs, "i64")
+    params += [["i32", v] for v in conv] + [["i64", in_img], ["i64", out_img]]
+    params += [list(p) for p in epi] + [["align", 8]]
+    return params
+
+
+def _kernel_source(ctx: LowerContext, dtype: str, bm: int, bn: int, avec: int, a_mfast: bool, bload: str,
+                   conv: bool, split: bool, epi_name: str, pair: bool) -> tuple[str, int]:
+    """(kernel name, threads) of one GEMM instantiation."""
+    conv_flag, split_flag, pair_flag = str(conv).lower(), str(split).lower(), str(pair).lower()
+    if dtype == "float16":
+        wm, wn = bm // 32, bn // 32
+        threads = wm * wn * 32
+        loader = {"strided": f"BStrided<half_t, 32, {bn}, {threads}, {8 if 'vec' in bload else 1}, {bn + 8}>",
+                  "strided_vec": f"BStrided<half_t, 32, {bn}, {threads}, 8, {bn + 8}>",
+                  "pointwise": f"BPointwiseConv<half_t, 32, {bn}, {threads}, 8, {bn + 8}>",
+                  "im2col": f"BIm2col<half_t, 32, {bn}, {threads}, {bn + 8}>",
+                  "tapmajor": f"BTapMajor<half_t, 32, {bn}, {threads}, {bn + 8}>"}[bload]
+        call = (f"gemm_mma<{wm}, {wn}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, {split_flag}, "
+                f"{epi_name}, {pair_flag}>(p);")
+    else:
+        t = cg.ctype(dtype)
+        tm, tn = bm // 16, bn // 16
+        threads = (bm // tm) * (bn // tn)
+        vec = 16 // np.dtype(dtype).itemsize
+        loader = {"strided": f"BStrided<{t}, 16, {bn}, {threads}, 1, {bn + 4}>",
+                  "strided_vec": f"BStrided<{t}, 16, {bn}, {threads}, {vec}, {bn + 4}>",
+                  "pointwise": f"BPointwiseConv<{t}, 16, {bn}, {threads}, {vec}, {bn + 4}>",
+                  "im2col": f"BIm2col<{t}, 16, {bn}, {threads}, {bn + 4}>",
+                  "tapmajor": f"BTapMajor<{t}, 16, {bn}, {threads}, {bn + 4}>"}[bload]
+        call = (f"gemm_fma<{t}, {bm}, {bn}, {tm}, {tn}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, "
+                f"{split_flag}, {epi_name}, {pair_flag}>(p);")
+    source = f"""
+extern "C" __global__ void __launch_bounds__({threads}) KERNEL(GemmParams p) {{
+    {call}
+}}
+"""
+    return ctx.kernel("conv" if conv else "gemm", source), threads
+
+
+def emit_gemm(ctx: LowerContext, *, dtype: str, M: int, N: int, K: int, Z: int, epilogue: Epilogue, conv: bool,
+              bload: str, avec: int, a_mfast: bool, fields: dict, allow_split: bool, tactic: str,
+              pair: bool = False) -> list[Launch]:
+    """Choose tiles, instantiate the kernel(s) and return the launches."""
+    if dtype not in ("float16", "float32", "float64"):
+        raise UnsupportedError(f"CUDA matrix kernels support float16/32/64, not {dtype}")
+    bk = 32 if dtype == "float16" else 16
+    bm, bn, splits = choose_tiles(M, N, K, Z, ctx.sm_count, bk, allow_split and dtype != "float64")
+    if bload == "pointwise" and dtype != "float16" and bn < 64:
+        bload = "im2col"   # the FMA kernel's vector loader needs >= 64 columns
+    ctx.need("gemm_loaders.cuh", "gemm.cuh")
+    acc = "double" if dtype == "float64" else "float"
+    epi_name, epi_source, epi_params = epilogue.code(acc)
+    ctx.define(epi_name, epi_source)
+    k_per_split = math.ceil(math.ceil(K / bk) / splits) * bk
+    splits = math.ceil(K / k_per_split) if K else 1
+    split = splits > 1
+    name, threads = _kernel_source(ctx, dtype, bm, bn, avec, a_mfast, bload, conv, split, epi_name, pair)
+    grid = (math.ceil(N / bn), math.ceil(M / bm), splits if split else Z)
+    if split:   # fp32 partial tiles, and one arrival counter per output tile
+        ctx.need_workspace(splits * M * N * 4)
+        ctx.need_counters(grid[0] * grid[1])
+    params = gemm_params(M=M, N=N, K=K, k_per_split=k_per_split, ws=["w", 0] if split else ["0"],
+                         counters=["c", 0] if split else ["0"], epi=epi_params, **fields)
+    if grid[1] > 65535 or grid[2] > 65535:
+        raise UnsupportedError(f"GEMM grid {grid} exceeds CUDA limits")
+    label = f"{tactic} {'mma' if dtype == 'float16' else 'fma'} {bm}x{bn}" + (f" splitk{splits}" if split else "")
+    return [Launch(name, grid, (threads, 1, 1), params, tactic=label)]
+
+
+# -- convolution -------------------------------------------------------------------------------------
+def conv_geometry(layer: dict, x_shape, w_shape, out_shape) -> dict:
+    attrs = layer["attrs"]
+    spatial = len(x_shape) - 2
+    kernel = [int(k) for k in attrs.get("kernel") or w_shape[2:]]
+    strides = [int(s) for s in attrs.get("strides") or [1] * spatial]
+    dilations = [int(d) for d in attrs.get("dilations") or [1] * spatial]
+    pads = [int(p) for p in attrs.get("pads") or [0] * 2 * spatial]
+    return {"spatial": spatial, "kernel": kernel, "strides": strides, "dilations": dilations,
+            "begins": pads[:spatial], "ends": pads[spatial:], "group": int(attrs.get("group", 1)),
+            "x": tuple(x_shape), "w": tuple(w_shape), "out": tuple(out_shape)}
+
+
+def conv_epilogue(ctx: LowerContext, layer: dict, fusion: dict, out_shape, out_dtype, channel_var: str) -> Epilogue:
+    """Bias (input 2), the layer's own epilogue steps and a folded consumer, as one chain."""
+    inputs = list(layer["inputs"])
+    epilogue = Epilogue(ctx, out_shape, out_dtype, {1: channel_var})
+    if len(inputs) > 2 and inputs[2] >= 0:
+        epilogue.add_bias(inputs[2], 1)
+    epilogue.add_layer_epilogue(layer)
+    if fusion:
+        epilogue.add_consumer(fusion)
+    return epilogue
+
+
+def k_table(geometry: dict, H: int, W: int) -> np.ndarray:
+    """Per k = (channel, ky, kx): offset in the input plane stack and the (dy, dx) of the tap."""
+    (kh, kw), (dh, dw) = geometry["kernel2"], geometry["dilations2"]
+    cg_in = geometry["w"][1]
+    k = np.arange(cg_in * kh * kw)
+    c, ky, kx = k // (kh * kw), (k // kw) % kh, k % kw
+    dy, dx = ky * dh, kx * dw
+    table = np.stack([c * H * W + dy * W + dx, dy, dx, np.zeros_like(k)], axis=1)
+    return table.astype(np.int32)
+
+
+@lowering(LayerKind.CONVOLUTION)
+def lower_convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
+    from edgert.kernels.cuda.lower_conv import direct_convolution
+    x, w = layer["inputs"][0], layer["inputs"][1]
+    out = fusion.get("output", layer["outputs"][0])
+    geometry = conv_geometry(layer, ctx.shape(x), ctx.shape(w), ctx.shape(layer["outputs"][0]))
+    dtype, group = ctx.dtype(x), geometry["group"]
+    cg_in = geometry["w"][1]
+    if geometry["spatial"] > 2 or cg_in == 1 or dtype not in ("float16", "float32", "float64"):
+        return direct_convolution(ctx, layer, fusion, geometry, out)
+    if geometry["spatial"] == 1:  # a 1-D convolution is a 2-D one with H = 1
+        for key in ("kernel", "strides", "dilations", "begins", "ends"):
+            geometry[key] = [1 if key != "begins" and key != "ends" else 0] + geometry[key]
+        geometry["x"] = geometry["x"][:2] + (1,) + geometry["x"][2:]
+        geometry["out"] = geometry["out"][:2] + (1,) + geometry["out"][2:]
+    geometry["kernel2"], geometry["dilations2"] = geometry["kernel"], geometry["dilations"]
+    if ctx.dtype(out) != dtype:
+        raise UnsupportedError(f"layer {layer['name']!r}: convolution from {dtype} to {ctx.dtype(out)} on CUDA")
+    n_img, c_total, H, W = geometry["x"]
+    oc_total, OH, OW = geometry["out"][1], geometry["out"][2], geometry["out"][3]
+    kh, kw = geometry["kernel"]
+    (sh, sw), (ph, pw) = geometry["strides"], geometry["begins"]
+    M, N, K = oc_total // group, n_img * OH * OW, cg_in * kh * kw
+    itemsize = np.dtype(dtype).itemsize
+    vec = 16 // itemsize
+    pointwise = (kh == kw == 1 and sh == sw == 1 and not any(geometry["begins"]) and (OH * OW) % vec == 0
+                 and ctx.aligned(x) and (cg_in * H * W * itemsize) % 16 == 0)
+    bk = 32 if dtype == "float16" else 16
+    tap_major = not pointwise and cg_in % bk == 0 and ctx.is_constant(w)
+    if tap_major:   # weights (OC, Cg, kh, kw) -> (OC, kh, kw, Cg): k runs over channels within a tap
+        rank = len(ctx.shape(w))
+        weights, table = ctx.derive(w, [0] + list(range(2, rank)) + [1], dtype), ["0"]
+    else:
+        weights, table = ctx.operand(w, dtype), ctx.add_aux(k_table(geometry, H, W))
+    avec = vec if K % vec == 0 and (weights[0] == "d" or ctx.aligned(w)) else 1
+    epilogue = conv_epilogue(ctx, layer, fusion, ctx.shape(out), ctx.dtype(out), "m")
+    (dh, dw) = geometry["dilations"]
+    fields = {"a": weights, "b": ptr(x), "out": ptr(out), "ktab": table, "a_sm": K, "a_sk": 1,
+              "conv": (cg_in, H, W, OH * OW, OW, sh, sw, ph, pw, kw, dh, dw), "in_img": c_total * H * W,
+              "out_img": oc_total * OH * OW}
+    bload = "pointwise" if pointwise else ("tapmajor" if tap_major else "im2col")
+    pair = (OH * OW) % 2 == 0 and ctx.aligned(out, alignment=2 * itemsize)
+    return emit_gemm(ctx, dtype=dtype, M=M, N=N, K=K, Z=group, epilogue=epilogue, conv=True, bload=bload,
+                     avec=avec, a_mfast=False, fields=fields, allow_split=group == 1, pair=pair,
+                     tactic={"pointwise": "conv1x1", "tapmajor": "implicit-gemm-tap", "im2col": "implicit-gemm"}[bload])
+
+
+# -- matrix multiply -----------------------------------------------------------------------------------
+def _batch_strides(shape, batch_shape) -> list[int]:
+    """Element strides of ``shape``'s batch dims seen from ``batch_shape`` (0 where broadcast)."""
+    full = cg.contiguous_strides(shape)
+    rank = len(shape) - 2
+    lead = len(batch_shape) - rank
+    strides = []
+    for axis, size in enumerate(batch_shape):
+        own = axis - lead
+        strides.append(0 if own < 0 or shape[own] == 1 and size != 1 else full[own])
+    return strides
+
+
+@lowering(LayerKind.MATRIX_MULTIPLY)
+def lower_matrix_multiply(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
+    a, b = layer["inputs"][0], layer["inputs"][1]
+    out = fusion.get("output", layer["outputs"][0])
+    attrs = layer.get("attrs") or {}
+    a_shape, b_shape = list(ctx.shape(a)), list(ctx.shape(b))
+    trans_a, trans_b = bool(attrs.get("trans_a")) and len(a_shape) > 1, bool(attrs.get("trans_b")) and len(b_shape) > 1
+    if len(a_shape) == 1:
+        a_shape = [1] + a_shape
+    if len(b_shape) == 1:
+        b_shape = b_shape + [1]
+    a_st, b_st = cg.contiguous_strides(a_shape), cg.contiguous_strides(b_shape)
+    M, K = (a_shape[-1], a_shape[-2]) if trans_a else (a_shape[-2], a_shape[-1])
+    N = b_shape[-2] if trans_b else b_shape[-1]
+    a_sm, a_sk = (a_st[-1], a_st[-2]) if trans_a else (a_st[-2], a_st[-1])
+    b_sk, b_sn = (b_st[-1], b_st[-2]) if trans_b else (b_st[-2], b_st[-1])
+    batch = list(np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])))
+    a_bs, b_bs = _batch_strides(a_shape, batch), _batch_strides(b_shape, batch)
+    o_bs = cg.contiguous_strides(batch + [M, N])[:len(batch)]
+    if batch and not any(b_bs) and not trans_a and a_bs == cg.contiguous_strides(batch + [M, K])[:len(batch)]:
+        M, batch, a_bs, b_bs, o_bs = M * int(np.prod(batch)), [], [], [], []   # one GEMM over all rows
+    keep = [i for i, size in enumerate(batch) if size != 1]
+    batch, a_bs, b_bs, o_bs = ([batch[i] for i in keep], [a_bs[i] for i in keep], [b_bs[i] for i in keep],
+                               [o_bs[i] for i in keep])
+    if len(batch) > 4:
+        raise UnsupportedError(f"layer {layer['name']!r}: more than 4 batch dims in a matrix product")
+    Z = int(np.prod(batch)) if batch else 1
+    dtype = next((ctx.dtype(t) for t in (a, b) if not ctx.is_constant(t)), ctx.dtype(a))   # the activations' type
+    itemsize = np.dtype(dtype).itemsize
+    vec = 16 // itemsize
+    out_shape = ctx.shape(out)
+    last = len(out_shape) - 1
+    # Weights stored (N, K) as in Gemm(transB=1): compute out^T = B^T A^T so the big operand loads in vectors.
+    swap = not batch and b_sn != 1 and b_sk == 1 and K % vec == 0 and M < N
+    o_sm, o_sn = N, 1
+    if swap:
+        M, N = N, M
+        a, b = b, a
+        a_sm, a_sk, b_sk, b_sn = b_sn, b_sk, a_sk, a_sm
+        o_sm, o_sn = 1, M
+    epilogue = Epilogue(ctx, out_shape, ctx.dtype(out), {last: "m" if swap else "n"})
+    epilogue.add_layer_epilogue(layer)
+    if fusion:
+        epilogue.add_consumer(fusion)
+    aligned_batches = all((s * itemsize) % 16 == 0 for s in a_bs)
+    avec = vec if a_sk == 1 and K % vec == 0 and a_sm % vec == 0 and (ctx.aligned(a) or ctx.dtype(a) != dtype) \
+        and aligned_batches else 1
+    bvec = (b_sn == 1 and N % vec == 0 and b_sk % vec == 0 and (ctx.aligned(b) or ctx.dtype(b) != dtype)
+            and all((s * itemsize) % 16 == 0 for s in b_bs))
+    a_param, b_param = ctx.operand(a, dtype), ctx.operand(b, dtype)
+    fields = {"a": a_param, "b": b_param, "out": ptr(out), "a_sm": a_sm, "a_sk": a_sk, "b_sk": b_sk, "b_sn": b_sn,
+              "o_sm": o_sm, "o_sn": o_sn, "batch": batch, "a_bs": a_bs, "b_bs": b_bs, "o_bs": o_bs}
+    if swap:
+        fields["a_bs"], fields["b_bs"] = b_bs, a_bs
+    if ctx.dtype(out) != dtype:
+        raise UnsupportedError(f"layer {layer['name']!r}: matrix product from {dtype} to {ctx.dtype(out)} on CUDA")
+    pair = o_sn == 1 and N % 2 == 0 and all(b % 2 == 0 for b in o_bs) and ctx.aligned(out, alignment=2 * itemsize)
+    return emit_gemm(ctx, dtype=dtype, M=M, N=N, K=K, Z=Z, epilogue=epilogue, conv=False,
+                     bload="strided_vec" if bvec else "strided", avec=avec, a_mfast=(avec == 1 and a_sm == 1),
+                     fields=fields, allow_split=not batch, tactic="gemm-swapped" if swap else "gemm", pair=pair)

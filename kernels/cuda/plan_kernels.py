@@ -1,0 +1,119 @@
+"""Build a plan's ``kernels`` section for one GPU arch: lower every layer to CUDA C and launch specs,
+fold per-element consumers into convolution/matmul epilogues, compile (NVRTC or nvcc, no GPU
+needed) and return plain msgpack-able data:
+
+    {"arch": "sm_90", "format": 1,
+     "modules": [{"cubin": bytes, "ptx": str | None, "ptx_isa": str | None, "compiler": str}],
+     "kernel_modules": {kernel name: module index},
+     "launches": [[launch, ...] for each plan layer],     # launch: kernel, grid, block, smem, params, tactic
+     "fused": {consumer layer index (str): producer layer index},
+     "aux": [bytes, ...],                                 # tables the kernels read (conv k-offsets, ...)
+     "derived": [{"tensor": t, "perm": [...]}, ...],      # constants the loader transposes once
+     "workspace_bytes": int,                              # per context scratch (split-K partial sums)
+     "counters": int}                                     # per context u32 counters, zeroed once
+
+The builder stores it as ``plan["kernels"][arch]``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+
+from edgert.ir.kinds import LayerKind
+from edgert.kernels.cuda.compile import arch_number, compile_source, normalize_arch
+from edgert.kernels.cuda.library import LowerContext, layer_program, lower_layer
+
+FORMAT = 1
+_PRODUCERS = {LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY}
+_CONSUMERS = {LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.UNARY, LayerKind.SCALE,
+              LayerKind.PARAMETRIC_RELU, LayerKind.POINTWISE}
+_KERNEL_NAME = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
+
+
+def plan_fusions(ctx: LowerContext, document: dict) -> dict[int, dict]:
+    """producer layer -> the per-element consumer it can finish in its epilogue.
+
+    Legal when the consumer runs right after the producer, is the only reader of the producer's
+    output (which is no graph output), keeps its shape and dtype, and its output bytes do not
+    overlap the producer's inputs (the fused kernel writes them while still reading those).
+    """
+    layers = document["layers"]
+    elided = set((document.get("memory") or {}).get("elided", []))
+    uses: dict[int, int] = {}
+    for layer in layers:
+        for tensor in layer["inputs"]:
+            uses[tensor] = uses.get(tensor, 0) + 1
+    graph_outputs = {b["tensor"] for b in document["bindings"]["outputs"]}
+    fusions = {}
+    for index in range(len(layers) - 1):
+        producer, consumer = layers[index], layers[index + 1]
+        if index in elided or index + 1 in elided or LayerKind(producer["kind"]) not in _PRODUCERS:
+            continue
+        if LayerKind(consumer["kind"]) not in _CONSUMERS or len(consumer["outputs"]) != 1:
+            continue
+        source, output = producer["outputs"][0], consumer["outputs"][0]
+        if source in graph_outputs or uses.get(source) != consumer["inputs"].count(source):
+            continue
+        if ctx.shape(output) != ctx.shape(source) or ctx.dtype(output) != ctx.dtype(source):
+            continue
+        if any(t >= 0 and ctx.overlaps(t, output) for t in producer["inputs"]):
+            continue
+        fusions[index] = {"consumer": index + 1, "program": layer_program(consumer),
+                          "inputs": list(consumer["inputs"]), "source": source, "output": output}
+    return fusions
+
+
+def lower_plan(document: dict, arch, *, sm_count: int | None = None, fuse: bool = True):
+    """(context with kernel sources, launches per layer, fused map) for ``arch``."""
+    ctx = LowerContext(document, arch_number(arch), sm_count)
+    fusions = plan_fusions(ctx, document) if fuse else {}
+    consumers = {f["consumer"]: producer for producer, f in fusions.items()}
+    elided = set((document.get("memory") or {}).get("elided", []))
+    launches = []
+    for index, layer in enumerate(document["layers"]):
+        if index in elided or index in consumers:
+            launches.append([])
+            continue
+        launches.append([launch.to_plain() for launch in lower_layer(ctx, layer, fusions.get(index))])
+    return ctx, launches, {str(c): p for c, p in consumers.items()}
+
+
+def _split_source(ctx: LowerContext, units: int) -> list[str]:
+    """The kernels spread over ``units`` translation units (each with the headers) to compile in parallel."""
+    names = list(ctx.kernels)
+    if units <= 1 or len(names) < 2 * units:
+        return [ctx.source()]
+    prefix = ctx.prefix()
+    return [prefix + "\n" + "\n".join(ctx.kernels[name] for name in names[i::units]) for i in range(units)]
+
+
+def compile_for_plan(document: dict, arch, *, ptx: bool = False, sm_count: int | None = None,
+                     emulate: bool = False, fuse: bool = True, jobs: int | None = None) -> dict:
+    """The ``kernels`` section entry of ``document`` for ``arch`` (see the module docstring)."""
+    arch = normalize_arch(arch)
+    ctx, launches, fused = lower_plan(document, arch, sm_count=sm_count, fuse=fuse)
+    jobs = jobs or min(8, os.cpu_count() or 1)
+    sources = _split_source(ctx, jobs)
+    modules, kernel_modules = [], {}
+    if emulate:
+        modules.append({"cubin": b"", "ptx": None, "ptx_isa": None, "compiler": "emulator",
+                        "emu_source": ctx.source()})
+        kernel_modules = {name: 0 for name in ctx.kernels}
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(sources)) as pool:
+            results = list(pool.map(lambda src: compile_source(src, arch, ptx=ptx), sources))
+        for index, (source, result) in enumerate(zip(sources, results)):
+            modules.append({"cubin": result.cubin, "ptx": result.ptx, "ptx_isa": result.ptx_isa,
+                            "compiler": result.compiler})
+            for name in _KERNEL_NAME.findall(source):
+                kernel_modules[name] = index
+    return {"arch": arch, "format": FORMAT, "modules": modules, "kernel_modules": kernel_modules,
+            "launches": launches, "fused": fused, "aux": list(ctx.aux), "derived": list(ctx.derived),
+            "workspace_bytes": ctx.workspace_bytes, "counters": ctx.counters}
+
+
+def compile_kernels(document: dict, archs, **options) -> dict:
+    """``plan["kernels"]`` for several arches: {"sm_87": {...}, "sm_90": {...}}."""
+    return {normalize_arch(a): compile_for_plan(document, a, **options) for a in archs}
