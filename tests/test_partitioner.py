@@ -139,9 +139,12 @@ def test_partition_tool_exit_status(tmp_path, capsys):
     from edgert.tools import cli, partition as tool
     path = tmp_path / "pool.onnx"
     onnx.save(pool_model(), path)
-    if "partition" in cli.TOOLS:  # registered by the integrator: the real command line, exit status 2
-        assert cli.main(["partition", str(path), "--target", ORIN, "--dla-core", "0"]) == 2
-        assert "bigpool" in capsys.readouterr().err
+    assert cli.main(["partition", str(path), "--target", ORIN, "--dla-core", "0"]) == 2
+    assert "bigpool" in capsys.readouterr().err
+    plan = str(tmp_path / "pool.plan")  # the build fails the same way, naming the layer and the rule
+    assert cli.main(["build", str(path), "-o", plan, "--target", ORIN, "--dla-core", "0", "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "bigpool" in err and "Pooling.window" in err and len(err.strip().splitlines()) == 1
     parser = argparse.ArgumentParser()
     tool.add_arguments(parser)
     with pytest.raises(PlacementError):
