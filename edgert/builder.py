@@ -47,7 +47,7 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes)
-    memory = plan_graph_memory(graph, specs, reuse=memory_reuse)
+    memory = plan_graph_memory(specs, reuse=memory_reuse)
     document = _document(graph, specs, memory, schedule_report, target, options)
     if options.get("gpu_kernels"):
         _compile_gpu_kernels(document, target, options)

@@ -176,6 +176,7 @@ def choose_schedule(graph: Graph) -> dict:
     return {"order": best, "lower_bound_bytes": bounds}
 
 
-def plan_graph_memory(graph: Graph, specs: ScheduleSpecs, *, reuse: bool = True) -> MemoryPlan:
+def plan_graph_memory(specs: ScheduleSpecs, *, reuse: bool = True) -> MemoryPlan:
+    """The memory plan of a graph in the order ``specs`` was made for."""
     return plan_memory(specs.steps, specs.tensors, reuse=reuse)
 

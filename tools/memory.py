@@ -70,7 +70,7 @@ def print_report(info: dict, top: int) -> None:
         print(f"  {len(info['elided_layers'])} layers run in place of a copy (views, concat slices): "
               + ", ".join(info["elided_layers"][:8]) + (" ..." if len(info["elided_layers"]) > 8 else ""))
     largest = sorted(info["tensors"], key=lambda e: -e["bytes"])[:top]
-    print(f"  largest tensors:")
+    print("  largest tensors:")
     for entry in largest:
         print(f"    {entry['name'][:40]:40} {_mib(entry['bytes']):>12}  offset {entry['offset']:>10}  "
               f"steps {entry['first_step']}-{entry['last_step']}")
