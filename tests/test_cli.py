@@ -84,3 +84,15 @@ def test_user_errors_exit_2_with_one_line(tmp_path, argv, expected):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert expected in lines[0]
+
+
+def test_bench_prints_percentiles(tmp_path, capsys):
+    _model(tmp_path / "m.onnx")
+    plan = tmp_path / "m.plan"
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan), "--shape", "x=4x3"]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(plan), "--iterations", "20", "--warmup", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["iterations"] == 20 and 0 < result["min_ms"] <= result["p50_ms"] <= result["p99_ms"]
+    assert result["batch"] == 4 and result["throughput_per_s"] > 0
+    assert main(["bench", str(plan), "--iterations", "0"]) == 2
