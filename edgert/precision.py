@@ -24,7 +24,6 @@ Per-layer rules (later rules win), in a TOML file that may be the placement file
 from __future__ import annotations
 
 import fnmatch
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,11 +48,6 @@ _INT8_ELEMENTWISE = frozenset({ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWise
                                ElementWiseOp.MIN})
 _STORAGE = {"fp32": DataType.FLOAT, "fp16": DataType.HALF, "int8": DataType.FLOAT}
 _KINDS = {kind.value.lower(): kind for kind in LayerKind}
-
-try:
-    import tomllib
-except ImportError:  # Python < 3.11
-    import tomli as tomllib
 
 
 class PrecisionError(EdgeRTError):
@@ -102,17 +96,8 @@ def load_rules(source) -> list[PrecisionRule]:
         return []
     if isinstance(source, (list, tuple)) and all(isinstance(r, PrecisionRule) for r in source):
         return list(source)
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as e:
-            raise PrecisionError(f"cannot read precision rules {str(source)!r}: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise PrecisionError(f"precision rules file {str(source)!r} is not valid TOML: {e}") from e
-        where = str(source)
-    else:
-        data, where = (source if isinstance(source, dict) else {"rule": list(source)}), "precision rules"
+    from edgert.partitioner.placement import read_rule_file
+    data, where = read_rule_file(source, "precision rules", PrecisionError)
     rules = []
     for index, entry in enumerate(data.get("rule", []), start=1):
         if "precision" in entry:

@@ -62,21 +62,27 @@ def member_kinds(node) -> set[LayerKind]:
     return kinds
 
 
+def read_rule_file(source, what: str, error: type) -> tuple[dict, str]:
+    """(parsed rules document, name for messages) from a TOML path, a parsed dict or a list of rule dicts.
+
+    Shared by placement and precision rules, which may live in the same file.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as f:
+                return tomllib.load(f), str(source)
+        except OSError as e:
+            raise error(f"cannot read {what} {str(source)!r}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise error(f"{what} {str(source)!r} is not valid TOML: {e}") from e
+    return (source if isinstance(source, dict) else {"rule": list(source)}), what
+
+
 def load_placement(source) -> list[PlacementRule]:
     """Rules from a path, a TOML string's parsed dict, or a list of rule dicts."""
     if isinstance(source, (list, tuple)) and all(isinstance(r, PlacementRule) for r in source):
         return list(source)
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as e:
-            raise PlacementFileError(f"cannot read placement file {str(source)!r}: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise PlacementFileError(f"placement file {str(source)!r} is not valid TOML: {e}") from e
-        where = str(source)
-    else:
-        data, where = (source if isinstance(source, dict) else {"rule": list(source)}), "placement"
+    data, where = read_rule_file(source, "placement file", PlacementFileError)
     unknown = sorted(set(data) - {"rule"})
     if unknown:
         raise PlacementFileError(f"{where}: unknown table {unknown[0]!r}; a placement file holds [[rule]] tables")

@@ -22,6 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from edgert.errors import DeviceError, EdgeRTError, InputError, PlanError
+from edgert.runtime.engine import check_inputs
 
 _SCALARS = {"i32": ("<i", 4), "i64": ("<q", 8), "f32": ("<f", 4), "f64": ("<d", 8)}
 _POINTERS = ("t", "a", "d", "w", "c", "0")
@@ -429,22 +430,7 @@ class CudaExecutionContext:
         return results
 
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        expected = {b.name for b in self.engine.inputs}
-        unknown = sorted(set(inputs) - expected)
-        if unknown:
-            raise InputError(f"unknown input {unknown[0]!r}; the plan's inputs are: {', '.join(sorted(expected))}")
-        arrays = []
-        for binding in self.engine.inputs:
-            if binding.name not in inputs:
-                raise InputError(f"missing input {binding.name!r} ({binding.dtype.name}, shape {binding.shape})")
-            array = np.asarray(inputs[binding.name])
-            if array.shape != binding.shape:
-                raise InputError(f"input {binding.name!r}: expected shape {binding.shape}, got {array.shape}")
-            if array.dtype != binding.dtype:
-                raise InputError(f"input {binding.name!r}: expected dtype {binding.dtype.name}, got "
-                                 f"{array.dtype.name} (convert with .astype(np.{binding.dtype.name}))")
-            arrays.append(np.ascontiguousarray(array))
-        return arrays
+        return check_inputs(self.engine.inputs, inputs)
 
 
 def load(document: dict, driver=None, device: int = 0) -> CudaEngine:

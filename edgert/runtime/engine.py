@@ -123,22 +123,30 @@ class ExecutionContext:
         return results
 
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        expected = {b.name for b in self.engine.inputs}
-        unknown = sorted(set(inputs) - expected)
-        if unknown:
-            raise InputError(f"unknown input {unknown[0]!r}; the plan's inputs are: {', '.join(sorted(expected))}")
-        arrays = []
-        for binding in self.engine.inputs:
-            if binding.name not in inputs:
-                raise InputError(f"missing input {binding.name!r} ({binding.dtype.name}, shape {binding.shape})")
-            array = np.asarray(inputs[binding.name])
-            if array.shape != binding.shape:
-                raise InputError(f"input {binding.name!r}: expected shape {binding.shape}, got {array.shape}")
-            if array.dtype != binding.dtype:
-                raise InputError(f"input {binding.name!r}: expected dtype {binding.dtype.name}, got "
-                                 f"{array.dtype.name} (convert with .astype(np.{binding.dtype.name}))")
-            arrays.append(np.ascontiguousarray(array))
-        return arrays
+        return check_inputs(self.engine.inputs, inputs)
+
+
+def check_inputs(bindings, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The caller's arrays in binding order, contiguous; InputError on a wrong name, shape or dtype.
+
+    Shared by every backend: ``bindings`` need ``name``, ``shape`` and ``dtype``.
+    """
+    expected = {b.name for b in bindings}
+    unknown = sorted(set(inputs) - expected)
+    if unknown:
+        raise InputError(f"unknown input {unknown[0]!r}; the plan's inputs are: {', '.join(sorted(expected))}")
+    arrays = []
+    for binding in bindings:
+        if binding.name not in inputs:
+            raise InputError(f"missing input {binding.name!r} ({binding.dtype.name}, shape {binding.shape})")
+        array = np.asarray(inputs[binding.name])
+        if array.shape != binding.shape:
+            raise InputError(f"input {binding.name!r}: expected shape {binding.shape}, got {array.shape}")
+        if array.dtype != binding.dtype:
+            raise InputError(f"input {binding.name!r}: expected dtype {binding.dtype.name}, got "
+                             f"{array.dtype.name} (convert with .astype(np.{binding.dtype.name}))")
+        arrays.append(np.ascontiguousarray(array))
+    return arrays
 
 
 def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
