@@ -66,3 +66,29 @@ def assert_matches_ort(model, feeds=None, tolerance=1e-5, **build_options) -> di
         errors[name] = normwise_error(got, want)
         assert errors[name] <= tolerance, f"{name}: normwise error {errors[name]:.3g} > {tolerance}"
     return errors
+
+
+def op_model(op_type, inputs, attrs=None, opset=18, consts=(), num_outputs=1, infer=True, strict=False):
+    """A one-node model. ``inputs``: (name, array) pairs in node order, (None, None) for an omitted input;
+    names in ``consts`` become initializers, the others graph inputs. Returns (model, feeds)."""
+    import onnx
+    from onnx import helper
+    graph_inputs, initializers, feeds = [], [], {}
+    for name, array in inputs:
+        if name is None:
+            continue
+        if name in consts:
+            initializers.append(onnx.numpy_helper.from_array(np.asarray(array), name))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(array.dtype), array.shape))
+            feeds[name] = array
+    outputs = [f"y{i}" for i in range(num_outputs)]
+    node = helper.make_node(op_type, [name or "" for name, _ in inputs], outputs, **(attrs or {}))
+    graph = helper.make_graph([node], "g", graph_inputs, [onnx.ValueInfoProto(name=n) for n in outputs],
+                              initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+    if infer:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=strict)
+    return model, feeds

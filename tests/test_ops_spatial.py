@@ -4,41 +4,17 @@ and padding, each through edgert.build → load → execute on fresh random inpu
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import helper
 
 import edgert
 from edgert.errors import EdgeRTError, UnsupportedError
-from tests.helpers import assert_matches_ort, edgert_run, normwise_error
+from tests.helpers import assert_matches_ort, edgert_run, normwise_error, op_model
 
 rng = np.random.default_rng()
 
 
 def randn(*shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(dtype)
-
-
-def op_model(op_type, inputs, attrs=None, opset=18, consts=(), num_outputs=1):
-    """A one-node model. ``inputs``: (name, array) pairs in node order, (None, None) for an omitted input;
-    names in ``consts`` become initializers, the others graph inputs. Returns (model, feeds)."""
-    graph_inputs, initializers, feeds = [], [], {}
-    for name, array in inputs:
-        if name is None:
-            continue
-        if name in consts:
-            initializers.append(onnx.numpy_helper.from_array(np.asarray(array), name))
-        else:
-            graph_inputs.append(helper.make_tensor_value_info(
-                name, helper.np_dtype_to_tensor_dtype(array.dtype), array.shape))
-            feeds[name] = array
-    outputs = [f"y{i}" for i in range(num_outputs)]
-    node = helper.make_node(op_type, [name or "" for name, _ in inputs], outputs, **(attrs or {}))
-    graph = helper.make_graph([node], "g", graph_inputs, [onnx.ValueInfoProto(name=n) for n in outputs],
-                              initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
-    return onnx.shape_inference.infer_shapes(model), feeds
 
 
 def check(op_type, inputs, attrs=None, opset=18, consts=(), tolerance=1e-5, num_outputs=1):
