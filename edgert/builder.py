@@ -36,14 +36,16 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: s
 def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, disabled_passes: Sequence[str] = (),
                 memory_reuse: bool = True, reorder: bool = True, options: dict | None = None) -> Plan:
     from edgert.passes import PIPELINE, optimize as run_passes
+    from edgert.precision import load_rules
 
     options = dict(options or {})
-    qdq_folded = _fold_qdq(graph, options)
+    rules = load_rules(options.get("placement")) + load_rules(options.get("precision_rules"))
+    qdq_folded = _fold_qdq(graph, options, rules)
     pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
     if qdq_folded:
         pass_counts["qdq_folding"] = qdq_folded
     partition_report = _partition(graph, target, options)
-    precision_report = _precision(graph, options)
+    precision_report = _precision(graph, options, rules)
     schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes)
@@ -89,18 +91,15 @@ def _compile_gpu_kernels(document: dict, target: str, options: dict) -> None:
     document["kernels"] = compile_kernels(document, archs, ptx=bool(options.get("ptx", False)))
 
 
-def _fold_qdq(graph: Graph, options: dict) -> int:
+def _fold_qdq(graph: Graph, options: dict, rules: list) -> int:
     """In int8 builds, Quantize/Dequantize pairs become scales on the tensors they quantize."""
-    from edgert.precision import load_rules
-
-    rules = load_rules(options.get("placement")) + load_rules(options.get("precision_rules"))
     if options.get("precision", "fp32") != "int8" and not any(r.precision == "int8" for r in rules):
         return 0
     from edgert.passes import qdq_folding
     return qdq_folding.run(graph)
 
 
-def _precision(graph: Graph, options: dict):
+def _precision(graph: Graph, options: dict, rules: list):
     """Per-layer precision: the build default, per-layer rules, int8 scales from calibration or its cache.
 
     Options read (and removed from ``options`` when they are not plain data for the plan header):
@@ -109,10 +108,9 @@ def _precision(graph: Graph, options: dict):
     ``calib`` (a directory of .npy/.npz batches, or an iterable of input dicts), ``calibrator``
     (entropy | minmax | percentile) and ``calib_cache`` (a cache file: read if present, else written).
     """
-    from edgert.precision import apply_precision, load_rules
+    from edgert.precision import apply_precision
 
     precision = options.get("precision", "fp32")
-    rules = load_rules(options.get("placement")) + load_rules(options.get("precision_rules"))
     calibration = options.pop("calibration", None)
     batches = options.get("calib")
     if not isinstance(batches, (str, os.PathLike, type(None))):
