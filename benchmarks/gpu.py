@@ -108,7 +108,8 @@ def build_plan(onnx_model, batch: int, arch: str, dtype: str = "fp32") -> bytes:
     import edgert
     from edgert.kernels.cuda.plan_kernels import compile_for_plan
     from edgert.plan import Plan
-    plan = edgert.build(onnx_model, shapes={"input": (batch, 3, 224, 224)}, **(FP16 if dtype == "fp16" else {}))
+    options = FP16 if dtype == "fp16" else {"tf32": True} if dtype == "tf32" else {}
+    plan = edgert.build(onnx_model, shapes={"input": (batch, 3, 224, 224)}, **options)
     document = plan.document
     document["kernels"] = {arch: compile_for_plan(document, arch)}
     return Plan(document).to_bytes()
@@ -127,17 +128,26 @@ def edgert_measure(plan_bytes: bytes, x: np.ndarray, reps: int, warmup: int) -> 
             "engine": engine}
 
 
-def layer_table(context, engine, reps: int = 20) -> list[tuple]:
-    """Per kernel: (median ms, layer name, kind, tactic), largest first."""
+def layer_table(context, engine, reps: int = 20, repeat: int = 20) -> list[tuple]:
+    """Per layer: (median ms, layer name, kind, tactic, grid), largest first. Each layer's launches are
+    captured ``repeat`` times into one CUDA graph, so small kernels are timed without the gaps of
+    Python launches between them."""
     plain = engine.create_execution_context(use_graph=False)
-    stream = plain.stream
+    stream, driver = plain.stream, plain.driver
     layers = engine.document["layers"]
+    per_layer: dict[int, list] = {}
+    for call, (index, entry) in zip(plain._calls, engine.launches):
+        per_layer.setdefault(index, []).append((call, entry))
     rows = []
-    for (function, grid, block, smem, params), (index, entry) in zip(plain._calls, engine.launches):
-        def launch():
-            plain.driver.launch(function, grid, block, smem, params, stream)
-        ms = cuda_time(launch, reps, 3, stream)
-        rows.append((ms, layers[index]["name"][:40], layers[index]["kind"], entry.get("tactic", ""), tuple(grid)))
+    for index, calls in per_layer.items():
+        def launch_all(launch, calls=calls):
+            for _ in range(repeat):
+                for (function, grid, block, smem, params), _entry in calls:
+                    launch(function, grid, block, smem, params, stream)
+        graph = driver.capture(stream, launch_all)
+        ms = cuda_time(lambda: driver.replay(graph, stream), reps, 3, stream) / repeat
+        tactic = " + ".join(entry.get("tactic", "") for _, entry in calls)
+        rows.append((ms, layers[index]["name"][:40], layers[index]["kind"], tactic, tuple(calls[0][0][1])))
     return sorted(rows, reverse=True)
 
 
@@ -171,7 +181,9 @@ def torch_measure(torch_model, x, reps: int, warmup: int, compile_mode: bool) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["resnet18", "resnet50", "mobilenet_v2"])
-    parser.add_argument("--dtypes", nargs="*", default=["fp32", "fp16"])
+    parser.add_argument("--dtypes", nargs="*", default=["fp32", "tf32", "fp16"],
+                        help="fp32: exact fp32 on both sides (PyTorch with TF32 off); tf32: fp32 data on "
+                             "tensor cores on both sides (edgert's tf32 option, PyTorch's allow_tf32); fp16")
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     parser.add_argument("--compile", choices=["key", "all", "none"], default="key")
     parser.add_argument("--layers", nargs="*", default=[], help="MODEL:DTYPE:BATCH to print per-kernel tables for")
@@ -189,7 +201,7 @@ def main() -> int:
     arch = CupyDriver().arch()
     gpu = torch.cuda.get_device_name()
     print(f"# edgert vs PyTorch {torch.__version__} on {gpu} ({arch}), {datetime.date.today()}; "
-          f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, matmul tf32={torch.backends.cuda.matmul.allow_tf32}; "
+          f"PyTorch TF32 (cudnn and matmul) on for the tf32 rows only; "
           f"median of {args.reps} CUDA-event timings after {args.warmup} warm-ups", flush=True)
     print(f"# command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
     print("| model | dtype | batch | edgert ms | eager ms | CUDA graph ms | compile ms | edgert/graph | "
@@ -203,7 +215,8 @@ def main() -> int:
         for batch in args.batches:
             exported = export(base, batch, folder, name)
             for dtype in args.dtypes:
-                onnx_model = exported if dtype == "fp32" else to_float16(exported)
+                onnx_model = to_float16(exported) if dtype == "fp16" else exported
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
                 started = time.perf_counter()
                 plan_bytes = build_plan(onnx_model, batch, arch, dtype)
                 build_s = time.perf_counter() - started

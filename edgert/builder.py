@@ -39,6 +39,9 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     from edgert.precision import load_rules
 
     options = dict(options or {})
+    timing_cache = options.pop("timing_cache", None)
+    if isinstance(timing_cache, (str, os.PathLike)):
+        options["timing_cache"] = os.fspath(timing_cache)   # the header records a path, not a TimingCache
     rules = load_rules(options.get("placement")) + load_rules(options.get("precision_rules"))
     qdq_folded = _fold_qdq(graph, options, rules)
     pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
@@ -51,8 +54,8 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     specs = ScheduleSpecs(graph, graph.nodes)
     memory = plan_graph_memory(specs, reuse=memory_reuse)
     document = _document(graph, specs, memory, schedule_report, target, options)
-    if options.get("gpu_kernels"):
-        _compile_gpu_kernels(document, target, options)
+    if options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"):
+        _compile_gpu_kernels(document, target, options, timing_cache)
     document["header"]["passes"] = pass_counts
     if partition_report is not None:
         document["header"]["partition"] = to_plain(partition_report.to_dict())
@@ -77,10 +80,17 @@ def _partition(graph: Graph, target: str, options: dict):
     return report
 
 
-def _compile_gpu_kernels(document: dict, target: str, options: dict) -> None:
-    """Cross-compile CUDA kernels for the target's GPU arch into the plan (NVRTC or nvcc, no GPU needed)."""
+def _compile_gpu_kernels(document: dict, target: str, options: dict, timing_cache=None) -> None:
+    """Cross-compile CUDA kernels for the target's GPU arch into the plan (NVRTC or nvcc, no GPU needed).
+
+    Each convolution and matrix product gets the tactic of ``timing_cache`` (a path or a TimingCache),
+    else of autotuning when this machine has a GPU of the arch (option ``autotune``: None = when
+    present, False = never, True = required), else of the cost model; every layer's ``tactic`` says
+    what runs it and, for chosen tactics, where the choice came from.
+    """
     from edgert.errors import EdgeRTError
-    from edgert.kernels.cuda.plan_kernels import compile_kernels
+    from edgert.kernels.cuda.autotune import build_policies
+    from edgert.kernels.cuda.plan_kernels import compile_kernels, tactic_sources
     from edgert.targets import load_profile
 
     profile = load_profile(target)
@@ -88,7 +98,13 @@ def _compile_gpu_kernels(document: dict, target: str, options: dict) -> None:
     if not archs:
         raise EdgeRTError(f"target {target!r} has no CUDA GPU to compile kernels for; pick a --target with one "
                           "(see `edgert targets`)")
-    document["kernels"] = compile_kernels(document, archs, ptx=bool(options.get("ptx", False)))
+    policies = build_policies(document, archs, profile=profile, timing_cache=timing_cache,
+                              autotune=options.get("autotune"))
+    kernels = document["kernels"] = compile_kernels(document, archs, ptx=bool(options.get("ptx", False)),
+                                                    policies=policies)
+    for layer, tactic in zip(document["layers"], next(iter(kernels.values()))["tactics"]):
+        layer["tactic"] = tactic
+    document["header"]["tactics"] = {arch: tactic_sources(section) for arch, section in kernels.items()}
 
 
 def _fold_qdq(graph: Graph, options: dict, rules: list) -> int:

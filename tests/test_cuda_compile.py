@@ -184,3 +184,33 @@ def test_resnet_runs_on_the_emulator(dtype):
     got = context.execute(feeds)["logits"].astype(np.float64)
     want = edgert.load(plan).create_execution_context().execute(feeds)["logits"].astype(np.float64)
     assert np.linalg.norm(got - want) / np.linalg.norm(want) <= (1e-4 if dtype == "float32" else 1e-2)
+
+
+@needs_cxx
+def test_tf32_option_runs_fp32_products_on_tensor_cores():
+    """``tf32=True``: fp32 convolutions and matrix products take the tf32 tensor-core kernel (inputs
+    rounded to 10 mantissa bits, so the error is visibly above exact fp32 yet within 2e-3)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from edgert.runtime.cuda import CudaEngine
+    rng = np.random.default_rng()
+    w = (rng.standard_normal((48, 32, 3, 3)) / 17).astype(np.float32)
+    m = rng.standard_normal((48 * 10 * 10, 40)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "m"], ["y"])]
+    graph = helper.make_graph(nodes, "tf32", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(m, "m")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": rng.standard_normal((2, 32, 10, 10)).astype(np.float32)}
+    for tf32, engine in ((True, "tf32"), (False, "fma")):
+        plan = edgert.build(model, tf32=tf32)
+        plan.document["kernels"] = {"sm_90": compile_for_plan(plan.document, "sm_90", emulate=True)}
+        tactics = [launch["tactic"] for launches in plan.document["kernels"]["sm_90"]["launches"] for launch in launches]
+        assert sum(f" {engine} " in t for t in tactics) == 2, tactics
+        context = CudaEngine(plan.document, driver=emulator.EmulatedDriver()).create_execution_context()
+        context.poison()
+        got = context.execute(feeds)["y"].astype(np.float64)
+        want = edgert.load(plan).create_execution_context().execute(feeds)["y"].astype(np.float64)
+        err = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert (1e-6 < err <= 2e-3) if tf32 else err <= 1e-5, (tf32, err)

@@ -328,6 +328,23 @@ def test_layer_kind(label, name, build, dtype):
     assert all(e <= tolerance for e in errors.values()), f"{label}: errors {errors} (tolerance {tolerance})"
 
 
+# tf32 (opt-in): fp32 tensors, matrix products on tensor cores with inputs rounded to 10 mantissa bits.
+TF32_TOLERANCE = 2e-3
+_TF32_CASES = [name for name in FLOAT_CASES if name.startswith(("conv", "matmul", "splitk", "mixed"))
+               and name not in ("conv_depthwise", "conv_depthwise_s2", "conv3d")]
+
+
+@pytest.mark.parametrize("name", _TF32_CASES)
+def test_tf32_matrix_kernels(name):
+    model = FLOAT_CASES[name]("float32")
+    plan = compile_plan(model, case_inputs(name, model), tf32=True)
+    tactics = [launch["tactic"] for launches in plan.document["kernels"][driver().arch()]["launches"]
+               for launch in launches]
+    assert any(" tf32 " in t for t in tactics), tactics
+    errors = run_case(model, case_inputs(name, model), tf32=True)
+    assert all(e <= TF32_TOLERANCE for e in errors.values()), f"{name}: errors {errors}"
+
+
 # -- models, graphs, contexts ---------------------------------------------------------------------
 def _model_cases():
     from models import MODELS
@@ -344,6 +361,16 @@ def test_models_end_to_end(name, dtype):
     feeds = random_inputs(model, case.shapes)
     errors = run_case(model, feeds, **({"precision": "fp16"} if dtype == "float16" else {}))
     assert all(e <= TOLERANCE[dtype] for e in errors.values()), f"{name} {dtype}: {errors}"
+
+
+@pytest.mark.parametrize("name", _model_cases())
+def test_models_end_to_end_tf32(name):
+    from models import MODELS
+    from helpers import random_inputs
+    case = MODELS[name]
+    model = case.build()
+    errors = run_case(model, random_inputs(model, case.shapes), tf32=True)
+    assert all(e <= TF32_TOLERANCE for e in errors.values()), f"{name} tf32: {errors}"
 
 
 def _zoo_cases():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -29,6 +30,15 @@ def add_arguments(parser) -> None:
                         help="calibration cache: used when it exists (no calibration run), written otherwise")
     parser.add_argument("--gpu-kernels", action="store_true",
                         help="cross-compile CUDA kernels for the target's GPU into the plan (experimental)")
+    parser.add_argument("--timing-cache", metavar="FILE",
+                        help="choose GPU tactics by the timings in FILE (recorded on the device by `edgert tune`; "
+                             "implies --gpu-kernels; autotuned timings are added to it)")
+    parser.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=None,
+                        help="time candidate tactics on this machine's GPU (default: when it has one of the "
+                             "plan's arch); without timings the cost model of the target profile decides")
+    parser.add_argument("--tf32", action="store_true",
+                        help="run fp32 convolutions and matrix products on tf32 tensor cores (sm_80+; inputs "
+                             "rounded to 10 mantissa bits: ~1e-3 normwise instead of fp32's 1e-4)")
     parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
@@ -42,13 +52,17 @@ def main(args) -> int:
                         precision=args.precision, optimize="all" not in args.no_opt, disabled_passes=disabled,
                         dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement,
                         calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
-                        gpu_kernels=args.gpu_kernels or None)
+                        gpu_kernels=args.gpu_kernels or None, timing_cache=args.timing_cache,
+                        autotune=args.autotune, tf32=args.tf32 or None)
     plan.save(args.output)
     seconds = time.perf_counter() - started
     size = os.path.getsize(args.output)
     print(f"built {args.output}: {len(plan.layers)} layers, {size / 1024:.1f} KiB, target {args.target}, "
           f"{seconds:.2f} s")
     print(summary_line(report(plan.document)))
+    for arch, sources in plan.header.get("tactics", {}).items():
+        counts = ", ".join(f"{count} {source}" for source, count in sources.items()) or "no choices"
+        print(f"tactics for {arch}: {counts}")
     if args.verbose:
         for name, count in plan.header.get("passes", {}).items():
             print(f"  pass {name}: {count} rewrite{'s' if count != 1 else ''}")

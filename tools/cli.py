@@ -10,10 +10,10 @@ import sys
 import traceback
 
 from edgert.errors import EdgeRTError
-from edgert.tools import bench, build, compare, inspect, memory, partition, run, targets
+from edgert.tools import bench, build, compare, inspect, memory, partition, run, targets, tune
 
 TOOLS = {"build": build, "run": run, "bench": bench, "inspect": inspect, "memory": memory,
-         "partition": partition, "targets": targets, "compare": compare}
+         "partition": partition, "targets": targets, "compare": compare, "tune": tune}
 
 
 class _Parser(argparse.ArgumentParser):

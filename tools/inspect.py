@@ -40,6 +40,7 @@ def describe(document: dict) -> dict:
         "outputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["outputs"]],
         "memory": {k: v for k, v in memory_report(document).items() if k != "tensors"},
         "partition": header.get("partition"),
+        "tactics": header.get("tactics", {}),   # per GPU arch: layers per tactic source
         "layers": layers,
     }
 
@@ -52,6 +53,8 @@ def print_tables(info: dict) -> None:
     print(f"plan format {info['format_version']}, built by edgert {info['edgert_version']} "
           f"for target {info['target']}; constants {info['constants_bytes'] / 1024:.1f} KiB")
     print(summary_line(info["memory"]))
+    for arch, sources in info["tactics"].items():
+        print(f"tactics for {arch}: " + ", ".join(f"{count} {source}" for source, count in sources.items()))
     for direction in ("inputs", "outputs"):
         for binding in info[direction]:
             print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {tuple(binding['shape'])}")
@@ -60,10 +63,12 @@ def print_tables(info: dict) -> None:
         fused = " + ".join(layer["origin"]) if layer["origin"] != [layer["name"]] else ""
         rows.append((str(index), layer["name"], layer["kind"], layer["device"], str(layer["precision"]),
                      str(layer["tactic"] or "-"), _shapes(layer["inputs"]), _shapes(layer["outputs"]), fused))
-    widths = [min(max(len(row[i]) for row in rows), 48) for i in range(len(rows[0]))]
+    caps = [48] * len(rows[0])
+    caps[5] = 64   # a tactic with its source: "implicit-gemm-tap mma 128x128 splitk16 [timing-cache]"
+    widths = [min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate(caps)]
     print(f"{len(info['layers'])} layers:")
     for row in rows:
-        cells = [cell[:48].ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]  # origin in full
+        cells = [cell[:width].ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]  # origin in full
         print("  " + "  ".join(cells).rstrip())
 
 

@@ -21,6 +21,9 @@ typedef unsigned long long u64;
 struct __align__(2) half_t { u16 bits; };
 
 #ifdef EDGERT_EMU
+struct alignas(16) float4 { float x, y, z, w; };   // CUDA's builtin vector type
+EDGERT_FN float __uint_as_float(u32 v) { float f; std::memcpy(&f, &v, 4); return f; }
+EDGERT_FN u32 __float_as_uint(float v) { u32 u; std::memcpy(&u, &v, 4); return u; }
 EDGERT_FN float h2f(half_t h) { _Float16 v; std::memcpy(&v, &h.bits, 2); return float(v); }
 EDGERT_FN half_t f2h(float f) { _Float16 v = _Float16(f); half_t h; std::memcpy(&h.bits, &v, 2); return h; }
 #else
@@ -121,6 +124,43 @@ EDGERT_FN void ldmatrix_x4(u32 r[4], const half_t* row) {
     }
     emu::sync_warp();
 }
+// mma.m16n8k8 with tf32 inputs (fp32 kernels on tensor cores, opt-in): every register holds one
+// element, g = lane / 4, t = lane % 4:
+//   A (16x8, row): a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4]
+//   B (8x8, col):  b0 = B[t][g], b1 = B[t+4][g];   C as for m16n8k16.
+// to_tf32 rounds an fp32 value to tf32 (10 mantissa bits, nearest, ties away from zero: cvt.rna).
+EDGERT_FN u32 to_tf32(float v) {
+    u32 bits;
+    std::memcpy(&bits, &v, 4);
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & 0xffffe000u;
+    return bits;
+}
+EDGERT_FN void mma_1688_tf32(float d[4], const u32 a[4], const u32 b[2]) {
+    u32* mine = reinterpret_cast<u32*>(emu::my_slot());
+    for (int i = 0; i < 4; ++i) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    emu::sync_warp();
+    int warp = emu::current->linear >> 5, lane = emu::lane(), g = lane >> 2, t = lane & 3;
+    auto value = [](u32 bits) { float f; std::memcpy(&f, &bits, 4); return f; };
+    auto A = [&](int r, int k) {
+        const u32* src = reinterpret_cast<const u32*>(emu::slot(warp, (r & 7) * 4 + (k & 3)));
+        return value(src[(r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
+    };
+    auto B = [&](int k, int n) {
+        const u32* src = reinterpret_cast<const u32*>(emu::slot(warp, n * 4 + (k & 3)));
+        return value(src[4 + (k >= 4 ? 1 : 0)]);
+    };
+    float result[4];
+    for (int i = 0; i < 4; ++i) {
+        int r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
+        float s = 0.f;
+        for (int k = 0; k < 8; ++k) s += A(r, k) * B(k, n);
+        result[i] = d[i] + s;
+    }
+    emu::sync_warp();
+    for (int i = 0; i < 4; ++i) d[i] = result[i];
+}
 #else
 EDGERT_FN void mma_16816(float d[4], const u32 a[4], const u32 b[2]) {
     asm volatile(
@@ -138,5 +178,26 @@ EDGERT_FN void ldmatrix_x4(u32 r[4], const half_t* row) {
     else
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
+}
+// tf32 tensor cores exist from sm_80 on; the builder never emits tf32 kernels for older arches.
+EDGERT_FN u32 to_tf32(float v) {
+    u32 r;
+#if __CUDA_ARCH__ >= 800
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+#else
+    r = __float_as_uint(v);
+#endif
+    return r;
+}
+EDGERT_FN void mma_1688_tf32(float d[4], const u32 a[4], const u32 b[2]) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
+#endif
 }
 #endif

@@ -3,10 +3,11 @@
 // C[m][n] = sum_k A(m, k) * B(k, n). Convolution: m = output channel (within a group), n = output
 // pixel over the whole batch, k = (input channel, ky, kx); B is gathered from the input through a
 // per-layer table of k offsets, or tap-major with weights permuted at load time (loaders in
-// gemm_loaders.cuh). Tiles go global → registers →
-// shared memory (two buffers, one barrier per k-tile), so the next tile's loads overlap the
-// current tile's math. fp16 uses tensor cores (mma.m16n8k16 fed by ldmatrix, fp32 accumulation);
-// fp32/fp64 use a register-blocked FMA kernel. Results pass through a generated epilogue functor
+// gemm_loaders.cuh). Tiles go global → registers → shared memory (two shared buffers, two
+// register sets, one barrier per k-tile), so the loads of the next two tiles overlap the current
+// tile's math. fp16 uses tensor cores (mma.m16n8k16 fed by ldmatrix, fp32 accumulation); fp32 with
+// the `tf32` build option uses them too (mma.m16n8k8, inputs rounded to tf32); otherwise fp32/fp64
+// use a register-blocked FMA kernel with exact arithmetic. Results pass through a generated epilogue functor
 // (bias, activations, residual adds...); with split-K the blocks of one tile leave fp32 partial sums
 // in a workspace and the last of them sums them and runs the epilogue.
 #pragma once
@@ -64,6 +65,17 @@ EDGERT_FN void split_done(const GemmParams& p) {
     if (threadIdx.x == 0) p.counters[blockIdx.y * gridDim.x + blockIdx.x] = 0u;
 }
 
+// Where thread threadIdx.x of this output tile keeps split z's PER partial sums: every thread's
+// values are contiguous (float4 stores and loads, all of them in flight at once), tile by tile:
+// workspace = [tile][split][thread][PER] floats.
+template <int PER>
+EDGERT_FN float4* split_slot(const GemmParams& p, u32 z, int threads) {
+    const i64 tile = i64(blockIdx.y) * gridDim.x + blockIdx.x;
+    return reinterpret_cast<float4*>(p.ws + ((tile * gridDim.z + z) * threads + threadIdx.x) * PER);
+}
+EDGERT_FN float4 make_f4(const float c[4]) { float4 v; v.x = c[0]; v.y = c[1]; v.z = c[2]; v.w = c[3]; return v; }
+EDGERT_FN void add_f4(float c[4], const float4& v) { c[0] += v.x; c[1] += v.y; c[2] += v.z; c[3] += v.w; }
+
 // Block position: which group / batch / split blockIdx.z stands for.
 struct BlockSetup { i64 a_off, b_off, o_off; i32 m_off, kbeg, kend; };
 
@@ -87,21 +99,81 @@ EDGERT_FN BlockSetup block_setup(const GemmParams& p) {
     return s;
 }
 
-// -- tensor-core kernel (fp16 in, fp32 accumulate) ------------------------------------------------
-// Warp tile 32x32 (2 x m16, 4 x n8); block tile (32*WM) x (32*WN); BK = 32 (two k16 steps).
-template <int WM, int WN, int AVEC, bool A_MFAST, class BLoad, bool CONV, bool SPLIT, class E, bool PAIR>
+// -- tensor-core kernels: fp16 (mma.m16n8k16) and, opt-in, fp32 through tf32 (mma.m16n8k8) ---------
+// One k-step of a warp's 32x32 tile: A fragments through ldmatrix from shared [m][k]; B from shared
+// [k][n] (ldmatrix.trans for halves, plain loads for floats, conflict-free with LDB % 32 == 8).
+template <class T> struct MmaOps;
+template <> struct MmaOps<half_t> {
+    static constexpr int KSTEP = 16;
+    static constexpr int APAD = 8;     // 16-byte row padding: ldmatrix rows hit distinct banks
+    template <int LDA, int LDB>
+    static EDGERT_FN void step(float acc[2][4][4], const half_t* as, const half_t* bs, int wm, int wn, int lane,
+                               int kk) {
+        u32 af[2][4], bf[4][2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+            ldmatrix_x4<false>(af[i], as + (wm * 32 + i * 16 + lane % 16) * LDA + kk + (lane / 16) * 8);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            u32 r[4];
+            ldmatrix_x4<true>(r, bs + (kk + lane % 16) * LDB + wn * 32 + j * 16 + (lane / 16) * 8);
+            bf[2 * j][0] = r[0]; bf[2 * j][1] = r[1];
+            bf[2 * j + 1][0] = r[2]; bf[2 * j + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_16816(acc[i][j], af[i], bf[j]);
+    }
+};
+template <> struct MmaOps<float> {
+    static constexpr int KSTEP = 8;
+    static constexpr int APAD = 4;
+    template <int LDA, int LDB>
+    static EDGERT_FN void step(float acc[2][4][4], const float* as, const float* bs, int wm, int wn, int lane,
+                               int kk) {
+        u32 af[2][4], bf[4][2];
+        const int g = lane / 4, t = lane % 4;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {   // 8x4 blocks of 32-bit values: ldmatrix sees them as 8x8 halves
+            ldmatrix_x4<false>(af[i], reinterpret_cast<const half_t*>(
+                as + (wm * 32 + i * 16 + lane % 16) * LDA + kk + (lane / 16) * 4));
+#pragma unroll
+            for (int r = 0; r < 4; ++r) af[i][r] = to_tf32(__uint_as_float(af[i][r]));
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            bf[j][0] = to_tf32(bs[(kk + t) * LDB + wn * 32 + j * 8 + g]);
+            bf[j][1] = to_tf32(bs[(kk + t + 4) * LDB + wn * 32 + j * 8 + g]);
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_1688_tf32(acc[i][j], af[i], bf[j]);
+    }
+};
+
+// Warp tile 32x32 (2 x m16, 4 x n8); block tile (32*WM) x (32*WN) x BK. Two register sets per
+// loader: while the warps compute tile t, the loads of tiles t+1 and t+2 are both in flight (a
+// tile's global latency is hidden behind two tiles of math instead of one).
+template <class T, int WM, int WN, int BK, int AVEC, bool A_MFAST, class BLoad, bool CONV, bool SPLIT, class E,
+          bool PAIR>
 EDGERT_FN void gemm_mma(const GemmParams& p) {
-    constexpr int BM = 32 * WM, BN = 32 * WN, BK = 32, THREADS = WM * WN * 32;
-    constexpr int LDA = BK + 8, LDB = BN + 8;
-    __shared__ __align__(16) half_t As[2][BM * LDA];
-    __shared__ __align__(16) half_t Bs[2][BK * LDB];
+    typedef MmaOps<T> Ops;
+    constexpr int BM = 32 * WM, BN = 32 * WN, THREADS = WM * WN * 32;
+    constexpr int LDA = BK + Ops::APAD, LDB = BN + 8;
+    __shared__ __align__(16) T As[2][BM * LDA];
+    __shared__ __align__(16) T Bs[2][BK * LDB];
     const BlockSetup s = block_setup<CONV, SPLIT>(p);
     const i32 m_block = blockIdx.y * BM, n_block = blockIdx.x * BN;
-    ALoader<half_t, BM, BK, THREADS, AVEC, A_MFAST, true, LDA> al;
-    al.a = static_cast<const half_t*>(p.a) + s.a_off;
-    al.m0 = m_block; al.M = p.M; al.sm = p.a_sm; al.sk = p.a_sk;
-    BLoad bl;
-    bl.init(p, static_cast<const half_t*>(p.b) + s.b_off, n_block);
+    ALoader<T, BM, BK, THREADS, AVEC, A_MFAST, true, LDA> al[2];
+    BLoad bl[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        al[r].a = static_cast<const T*>(p.a) + s.a_off;
+        al[r].m0 = m_block; al[r].M = p.M; al[r].sm = p.a_sm; al[r].sk = p.a_sk;
+        bl[r].init(p, static_cast<const T*>(p.b) + s.b_off, n_block);
+    }
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm = warp % WM, wn = warp / WM;
@@ -114,44 +186,35 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
     const int tiles = s.kend > s.kbeg ? (s.kend - s.kbeg + BK - 1) / BK : 0;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+        if (r < tiles) {
+            al[r].fetch(s.kbeg + r * BK, s.kend);
+            bl[r].fetch(s.kbeg + r * BK, s.kend);
+        }
     if (tiles > 0) {
-        al.fetch(s.kbeg, s.kend);
-        bl.fetch(s.kbeg, s.kend);
-        al.store(As[0]);
-        bl.store(Bs[0]);
+        al[0].store(As[0]);
+        bl[0].store(Bs[0]);
     }
     __syncthreads();
-    for (int t = 0; t < tiles; ++t) {
-        const int cur = t & 1;
-        if (t + 1 < tiles) {
-            al.fetch(s.kbeg + (t + 1) * BK, s.kend);
-            bl.fetch(s.kbeg + (t + 1) * BK, s.kend);
-        }
-        const half_t* as = As[cur];
-        const half_t* bs = Bs[cur];
+    for (int t0 = 0; t0 < tiles; t0 += 2) {
 #pragma unroll
-        for (int kk = 0; kk < BK; kk += 16) {
-            u32 af[2][4], bf[4][2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-                ldmatrix_x4<false>(af[i], as + (wm * 32 + i * 16 + lane % 16) * LDA + kk + (lane / 16) * 8);
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                u32 r[4];
-                ldmatrix_x4<true>(r, bs + (kk + lane % 16) * LDB + wn * 32 + j * 16 + (lane / 16) * 8);
-                bf[2 * j][0] = r[0]; bf[2 * j][1] = r[1];
-                bf[2 * j + 1][0] = r[2]; bf[2 * j + 1][1] = r[3];
+        for (int r = 0; r < 2; ++r) {   // tile t uses shared stage t % 2 and register set t % 2
+            const int t = t0 + r;
+            if (t >= tiles) break;
+            if (t + 2 < tiles) {        // register set r is free again (stored last step): tile t + 2
+                al[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
+                bl[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
             }
 #pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) mma_16816(acc[i][j], af[i], bf[j]);
+            for (int kk = 0; kk < BK; kk += Ops::KSTEP)
+                Ops::template step<LDA, LDB>(acc, As[r], Bs[r], wm, wn, lane, kk);
+            if (t + 1 < tiles) {
+                al[r ^ 1].store(As[r ^ 1]);
+                bl[r ^ 1].store(Bs[r ^ 1]);
+            }
+            __syncthreads();
         }
-        if (t + 1 < tiles) {
-            al.store(As[cur ^ 1]);
-            bl.store(Bs[cur ^ 1]);
-        }
-        __syncthreads();
     }
     const int g = lane / 4, tq = lane % 4;
     i64 col[4][2], row[2][2];
@@ -170,18 +233,11 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
             ms[i][h] = m_block + wm * 32 + i * 16 + g + 8 * h;
             row[i][h] = row_offset<CONV>(p, s.m_off + ms[i][h]);
         }
-    if (SPLIT) {
+    if (SPLIT) {   // 32 accumulators per thread: 8 float4 chunks, contiguous per thread (see split_slot)
+        float4* mine = split_slot<32>(p, blockIdx.z, THREADS);
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const i32 m = ms[i][e >> 1], n = ns[j][e & 1];
-                    if (m < p.M && n < p.N) p.ws[(i64(blockIdx.z) * p.M + m) * p.N + n] = acc[i][j][e];
-                }
+        for (int q = 0; q < 8; ++q) mine[q] = make_f4(acc[q / 4][q % 4]);
         if (!split_arrive(p)) return;
-        // The last block: sum every split's partial tile in split order, all of its elements per pass.
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -189,16 +245,12 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
         for (u32 z = 0; z < gridDim.z; ++z) {
-            const float* part = p.ws + i64(z) * p.M * p.N;
+            const float4* part = split_slot<32>(p, z, THREADS);
+            float4 v[8];
 #pragma unroll
-            for (int i = 0; i < 2; ++i)
+            for (int q = 0; q < 8; ++q) v[q] = __ldcg(part + q);
 #pragma unroll
-                for (int j = 0; j < 4; ++j)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const i32 m = ms[i][e >> 1], n = ns[j][e & 1];
-                        if (m < p.M && n < p.N) acc[i][j][e] += __ldcg(part + i64(m) * p.N + n);
-                    }
+            for (int q = 0; q < 8; ++q) add_f4(acc[q / 4][q % 4], v[q]);
         }
     }
 #pragma unroll
@@ -209,7 +261,7 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
             for (int h = 0; h < 2; ++h) {
                 const i32 m = ms[i][h];
                 if (m >= p.M) continue;
-                store_two<half_t, E, PAIR>(p, row[i][h] + col[j][0], row[i][h] + col[j][1], s.m_off + m, ns[j][0],
+                store_two<T, E, PAIR>(p, row[i][h] + col[j][0], row[i][h] + col[j][1], s.m_off + m, ns[j][0],
                                            acc[i][j][2 * h], acc[i][j][2 * h + 1]);
             }
     if (SPLIT) split_done(p);
@@ -227,11 +279,14 @@ EDGERT_FN void gemm_fma(const GemmParams& p) {
     __shared__ __align__(16) T Bs[2][BK * LDB];
     const BlockSetup s = block_setup<CONV, SPLIT>(p);
     const i32 m_block = blockIdx.y * BM, n_block = blockIdx.x * BN;
-    ALoader<T, BM, BK, THREADS, AVEC, A_MFAST, false, LDA> al;
-    al.a = static_cast<const T*>(p.a) + s.a_off;
-    al.m0 = m_block; al.M = p.M; al.sm = p.a_sm; al.sk = p.a_sk;
-    BLoad bl;
-    bl.init(p, static_cast<const T*>(p.b) + s.b_off, n_block);
+    ALoader<T, BM, BK, THREADS, AVEC, A_MFAST, false, LDA> al[2];
+    BLoad bl[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        al[r].a = static_cast<const T*>(p.a) + s.a_off;
+        al[r].m0 = m_block; al[r].M = p.M; al[r].sm = p.a_sm; al[r].sk = p.a_sk;
+        bl[r].init(p, static_cast<const T*>(p.b) + s.b_off, n_block);
+    }
 
     const int tx = threadIdx.x % (BN / TN), ty = threadIdx.x / (BN / TN);
     Acc acc[TM][TN];
@@ -240,67 +295,79 @@ EDGERT_FN void gemm_fma(const GemmParams& p) {
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
 
+    // The same two-register-set pipeline as gemm_mma: tiles t+1 and t+2 load while tile t computes.
     const int tiles = s.kend > s.kbeg ? (s.kend - s.kbeg + BK - 1) / BK : 0;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+        if (r < tiles) {
+            al[r].fetch(s.kbeg + r * BK, s.kend);
+            bl[r].fetch(s.kbeg + r * BK, s.kend);
+        }
     if (tiles > 0) {
-        al.fetch(s.kbeg, s.kend);
-        bl.fetch(s.kbeg, s.kend);
-        al.store(As[0]);
-        bl.store(Bs[0]);
+        al[0].store(As[0]);
+        bl[0].store(Bs[0]);
     }
     __syncthreads();
-    for (int t = 0; t < tiles; ++t) {
-        const int cur = t & 1;
-        if (t + 1 < tiles) {
-            al.fetch(s.kbeg + (t + 1) * BK, s.kend);
-            bl.fetch(s.kbeg + (t + 1) * BK, s.kend);
+    for (int t0 = 0; t0 < tiles; t0 += 2) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int t = t0 + r;
+            if (t >= tiles) break;
+            if (t + 2 < tiles) {
+                al[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
+                bl[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
+            }
+            const T* as = As[r];
+            const T* bs = Bs[r];
+#pragma unroll
+            for (int k = 0; k < BK; ++k) {
+                Acc av[TM], bv[TN];
+#pragma unroll
+                for (int i = 0; i < TM; ++i) av[i] = to_compute(as[k * LDA + ty * TM + i]);
+#pragma unroll
+                for (int j = 0; j < TN; ++j) bv[j] = to_compute(bs[k * LDB + tx * TN + j]);
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
+            }
+            if (t + 1 < tiles) {
+                al[r ^ 1].store(As[r ^ 1]);
+                bl[r ^ 1].store(Bs[r ^ 1]);
+            }
+            __syncthreads();
         }
-        const T* as = As[cur];
-        const T* bs = Bs[cur];
-#pragma unroll
-        for (int k = 0; k < BK; ++k) {
-            Acc av[TM], bv[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) av[i] = to_compute(as[k * LDA + ty * TM + i]);
-#pragma unroll
-            for (int j = 0; j < TN; ++j) bv[j] = to_compute(bs[k * LDB + tx * TN + j]);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
-        }
-        if (t + 1 < tiles) {
-            al.store(As[cur ^ 1]);
-            bl.store(Bs[cur ^ 1]);
-        }
-        __syncthreads();
     }
     i64 col[TN], row[TM];
 #pragma unroll
     for (int j = 0; j < TN; ++j) col[j] = column_offset<CONV>(p, s.o_off, n_block + tx * TN + j);
 #pragma unroll
     for (int i = 0; i < TM; ++i) row[i] = row_offset<CONV>(p, s.m_off + m_block + ty * TM + i);
-    if (SPLIT) {
+    if (SPLIT) {   // TM * TN accumulators per thread (a multiple of 4), as float4 chunks
+        constexpr int CHUNKS = TM * TN / 4;
+        float4* mine = split_slot<TM * TN>(p, blockIdx.z, THREADS);
 #pragma unroll
-        for (int i = 0; i < TM; ++i)
+        for (int q = 0; q < CHUNKS; ++q) {
+            float c[4];
 #pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                const i32 m = m_block + ty * TM + i, n = n_block + tx * TN + j;
-                if (m < p.M && n < p.N) p.ws[(i64(blockIdx.z) * p.M + m) * p.N + n] = float(acc[i][j]);
-            }
+            for (int e = 0; e < 4; ++e) c[e] = float(acc[(4 * q + e) / TN][(4 * q + e) % TN]);
+            mine[q] = make_f4(c);
+        }
         if (!split_arrive(p)) return;
 #pragma unroll
         for (int i = 0; i < TM; ++i)
 #pragma unroll
             for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
         for (u32 z = 0; z < gridDim.z; ++z) {
-            const float* part = p.ws + i64(z) * p.M * p.N;
+            const float4* part = split_slot<TM * TN>(p, z, THREADS);
 #pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) {
-                    const i32 m = m_block + ty * TM + i, n = n_block + tx * TN + j;
-                    if (m < p.M && n < p.N) acc[i][j] += Acc(__ldcg(part + i64(m) * p.N + n));
-                }
+            for (int q = 0; q < CHUNKS; ++q) {
+                const float4 v = __ldcg(part + q);
+                acc[(4 * q) / TN][(4 * q) % TN] += Acc(v.x);
+                acc[(4 * q + 1) / TN][(4 * q + 1) % TN] += Acc(v.y);
+                acc[(4 * q + 2) / TN][(4 * q + 2) % TN] += Acc(v.z);
+                acc[(4 * q + 3) / TN][(4 * q + 3) % TN] += Acc(v.w);
+            }
         }
     }
 #pragma unroll

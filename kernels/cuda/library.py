@@ -67,6 +67,10 @@ class LowerContext:
         self.workspace_bytes = 0
         self.counters = 0                       # u32 counters kept at zero between kernels
         self._addresses = _tensor_addresses(document)
+        # fp32 matrix products on tf32 tensor cores (sm_80+): the build option `tf32`, off by default
+        options = (document.get("header") or {}).get("options") or {}
+        self.tf32 = bool(options.get("tf32")) and arch >= 80
+        self.tactic_policy = None               # kernels.cuda.tactics policy; None: the cost model
 
     # -- tensors --
     def shape(self, tensor: int) -> tuple:

@@ -2,9 +2,9 @@
 
 Tactics: fp16 runs on tensor cores (``gemm_mma``), fp32/fp64 on the FMA kernel (``gemm_fma``);
 convolutions with one input channel per group (depthwise) or more than two spatial dims go to the
-direct kernels of ``lower_conv``. Tile shapes come from a small cost rule (fill the GPU's SMs with
-blocks, shrink the tile before splitting K); problems that still leave most SMs idle split K over
-blocks and finish in a second kernel that sums the partial products and runs the epilogue.
+direct kernels of ``lower_conv``. Each product is a ``tactics.GemmProblem``: the context's tactic
+policy picks its tile, K split and loader among the candidates (``tactics.select``: a timing cache,
+autotuning or the cost model); split products sum their partials in the last block of each tile.
 """
 
 from __future__ import annotations
@@ -18,27 +18,7 @@ from edgert.ir.kinds import LayerKind
 from edgert.kernels.cuda import codegen as cg
 from edgert.kernels.cuda.epilogue import Epilogue
 from edgert.kernels.cuda.library import Launch, LowerContext, lowering, ptr
-
-def choose_tiles(M: int, N: int, K: int, Z: int, sm_count: int, bk: int, allow_split: bool):
-    """(BM, BN, splits): big tiles when the problem fills the GPU with them, else 64x64 (smaller only
-    for a dimension under 64) and K split over enough blocks to give every SM work."""
-    def fit(dim):
-        return 32 if dim <= 32 else 64 if dim <= 64 else 128
-
-    def tiles(a, b):
-        return math.ceil(M / a) * math.ceil(N / b) * Z
-
-    bm, bn = min(64, fit(M)), min(64, fit(N))
-    big = [(128, 128), (128, 64) if M >= N else (64, 128), (64, 128) if M >= N else (128, 64)]
-    for a, b in big:
-        if a <= fit(M) and b <= fit(N) and tiles(a, b) >= sm_count:
-            bm, bn = a, b
-            break
-    # Aim for two blocks per SM (a lone block per SM leaves it waiting on memory most of the time).
-    splits, k_tiles, count = 1, math.ceil(K / bk), tiles(bm, bn)
-    if allow_split and count < sm_count * 3 // 2 and k_tiles >= 8:
-        splits = max(1, min(16, round(2 * sm_count / count), k_tiles // 4))
-    return bm, bn, splits
+from edgert.kernels.cuda.tactics import GemmProblem, select
 
 
 def gemm_params(*, a, b, out, ws=("0",), counters=("0",), ktab=("0",), M, N, K, k_per_split, a_sm=0, a_sk=0, b_sk=0, b_sn=0,
@@ -58,31 +38,28 @@ def gemm_params(*, a, b, out, ws=("0",), counters=("0",), ktab=("0",), M, N, K, 
     return params
 
 
-def _kernel_source(ctx: LowerContext, dtype: str, bm: int, bn: int, avec: int, a_mfast: bool, bload: str,
-                   conv: bool, split: bool, epi_name: str, pair: bool) -> tuple[str, int]:
-    """(kernel name, threads) of one GEMM instantiation."""
+def _kernel_source(ctx: LowerContext, dtype: str, engine: str, bm: int, bn: int, bk: int, avec: int, a_mfast: bool,
+                   bload: str, conv: bool, split: bool, epi_name: str, pair: bool) -> tuple[str, int]:
+    """(kernel name, threads) of one GEMM instantiation; ``engine``: "mma" (fp16 tensor cores),
+    "tf32" (fp32 data on tensor cores) or "fma" (exact fp32/fp64)."""
     conv_flag, split_flag, pair_flag = str(conv).lower(), str(split).lower(), str(pair).lower()
-    if dtype == "float16":
-        wm, wn = bm // 32, bn // 32
-        threads = wm * wn * 32
-        loader = {"strided": f"BStrided<half_t, 32, {bn}, {threads}, {8 if 'vec' in bload else 1}, {bn + 8}>",
-                  "strided_vec": f"BStrided<half_t, 32, {bn}, {threads}, 8, {bn + 8}>",
-                  "pointwise": f"BPointwiseConv<half_t, 32, {bn}, {threads}, 8, {bn + 8}>",
-                  "im2col": f"BIm2col<half_t, 32, {bn}, {threads}, {bn + 8}>",
-                  "tapmajor": f"BTapMajor<half_t, 32, {bn}, {threads}, {bn + 8}>"}[bload]
-        call = (f"gemm_mma<{wm}, {wn}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, {split_flag}, "
-                f"{epi_name}, {pair_flag}>(p);")
-    else:
-        t = cg.ctype(dtype)
+    t, vec = cg.ctype(dtype), 16 // np.dtype(dtype).itemsize
+    if engine == "fma":
         tm, tn = bm // 16, bn // 16
-        threads = (bm // tm) * (bn // tn)
-        vec = 16 // np.dtype(dtype).itemsize
-        loader = {"strided": f"BStrided<{t}, 16, {bn}, {threads}, 1, {bn + 4}>",
-                  "strided_vec": f"BStrided<{t}, 16, {bn}, {threads}, {vec}, {bn + 4}>",
-                  "pointwise": f"BPointwiseConv<{t}, 16, {bn}, {threads}, {vec}, {bn + 4}>",
-                  "im2col": f"BIm2col<{t}, 16, {bn}, {threads}, {bn + 4}>",
-                  "tapmajor": f"BTapMajor<{t}, 16, {bn}, {threads}, {bn + 4}>"}[bload]
+        threads, ld = (bm // tm) * (bn // tn), bn + 4
+    else:
+        wm, wn = bm // 32, bn // 32
+        threads, ld = wm * wn * 32, bn + 8
+    loader = {"strided": f"BStrided<{t}, {bk}, {bn}, {threads}, 1, {ld}>",
+              "strided_vec": f"BStrided<{t}, {bk}, {bn}, {threads}, {vec}, {ld}>",
+              "pointwise": f"BPointwiseConv<{t}, {bk}, {bn}, {threads}, {vec}, {ld}>",
+              "im2col": f"BIm2col<{t}, {bk}, {bn}, {threads}, {ld}>",
+              "tapmajor": f"BTapMajor<{t}, {bk}, {bn}, {threads}, {ld}>"}[bload]
+    if engine == "fma":
         call = (f"gemm_fma<{t}, {bm}, {bn}, {tm}, {tn}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, "
+                f"{split_flag}, {epi_name}, {pair_flag}>(p);")
+    else:
+        call = (f"gemm_mma<{t}, {wm}, {wn}, {bk}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, "
                 f"{split_flag}, {epi_name}, {pair_flag}>(p);")
     source = f"""
 extern "C" __global__ void __launch_bounds__({threads}) KERNEL(GemmParams p) {{
@@ -92,34 +69,38 @@ extern "C" __global__ void __launch_bounds__({threads}) KERNEL(GemmParams p) {{
     return ctx.kernel("conv" if conv else "gemm", source), threads
 
 
-def emit_gemm(ctx: LowerContext, *, dtype: str, M: int, N: int, K: int, Z: int, epilogue: Epilogue, conv: bool,
-              bload: str, avec: int, a_mfast: bool, fields: dict, allow_split: bool, tactic: str,
+def emit_gemm(ctx: LowerContext, layer: dict, *, dtype: str, M: int, N: int, K: int, Z: int, epilogue: Epilogue,
+              conv: bool, algorithms: list, operands, a_mfast: bool, allow_split: bool, signature: tuple = (),
               pair: bool = False) -> list[Launch]:
-    """Choose tiles, instantiate the kernel(s) and return the launches."""
+    """Pick the tactic, instantiate the kernel and return the launches. ``algorithms``: (loader, name)
+    pairs the layer may use, preferred first; ``operands(loader)``: (GemmParams fields, A vector width)
+    for that loader, called for the chosen one only (it may register re-laid-out weights)."""
     if dtype not in ("float16", "float32", "float64"):
         raise UnsupportedError(f"CUDA matrix kernels support float16/32/64, not {dtype}")
+    engine = "mma" if dtype == "float16" else "tf32" if dtype == "float32" and ctx.tf32 else "fma"
     bk = 32 if dtype == "float16" else 16
-    bm, bn, splits = choose_tiles(M, N, K, Z, ctx.sm_count, bk, allow_split and dtype != "float64")
-    if bload == "pointwise" and dtype != "float16" and bn < 64:
-        bload = "im2col"   # the FMA kernel's vector loader needs >= 64 columns
     ctx.need("gemm_loaders.cuh", "gemm.cuh")
     acc = "double" if dtype == "float64" else "float"
     epi_name, epi_source, epi_params = epilogue.code(acc)
+    problem = GemmProblem(ctx.arch, "conv" if conv else "matmul", dtype, engine, bk, M, N, K, Z,
+                          allow_split and dtype != "float64", tuple(algorithms), tuple(signature), epi_name)
+    tactic = select(ctx, layer, problem)
+    bm, bn, splits, bload = tactic.bm, tactic.bn, tactic.splits, tactic.loader
+    fields, avec = operands(bload)
     ctx.define(epi_name, epi_source)
     k_per_split = math.ceil(math.ceil(K / bk) / splits) * bk
     splits = math.ceil(K / k_per_split) if K else 1
     split = splits > 1
-    name, threads = _kernel_source(ctx, dtype, bm, bn, avec, a_mfast, bload, conv, split, epi_name, pair)
+    name, threads = _kernel_source(ctx, dtype, engine, bm, bn, bk, avec, a_mfast, bload, conv, split, epi_name, pair)
     grid = (math.ceil(N / bn), math.ceil(M / bm), splits if split else Z)
-    if split:   # fp32 partial tiles, and one arrival counter per output tile
-        ctx.need_workspace(splits * M * N * 4)
+    if split:   # fp32 partial tiles (whole tiles, edges included), and one arrival counter per output tile
+        ctx.need_workspace(splits * grid[0] * bn * grid[1] * bm * 4)
         ctx.need_counters(grid[0] * grid[1])
     params = gemm_params(M=M, N=N, K=K, k_per_split=k_per_split, ws=["w", 0] if split else ["0"],
                          counters=["c", 0] if split else ["0"], epi=epi_params, **fields)
     if grid[1] > 65535 or grid[2] > 65535:
         raise UnsupportedError(f"GEMM grid {grid} exceeds CUDA limits")
-    label = f"{tactic} {'mma' if dtype == 'float16' else 'fma'} {bm}x{bn}" + (f" splitk{splits}" if split else "")
-    return [Launch(name, grid, (threads, 1, 1), params, tactic=label)]
+    return [Launch(name, grid, (threads, 1, 1), params, tactic=tactic.name)]
 
 
 # -- convolution -------------------------------------------------------------------------------------
@@ -187,22 +168,30 @@ def lower_convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Laun
                  and ctx.aligned(x) and (cg_in * H * W * itemsize) % 16 == 0)
     bk = 32 if dtype == "float16" else 16
     tap_major = not pointwise and cg_in % bk == 0 and ctx.is_constant(w)
-    if tap_major:   # weights (OC, Cg, kh, kw) -> (OC, kh, kw, Cg): k runs over channels within a tap
-        rank = len(ctx.shape(w))
-        weights, table = ctx.derive(w, [0] + list(range(2, rank)) + [1], dtype), ["0"]
-    else:
-        weights, table = ctx.operand(w, dtype), ctx.add_aux(k_table(geometry, H, W))
-    avec = vec if K % vec == 0 and (weights[0] == "d" or ctx.aligned(w)) else 1
     epilogue = conv_epilogue(ctx, layer, fusion, ctx.shape(out), ctx.dtype(out), "m")
     (dh, dw) = geometry["dilations"]
-    fields = {"a": weights, "b": ptr(x), "out": ptr(out), "ktab": table, "a_sm": K, "a_sk": 1,
-              "conv": (cg_in, H, W, OH * OW, OW, sh, sw, ph, pw, kw, dh, dw), "in_img": c_total * H * W,
-              "out_img": oc_total * OH * OW}
-    bload = "pointwise" if pointwise else ("tapmajor" if tap_major else "im2col")
+    conv_fields = (cg_in, H, W, OH * OW, OW, sh, sw, ph, pw, kw, dh, dw)
+
+    def operands(loader: str):
+        if loader == "tapmajor":   # weights (OC, Cg, kh, kw) -> (OC, kh, kw, Cg): k runs over channels within a tap
+            rank = len(ctx.shape(w))
+            weights, table = ctx.derive(w, [0] + list(range(2, rank)) + [1], dtype), ["0"]
+        else:
+            weights = ctx.operand(w, dtype)
+            table = ctx.add_aux(k_table(geometry, H, W)) if loader == "im2col" else ["0"]
+        avec = vec if K % vec == 0 and (weights[0] == "d" or ctx.aligned(w)) else 1
+        return {"a": weights, "b": ptr(x), "out": ptr(out), "ktab": table, "a_sm": K, "a_sk": 1, "conv": conv_fields,
+                "in_img": c_total * H * W, "out_img": oc_total * OH * OW}, avec
+
+    # The 1x1 vector loader and the tap-major one are faster where they apply; im2col always does.
+    algorithms = [("pointwise", "conv1x1")] if pointwise else [("tapmajor", "implicit-gemm-tap")] if tap_major else []
+    algorithms.append(("im2col", "implicit-gemm"))
     pair = (OH * OW) % 2 == 0 and ctx.aligned(out, alignment=2 * itemsize)
-    return emit_gemm(ctx, dtype=dtype, M=M, N=N, K=K, Z=group, epilogue=epilogue, conv=True, bload=bload,
-                     avec=avec, a_mfast=False, fields=fields, allow_split=group == 1, pair=pair,
-                     tactic={"pointwise": "conv1x1", "tapmajor": "implicit-gemm-tap", "im2col": "implicit-gemm"}[bload])
+    signature = (f"conv {','.join(map(str, conv_fields))} kh{kh} in{c_total * H * W} out{oc_total * OH * OW}",
+                 f"w {ctx.dtype(w)}{' aligned' if ctx.aligned(w) else ''}", f"pair {int(pair)}")
+    return emit_gemm(ctx, layer, dtype=dtype, M=M, N=N, K=K, Z=group, epilogue=epilogue, conv=True,
+                     algorithms=algorithms, operands=operands, a_mfast=False, allow_split=group == 1,
+                     signature=signature, pair=pair)
 
 
 # -- matrix multiply -----------------------------------------------------------------------------------
@@ -275,6 +264,9 @@ def lower_matrix_multiply(ctx: LowerContext, layer: dict, fusion: dict) -> list[
     if ctx.dtype(out) != dtype:
         raise UnsupportedError(f"layer {layer['name']!r}: matrix product from {dtype} to {ctx.dtype(out)} on CUDA")
     pair = o_sn == 1 and N % 2 == 0 and all(b % 2 == 0 for b in o_bs) and ctx.aligned(out, alignment=2 * itemsize)
-    return emit_gemm(ctx, dtype=dtype, M=M, N=N, K=K, Z=Z, epilogue=epilogue, conv=False,
-                     bload="strided_vec" if bvec else "strided", avec=avec, a_mfast=(avec == 1 and a_sm == 1),
-                     fields=fields, allow_split=not batch, tactic="gemm-swapped" if swap else "gemm", pair=pair)
+    signature = (f"strides {a_sm},{a_sk},{b_sk},{b_sn},{o_sm},{o_sn}", f"batch {batch} {a_bs} {b_bs} {o_bs}",
+                 f"avec {avec}", f"pair {int(pair)}")
+    algorithms = [("strided_vec" if bvec else "strided", "gemm-swapped" if swap else "gemm")]
+    return emit_gemm(ctx, layer, dtype=dtype, M=M, N=N, K=K, Z=Z, epilogue=epilogue, conv=False,
+                     algorithms=algorithms, operands=lambda loader: (fields, avec), a_mfast=(avec == 1 and a_sm == 1),
+                     allow_split=not batch, signature=signature, pair=pair)
