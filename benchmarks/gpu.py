@@ -104,11 +104,16 @@ def torch_time(fn, reps: int, warmup: int) -> float:
 FP16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]}
 
 
-def build_plan(onnx_model, batch: int, arch: str, dtype: str = "fp32") -> bytes:
+def build_plan(onnx_model, batch: int, arch: str, dtype: str = "fp32", timing_cache: str | None = None) -> bytes:
+    """The plan with kernels for ``arch``: tactics autotuned on this GPU (timings kept in and reused from
+    ``timing_cache``) when a cache file is given, else the cost model's."""
     import edgert
     from edgert.kernels.cuda.plan_kernels import compile_for_plan
     from edgert.plan import Plan
     options = FP16 if dtype == "fp16" else {"tf32": True} if dtype == "tf32" else {}
+    if timing_cache:
+        return edgert.build(onnx_model, shapes={"input": (batch, 3, 224, 224)}, gpu_kernels=True, gpu_archs=[arch],
+                            timing_cache=timing_cache, autotune=True, **options).to_bytes()
     plan = edgert.build(onnx_model, shapes={"input": (batch, 3, 224, 224)}, **options)
     document = plan.document
     document["kernels"] = {arch: compile_for_plan(document, arch)}
@@ -190,6 +195,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--timing-cache", default=None, metavar="FILE",
+                        help="autotune every plan's tactics on this GPU, keeping the timings in FILE (reused)")
     parser.add_argument("--onnx-dir", default=None, help="keep the exported ONNX files here")
     args = parser.parse_args()
 
@@ -218,7 +225,7 @@ def main() -> int:
                 onnx_model = to_float16(exported) if dtype == "fp16" else exported
                 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
                 started = time.perf_counter()
-                plan_bytes = build_plan(onnx_model, batch, arch, dtype)
+                plan_bytes = build_plan(onnx_model, batch, arch, dtype, args.timing_cache)
                 build_s = time.perf_counter() - started
                 torch_model = copy.deepcopy(base).cuda()
                 torch_model = torch_model.half() if dtype == "fp16" else torch_model

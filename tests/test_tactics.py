@@ -38,9 +38,9 @@ def kernel_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDGERT_CUDA_CACHE", str(tmp_path_factory.getbasetemp() / "tactics-kernels"))
 
 
-def problem(M, N, K, dtype="float16", algorithms=TAP, Z=1, split=True, arch=90, op="conv"):
+def problem(M, N, K, dtype="float16", algorithms=TAP, Z=1, split=True, arch=90, op="conv", tap_channels=64):
     engine, bk = ("mma", 32) if dtype == "float16" else ("fma", 16)
-    return GemmProblem(arch, op, dtype, engine, bk, M, N, K, Z, split, algorithms)
+    return GemmProblem(arch, op, dtype, engine, bk, M, N, K, Z, split, algorithms, tap_channels=tap_channels)
 
 
 def two_gemm_model(dtype="float32"):
@@ -88,13 +88,15 @@ def test_candidates_are_valid_distinct_and_include_the_cost_model_pick(gemm):
     assert len(names) == len(set(names)) > 1
     fit = {d: 32 if d <= 32 else 64 if d <= 64 else 128 for d in (gemm.M, gemm.N)}
     for tactic in found:
-        assert tile_ok(gemm, tactic.bm, tactic.bn, tactic.loader)
-        assert smem_bytes(gemm, tactic.bm, tactic.bn) <= 48 * 1024
+        k_tiles = gemm.k_tiles_of(tactic.bk)
+        assert tactic.bk in gemm.k_tile_options and tile_ok(gemm, tactic.bm, tactic.bn, tactic.loader, tactic.bk)
+        assert smem_bytes(gemm, tactic.bm, tactic.bn, tactic.bk) <= 48 * 1024
         assert tactic.bm <= fit[gemm.M] and tactic.bn <= fit[gemm.N]
-        assert 1 <= tactic.splits <= gemm.k_tiles and (tactic.splits == 1 or gemm.allow_split)
-        per_split = math.ceil(gemm.k_tiles / tactic.splits)
-        assert math.ceil(gemm.k_tiles / per_split) == tactic.splits   # the count the kernel really runs
+        assert 1 <= tactic.splits <= k_tiles and (tactic.splits == 1 or gemm.allow_split)
+        per_split = math.ceil(k_tiles / tactic.splits)
+        assert math.ceil(k_tiles / per_split) == tactic.splits   # the count the kernel really runs
         assert tactic.name.startswith(dict(gemm.algorithms)[tactic.loader] + f" {gemm.engine} ")
+        assert (f" bk{tactic.bk} " in tactic.name) == (tactic.bk != gemm.bk)
     assert {t.loader for t in found} == {loader for loader, _ in gemm.algorithms}
     assert CostModel(H100).best(gemm).name in names
     if gemm.dtype == "float32":   # the FMA kernel's 1x1 vector loader needs 64 columns
@@ -344,3 +346,15 @@ def test_tune_without_a_gpu_exits_2_with_one_line(tmp_path, capsys):
     assert main(["tune", str(model), "--timing-cache", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a CUDA GPU" in err[0] and not (tmp_path / "t.json").exists()
+
+
+def test_double_depth_k_tiles_for_tensor_cores_only_where_the_templates_allow():
+    """Tensor-core kernels also offer a K tile twice as deep (only for tiles whose shared memory still
+    fits); tap-major needs it to divide the channels; the FMA kernel keeps its one K tile."""
+    deep = [t for t in candidates(problem(512, 196, 4608, tap_channels=512)) if t.bk == 64]
+    assert deep and all(t.bm * t.bn <= 64 * 64 for t in deep)
+    assert {t.loader for t in deep} == {"tapmajor", "im2col"}
+    narrow = candidates(problem(64, 3136, 288, tap_channels=32))
+    assert not any(t.bk == 64 and t.loader == "tapmajor" for t in narrow)
+    assert any(t.bk == 64 and t.loader == "im2col" for t in narrow)
+    assert all(t.bk == 16 for t in candidates(problem(256, 3136, 576, "float32")))

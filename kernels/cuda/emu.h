@@ -224,3 +224,45 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+
+// ==== int8 (kernels/cuda/int8.cuh): dp4a and the s8 tensor-core mma ====================================
+// __dp4a: four signed byte products added to c, wrapping like the 32-bit hardware adder.
+inline int __dp4a(int a, int b, int c) {
+    unsigned sum = unsigned(c);
+    for (int i = 0; i < 4; ++i)
+        sum += unsigned(int(static_cast<signed char>(a >> (8 * i))) * int(static_cast<signed char>(b >> (8 * i))));
+    return int(sum);
+}
+
+namespace emu {
+// mma.m16n8k32.row.col.s32.s8.s8.s32 through the warp's exchange area. Fragments (PTX ISA), g = lane / 4,
+// t = lane % 4, four consecutive k per register (lowest byte first):
+//   A: a0 = A[g][4t..], a1 = A[g+8][4t..], a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]
+//   B: b0 = B[4t..][g], b1 = B[16+4t..][g];  C: c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]
+inline void mma_s8_16832(int d[4], const unsigned a[4], const unsigned b[2]) {
+    unsigned* mine = reinterpret_cast<unsigned*>(my_slot());
+    for (int i = 0; i < 4; ++i) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    sync_warp();
+    const int warp = current->linear >> 5, g = lane() >> 2, t = lane() & 3;
+    auto byte_of = [](unsigned reg, int k) { return int(static_cast<signed char>(reg >> (8 * (k & 3)))); };
+    auto A = [&](int r, int k) {
+        const unsigned* src = reinterpret_cast<const unsigned*>(slot(warp, (r & 7) * 4 + ((k & 15) >> 2)));
+        return byte_of(src[(r >= 8 ? 1 : 0) + (k >= 16 ? 2 : 0)], k);
+    };
+    auto B = [&](int k, int n) {
+        const unsigned* src = reinterpret_cast<const unsigned*>(slot(warp, n * 4 + ((k & 15) >> 2)));
+        return byte_of(src[4 + (k >= 16 ? 1 : 0)], k);
+    };
+    int result[4];
+    for (int i = 0; i < 4; ++i) {
+        const int r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
+        unsigned sum = unsigned(d[i]);
+        for (int k = 0; k < 32; ++k) sum += unsigned(A(r, k) * B(k, n));
+        result[i] = int(sum);
+    }
+    sync_warp();
+    for (int i = 0; i < 4; ++i) d[i] = result[i];
+}
+}  // namespace emu

@@ -198,11 +198,10 @@ def lowering(*kinds: LayerKind):
 
 def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> list[Launch]:
     """Launches for one plan layer; ``fusion`` = {"program", "inputs", "output"} of a folded consumer."""
-    from edgert.kernels.cuda import lower_conv, lower_copy, lower_gemm, lower_reduce  # noqa: F401 (lowerings)
+    from edgert.kernels.cuda import lower_conv, lower_copy, lower_gemm, lower_int8, lower_reduce  # noqa: F401
     kind = LayerKind(layer["kind"])
-    if (layer.get("attrs") or {}).get("int8"):
-        raise UnsupportedError(f"layer {layer['name']!r}: int8 layers have no CUDA kernels yet (their CPU reference "
-                               "simulates integer hardware); build with precision fp16 or fp32 for a GPU target")
+    if (layer.get("attrs") or {}).get("int8") and not str(layer.get("device", "")).startswith("dla"):
+        return lower_int8.lower_int8_layer(ctx, layer, fusion or {})   # the CPU int8 reference's numerics
     if str(layer.get("device", "")).startswith("dla"):
         raise UnsupportedError(f"layer {layer['name']!r} is placed on {layer['device']}; only GPU layers get CUDA "
                                "kernels")

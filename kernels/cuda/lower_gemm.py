@@ -71,7 +71,7 @@ extern "C" __global__ void __launch_bounds__({threads}) KERNEL(GemmParams p) {{
 
 def emit_gemm(ctx: LowerContext, layer: dict, *, dtype: str, M: int, N: int, K: int, Z: int, epilogue: Epilogue,
               conv: bool, algorithms: list, operands, a_mfast: bool, allow_split: bool, signature: tuple = (),
-              pair: bool = False) -> list[Launch]:
+              pair: bool = False, tap_channels: int = 0) -> list[Launch]:
     """Pick the tactic, instantiate the kernel and return the launches. ``algorithms``: (loader, name)
     pairs the layer may use, preferred first; ``operands(loader)``: (GemmParams fields, A vector width)
     for that loader, called for the chosen one only (it may register re-laid-out weights)."""
@@ -83,9 +83,10 @@ def emit_gemm(ctx: LowerContext, layer: dict, *, dtype: str, M: int, N: int, K: 
     acc = "double" if dtype == "float64" else "float"
     epi_name, epi_source, epi_params = epilogue.code(acc)
     problem = GemmProblem(ctx.arch, "conv" if conv else "matmul", dtype, engine, bk, M, N, K, Z,
-                          allow_split and dtype != "float64", tuple(algorithms), tuple(signature), epi_name)
+                          allow_split and dtype != "float64", tuple(algorithms), tuple(signature), epi_name,
+                          tap_channels)
     tactic = select(ctx, layer, problem)
-    bm, bn, splits, bload = tactic.bm, tactic.bn, tactic.splits, tactic.loader
+    bm, bn, splits, bload, bk = tactic.bm, tactic.bn, tactic.splits, tactic.loader, tactic.bk
     fields, avec = operands(bload)
     ctx.define(epi_name, epi_source)
     k_per_split = math.ceil(math.ceil(K / bk) / splits) * bk
@@ -191,7 +192,7 @@ def lower_convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Laun
                  f"w {ctx.dtype(w)}{' aligned' if ctx.aligned(w) else ''}", f"pair {int(pair)}")
     return emit_gemm(ctx, layer, dtype=dtype, M=M, N=N, K=K, Z=group, epilogue=epilogue, conv=True,
                      algorithms=algorithms, operands=operands, a_mfast=False, allow_split=group == 1,
-                     signature=signature, pair=pair)
+                     signature=signature, pair=pair, tap_channels=cg_in if tap_major else 0)
 
 
 # -- matrix multiply -----------------------------------------------------------------------------------

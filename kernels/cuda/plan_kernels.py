@@ -57,6 +57,8 @@ def plan_fusions(ctx: LowerContext, document: dict) -> dict[int, dict]:
             continue
         if LayerKind(consumer["kind"]) not in _CONSUMERS or len(consumer["outputs"]) != 1:
             continue
+        if (consumer.get("attrs") or {}).get("int8") and not (producer.get("attrs") or {}).get("int8"):
+            continue   # only the int8 lowering quantizes and saturates a folded int8 consumer
         source, output = producer["outputs"][0], consumer["outputs"][0]
         if source in graph_outputs or uses.get(source) != consumer["inputs"].count(source):
             continue

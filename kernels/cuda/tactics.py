@@ -37,7 +37,7 @@ block pays a fixed start and end, a split tile the sum of its partials; the DRAM
 fitted to measurements: `edgert tune` prints how far each layer's rule pick is from the fastest.
 
 A layer's key (``GemmProblem.key``) holds everything that fixes its kernels and their speed: arch,
-operation, dtype, M, N, K, batch count, whether K may split, the algorithms it may use, the
+operation, dtype (``float32+tf32`` for the tf32 kernels), M, N, K, batch count, whether K may split, the algorithms it may use, the
 geometry and alignment facts the kernel depends on, and the epilogue (its functor name hashes its
 code), e.g. ``sm_90|conv|float16|M64 N3136 K576 Z1|split|implicit-gemm-tap,implicit-gemm|...|Epi_3f0c``.
 Layers with one key share timings, in one model or across models.
@@ -112,23 +112,35 @@ class GemmProblem:
     algorithms: tuple        # ((loader, algorithm name), ...), the lowering's preference first
     signature: tuple = ()    # further facts that fix the kernel (geometry, alignment), as strings
     epilogue: str = ""
+    tap_channels: int = 0    # channels per group for the tap-major loader (its K tile must divide them)
 
     @property
     def key(self) -> str:
-        parts = [f"sm_{self.arch}", self.op, self.dtype, f"M{self.M} N{self.N} K{self.K} Z{self.Z}",
+        dtype = f"{self.dtype}+tf32" if self.engine == "tf32" else self.dtype   # tf32 kernels time differently
+        parts = [f"sm_{self.arch}", self.op, dtype, f"M{self.M} N{self.N} K{self.K} Z{self.Z}",
                  "split" if self.allow_split else "nosplit", ",".join(name for _, name in self.algorithms)]
         return "|".join(parts + [str(s) for s in self.signature] + [self.epilogue])
 
     @property
     def k_tiles(self) -> int:
-        return max(1, math.ceil(self.K / self.bk))
+        return self.k_tiles_of(self.bk)
 
-    def effective_splits(self, splits: int) -> int:
+    def k_tiles_of(self, bk: int) -> int:
+        return max(1, math.ceil(self.K / bk))
+
+    @property
+    def k_tile_options(self) -> tuple:
+        """K tiles the kernels offer: tensor-core kernels also a double-depth one (twice the bytes per
+        load round trip, twice the registers), the FMA kernel its one."""
+        return (self.bk,) if self.engine == "fma" else (self.bk, 2 * self.bk)
+
+    def effective_splits(self, splits: int, bk: int | None = None) -> int:
         """How many blocks K really spreads over when asked for ``splits`` (whole K tiles each)."""
         if not self.allow_split:
             return 1
-        per_split = math.ceil(self.k_tiles / max(1, splits))
-        return math.ceil(self.k_tiles / per_split)
+        k_tiles = self.k_tiles_of(bk or self.bk)
+        per_split = math.ceil(k_tiles / max(1, splits))
+        return math.ceil(k_tiles / per_split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,17 +150,21 @@ class GemmTactic:
     splits: int
     loader: str
     name: str
+    bk: int = 0
 
 
-def make_tactic(problem: GemmProblem, bm: int, bn: int, splits: int, loader: str) -> GemmTactic:
-    splits = problem.effective_splits(splits)
-    name = f"{dict(problem.algorithms)[loader]} {problem.engine} {bm}x{bn} splitk{splits}"
-    return GemmTactic(bm, bn, splits, loader, name)
+def make_tactic(problem: GemmProblem, bm: int, bn: int, splits: int, loader: str, bk: int | None = None) -> GemmTactic:
+    """The tactic, named like its launch; a K tile other than the engine's usual one is named (``bk64``)."""
+    bk = bk or problem.bk
+    splits = problem.effective_splits(splits, bk)
+    depth = f" bk{bk}" if bk != problem.bk else ""
+    name = f"{dict(problem.algorithms)[loader]} {problem.engine} {bm}x{bn}{depth} splitk{splits}"
+    return GemmTactic(bm, bn, splits, loader, name, bk)
 
 
-def smem_bytes(problem: GemmProblem, bm: int, bn: int) -> int:
+def smem_bytes(problem: GemmProblem, bm: int, bn: int, bk: int | None = None) -> int:
     """Static shared memory of the kernel's double-buffered A and B tiles (as gemm.cuh declares them)."""
-    itemsize, bk = _ITEMSIZE[problem.dtype], problem.bk
+    itemsize, bk = _ITEMSIZE[problem.dtype], bk or problem.bk
     if problem.engine == "fma":
         return 2 * itemsize * bk * ((bm + 4) + (bn + 4))
     a_pad = 8 if problem.dtype == "float16" else 4
@@ -159,11 +175,14 @@ def threads(problem: GemmProblem, bm: int, bn: int) -> int:
     return 256 if problem.engine == "fma" else (bm // 32) * (bn // 32) * 32
 
 
-def tile_ok(problem: GemmProblem, bm: int, bn: int, loader: str) -> bool:
+def tile_ok(problem: GemmProblem, bm: int, bn: int, loader: str, bk: int | None = None) -> bool:
     """True when the templates instantiate for this tile and loader (their static_asserts and limits)."""
+    bk = bk or problem.bk
     if problem.engine == "fma" and loader == "pointwise" and bn < 64:
         return False   # BPointwiseConv with 256 threads needs BN / VEC >= 16 columns
-    return smem_bytes(problem, bm, bn) <= MAX_STATIC_SMEM
+    if loader == "tapmajor" and (not problem.tap_channels or problem.tap_channels % bk):
+        return False   # a tap-major K tile is channels of one tap
+    return smem_bytes(problem, bm, bn, bk) <= MAX_STATIC_SMEM
 
 
 def _fit(dim: int) -> int:
@@ -176,11 +195,12 @@ def candidates(problem: GemmProblem) -> list[GemmTactic]:
     for loader, _ in problem.algorithms:
         for bm in TILES:
             for bn in TILES:
-                if bm > _fit(problem.M) or bn > _fit(problem.N) or not tile_ok(problem, bm, bn, loader):
-                    continue
-                for splits in SPLITS if problem.allow_split else (1,):
-                    tactic = make_tactic(problem, bm, bn, splits, loader)
-                    found.setdefault(tactic.name, tactic)
+                for bk in problem.k_tile_options:
+                    if bm > _fit(problem.M) or bn > _fit(problem.N) or not tile_ok(problem, bm, bn, loader, bk):
+                        continue
+                    for splits in SPLITS if problem.allow_split else (1,):
+                        tactic = make_tactic(problem, bm, bn, splits, loader, bk)
+                        found.setdefault(tactic.name, tactic)
     return list(found.values())
 
 
@@ -208,11 +228,12 @@ def estimate_us(problem: GemmProblem, tactic: GemmTactic, gpu: GpuRates) -> floa
     """The cost model's time for ``tactic`` on ``gpu``, microseconds (see the module docstring)."""
     bm, bn, splits = tactic.bm, tactic.bn, tactic.splits
     blocks = math.ceil(problem.M / bm) * math.ceil(problem.N / bn) * problem.Z * splits
-    k_len = math.ceil(problem.k_tiles / splits) * problem.bk
+    k_len = math.ceil(problem.k_tiles_of(tactic.bk) / splits) * tactic.bk
     efficiency = _LOADER_EFFICIENCY.get(tactic.loader, 1.0) / (1 + _TILE_LOAD_COST * (1 / bm + 1 / bn))
     block_cycles = bm * bn * k_len / (_sm_rate(problem, gpu) * efficiency) + _BLOCK_FIXED_CYCLES
     warps = threads(problem, bm, bn) // 32
-    resident = max(1, min(2048 // threads(problem, bm, bn), gpu.smem_per_sm // smem_bytes(problem, bm, bn), 16))
+    resident = max(1, min(2048 // threads(problem, bm, bn), gpu.smem_per_sm // smem_bytes(problem, bm, bn, tactic.bk),
+                          16))
     left, cycles = math.ceil(blocks / gpu.sm_count), 0.0
     while left > 0:   # the busiest SM's blocks, in groups of as many as fit at once
         group = min(left, resident)
