@@ -1,6 +1,9 @@
 """CPU latency: edgert vs onnxruntime, same process, interleaved runs, medians.
 
-    python benchmarks/cpu.py [--models resnet unet ...] [--zoo] [--reps 30] [--threads 2]
+    python benchmarks/cpu.py [--models resnet unet ...] [--zoo] [--reps 30] [--threads 2] [--layers 5]
+
+``--layers N`` then lists each model's N slowest edgert layers (median of the same number of runs),
+marking the ones whose kernel has no prepared fast path: where to look next.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-opt", action="store_true", help="also time edgert with every graph pass off")
+    parser.add_argument("--layers", type=int, default=0, metavar="N", help="list each model's N slowest layers")
     args = parser.parse_args()
 
     print(f"# edgert vs onnxruntime {ort.__version__} on CPU — {_models.machine()}, "
@@ -38,6 +42,7 @@ def main() -> None:
     unopt = " edgert unoptimized ms | speed-up from passes |" if args.no_opt else ""
     print("| model | edgert ms | onnxruntime ms | ratio |" + unopt)
     print("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if args.no_opt else ""))
+    slowest = {}
     for name, (model, shapes) in _models.select(args.models, args.zoo).items():
         engine = edgert.load(edgert.build(model, shapes=shapes))
         context = engine.create_execution_context()
@@ -68,6 +73,30 @@ def main() -> None:
             c = statistics.median(times["plain"]) * 1e3
             row += f" {c:.2f} | {c / a:.2f}x |"
         print(row, flush=True)
+        if args.layers:
+            slowest[name] = slowest_layers(context, feeds, args.reps, args.layers)
+    for name, rows in slowest.items():
+        print(f"\n{name}: slowest layers (µs, * = no prepared fast path)")
+        for micros, text in rows:
+            print(f"  {micros:9.1f}  {text}")
+
+
+def slowest_layers(context, feeds, reps: int, count: int) -> list[tuple[float, str]]:
+    """The ``count`` slowest layers of one context: (median µs, description)."""
+    context.execute(feeds)   # inputs in place; each layer's run() then repeats on the same arrays
+    times = [[] for _ in context._runs]
+    with np.errstate(all="ignore"):
+        for _ in range(reps):
+            for index, run in enumerate(context._runs):
+                started = time.perf_counter()
+                run()
+                times[index].append(time.perf_counter() - started)
+    rows, generic = [], set(context.unprepared_layers())
+    for (step, outs), samples in zip(context._steps, times):
+        shapes = " ".join("x".join(map(str, out.shape)) for out in outs)
+        mark = "*" if step.name in generic else " "
+        rows.append((statistics.median(samples) * 1e6, f"{mark} {step.kind.value} {step.name} -> {shapes}"))
+    return sorted(rows, reverse=True)[:count]
 
 
 if __name__ == "__main__":

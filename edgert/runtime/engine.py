@@ -1,18 +1,37 @@
 """Engine (a loaded plan, weights held once) and ExecutionContext (its own buffers, one run at a time).
 
 Needs only NumPy and msgpack: never import onnx, the builder or the passes from here.
+
+Every array a layer touches is fixed when a context is created: intermediate tensors are views of
+the context's arena, constants are the engine's, and the graph inputs are copied into buffers the
+context owns (one small copy per run). So the context binds each layer once, up front, into a
+``run()`` that takes no arguments, and ``execute()`` is a loop over those calls:
+
+- a kernel with a **prepare hook** (``edgert.kernels.registry.register_prepare``) is asked, per
+  context, for a ``run()`` over its very arrays: it binds shapes, strided views over the arena,
+  weights reshaped for BLAS, and scratch arrays, so each run is a few NumPy calls;
+- any other kernel (or a hook that returns None) runs as ``kernel(attrs, inputs, outputs)`` with
+  the same bound lists.
+
+A hook gets a ``Workspace``: scratch memory of its context (one buffer shared by all the
+context's layers, since they run one at a time) and arrays derived from constants, computed once
+per engine and shared by all its contexts, as the constants are. DLA-simulated and int8 layers
+run their own kernels and are never prepared. ``ExecutionContext.unprepared_layers()`` names the
+layers left without a fast path.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
 from edgert.errors import DeviceError, InputError, PlanError
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.registry import lookup
+from edgert.kernels.registry import lookup, lookup_prepare
 from edgert.plan import load_plan_bytes, read_plan
 
 
@@ -32,7 +51,7 @@ class Binding:
 class _Step:
     """One layer ready to run: its kernel, attrs and tensor ids."""
 
-    __slots__ = ("name", "kind", "kernel", "attrs", "inputs", "outputs")
+    __slots__ = ("name", "kind", "kernel", "prepare", "attrs", "inputs", "outputs")
 
     def __init__(self, layer: dict, device: str):
         self.name = layer["name"]
@@ -43,6 +62,7 @@ class _Step:
                             "the plan needs a newer edgert") from None
         placed = str(layer.get("device", "cpu"))
         self.attrs = layer.get("attrs") or {}
+        self.prepare = None
         if placed.startswith("dla") or self.kind == LayerKind.REFORMAT:
             from edgert.targets.dla import kernel_for  # the DLA simulator (NumPy)
             self.kernel = kernel_for(self.kind, placed)
@@ -51,6 +71,7 @@ class _Step:
             self.kernel = int8_kernel_for(self.kind, self.attrs, placed)
         else:
             self.kernel = lookup(self.kind, device)
+            self.prepare = lookup_prepare(self.kind, device)
         self.inputs = [int(i) for i in layer["inputs"]]
         self.outputs = [int(i) for i in layer["outputs"]]
 
@@ -67,6 +88,7 @@ class Engine:
         self.tensors = document["tensors"]
         self.constants = self._load_constants(document)
         self.steps = [_Step(layer, device) for layer in document["layers"]]
+        self.derived: dict = {}   # arrays that prepare hooks derive from constants, shared by every context
 
     def _load_constants(self, document: dict) -> dict[int, np.ndarray]:
         blob = document["blob"]
@@ -89,9 +111,9 @@ class Engine:
 class ExecutionContext:
     """Runs the engine's schedule inside its own arena. One inference at a time; use one context per thread.
 
-    The arena is allocated once, here; every intermediate tensor is a view of it at the offset the
-    memory planner chose, so ``execute()`` allocates no intermediate tensors (kernels may still use
-    small temporaries of their own).
+    The arena, the input buffers and the scratch memory are allocated once, here; every intermediate
+    tensor is a view of the arena at the offset the memory planner chose, so ``execute()`` allocates
+    no intermediate tensors (kernels without a prepare hook may still use small temporaries).
     """
 
     def __init__(self, engine: Engine):
@@ -99,31 +121,96 @@ class ExecutionContext:
         self._lock = threading.Lock()
         memory = engine.document.get("memory") or {}
         self.arena, self.buffers = _allocate(engine, memory)
+        self._staged = []   # the context's copy of each graph input, in binding order
+        for binding in engine.inputs:
+            self.buffers[binding.tensor] = np.empty(binding.shape, binding.dtype)
+            self._staged.append(self.buffers[binding.tensor])
         elided = set(memory.get("elided", []))
-        self._inputs = [b.tensor for b in engine.inputs]
-        self._steps = []
-        for index, step in enumerate(engine.steps):
-            if index in elided:
-                continue
-            outs = [self.buffers[i] for i in step.outputs]
-            self._steps.append((step, outs))
+        self._steps = [(step, [self.buffers[i] for i in step.outputs])
+                       for index, step in enumerate(engine.steps) if index not in elided]
+        workspace = Workspace(engine)
+        bound = [_bind(step, self.buffers, outs, workspace) for step, outs in self._steps]
+        self._runs = [run for run, _ in bound]
+        self._prepared = [prepared for _, prepared in bound]
+        self._results = [(b.name, self.buffers[b.tensor]) for b in engine.outputs]
 
     def execute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        engine = self.engine
         arrays = self._check_inputs(inputs)
         with self._lock, np.errstate(all="ignore"):
-            buffers = self.buffers
-            for tensor_id, array in zip(self._inputs, arrays):
-                buffers[tensor_id] = array
-            for step, outs in self._steps:
-                step.kernel(step.attrs, [buffers[i] if i >= 0 else None for i in step.inputs], outs)
-            results = {b.name: np.array(buffers[b.tensor], copy=True) for b in engine.outputs}
-            for tensor_id in self._inputs:
-                buffers[tensor_id] = None  # do not keep the caller's arrays alive
-        return results
+            for staged, array in zip(self._staged, arrays):
+                np.copyto(staged, array)
+            for run in self._runs:
+                run()
+            return {name: np.array(buffer, copy=True) for name, buffer in self._results}
+
+    def unprepared_layers(self) -> list[str]:
+        """Names of the layers that run their kernel as is, with no prepared fast path (a performance hint)."""
+        return [step.name for (step, _), prepared in zip(self._steps, self._prepared) if not prepared]
 
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return check_inputs(self.engine.inputs, inputs)
+
+
+class Workspace:
+    """What a prepare hook may ask of its execution context while it binds one layer.
+
+    ``scratch(shape, dtype)``: an array of the context's scratch memory, valid while the layer
+    runs. Every layer draws from one buffer (layers run one at a time; a layer's own arrays never
+    overlap each other), so nothing written there survives to the next run: a hook that needs
+    zeros (padding) writes them on every run.
+
+    ``derived(sources, tag, make)``: ``make(*sources)``, read-only, computed once per engine and
+    shared by its contexts, when every array of ``sources`` (one array or a tuple) is one of the
+    engine's constants; None otherwise (they change from run to run). ``tag`` must name what
+    ``make`` computes and every parameter it uses.
+    """
+
+    ALIGNMENT = 64   # bytes: a cache line, and enough for any SIMD loop
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._constant_ids = {id(array) for array in engine.constants.values()}
+        self._buffer = np.empty(0, np.uint8)
+        self._used = 0
+
+    def begin_layer(self) -> None:
+        self._used = 0
+
+    def scratch(self, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        shape = tuple(int(d) for d in shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        start = self._used + (-(self._buffer.ctypes.data + self._used) % self.ALIGNMENT)
+        if start + nbytes > self._buffer.size:
+            # a new, larger buffer: this layer's earlier arrays stay valid in the old one (kept alive by them)
+            self._buffer = np.empty(max(2 * self._buffer.size, nbytes + self.ALIGNMENT), np.uint8)
+            start = -self._buffer.ctypes.data % self.ALIGNMENT
+        self._used = start + nbytes
+        return self._buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+    def derived(self, sources, tag, make: Callable[..., np.ndarray]) -> np.ndarray | None:
+        arrays = sources if isinstance(sources, tuple) else (sources,)
+        if any(id(array) not in self._constant_ids for array in arrays):
+            return None
+        key = (tuple(id(array) for array in arrays), tag)
+        cache = self._engine.derived
+        result = cache.get(key)
+        if result is None:
+            result = np.ascontiguousarray(make(*arrays))
+            result.flags.writeable = False
+            result = cache.setdefault(key, result)
+        return result
+
+
+def _bind(step: _Step, buffers: list, outs: list, workspace: Workspace) -> tuple[Callable[[], None], bool]:
+    """(run, prepared): the prepare hook's run() when there is one that applies, else the kernel over bound lists."""
+    inputs = [buffers[i] if i >= 0 else None for i in step.inputs]
+    if step.prepare is not None:
+        workspace.begin_layer()
+        run = step.prepare(step.attrs, inputs, outs, workspace)
+        if run is not None:
+            return run, True
+    return functools.partial(step.kernel, step.attrs, inputs, outs), False
 
 
 def check_inputs(bindings, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,7 +1,7 @@
 """NumPy kernels, one module per layer kind: the numeric reference and the embedded default backend."""
 
 from edgert.kernels.cpu import (  # noqa: F401
-    activation, cast, concatenation, convolution, deconvolution, elementwise, expand, gather, identity, lrn,
-    matrix_multiply, normalization, padding, parametric_relu, pooling, reduce, resize, scale, select, shuffle,
-    pointwise, quantize, slice, softmax, tile, topk, unary,
+    activation, cast, concatenation, convolution, convolution_prepared, deconvolution, elementwise, expand, gather,
+    identity, lrn, matrix_multiply, normalization, padding, parametric_relu, pooling, reduce, resize, scale, select,
+    shuffle, pointwise, quantize, slice, softmax, tile, topk, unary,
 )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from edgert.kernels.cpu.prepared import sequence
 
 try:  # the clip ufunc itself: np.clip's Python wrapper costs more than the work on small tensors
     from numpy._core.umath import clip as clip_ufunc
@@ -66,6 +70,35 @@ def _erf32_into(x: np.ndarray, out: np.ndarray) -> None:
         _horner_into(x2, _ERF32_NUMERATOR, numerator)
         np.multiply(numerator, clipped, out=numerator)
         np.divide(numerator, _horner_into(x2, _ERF32_DENOMINATOR, denominator), out=out[start:stop])
+
+
+def bind_erf32(x: np.ndarray, out: np.ndarray, workspace):
+    """run() writing erf of the fixed flat float32 ``x`` into ``out`` (may alias), for a prepare hook.
+
+    The rational function of _erf32_into, with each polynomial summed as powers of x^2 times its
+    coefficients in one matrix-vector product instead of a Horner loop: 13 NumPy calls per chunk, not 24.
+    """
+    size = min(_CHUNK, x.size)
+    scratch = workspace.scratch((9, size), np.float32)
+    numerator = np.array(_ERF32_NUMERATOR[-2::-1], np.float32)      # for x^2, x^4, ... x^12
+    denominator = np.array(_ERF32_DENOMINATOR[-2::-1], np.float32)  # for x^2 ... x^8
+    calls = []
+    for start in range(0, x.size, _CHUNK):
+        stop = min(start + _CHUNK, x.size)
+        block = scratch[:, :stop - start]
+        clipped, top, bottom, powers = block[0], block[1], block[2], block[3:]   # powers: x^2 ... x^12
+        calls += [functools.partial(clip_ufunc, x[start:stop], np.float32(-4.0), np.float32(4.0), clipped),
+                  functools.partial(np.multiply, clipped, clipped, powers[0]),
+                  functools.partial(np.multiply, powers[0], powers[0], powers[1])]
+        calls += [functools.partial(np.multiply, powers[low], powers[high], powers[low + high + 1])
+                  for low, high in ((0, 1), (1, 1), (0, 3), (1, 3))]   # x^6 = x^2 x^4, x^8, x^10, x^12
+        calls += [functools.partial(np.matmul, numerator, powers, top),
+                  functools.partial(np.add, top, np.float32(_ERF32_NUMERATOR[-1]), top),
+                  functools.partial(np.multiply, top, clipped, top),
+                  functools.partial(np.matmul, denominator, powers[:4], bottom),
+                  functools.partial(np.add, bottom, np.float32(_ERF32_DENOMINATOR[-1]), bottom),
+                  functools.partial(np.divide, top, bottom, out[start:stop])]
+    return sequence(calls)
 
 
 def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

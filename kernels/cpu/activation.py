@@ -1,14 +1,20 @@
-"""CPU kernel: Activation (attrs: type, alpha, beta)."""
+"""CPU kernel: Activation (attrs: type, alpha, beta).
+
+The prepare hook binds the hot activations (ReLU, Clip, Sigmoid, Tanh) to one or a few ufunc
+calls on fixed arrays; ``bind_activation`` is shared with fused epilogues.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from edgert.ir.kinds import ActivationType as A, LayerKind
 from edgert.kernels.cpu._math import clip_ufunc, erf, sigmoid, softplus
-from edgert.kernels.registry import register
+from edgert.kernels.cpu.prepared import sequence
+from edgert.kernels.registry import register, register_prepare
 
 
 def _exp_minus_one(x, t):
@@ -128,3 +134,27 @@ def activation(attrs, inputs, outputs):
         into(x, alpha, beta, out)
     else:
         np.copyto(out, activate(kind, x, alpha, beta), casting="unsafe")
+
+
+def bind_activation(attrs: dict, x: np.ndarray, out: np.ndarray):
+    """run() computing the activation ``attrs`` of the fixed array ``x`` into ``out`` (may alias ``x``)."""
+    kind = A(attrs["type"])
+    alpha, beta = attrs.get("alpha", 0.0), attrs.get("beta", 0.0)
+    if x.dtype == out.dtype and out.dtype.kind == "f":
+        t = out.dtype.type
+        if kind == A.RELU:
+            return functools.partial(clip_ufunc, x, t(0), t(np.inf), out)
+        if kind == A.CLIP and alpha <= beta:
+            return functools.partial(clip_ufunc, x, t(alpha), t(beta), out)
+        if kind == A.SIGMOID:   # sigmoid()'s passes, bound (execute() already ignores the overflow of exp)
+            calls = [functools.partial(np.negative, x, out), functools.partial(np.exp, out, out),
+                     functools.partial(np.add, out, t(1), out), functools.partial(np.reciprocal, out, out)]
+            return sequence(calls)
+        if kind in _INTO:
+            return functools.partial(_INTO[kind], x, alpha, beta, out)
+    return functools.partial(activation, attrs, [x], [out])
+
+
+@register_prepare(LayerKind.ACTIVATION)
+def prepare_activation(attrs, inputs, outputs, workspace):
+    return bind_activation(attrs, inputs[0], outputs[0])

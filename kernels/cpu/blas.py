@@ -5,7 +5,8 @@ busy, that wake-up can wait a whole scheduler slice: a tiny ResNet took 96 ms pe
 OpenBLAS threads on a loaded 2-core machine and 0.9 ms with one. ``gemm_threads(flops)`` picks one
 thread below ``SMALL_GEMM_FLOPS`` and ``max_threads()`` above. The thread count is set through the
 BLAS library NumPy loaded (OpenBLAS's ``openblas_set_num_threads``, under any of the symbol names
-its builds export); with an unknown BLAS this module does nothing.
+its builds export); with an unknown BLAS this module does nothing. ``bind_gemm`` is the same choice
+made once, for a prepare hook's product over fixed arrays.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+
+import numpy as np   # also loads NumPy's BLAS, which _find_setter looks for
 
 SMALL_GEMM_FLOPS = 1 << 24  # below ~16 MFLOP a product is faster on one thread than waking others
 _SYMBOLS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
@@ -55,7 +58,6 @@ def set_threads(count: int) -> None:
         return
     with _lock:
         if not _state["probed"]:
-            import numpy  # noqa: F401  (make sure NumPy's BLAS is loaded before probing)
             _state["setter"], _state["probed"] = _find_setter(), True
         if _state["setter"] is not None:
             _state["setter"](count)
@@ -65,3 +67,14 @@ def set_threads(count: int) -> None:
 def gemm_threads(flops: int) -> None:
     """Use one BLAS thread for a small product, every configured thread for a large one."""
     set_threads(1 if flops < SMALL_GEMM_FLOPS else max_threads())
+
+
+def bind_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, flops: int):
+    """run() computing out = a @ b (fixed arrays) on as many BLAS threads as the size deserves."""
+    threads = 1 if flops < SMALL_GEMM_FLOPS else max_threads()
+    matmul = np.matmul
+
+    def gemm():
+        set_threads(threads)
+        matmul(a, b, out)
+    return gemm

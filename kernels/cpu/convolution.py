@@ -37,8 +37,8 @@ from edgert.kernels.registry import register
 CHUNK_BYTES = 1 << 20          # working set of one block of a tap loop: fits a core's L2 (or a cluster's L3)
 PARALLEL_MIN_BYTES = 1 << 18   # below this, threads cost more than they save
 COLUMN_TILE_BYTES = 1 << 24    # largest im2col tile (bounds memory for big images)
-SMALL_TAP_ELEMENTS = 1 << 19
-DIRECT_COLUMN_BYTES = 1 << 22   # up to this column-matrix size, the lean strided-view im2col is faster   # below this many (output x tap) elements, one call over all taps beats a tap loop
+SMALL_TAP_ELEMENTS = 1 << 19   # below this many (output x tap) elements, one call over all taps beats a tap loop
+DIRECT_COLUMN_BYTES = 1 << 22  # up to this column-matrix size, the lean strided-view im2col is faster
 _WORKER_PREFIX = "edgert-cpu"
 
 

@@ -2,15 +2,18 @@
 
 Integer semantics follow ONNX (C): Div truncates toward zero, Mod takes the divisor's sign and
 FMod the dividend's; a zero integer divisor gives 0 instead of trapping. Pow's exponent may have
-another type than the base; the result has the base's type.
+another type than the base; the result has the base's type. The prepare hook binds the ops that are
+one NumPy ufunc (float Div included) to a single call on the layer's fixed arrays.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from edgert.ir.kinds import ElementWiseOp as E, LayerKind
-from edgert.kernels.registry import register
+from edgert.kernels.registry import register, register_prepare
 
 
 def _is_int(dtype) -> bool:
@@ -96,3 +99,12 @@ def apply(op, a, b, out) -> None:
 @register(LayerKind.ELEMENTWISE)
 def elementwise(attrs, inputs, outputs):
     apply(attrs["op"], inputs[0], inputs[1], outputs[0])
+
+
+@register_prepare(LayerKind.ELEMENTWISE)
+def prepare_elementwise(attrs, inputs, outputs, workspace):
+    op, out = E(attrs["op"]), outputs[0]
+    ufunc = np.divide if op == E.DIV and not _is_int(out.dtype) else _UFUNCS.get(op)
+    if ufunc is None:
+        return None
+    return functools.partial(ufunc, inputs[0], inputs[1], out=out)

@@ -2,6 +2,7 @@
 
 Everything goes to BLAS through np.matmul with transposes as views. A stack of matrices times one
 matrix is flattened into a single GEMM, and float16 is computed in float32 (NumPy has no half BLAS).
+The prepare hook binds the same product (and the epilogue) to the layer's fixed arrays.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.cpu.blas import gemm_threads
-from edgert.kernels.cpu.epilogue import apply_epilogue
-from edgert.kernels.registry import register
+from edgert.kernels.cpu.blas import bind_gemm, gemm_threads
+from edgert.kernels.cpu.epilogue import apply_epilogue, bind_epilogue
+from edgert.kernels.cpu.prepared import sequence
+from edgert.kernels.registry import register, register_prepare
 
 
 def _transposed(x, flag):
@@ -38,3 +40,19 @@ def matrix_multiply(attrs, inputs, outputs):
     b = _transposed(inputs[1], attrs.get("trans_b", False))
     matmul_into(a, b, outputs[0])
     apply_epilogue(attrs, inputs, outputs[0])
+
+
+@register_prepare(LayerKind.MATRIX_MULTIPLY)
+def prepare_matrix_multiply(attrs, inputs, outputs, workspace):
+    a = _transposed(inputs[0], attrs.get("trans_a", False))
+    b = _transposed(inputs[1], attrs.get("trans_b", False))
+    out = outputs[0]
+    if not (out.dtype == a.dtype == b.dtype and out.dtype.kind == "f" and out.dtype != np.float16) \
+            or not out.flags.c_contiguous or a.ndim == 0 or b.ndim == 0:
+        return None
+    flops = 2 * out.size * a.shape[-1]
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:   # a stack of matrices times one: one GEMM
+        product = bind_gemm(a.reshape(-1, a.shape[-1]), b, out.reshape(-1, b.shape[-1]), flops)
+    else:
+        product = bind_gemm(a, b, out, flops)
+    return sequence([product, bind_epilogue(attrs, inputs, out)])

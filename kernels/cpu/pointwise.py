@@ -3,14 +3,20 @@
 The output is processed in blocks of about BLOCK_ELEMENTS elements, and the whole program runs on
 one block before the next, so each input is read once and the output written once while the
 intermediates stay in cache. Each instruction is an ordinary per-element kernel.
+
+The prepare hook handles programs of one block: each instruction is bound once (through its own kind's
+prepare hook where it has one) to fixed registers in the context's scratch memory.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.registry import lookup, register
+from edgert.kernels.cpu.prepared import sequence
+from edgert.kernels.registry import lookup, lookup_prepare, register, register_prepare
 
 BLOCK_ELEMENTS = 1 << 17  # 512 KiB of float32 per operand: a core's L2, few Python calls per layer
 
@@ -86,3 +92,21 @@ def run_program(program: list, inputs: list, out: np.ndarray) -> None:
 @register(LayerKind.POINTWISE)
 def pointwise(attrs, inputs, outputs):
     run_program(attrs["program"], list(inputs), outputs[0])
+
+
+@register_prepare(LayerKind.POINTWISE)
+def prepare_pointwise(attrs, inputs, outputs, workspace):
+    program, out = attrs["program"], outputs[0]
+    if out.size > BLOCK_ELEMENTS:
+        return None   # block by block: the kernel slices its operands per block
+    registers, calls = list(inputs), []
+    for position, instruction in enumerate(program):
+        args = [registers[r] if r >= 0 else None for r in instruction["args"]]
+        target = out if position == len(program) - 1 else \
+            workspace.scratch(np.broadcast_shapes(*(a.shape for a in args if a is not None)), out.dtype)
+        kind = LayerKind(instruction["kind"])
+        prepare = lookup_prepare(kind)
+        run = prepare(instruction["attrs"], args, [target], workspace) if prepare is not None else None
+        calls.append(run or functools.partial(lookup(kind), instruction["attrs"], args, [target]))
+        registers.append(target)
+    return sequence(calls)

@@ -8,6 +8,11 @@ Windows covering the whole input reduce directly. Others are boxes, so max and s
 after the other (k strided passes per axis instead of one per kernel tap), over cache-sized blocks of planes
 spread on worker threads; padding is never materialized: each tap only meets the outputs for which it
 reads inside the input. Average divisors are likewise products of per-axis counts.
+
+The prepare hook binds float max and average pooling to a handful of ufunc calls over fixed views:
+a global pool is one reduction; a windowed one folds one axis after the other as above, each kernel
+tap one call over the outputs it meets (windows of two or three: pairs of neighbours first, in one
+pass over contiguous memory), the intermediate results in the context's scratch.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import numpy as np
 from edgert.ir.kinds import LayerKind, PoolingType
 from edgert.kernels.cpu.convolution import compute_dtype, conv_params, parallel_chunks, tap_slices
 from edgert.kernels.cpu.padding import pad_constant
-from edgert.kernels.registry import register
+from edgert.kernels.cpu.prepared import sequence
+from edgert.kernels.registry import register, register_prepare
 
 
 def _lowest(dtype: np.dtype):
@@ -169,3 +175,127 @@ def pooling(attrs, inputs, outputs):
         _max_with_indices(inputs[0], attrs, outputs[0], outputs[1])
     else:
         _pool(inputs[0], attrs, outputs[0], kind)
+
+
+def _bind_global(x, out, kind: PoolingType):
+    planes, results = x.reshape(x.shape[:2] + (-1,)), out.reshape(out.shape[:2])
+    if kind == PoolingType.MAX:
+        return functools.partial(np.maximum.reduce, planes, axis=-1, out=results)
+    count = np.asarray(planes.shape[-1], out.dtype)
+    return sequence([functools.partial(np.add.reduce, planes, axis=-1, out=results),
+                     functools.partial(np.divide, out, count, out)])
+
+
+def _axis_taps(in_len: int, window: tuple) -> list:
+    """Per kernel tap of one axis: (first, last) output it meets inside the input, and the input slice it reads."""
+    kernel, stride, dilation, begin, count = window
+    taps = []
+    for t in range(kernel):
+        first = max(0, -(-(begin - t * dilation) // stride))
+        last = min(count - 1, (in_len - 1 + begin - t * dilation) // stride)
+        if last >= first:
+            start = first * stride - begin + t * dilation
+            taps.append((first, last, slice(start, start + (last - first) * stride + 1, stride)))
+    return taps
+
+
+def _bind_axis(source, axis: int, window: tuple, target, combine, identity) -> list:
+    """Calls folding ``source`` over the windows of one axis into ``target``, padding implied (as _pool_axis):
+    taps meeting every output start it (no fill), the others fold in over the outputs they meet."""
+    count = window[-1]
+
+    def part(array, index):
+        return array[(slice(None),) * axis + (index,)]
+
+    taps = [(first, last, part(source, taken)) for first, last, taken in _axis_taps(source.shape[axis], window)]
+    full = [i for i, tap in enumerate(taps) if tap[:2] == (0, count - 1)][:2]
+    rest = [tap for i, tap in enumerate(taps) if i not in full]
+    full = [taps[i] for i in full]
+    if len(full) >= 2:
+        calls = [functools.partial(combine, full[0][2], full[1][2], out=target)]
+    elif full:
+        calls = [functools.partial(np.copyto, target, full[0][2])]
+    else:
+        calls = [functools.partial(target.fill, identity)]
+    for first, last, taken in rest:
+        region = part(target, slice(first, last + 1))
+        calls.append(functools.partial(combine, region, taken, out=region))
+    return calls
+
+
+def _bind_short(source, axis: int, window: tuple, target, combine, workspace) -> list | None:
+    """Windows of two or three neighbours (dilation 1) along one axis of a contiguous ``source``.
+
+    The combine of every pair of neighbours (then of every triple) is one pass over the flat array
+    (1-D and contiguous: the strided slices of _bind_axis make NumPy buffer its operands); the outputs
+    are then strided copies, of whole windows for those inside the input, of pairs or single elements
+    for the windows that the input's ends cut.
+    """
+    kernel, stride, _, begin, count = window
+    length = source.shape[axis]
+    step = math.prod(source.shape[axis + 1:])   # elements between neighbours along the axis
+    flat, folded = source.reshape(-1), workspace.scratch(source.shape, source.dtype)
+    line = folded.reshape(-1)
+
+    def part(array, index):
+        return array[(slice(None),) * axis + (index,)]
+
+    # folded[r] = combine(source[r], source[r + 1]); the last index along the axis pairs across a row or
+    # a plane and is never read
+    calls = [functools.partial(combine, flat[:flat.size - step], flat[step:], out=line[:flat.size - step])]
+    inside = [j for j in range(count) if 0 <= j * stride - begin <= length - kernel]
+    for j in sorted(set(range(count)) - set(inside)):   # cut windows: copied before pairs become triples
+        low, high = max(0, j * stride - begin), min(length, j * stride - begin + kernel)
+        if high - low not in (1, 2):
+            return None   # a window outside the input: left to _bind_axis
+        calls.append(functools.partial(np.copyto, part(target, j), part(folded if high - low == 2 else source, low)))
+    if inside:
+        if kernel == 3:   # folded[r] = combine(pair r, source[r + 2]), in place
+            calls.append(functools.partial(combine, line[:flat.size - 2 * step], flat[2 * step:],
+                                           out=line[:flat.size - 2 * step]))
+        first, last, low = inside[0], inside[-1], inside[0] * stride - begin
+        calls.append(functools.partial(np.copyto, part(target, slice(first, last + 1)),
+                                       part(folded, slice(low, low + (last - first) * stride + 1, stride))))
+    return calls
+
+
+def _bind_windows(x, attrs, out, kind: PoolingType, workspace):
+    spatial = x.ndim - 2
+    kernel, strides, dilations, begins, ends = conv_params(attrs, spatial)
+    out_spatial = out.shape[2:]
+    combine, identity = (np.maximum, _lowest(x.dtype)) if kind == PoolingType.MAX else (np.add, 0)
+    # outer axes first: the first, largest pass then reads whole contiguous rows
+    axes = [a for a in range(spatial)
+            if kernel[a] != 1 or strides[a] != 1 or begins[a] or x.shape[2 + a] != out_spatial[a]]
+    if not axes or any(not _axis_taps(x.shape[2 + a], (kernel[a], strides[a], dilations[a], begins[a], out_spatial[a]))
+                       for a in axes):
+        return None
+    calls, source = [], x
+    for position, axis in enumerate(axes):
+        shape = list(source.shape)
+        shape[2 + axis] = out_spatial[axis]
+        target = out if position == len(axes) - 1 else workspace.scratch(shape, x.dtype)
+        window = (kernel[axis], strides[axis], dilations[axis], begins[axis], out_spatial[axis])
+        short = None
+        if kernel[axis] in (2, 3) and dilations[axis] == 1 and source.flags.c_contiguous \
+                and source.shape[2 + axis] >= kernel[axis]:
+            short = _bind_short(source, 2 + axis, window, target, combine, workspace)
+        calls += short if short is not None else _bind_axis(source, 2 + axis, window, target, combine, identity)
+        source = target
+    if kind == PoolingType.AVERAGE:
+        divisor = _divisor(tuple(x.shape[2:]), tuple(kernel), tuple(strides), tuple(dilations), tuple(begins),
+                           tuple(ends), tuple(out_spatial), bool(attrs.get("count_include_pad", False)))
+        calls.append(functools.partial(np.divide, out, np.asarray(divisor, out.dtype), out))
+    return sequence(calls)
+
+
+@register_prepare(LayerKind.POOLING)
+def prepare_pooling(attrs, inputs, outputs, workspace):
+    kind = PoolingType(attrs["type"])
+    x, out = inputs[0], outputs[0]
+    if len(outputs) != 1 or kind == PoolingType.LP or x.dtype != out.dtype or x.dtype.kind != "f" \
+            or x.dtype == np.float16 or x.ndim < 3:
+        return None
+    if _is_global(x, attrs, out):
+        return _bind_global(x, out, kind)
+    return _bind_windows(x, attrs, out, kind, workspace)

@@ -8,6 +8,9 @@ out_shape, scales (one per axis), roi (starts..., ends... per axis, or None).
 Separable: each resized axis in turn is a gather of K neighbouring input rows per output row, weighted
 and summed (K = 1 nearest, 2 linear, 4 cubic, more with antialias), the same computation as ONNX's
 reference implementation but done per axis over whole slabs.
+
+The prepare hook binds nearest-neighbour resizes (a pure gather) to one ``np.take`` with the flat source
+index of every output element of a plane, computed once.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu.blas import gemm_threads
-from edgert.kernels.registry import register
+from edgert.kernels.registry import register, register_prepare
 
 
 def _output_width(scale: float, in_len: int, out_len: int) -> float:
@@ -251,3 +254,36 @@ def resize(attrs, inputs, outputs):
         info = np.iinfo(out.dtype) if out.dtype.kind != "b" else None
         data = np.rint(data) if info is None else np.clip(np.rint(data), info.min, info.max)
     np.copyto(out, data, casting="unsafe")
+
+
+def _nearest_indices(attrs: dict, in_shape: tuple, axis: int) -> np.ndarray | None:
+    """Clamped source index of every output index of one axis (None when some output extrapolates)."""
+    rank, roi = len(in_shape), attrs.get("roi")
+    out_len, scale = int(attrs["out_shape"][axis]), float(attrs["scales"][axis])
+    axis_roi = None if roi is None else (float(roi[axis]), float(roi[rank + axis]))
+    if _is_identity(scale, in_shape[axis], out_len, axis_roi):
+        return np.arange(out_len)
+    key = (in_shape[axis], out_len, scale, axis_roi, "nearest", attrs.get("coordinate_mode", "half_pixel"),
+           attrs.get("nearest_mode", "round_prefer_floor"), float(attrs.get("cubic_coeff", -0.75)),
+           bool(attrs.get("exclude_outside")), bool(attrs.get("antialias")))
+    indices, _, extrapolate, _ = _axis_taps(*key)
+    if extrapolate is not None and extrapolate.any():
+        return None
+    return np.clip(indices[:, 0], 0, in_shape[axis] - 1)
+
+
+@register_prepare(LayerKind.RESIZE)
+def prepare_resize(attrs, inputs, outputs, workspace):
+    x, out = inputs[0], outputs[0]
+    if attrs.get("mode", "nearest") != "nearest" or x.dtype != out.dtype or out.size == 0:
+        return None
+    per_axis = [_nearest_indices(attrs, x.shape, axis) for axis in range(x.ndim)]
+    if any(indices is None for indices in per_axis):
+        return None
+    # leading axes kept whole stay outside the gather: (lead, trailing elements) in, (lead, trailing) out
+    first = next((a for a, idx in enumerate(per_axis) if not np.array_equal(idx, np.arange(x.shape[a]))), x.ndim)
+    if first == x.ndim:
+        return functools.partial(np.copyto, out, x)
+    lead = math.prod(x.shape[:first])
+    flat = np.ravel_multi_index(np.ix_(*per_axis[first:]), x.shape[first:]).reshape(-1)
+    return functools.partial(np.take, x.reshape(lead, -1), flat, axis=1, out=out.reshape(lead, -1), mode="clip")

@@ -1,11 +1,16 @@
-"""CPU kernel: Slice (attrs: starts, sizes, steps — one per axis, already clamped to the input)."""
+"""CPU kernel: Slice (attrs: starts, sizes, steps — one per axis, already clamped to the input).
+
+The prepare hook binds the copy from the (fixed) strided view.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.registry import register
+from edgert.kernels.registry import register, register_prepare
 
 
 def axis_slice(start: int, size: int, step: int) -> slice:
@@ -24,3 +29,8 @@ def sliced(attrs, x: np.ndarray) -> np.ndarray:
 @register(LayerKind.SLICE)
 def slice_(attrs, inputs, outputs):
     np.copyto(outputs[0], sliced(attrs, inputs[0]))
+
+
+@register_prepare(LayerKind.SLICE)
+def prepare_slice(attrs, inputs, outputs, workspace):
+    return functools.partial(np.copyto, outputs[0], sliced(attrs, inputs[0]))

@@ -3,15 +3,19 @@
 Softmax runs over the product of ``axes``: exp(x - max) / sum, or (x - max) - log(sum) when ``log``.
 Subtracting the max keeps exp from overflowing. ``hard`` gives Hardmax: 1 at the first maximum
 over ``axes`` (in row-major order), 0 elsewhere. float16 runs step by step in float16 (each NumPy
-step rounds once), which is what ONNX's reference computes.
+step rounds once), which is what ONNX's reference computes. The prepare hook binds the same passes
+to the layer's fixed arrays, with the row statistics in scratch.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.registry import register
+from edgert.kernels.cpu.prepared import sequence
+from edgert.kernels.registry import register, register_prepare
 
 
 def softmax_into(x: np.ndarray, axes: tuple, log: bool, out: np.ndarray) -> None:
@@ -46,3 +50,18 @@ def softmax(attrs, inputs, outputs):
         hardmax_into(x, axes, out)
     else:
         softmax_into(x, axes, bool(attrs.get("log", False)), out)
+
+
+@register_prepare(LayerKind.SOFTMAX)
+def prepare_softmax(attrs, inputs, outputs, workspace):
+    x, out = inputs[0], outputs[0]
+    if attrs.get("hard", False) or attrs.get("log", False) or x.dtype != out.dtype or x.dtype.kind != "f" \
+            or x.size == 0:
+        return None
+    axes = tuple(int(a) % x.ndim for a in attrs["axes"])
+    stats = workspace.scratch(tuple(1 if a in axes else d for a, d in enumerate(x.shape)), x.dtype)
+    return sequence([functools.partial(np.maximum.reduce, x, axis=axes, keepdims=True, out=stats),
+                     functools.partial(np.subtract, x, stats, out),
+                     functools.partial(np.exp, out, out),
+                     functools.partial(np.add.reduce, out, axis=axes, keepdims=True, out=stats),
+                     functools.partial(np.divide, out, stats, out)])

@@ -1,12 +1,17 @@
-"""CPU kernel: Unary (attrs: op; IsInf also detect_positive, detect_negative)."""
+"""CPU kernel: Unary (attrs: op; IsInf also detect_positive, detect_negative).
+
+The prepare hook binds the ops that are one NumPy ufunc (and float32 Erf) to the layer's fixed arrays.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from edgert.ir.kinds import LayerKind, UnaryOp as U
-from edgert.kernels.cpu._math import erf
-from edgert.kernels.registry import register
+from edgert.kernels.cpu._math import bind_erf32, erf
+from edgert.kernels.registry import register, register_prepare
 
 # Ops NumPy computes directly into the output. Round is np.rint: halves go to the even neighbour.
 _UFUNCS = {
@@ -73,3 +78,13 @@ def apply(op, x, out, attrs=None) -> None:
 @register(LayerKind.UNARY)
 def unary(attrs, inputs, outputs):
     apply(attrs["op"], inputs[0], outputs[0], attrs)
+
+
+@register_prepare(LayerKind.UNARY)
+def prepare_unary(attrs, inputs, outputs, workspace):
+    op, x, out = U(attrs["op"]), inputs[0], outputs[0]
+    if op == U.ERF and x.dtype == out.dtype == np.float32:
+        return bind_erf32(x.reshape(-1), out.reshape(-1), workspace)
+    if op in _SPECIAL or op not in _UFUNCS or x.dtype != out.dtype:
+        return None
+    return functools.partial(_UFUNCS[op], x, out)
