@@ -358,3 +358,32 @@ def test_double_depth_k_tiles_for_tensor_cores_only_where_the_templates_allow():
     assert not any(t.bk == 64 and t.loader == "tapmajor" for t in narrow)
     assert any(t.bk == 64 and t.loader == "im2col" for t in narrow)
     assert all(t.bk == 16 for t in candidates(problem(256, 3136, 576, "float32")))
+
+
+@pytest.mark.gpu
+def test_tune_and_build_on_the_gpu(tmp_path, capsys):
+    """On a GPU: `edgert tune` records real timings, a build with the cache takes the fastest tactic
+    of every GEMM layer, and the plan runs on the GPU like the CPU reference."""
+    from conftest import cuda_device_available
+    if not cuda_device_available():
+        pytest.skip("no CUDA GPU")
+    from edgert.runtime.cuda import CupyDriver
+    arch = CupyDriver().arch()
+    model, cache, out = tmp_path / "m.onnx", tmp_path / "t.json", tmp_path / "m.plan"
+    model.write_bytes(two_gemm_model().SerializeToString())
+    assert main(["tune", str(model), "--timing-cache", str(cache), "--candidates", "6"]) == 0
+    entries = json.loads(cache.read_text())["entries"]
+    assert len(entries) == 2 and all(len(timings) >= 2 and min(timings.values()) > 0 for timings in entries.values())
+    assert main(["build", str(model), "-o", str(out), "--timing-cache", str(cache), "--no-autotune"]) == 0
+    document = read_plan(out.read_bytes())
+    assert document["header"]["tactics"] == {arch: {"timing-cache": 2}}
+    fastest = {min(t, key=t.get) for t in entries.values()}
+    chosen = {layer["tactic"].rsplit(" [", 1)[0] for layer in document["layers"]
+              if "[timing-cache]" in (layer["tactic"] or "")}
+    assert chosen == fastest
+    rng = np.random.default_rng()
+    feeds = {b["name"]: rng.standard_normal(b["shape"]).astype(np.float32) for b in document["bindings"]["inputs"]}
+    got = edgert.load(str(out), device="cuda").create_execution_context().execute(feeds)
+    want = edgert.load(str(out)).create_execution_context().execute(feeds)
+    for name in want:
+        assert np.linalg.norm(got[name] - want[name]) <= 1e-4 * np.linalg.norm(want[name])
