@@ -110,6 +110,18 @@ def test_prepared_convolution_matches_onnxruntime(x_shape, w_shape, attrs, tail,
     assert LayerKind.CONVOLUTION in prepared_kinds(context)
 
 
+
+@pytest.mark.parametrize("x_shape,prepared", [((1, 32, 64, 64), True),     # 4.5 MiB of columns: one GEMM
+                                              ((1, 64, 96, 96), False)])   # 20 MiB: the generic kernel tiles
+def test_large_convolutions_run_prepared_up_to_the_column_budget(x_shape, prepared):
+    from edgert.kernels.cpu.convolution_prepared import PREPARED_COLUMN_BYTES
+    columns = x_shape[1] * 9 * x_shape[2] * x_shape[3] * 4
+    assert (columns <= PREPARED_COLUMN_BYTES) == prepared
+    model = conv_model(x_shape, (8, x_shape[1], 3, 3), {"pads": [1, 1, 1, 1]})
+    context = run_and_compare(model, feeds_for(model))
+    assert (LayerKind.CONVOLUTION in prepared_kinds(context)) == prepared
+
+
 POOLS = [
     ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
@@ -278,6 +290,9 @@ def test_workspace_scratch_is_shared_between_layers_and_aligned():
     c[:] = 1
     big[:] = 2
     assert (c == 1).all()
+    assert workspace.allocated_bytes >= (1 << 18) + 8000   # every buffer it holds counts
+    context = engine.create_execution_context()
+    assert context.scratch_bytes > 0   # reported beside the plan's arena (edgert bench prints it)
     constant = next(iter(engine.constants.values()))
     doubled = workspace.derived(constant, "twice", lambda w: w * 2)
     assert doubled is Workspace(engine).derived(constant, "twice", lambda w: w * 3)   # once per engine

@@ -44,8 +44,11 @@ def main(args) -> int:
     if args.iterations < 1 or args.warmup < 0:
         raise EdgeRTError("--iterations must be at least 1 and --warmup at least 0")
     engine = load(args.plan, device=args.device)
-    result = measure(engine.create_execution_context(), random_inputs(engine, 0), args.iterations, args.warmup)
+    context = engine.create_execution_context()
+    result = measure(context, random_inputs(engine, 0), args.iterations, args.warmup)
     result["device"] = args.device
+    if hasattr(context, "scratch_bytes"):   # the CPU kernels' per-context scratch, beside the plan's arena
+        result["scratch_bytes"] = int(context.scratch_bytes)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -53,4 +56,6 @@ def main(args) -> int:
         print("  latency ms: " + "  ".join(f"{k[:-3]} {result[k]:.3f}" for k in
                                            ("min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms")))
         print(f"  throughput: {result['throughput_per_s']:.1f} samples/s (batch {result['batch']})")
+        if "scratch_bytes" in result:
+            print(f"  CPU kernel scratch: {result['scratch_bytes'] / 2**20:.2f} MiB per context (beside the arena)")
     return 0

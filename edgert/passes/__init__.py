@@ -16,6 +16,7 @@ PIPELINE = (
     "identity_elimination",
     "shuffle_cancellation",
     "scale_folding",
+    "affine_folding",
     "conv_fusion",
     "horizontal_fusion",
     "elementwise_fusion",

@@ -133,6 +133,9 @@ class ExecutionContext:
         self._runs = [run for run, _ in bound]
         self._prepared = [prepared for _, prepared in bound]
         self._results = [(b.name, self.buffers[b.tensor]) for b in engine.outputs]
+        # CPU scratch of the prepared kernels (im2col columns, padded copies): per context, beside the
+        # arena; the plan's memory report cannot know it (it depends on the runtime's kernels).
+        self.scratch_bytes = workspace.allocated_bytes
 
     def execute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = self._check_inputs(inputs)
@@ -172,6 +175,7 @@ class Workspace:
         self._constant_ids = {id(array) for array in engine.constants.values()}
         self._buffer = np.empty(0, np.uint8)
         self._used = 0
+        self.allocated_bytes = 0   # every scratch buffer this context holds (grown ones stay alive via their views)
 
     def begin_layer(self) -> None:
         self._used = 0
@@ -184,6 +188,7 @@ class Workspace:
         if start + nbytes > self._buffer.size:
             # a new, larger buffer: this layer's earlier arrays stay valid in the old one (kept alive by them)
             self._buffer = np.empty(max(2 * self._buffer.size, nbytes + self.ALIGNMENT), np.uint8)
+            self.allocated_bytes += self._buffer.size
             start = -self._buffer.ctypes.data % self.ALIGNMENT
         self._used = start + nbytes
         return self._buffer[start:start + nbytes].view(dtype).reshape(shape)
