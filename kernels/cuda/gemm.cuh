@@ -99,6 +99,47 @@ EDGERT_FN BlockSetup block_setup(const GemmParams& p) {
     return s;
 }
 
+// -- the K loop shared by every GEMM kernel ------------------------------------------------------
+// Two shared stages and two register sets per loader: while tile t computes from stage t % 2, the
+// loads of tiles t+1 (register set (t+1) % 2, stored at the end of this step) and t+2 (set t % 2,
+// issued at the start of this step) are in flight, so a tile's global latency hides behind two
+// tiles of math. ``compute(as, bs)`` runs one tile from shared memory.
+template <int BK, class AL, class BL, class T, class Compute>
+EDGERT_FN void k_loop(AL (&al)[2], BL (&bl)[2], T* as0, T* as1, T* bs0, T* bs1, const BlockSetup& s,
+                      Compute compute) {
+    T* const as[2] = {as0, as1};
+    T* const bs[2] = {bs0, bs1};
+    const int tiles = s.kend > s.kbeg ? (s.kend - s.kbeg + BK - 1) / BK : 0;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+        if (r < tiles) {
+            al[r].fetch(s.kbeg + r * BK, s.kend);
+            bl[r].fetch(s.kbeg + r * BK, s.kend);
+        }
+    if (tiles > 0) {
+        al[0].store(as[0]);
+        bl[0].store(bs[0]);
+    }
+    __syncthreads();
+    for (int t0 = 0; t0 < tiles; t0 += 2) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int t = t0 + r;
+            if (t >= tiles) break;
+            if (t + 2 < tiles) {        // register set r was stored last step: it takes tile t + 2
+                al[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
+                bl[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
+            }
+            compute(as[r], bs[r]);
+            if (t + 1 < tiles) {
+                al[r ^ 1].store(as[r ^ 1]);
+                bl[r ^ 1].store(bs[r ^ 1]);
+            }
+            __syncthreads();
+        }
+    }
+}
+
 // -- tensor-core kernels: fp16 (mma.m16n8k16) and, opt-in, fp32 through tf32 (mma.m16n8k8) ---------
 // One k-step of a warp's 32x32 tile: A fragments through ldmatrix from shared [m][k]; B from shared
 // [k][n] (ldmatrix.trans for halves, plain loads for floats, conflict-free with LDB % 32 == 8).
@@ -153,9 +194,7 @@ template <> struct MmaOps<float> {
     }
 };
 
-// Warp tile 32x32 (2 x m16, 4 x n8); block tile (32*WM) x (32*WN) x BK. Two register sets per
-// loader: while the warps compute tile t, the loads of tiles t+1 and t+2 are both in flight (a
-// tile's global latency is hidden behind two tiles of math instead of one).
+// Warp tile 32x32 (2 x m16, 4 x n8); block tile (32*WM) x (32*WN) x BK; K loop as k_loop.
 template <class T, int WM, int WN, int BK, int AVEC, bool A_MFAST, class BLoad, bool CONV, bool SPLIT, class E,
           bool PAIR>
 EDGERT_FN void gemm_mma(const GemmParams& p) {
@@ -185,37 +224,10 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-    const int tiles = s.kend > s.kbeg ? (s.kend - s.kbeg + BK - 1) / BK : 0;
+    k_loop<BK>(al, bl, As[0], As[1], Bs[0], Bs[1], s, [&](const T* as, const T* bs) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
-        if (r < tiles) {
-            al[r].fetch(s.kbeg + r * BK, s.kend);
-            bl[r].fetch(s.kbeg + r * BK, s.kend);
-        }
-    if (tiles > 0) {
-        al[0].store(As[0]);
-        bl[0].store(Bs[0]);
-    }
-    __syncthreads();
-    for (int t0 = 0; t0 < tiles; t0 += 2) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {   // tile t uses shared stage t % 2 and register set t % 2
-            const int t = t0 + r;
-            if (t >= tiles) break;
-            if (t + 2 < tiles) {        // register set r is free again (stored last step): tile t + 2
-                al[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
-                bl[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
-            }
-#pragma unroll
-            for (int kk = 0; kk < BK; kk += Ops::KSTEP)
-                Ops::template step<LDA, LDB>(acc, As[r], Bs[r], wm, wn, lane, kk);
-            if (t + 1 < tiles) {
-                al[r ^ 1].store(As[r ^ 1]);
-                bl[r ^ 1].store(Bs[r ^ 1]);
-            }
-            __syncthreads();
-        }
-    }
+        for (int kk = 0; kk < BK; kk += Ops::KSTEP) Ops::template step<LDA, LDB>(acc, as, bs, wm, wn, lane, kk);
+    });
     const int g = lane / 4, tq = lane % 4;
     i64 col[4][2], row[2][2];
     i32 ns[4][2], ms[2][2];
@@ -304,49 +316,20 @@ EDGERT_FN void gemm_fma(const GemmParams& p) {
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
 
-    // The same two-register-set pipeline as gemm_mma: tiles t+1 and t+2 load while tile t computes.
-    const int tiles = s.kend > s.kbeg ? (s.kend - s.kbeg + BK - 1) / BK : 0;
+    k_loop<BK>(al, bl, As[0], As[1], Bs[0], Bs[1], s, [&](const T* as, const T* bs) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
-        if (r < tiles) {
-            al[r].fetch(s.kbeg + r * BK, s.kend);
-            bl[r].fetch(s.kbeg + r * BK, s.kend);
+        for (int k = 0; k < BK; ++k) {
+            Acc av[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) av[i] = to_compute(as[k * LDA + ty * TM + i]);
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = to_compute(bs[k * LDB + tx * TN + j]);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
         }
-    if (tiles > 0) {
-        al[0].store(As[0]);
-        bl[0].store(Bs[0]);
-    }
-    __syncthreads();
-    for (int t0 = 0; t0 < tiles; t0 += 2) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int t = t0 + r;
-            if (t >= tiles) break;
-            if (t + 2 < tiles) {
-                al[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
-                bl[r].fetch(s.kbeg + (t + 2) * BK, s.kend);
-            }
-            const T* as = As[r];
-            const T* bs = Bs[r];
-#pragma unroll
-            for (int k = 0; k < BK; ++k) {
-                Acc av[TM], bv[TN];
-#pragma unroll
-                for (int i = 0; i < TM; ++i) av[i] = to_compute(as[k * LDA + ty * TM + i]);
-#pragma unroll
-                for (int j = 0; j < TN; ++j) bv[j] = to_compute(bs[k * LDB + tx * TN + j]);
-#pragma unroll
-                for (int i = 0; i < TM; ++i)
-#pragma unroll
-                    for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
-            }
-            if (t + 1 < tiles) {
-                al[r ^ 1].store(As[r ^ 1]);
-                bl[r ^ 1].store(Bs[r ^ 1]);
-            }
-            __syncthreads();
-        }
-    }
+    });
     i64 col[TN], row[TM];
 #pragma unroll
     for (int j = 0; j < TN; ++j) col[j] = column_offset<CONV>(p, s.o_off, n_block + tx * TN + j);
