@@ -141,39 +141,39 @@ EDGERT_FN void k_loop(AL (&al)[2], BL (&bl)[2], T* as0, T* as1, T* bs0, T* bs1, 
 }
 
 // -- tensor-core kernels: fp16 (mma.m16n8k16) and, opt-in, fp32 through tf32 (mma.m16n8k8) ---------
-// One k-step of a warp's 32x32 tile: A fragments through ldmatrix from shared [m][k]; B from shared
-// [k][n] (ldmatrix.trans for halves, plain loads for floats, conflict-free with LDB % 32 == 8).
+// One k-step of a warp's 32 x (8*NJ) tile: A fragments through ldmatrix from shared [m][k]; B from
+// shared [k][n] (ldmatrix.trans for halves, plain loads for floats, conflict-free with LDB % 32 == 8).
 template <class T> struct MmaOps;
 template <> struct MmaOps<half_t> {
     static constexpr int KSTEP = 16;
     static constexpr int APAD = 8;     // 16-byte row padding: ldmatrix rows hit distinct banks
-    template <int LDA, int LDB>
-    static EDGERT_FN void step(float acc[2][4][4], const half_t* as, const half_t* bs, int wm, int wn, int lane,
+    template <int LDA, int LDB, int NJ>
+    static EDGERT_FN void step(float acc[2][NJ][4], const half_t* as, const half_t* bs, int wm, int wn, int lane,
                                int kk) {
-        u32 af[2][4], bf[4][2];
+        u32 af[2][4], bf[NJ][2];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
             ldmatrix_x4<false>(af[i], as + (wm * 32 + i * 16 + lane % 16) * LDA + kk + (lane / 16) * 8);
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < NJ / 2; ++j) {
             u32 r[4];
-            ldmatrix_x4<true>(r, bs + (kk + lane % 16) * LDB + wn * 32 + j * 16 + (lane / 16) * 8);
+            ldmatrix_x4<true>(r, bs + (kk + lane % 16) * LDB + wn * 8 * NJ + j * 16 + (lane / 16) * 8);
             bf[2 * j][0] = r[0]; bf[2 * j][1] = r[1];
             bf[2 * j + 1][0] = r[2]; bf[2 * j + 1][1] = r[3];
         }
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) mma_16816(acc[i][j], af[i], bf[j]);
+            for (int j = 0; j < NJ; ++j) mma_16816(acc[i][j], af[i], bf[j]);
     }
 };
 template <> struct MmaOps<float> {
     static constexpr int KSTEP = 8;
     static constexpr int APAD = 4;
-    template <int LDA, int LDB>
-    static EDGERT_FN void step(float acc[2][4][4], const float* as, const float* bs, int wm, int wn, int lane,
+    template <int LDA, int LDB, int NJ>
+    static EDGERT_FN void step(float acc[2][NJ][4], const float* as, const float* bs, int wm, int wn, int lane,
                                int kk) {
-        u32 af[2][4], bf[4][2];
+        u32 af[2][4], bf[NJ][2];
         const int g = lane / 4, t = lane % 4;
 #pragma unroll
         for (int i = 0; i < 2; ++i) {   // 8x4 blocks of 32-bit values: ldmatrix sees them as 8x8 halves
@@ -183,23 +183,24 @@ template <> struct MmaOps<float> {
             for (int r = 0; r < 4; ++r) af[i][r] = to_tf32(__uint_as_float(af[i][r]));
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            bf[j][0] = to_tf32(bs[(kk + t) * LDB + wn * 32 + j * 8 + g]);
-            bf[j][1] = to_tf32(bs[(kk + t + 4) * LDB + wn * 32 + j * 8 + g]);
+        for (int j = 0; j < NJ; ++j) {
+            bf[j][0] = to_tf32(bs[(kk + t) * LDB + wn * 8 * NJ + j * 8 + g]);
+            bf[j][1] = to_tf32(bs[(kk + t + 4) * LDB + wn * 8 * NJ + j * 8 + g]);
         }
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) mma_1688_tf32(acc[i][j], af[i], bf[j]);
+            for (int j = 0; j < NJ; ++j) mma_1688_tf32(acc[i][j], af[i], bf[j]);
     }
 };
 
-// Warp tile 32x32 (2 x m16, 4 x n8); block tile (32*WM) x (32*WN) x BK; K loop as k_loop.
-template <class T, int WM, int WN, int BK, int AVEC, bool A_MFAST, class BLoad, bool CONV, bool SPLIT, class E,
-          bool PAIR>
+// Warp tile 32 x (8*NJ) (2 x m16, NJ x n8: NJ = 4, or 2 for twice the warps on a tile); block tile
+// (32*WM) x (8*NJ*WN) x BK; K loop as k_loop.
+template <class T, int WM, int WN, int NJ, int BK, int AVEC, bool A_MFAST, class BLoad, bool CONV, bool SPLIT,
+          class E, bool PAIR>
 EDGERT_FN void gemm_mma(const GemmParams& p) {
     typedef MmaOps<T> Ops;
-    constexpr int BM = 32 * WM, BN = 32 * WN, THREADS = WM * WN * 32;
+    constexpr int BM = 32 * WM, BN = 8 * NJ * WN, THREADS = WM * WN * 32, PER = 8 * NJ;
     constexpr int LDA = BK + Ops::APAD, LDB = BN + 8;
     __shared__ __align__(16) T As[2][BM * LDA];
     __shared__ __align__(16) T Bs[2][BK * LDB];
@@ -216,26 +217,26 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm = warp % WM, wn = warp / WM;
-    float acc[2][4][4];
+    float acc[2][NJ][4];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NJ; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
     k_loop<BK>(al, bl, As[0], As[1], Bs[0], Bs[1], s, [&](const T* as, const T* bs) {
 #pragma unroll
-        for (int kk = 0; kk < BK; kk += Ops::KSTEP) Ops::template step<LDA, LDB>(acc, as, bs, wm, wn, lane, kk);
+        for (int kk = 0; kk < BK; kk += Ops::KSTEP) Ops::template step<LDA, LDB, NJ>(acc, as, bs, wm, wn, lane, kk);
     });
     const int g = lane / 4, tq = lane % 4;
-    i64 col[4][2], row[2][2];
-    i32 ns[4][2], ms[2][2];
+    i64 col[NJ][2], row[2][2];
+    i32 ns[NJ][2], ms[2][2];
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < NJ; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-            ns[j][e] = n_block + wn * 32 + j * 8 + 2 * tq + e;
+            ns[j][e] = n_block + wn * 8 * NJ + j * 8 + 2 * tq + e;
             col[j][e] = column_offset<CONV>(p, s.o_off, ns[j][e]);
         }
 #pragma unroll
@@ -245,39 +246,39 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
             ms[i][h] = m_block + wm * 32 + i * 16 + g + 8 * h;
             row[i][h] = row_offset<CONV>(p, s.m_off + ms[i][h]);
         }
-    if (SPLIT) {   // 32 accumulators per thread: 8 float4 chunks, contiguous per thread (see split_slot)
-        float4* mine = split_slot<32>(p, blockIdx.z, THREADS);
+    if (SPLIT) {   // PER accumulators per thread as float4 chunks, contiguous per thread (see split_slot)
+        float4* mine = split_slot<PER>(p, blockIdx.z, THREADS);
 #pragma unroll
-        for (int q = 0; q < 8; ++q) mine[q] = make_f4(acc[q / 4][q % 4]);
+        for (int q = 0; q < PER / 4; ++q) mine[q] = make_f4(acc[q / NJ][q % NJ]);
         if (!split_arrive(p)) return;
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
-            for (int j = 0; j < 4; ++j)
+            for (int j = 0; j < NJ; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
         // Four splits' partials in flight at once (the main loop's registers are free by now): the
         // sum waits for a quarter as many L2 round trips, and still adds in split order.
         for (u32 z0 = 0; z0 < gridDim.z; z0 += 4) {
-            float4 v[4][8];
+            float4 v[4][PER / 4];
 #pragma unroll
             for (int u = 0; u < 4; ++u)
                 if (z0 + u < gridDim.z) {
-                    const float4* part = split_slot<32>(p, z0 + u, THREADS);
+                    const float4* part = split_slot<PER>(p, z0 + u, THREADS);
 #pragma unroll
-                    for (int q = 0; q < 8; ++q) v[u][q] = __ldcg(part + q);
+                    for (int q = 0; q < PER / 4; ++q) v[u][q] = __ldcg(part + q);
                 }
 #pragma unroll
             for (int u = 0; u < 4; ++u)
                 if (z0 + u < gridDim.z)
 #pragma unroll
-                    for (int q = 0; q < 8; ++q) add_f4(acc[q / 4][q % 4], v[u][q]);
+                    for (int q = 0; q < PER / 4; ++q) add_f4(acc[q / NJ][q % NJ], v[u][q]);
         }
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NJ; ++j)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const i32 m = ms[i][h];

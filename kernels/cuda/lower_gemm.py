@@ -39,16 +39,16 @@ def gemm_params(*, a, b, out, ws=("0",), counters=("0",), ktab=("0",), M, N, K, 
 
 
 def _kernel_source(ctx: LowerContext, dtype: str, engine: str, bm: int, bn: int, bk: int, avec: int, a_mfast: bool,
-                   bload: str, conv: bool, split: bool, epi_name: str, pair: bool) -> tuple[str, int]:
+                   bload: str, conv: bool, split: bool, epi_name: str, pair: bool, nj: int = 4) -> tuple[str, int]:
     """(kernel name, threads) of one GEMM instantiation; ``engine``: "mma" (fp16 tensor cores),
-    "tf32" (fp32 data on tensor cores) or "fma" (exact fp32/fp64)."""
+    "tf32" (fp32 data on tensor cores) or "fma" (exact fp32/fp64); ``nj``: n8 fragments per warp."""
     conv_flag, split_flag, pair_flag = str(conv).lower(), str(split).lower(), str(pair).lower()
     t, vec = cg.ctype(dtype), 16 // np.dtype(dtype).itemsize
     if engine == "fma":
         tm, tn = bm // 16, bn // 16
         threads, ld = (bm // tm) * (bn // tn), bn + 4
     else:
-        wm, wn = bm // 32, bn // 32
+        wm, wn = bm // 32, bn // (8 * nj)
         threads, ld = wm * wn * 32, bn + 8
     loader = {"strided": f"BStrided<{t}, {bk}, {bn}, {threads}, 1, {ld}>",
               "strided_vec": f"BStrided<{t}, {bk}, {bn}, {threads}, {vec}, {ld}>",
@@ -59,7 +59,7 @@ def _kernel_source(ctx: LowerContext, dtype: str, engine: str, bm: int, bn: int,
         call = (f"gemm_fma<{t}, {bm}, {bn}, {tm}, {tn}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, "
                 f"{split_flag}, {epi_name}, {pair_flag}>(p);")
     else:
-        call = (f"gemm_mma<{t}, {wm}, {wn}, {bk}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, "
+        call = (f"gemm_mma<{t}, {wm}, {wn}, {nj}, {bk}, {avec}, {str(a_mfast).lower()}, {loader}, {conv_flag}, "
                 f"{split_flag}, {epi_name}, {pair_flag}>(p);")
     source = f"""
 extern "C" __global__ void __launch_bounds__({threads}) KERNEL(GemmParams p) {{
@@ -92,7 +92,8 @@ def emit_gemm(ctx: LowerContext, layer: dict, *, dtype: str, M: int, N: int, K: 
     k_per_split = math.ceil(math.ceil(K / bk) / splits) * bk
     splits = math.ceil(K / k_per_split) if K else 1
     split = splits > 1
-    name, threads = _kernel_source(ctx, dtype, engine, bm, bn, bk, avec, a_mfast, bload, conv, split, epi_name, pair)
+    name, threads = _kernel_source(ctx, dtype, engine, bm, bn, bk, avec, a_mfast, bload, conv, split, epi_name, pair,
+                                   tactic.nj)
     grid = (math.ceil(N / bn), math.ceil(M / bm), splits if split else Z)
     if split:   # fp32 partial tiles (whole tiles, edges included), and one arrival counter per output tile
         ctx.need_workspace(splits * grid[0] * bn * grid[1] * bm * 4)

@@ -151,15 +151,19 @@ class GemmTactic:
     loader: str
     name: str
     bk: int = 0
+    nj: int = 4              # tensor-core kernels: n8 fragments per warp (4: 32x32 warp tiles, 2: 32x16)
 
 
-def make_tactic(problem: GemmProblem, bm: int, bn: int, splits: int, loader: str, bk: int | None = None) -> GemmTactic:
-    """The tactic, named like its launch; a K tile other than the engine's usual one is named (``bk64``)."""
+def make_tactic(problem: GemmProblem, bm: int, bn: int, splits: int, loader: str, bk: int | None = None,
+                nj: int = 4) -> GemmTactic:
+    """The tactic, named like its launch; a K tile other than the engine's usual one is named (``bk64``),
+    and so are narrow warp tiles (``w16``: twice the warps on the block tile)."""
     bk = bk or problem.bk
     splits = problem.effective_splits(splits, bk)
     depth = f" bk{bk}" if bk != problem.bk else ""
-    name = f"{dict(problem.algorithms)[loader]} {problem.engine} {bm}x{bn}{depth} splitk{splits}"
-    return GemmTactic(bm, bn, splits, loader, name, bk)
+    warps = " w16" if nj == 2 else ""
+    name = f"{dict(problem.algorithms)[loader]} {problem.engine} {bm}x{bn}{warps}{depth} splitk{splits}"
+    return GemmTactic(bm, bn, splits, loader, name, bk, nj)
 
 
 def smem_bytes(problem: GemmProblem, bm: int, bn: int, bk: int | None = None) -> int:
@@ -171,8 +175,8 @@ def smem_bytes(problem: GemmProblem, bm: int, bn: int, bk: int | None = None) ->
     return 2 * itemsize * (bm * (bk + a_pad) + bk * (bn + 8))
 
 
-def threads(problem: GemmProblem, bm: int, bn: int) -> int:
-    return 256 if problem.engine == "fma" else (bm // 32) * (bn // 32) * 32
+def threads(problem: GemmProblem, bm: int, bn: int, nj: int = 4) -> int:
+    return 256 if problem.engine == "fma" else (bm // 32) * (bn // (8 * nj)) * 32
 
 
 def tile_ok(problem: GemmProblem, bm: int, bn: int, loader: str, bk: int | None = None) -> bool:
@@ -183,6 +187,18 @@ def tile_ok(problem: GemmProblem, bm: int, bn: int, loader: str, bk: int | None 
     if loader == "tapmajor" and (not problem.tap_channels or problem.tap_channels % bk):
         return False   # a tap-major K tile is channels of one tap
     return smem_bytes(problem, bm, bn, bk) <= MAX_STATIC_SMEM
+
+
+def _warp_widths(problem: GemmProblem, bm: int, bn: int, loader: str, bk: int) -> tuple:
+    """n8 fragments per warp the tensor-core kernel may use for this tile: 32-wide warp tiles, and
+    16-wide ones (twice the warps, half the registers each) while the block stays within 256 threads
+    and the 1x1 vector loader still has a row of the K tile per thread group (its static_assert)."""
+    if problem.engine == "fma":
+        return (4,)
+    vec = 16 // _ITEMSIZE[problem.dtype]
+    narrow = threads(problem, bm, bn, 2) <= 256 and not (loader == "pointwise" and
+                                                          threads(problem, bm, bn, 2) * vec // bn > bk)
+    return (4, 2) if narrow else (4,)
 
 
 def _fit(dim: int) -> int:
@@ -198,9 +214,10 @@ def candidates(problem: GemmProblem) -> list[GemmTactic]:
                 for bk in problem.k_tile_options:
                     if bm > _fit(problem.M) or bn > _fit(problem.N) or not tile_ok(problem, bm, bn, loader, bk):
                         continue
-                    for splits in SPLITS if problem.allow_split else (1,):
-                        tactic = make_tactic(problem, bm, bn, splits, loader, bk)
-                        found.setdefault(tactic.name, tactic)
+                    for nj in _warp_widths(problem, bm, bn, loader, bk):
+                        for splits in SPLITS if problem.allow_split else (1,):
+                            tactic = make_tactic(problem, bm, bn, splits, loader, bk, nj)
+                            found.setdefault(tactic.name, tactic)
     return list(found.values())
 
 
@@ -231,8 +248,9 @@ def estimate_us(problem: GemmProblem, tactic: GemmTactic, gpu: GpuRates) -> floa
     k_len = math.ceil(problem.k_tiles_of(tactic.bk) / splits) * tactic.bk
     efficiency = _LOADER_EFFICIENCY.get(tactic.loader, 1.0) / (1 + _TILE_LOAD_COST * (1 / bm + 1 / bn))
     block_cycles = bm * bn * k_len / (_sm_rate(problem, gpu) * efficiency) + _BLOCK_FIXED_CYCLES
-    warps = threads(problem, bm, bn) // 32
-    resident = max(1, min(2048 // threads(problem, bm, bn), gpu.smem_per_sm // smem_bytes(problem, bm, bn, tactic.bk),
+    warps = threads(problem, bm, bn, tactic.nj) // 32
+    resident = max(1, min(2048 // threads(problem, bm, bn, tactic.nj),
+                          gpu.smem_per_sm // smem_bytes(problem, bm, bn, tactic.bk),
                           16))
     left, cycles = math.ceil(blocks / gpu.sm_count), 0.0
     while left > 0:   # the busiest SM's blocks, in groups of as many as fit at once
