@@ -1,4 +1,4 @@
-"""int8 CUDA kernels (kernels/cuda/lower_int8.py, int8.cuh) against the CPU int8 reference (kernels/cpu/int8.py).
+"""int8 CUDA kernels (kernels/cuda/lower_int8.py, lower_int8_gemm.py, int8.cuh) against the CPU int8 reference (kernels/cpu/int8.py).
 
 Plans are built with ``precision="int8"``, every layer forced int8 by a rule and calibrated on one random batch,
 then run on fresh random inputs. The CUDA kernels must reproduce the reference's int8 codes exactly: every
