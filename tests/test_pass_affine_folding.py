@@ -95,3 +95,13 @@ def test_does_not_fire_on_a_variable_operand_or_mixed_types():
                           {"axis": 1}, name="bn_float32"), "y")   # float32 constants on a float16 tensor
     assert affine_folding.run(graph) == 0
     assert affine_folding.run(half) == 0
+
+
+def test_does_not_fold_a_division_by_zero():
+    """x / 0 is ±inf (NaN for 0 / 0); folded as a factor 1 / 0 = inf times a later 0 it would be NaN."""
+    graph, (x,) = new_graph((1, 3, 2, 2))
+    zero = graph.constant(np.array([1.0, 0.0, 2.0], np.float32).reshape(3, 1, 1))
+    y = _binary(graph, ElementWiseOp.DIV, x, zero, "div")
+    y = _binary(graph, ElementWiseOp.PROD, y, graph.constant(np.zeros((3, 1, 1), np.float32)), "mul")
+    graph.add_output(y, "y")
+    assert affine_folding.run(graph) == 0

@@ -53,11 +53,12 @@ def affine_of(node: Node, conv_out) -> tuple[np.ndarray, np.ndarray] | None:
                                                                  and b is not other):
         return None
     c = channel_vector(other, shape)
-    if c is None:
-        return None
+    if c is None or (op == ElementWiseOp.DIV and not np.all(c != 0)):
+        return None   # x / 0 is ±inf or NaN; as a factor of inf it would poison whatever it is folded into
     one, zero = np.ones_like(c), np.zeros_like(c)
-    return {ElementWiseOp.PROD: (c, zero), ElementWiseOp.DIV: (1 / c, zero),
-            ElementWiseOp.SUM: (one, c), ElementWiseOp.SUB: (one, -c)}[op]
+    if op == ElementWiseOp.DIV:
+        return 1 / c, zero
+    return {ElementWiseOp.PROD: (c, zero), ElementWiseOp.SUM: (one, c), ElementWiseOp.SUB: (one, -c)}[op]
 
 
 def fold_into(graph: Graph, conv: Node, affine: Node, multiplier: np.ndarray, addend: np.ndarray) -> None:
