@@ -106,9 +106,9 @@ def test_candidates_are_valid_distinct_and_include_the_cost_model_pick(gemm):
 
 
 @pytest.mark.parametrize("gpu, gemm, expected", [
-    (H100, problem(64, 3136, 576), "implicit-gemm-tap mma 64x64 splitk4"),           # resnet50 3x3, batch 1
-    (H100, problem(256, 3136, 64, algorithms=ONE_BY_ONE), "conv1x1 mma 64x64 splitk1"),
-    (H100, problem(512, 196, 4608), "implicit-gemm-tap mma 64x64 splitk8"),
+    (H100, problem(64, 3136, 576), "implicit-gemm-tap mma 64x64 w16 bk64 splitk3"),           # resnet50 3x3, batch 1
+    (H100, problem(256, 3136, 64, algorithms=ONE_BY_ONE), "conv1x1 mma 64x64 w16 bk64 splitk1"),
+    (H100, problem(512, 196, 4608), "implicit-gemm-tap mma 64x64 w16 bk64 splitk8"),
     (H100, problem(64, 8 * 12544, 147, algorithms=TAP[1:]), "implicit-gemm mma 64x128 splitk1"),  # stem, batch 8
     (H100, problem(1000, 1, 2048, "float32", (("strided_vec", "gemm-swapped"),), op="matmul"),
      "gemm-swapped fma 64x32 splitk16"),
@@ -119,6 +119,8 @@ def test_candidates_are_valid_distinct_and_include_the_cost_model_pick(gemm):
     (H100, problem(512, 512, 512, "float64", split=False), "implicit-gemm-tap fma 64x64 splitk1"),
 ])
 def test_cost_model_keeps_the_tile_rule_on_typical_layers(gpu, gemm, expected):
+    """The rule's tile and split; tensor-core tiles take 32x16 warp tiles and the double-depth K tile where
+    the templates allow (the stem's 64x128 tile allows neither)."""
     assert CostModel(gpu).best(gemm).name == expected
 
 
