@@ -74,30 +74,13 @@ namespace emu {
 inline float half_of(u32 reg, int which) { half_t h; h.bits = u16(which ? reg >> 16 : reg & 0xffff); return h2f(h); }
 }
 EDGERT_FN void mma_16816(float d[4], const u32 a[4], const u32 b[2]) {
-    u32* mine = reinterpret_cast<u32*>(emu::my_slot());
-    for (int i = 0; i < 4; ++i) mine[i] = a[i];
-    mine[4] = b[0];
-    mine[5] = b[1];
-    emu::sync_warp();
-    int warp = emu::current->linear >> 5, lane = emu::lane(), g = lane >> 2, t = lane & 3;
-    auto A = [&](int r, int k) {
+    emu::mma_exchange<16, float>(d, a, b, [](int warp, int r, int k) {
         const u32* src = reinterpret_cast<const u32*>(emu::slot(warp, (r & 7) * 4 + ((k & 7) >> 1)));
-        int reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
-        return emu::half_of(src[reg], k & 1);
-    };
-    auto B = [&](int k, int n) {
+        return emu::half_of(src[(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k & 1);
+    }, [](int warp, int k, int n) {
         const u32* src = reinterpret_cast<const u32*>(emu::slot(warp, n * 4 + ((k & 7) >> 1)));
         return emu::half_of(src[4 + (k >= 8 ? 1 : 0)], k & 1);
-    };
-    float result[4];
-    for (int i = 0; i < 4; ++i) {
-        int r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
-        float s = 0.f;
-        for (int k = 0; k < 16; ++k) s += A(r, k) * B(k, n);
-        result[i] = d[i] + s;
-    }
-    emu::sync_warp();
-    for (int i = 0; i < 4; ++i) d[i] = result[i];
+    });
 }
 // ldmatrix.x4: lane l gives the address of row (l % 8) of matrix (l / 8); each matrix is 8x8 halves.
 template <bool TRANS>
@@ -136,30 +119,14 @@ EDGERT_FN u32 to_tf32(float v) {
     return bits;
 }
 EDGERT_FN void mma_1688_tf32(float d[4], const u32 a[4], const u32 b[2]) {
-    u32* mine = reinterpret_cast<u32*>(emu::my_slot());
-    for (int i = 0; i < 4; ++i) mine[i] = a[i];
-    mine[4] = b[0];
-    mine[5] = b[1];
-    emu::sync_warp();
-    int warp = emu::current->linear >> 5, lane = emu::lane(), g = lane >> 2, t = lane & 3;
     auto value = [](u32 bits) { float f; std::memcpy(&f, &bits, 4); return f; };
-    auto A = [&](int r, int k) {
+    emu::mma_exchange<8, float>(d, a, b, [&](int warp, int r, int k) {
         const u32* src = reinterpret_cast<const u32*>(emu::slot(warp, (r & 7) * 4 + (k & 3)));
         return value(src[(r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
-    };
-    auto B = [&](int k, int n) {
+    }, [&](int warp, int k, int n) {
         const u32* src = reinterpret_cast<const u32*>(emu::slot(warp, n * 4 + (k & 3)));
         return value(src[4 + (k >= 4 ? 1 : 0)]);
-    };
-    float result[4];
-    for (int i = 0; i < 4; ++i) {
-        int r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
-        float s = 0.f;
-        for (int k = 0; k < 8; ++k) s += A(r, k) * B(k, n);
-        result[i] = d[i] + s;
-    }
-    emu::sync_warp();
-    for (int i = 0; i < 4; ++i) d[i] = result[i];
+    });
 }
 #else
 EDGERT_FN void mma_16816(float d[4], const u32 a[4], const u32 b[2]) {

@@ -225,6 +225,30 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 
+// ==== tensor-core mma through the warp's exchange area (common.cuh and int8.cuh use it) ================
+namespace emu {
+// Each lane publishes its fragments (a0..a3, b0, b1), then computes its four C elements (rows g, g + 8,
+// columns 2t, 2t + 1) as d + sum over k of A(warp, r, k) * B(warp, k, n), summed in type Sum.
+template <int K, class Sum, class Acc, class GetA, class GetB>
+inline void mma_exchange(Acc d[4], const unsigned a[4], const unsigned b[2], GetA A, GetB B) {
+    unsigned* mine = reinterpret_cast<unsigned*>(my_slot());
+    for (int i = 0; i < 4; ++i) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    sync_warp();
+    const int warp = current->linear >> 5, g = lane() >> 2, t = lane() & 3;
+    Acc result[4];
+    for (int i = 0; i < 4; ++i) {
+        const int r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
+        Sum s = Sum(0);
+        for (int k = 0; k < K; ++k) s += Sum(A(warp, r, k) * B(warp, k, n));
+        result[i] = Acc(Sum(d[i]) + s);
+    }
+    sync_warp();
+    for (int i = 0; i < 4; ++i) d[i] = result[i];
+}
+}  // namespace emu
+
 // ==== int8 (kernels/cuda/int8.cuh): dp4a and the s8 tensor-core mma ====================================
 // __dp4a: four signed byte products added to c, wrapping like the 32-bit hardware adder.
 inline int __dp4a(int a, int b, int c) {
@@ -240,29 +264,13 @@ namespace emu {
 //   A: a0 = A[g][4t..], a1 = A[g+8][4t..], a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]
 //   B: b0 = B[4t..][g], b1 = B[16+4t..][g];  C: c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]
 inline void mma_s8_16832(int d[4], const unsigned a[4], const unsigned b[2]) {
-    unsigned* mine = reinterpret_cast<unsigned*>(my_slot());
-    for (int i = 0; i < 4; ++i) mine[i] = a[i];
-    mine[4] = b[0];
-    mine[5] = b[1];
-    sync_warp();
-    const int warp = current->linear >> 5, g = lane() >> 2, t = lane() & 3;
     auto byte_of = [](unsigned reg, int k) { return int(static_cast<signed char>(reg >> (8 * (k & 3)))); };
-    auto A = [&](int r, int k) {
+    mma_exchange<32, unsigned>(d, a, b, [&](int warp, int r, int k) {   // unsigned: wraps like the hardware
         const unsigned* src = reinterpret_cast<const unsigned*>(slot(warp, (r & 7) * 4 + ((k & 15) >> 2)));
         return byte_of(src[(r >= 8 ? 1 : 0) + (k >= 16 ? 2 : 0)], k);
-    };
-    auto B = [&](int k, int n) {
+    }, [&](int warp, int k, int n) {
         const unsigned* src = reinterpret_cast<const unsigned*>(slot(warp, n * 4 + ((k & 15) >> 2)));
         return byte_of(src[4 + (k >= 16 ? 1 : 0)], k);
-    };
-    int result[4];
-    for (int i = 0; i < 4; ++i) {
-        const int r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
-        unsigned sum = unsigned(d[i]);
-        for (int k = 0; k < 32; ++k) sum += unsigned(A(r, k) * B(k, n));
-        result[i] = int(sum);
-    }
-    sync_warp();
-    for (int i = 0; i < 4; ++i) d[i] = result[i];
+    });
 }
 }  // namespace emu

@@ -73,8 +73,48 @@ EDGERT_FN float4* split_slot(const GemmParams& p, u32 z, int threads) {
     const i64 tile = i64(blockIdx.y) * gridDim.x + blockIdx.x;
     return reinterpret_cast<float4*>(p.ws + ((tile * gridDim.z + z) * threads + threadIdx.x) * PER);
 }
-EDGERT_FN float4 make_f4(const float c[4]) { float4 v; v.x = c[0]; v.y = c[1]; v.z = c[2]; v.w = c[3]; return v; }
-EDGERT_FN void add_f4(float c[4], const float4& v) { c[0] += v.x; c[1] += v.y; c[2] += v.z; c[3] += v.w; }
+
+// Split-K, for a thread's PER accumulators (PER a multiple of 4, in acc[0..PER)): every block leaves its
+// partial sums in the workspace; false for all but the last block of the tile, which gets back the
+// sum over every split, added in split order (deterministic). AHEAD splits' partials are in flight at
+// once (the main loop's registers are free by now), so the sum waits for that many fewer L2 round trips.
+template <int PER, int AHEAD, class Acc>
+EDGERT_FN bool split_k_sum(const GemmParams& p, int threads, Acc* acc) {
+    constexpr int CHUNKS = PER / 4;
+    static_assert(PER % 4 == 0, "float4 chunks");
+    float4* mine = split_slot<PER>(p, blockIdx.z, threads);
+#pragma unroll
+    for (int q = 0; q < CHUNKS; ++q) {
+        float4 v;
+        v.x = float(acc[4 * q]); v.y = float(acc[4 * q + 1]); v.z = float(acc[4 * q + 2]); v.w = float(acc[4 * q + 3]);
+        mine[q] = v;
+    }
+    if (!split_arrive(p)) return false;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) acc[i] = Acc(0);
+    for (u32 z0 = 0; z0 < gridDim.z; z0 += AHEAD) {
+        float4 v[AHEAD][CHUNKS];
+#pragma unroll
+        for (int u = 0; u < AHEAD; ++u)
+            if (z0 + u < gridDim.z) {
+                const float4* part = split_slot<PER>(p, z0 + u, threads);
+#pragma unroll
+                for (int q = 0; q < CHUNKS; ++q) v[u][q] = __ldcg(part + q);
+            }
+#pragma unroll
+        for (int u = 0; u < AHEAD; ++u) {
+            if (z0 + u >= gridDim.z) break;
+#pragma unroll
+            for (int q = 0; q < CHUNKS; ++q) {
+                acc[4 * q] += Acc(v[u][q].x);
+                acc[4 * q + 1] += Acc(v[u][q].y);
+                acc[4 * q + 2] += Acc(v[u][q].z);
+                acc[4 * q + 3] += Acc(v[u][q].w);
+            }
+        }
+    }
+    return true;
+}
 
 // Block position: which group / batch / split blockIdx.z stands for.
 struct BlockSetup { i64 a_off, b_off, o_off; i32 m_off, kbeg, kend; };
@@ -97,6 +137,18 @@ EDGERT_FN BlockSetup block_setup(const GemmParams& p) {
         batch_offsets(p, blockIdx.z, s.a_off, s.b_off, s.o_off);
     }
     return s;
+}
+
+// Both register sets of both loaders at the block's tile (every kernel keeps two, see k_loop).
+template <class T, class AL, class BL>
+EDGERT_FN void init_loaders(AL (&al)[2], BL (&bl)[2], const GemmParams& p, const BlockSetup& s, i32 m_block,
+                            i32 n_block) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        al[r].a = static_cast<const T*>(p.a) + s.a_off;
+        al[r].m0 = m_block; al[r].M = p.M; al[r].sm = p.a_sm; al[r].sk = p.a_sk;
+        bl[r].init(p, static_cast<const T*>(p.b) + s.b_off, n_block);
+    }
 }
 
 // -- the K loop shared by every GEMM kernel ------------------------------------------------------
@@ -208,12 +260,7 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
     const i32 m_block = blockIdx.y * BM, n_block = blockIdx.x * BN;
     ALoader<T, BM, BK, THREADS, AVEC, A_MFAST, true, LDA> al[2];
     BLoad bl[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        al[r].a = static_cast<const T*>(p.a) + s.a_off;
-        al[r].m0 = m_block; al[r].M = p.M; al[r].sm = p.a_sm; al[r].sk = p.a_sk;
-        bl[r].init(p, static_cast<const T*>(p.b) + s.b_off, n_block);
-    }
+    init_loaders<T>(al, bl, p, s, m_block, n_block);
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm = warp % WM, wn = warp / WM;
@@ -246,35 +293,7 @@ EDGERT_FN void gemm_mma(const GemmParams& p) {
             ms[i][h] = m_block + wm * 32 + i * 16 + g + 8 * h;
             row[i][h] = row_offset<CONV>(p, s.m_off + ms[i][h]);
         }
-    if (SPLIT) {   // PER accumulators per thread as float4 chunks, contiguous per thread (see split_slot)
-        float4* mine = split_slot<PER>(p, blockIdx.z, THREADS);
-#pragma unroll
-        for (int q = 0; q < PER / 4; ++q) mine[q] = make_f4(acc[q / NJ][q % NJ]);
-        if (!split_arrive(p)) return;
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int j = 0; j < NJ; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-        // Four splits' partials in flight at once (the main loop's registers are free by now): the
-        // sum waits for a quarter as many L2 round trips, and still adds in split order.
-        for (u32 z0 = 0; z0 < gridDim.z; z0 += 4) {
-            float4 v[4][PER / 4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u)
-                if (z0 + u < gridDim.z) {
-                    const float4* part = split_slot<PER>(p, z0 + u, THREADS);
-#pragma unroll
-                    for (int q = 0; q < PER / 4; ++q) v[u][q] = __ldcg(part + q);
-                }
-#pragma unroll
-            for (int u = 0; u < 4; ++u)
-                if (z0 + u < gridDim.z)
-#pragma unroll
-                    for (int q = 0; q < PER / 4; ++q) add_f4(acc[q / NJ][q % NJ], v[u][q]);
-        }
-    }
+    if (SPLIT && !split_k_sum<PER, 4>(p, THREADS, &acc[0][0][0])) return;
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -303,12 +322,7 @@ EDGERT_FN void gemm_fma(const GemmParams& p) {
     const i32 m_block = blockIdx.y * BM, n_block = blockIdx.x * BN;
     ALoader<T, BM, BK, THREADS, AVEC, A_MFAST, false, LDA> al[2];
     BLoad bl[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        al[r].a = static_cast<const T*>(p.a) + s.a_off;
-        al[r].m0 = m_block; al[r].M = p.M; al[r].sm = p.a_sm; al[r].sk = p.a_sk;
-        bl[r].init(p, static_cast<const T*>(p.b) + s.b_off, n_block);
-    }
+    init_loaders<T>(al, bl, p, s, m_block, n_block);
 
     const int tx = threadIdx.x % (BN / TN), ty = threadIdx.x / (BN / TN);
     Acc acc[TM][TN];
@@ -336,44 +350,7 @@ EDGERT_FN void gemm_fma(const GemmParams& p) {
     for (int j = 0; j < TN; ++j) col[j] = column_offset<CONV>(p, s.o_off, n_block + tx * TN + j);
 #pragma unroll
     for (int i = 0; i < TM; ++i) row[i] = row_offset<CONV>(p, s.m_off + m_block + ty * TM + i);
-    if (SPLIT) {   // TM * TN accumulators per thread (a multiple of 4), as float4 chunks
-        constexpr int CHUNKS = TM * TN / 4;
-        float4* mine = split_slot<TM * TN>(p, blockIdx.z, THREADS);
-#pragma unroll
-        for (int q = 0; q < CHUNKS; ++q) {
-            float c[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) c[e] = float(acc[(4 * q + e) / TN][(4 * q + e) % TN]);
-            mine[q] = make_f4(c);
-        }
-        if (!split_arrive(p)) return;
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-            for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
-        constexpr int AHEAD = CHUNKS >= 8 ? 2 : 4;   // splits in flight at once (as gemm_mma)
-        for (u32 z0 = 0; z0 < gridDim.z; z0 += AHEAD) {
-            float4 v[AHEAD][CHUNKS];
-#pragma unroll
-            for (int u = 0; u < AHEAD; ++u)
-                if (z0 + u < gridDim.z) {
-                    const float4* part = split_slot<TM * TN>(p, z0 + u, THREADS);
-#pragma unroll
-                    for (int q = 0; q < CHUNKS; ++q) v[u][q] = __ldcg(part + q);
-                }
-#pragma unroll
-            for (int u = 0; u < AHEAD; ++u) {
-                if (z0 + u >= gridDim.z) break;
-#pragma unroll
-                for (int q = 0; q < CHUNKS; ++q) {
-                    acc[(4 * q) / TN][(4 * q) % TN] += Acc(v[u][q].x);
-                    acc[(4 * q + 1) / TN][(4 * q + 1) % TN] += Acc(v[u][q].y);
-                    acc[(4 * q + 2) / TN][(4 * q + 2) % TN] += Acc(v[u][q].z);
-                    acc[(4 * q + 3) / TN][(4 * q + 3) % TN] += Acc(v[u][q].w);
-                }
-            }
-        }
-    }
+    if (SPLIT && !split_k_sum<TM * TN, (TM * TN >= 32 ? 2 : 4)>(p, THREADS, &acc[0][0])) return;
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
