@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import sys
@@ -24,6 +25,14 @@ def light_zoo() -> dict:
         name = os.path.basename(path)[len("light_"):-len(".onnx")]
         models[name] = (onnx.load(path), None)
     return models
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every CPU benchmark takes: ``--models NAME...`` and ``--zoo``; add a script's own to it."""
+    result = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    result.add_argument("--models", nargs="*", help="test-model (or zoo/NAME) names; default: all")
+    result.add_argument("--zoo", action="store_true", help="include ONNX's light model zoo")
+    return result
 
 
 def select(names: list[str] | None, zoo: bool) -> dict:

@@ -7,7 +7,6 @@ The child process imports only edgert.runtime (NumPy + msgpack), as on a device.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -36,10 +35,7 @@ print(json.dumps({"import": imported - started, "load": loaded - imported, "firs
 def main() -> None:
     import edgert
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*")
-    parser.add_argument("--zoo", action="store_true")
-    args = parser.parse_args()
+    args = _models.parser(__doc__).parse_args()
     print(f"# cold start on CPU — {_models.machine()}, {datetime.date.today()}")
     print("| model | plan KiB | constants KiB | size / (1.02·const + 64 KiB) | import ms | load ms "
           "| first inference ms | load + first ms |")

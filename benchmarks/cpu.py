@@ -8,7 +8,6 @@ marking the ones whose kernel has no prepared fast path: where to look next.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import statistics
 import time
@@ -28,9 +27,7 @@ def main() -> None:
 
     import edgert
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*")
-    parser.add_argument("--zoo", action="store_true", help="include ONNX's light model zoo")
+    parser = _models.parser(__doc__)
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-opt", action="store_true", help="also time edgert with every graph pass off")

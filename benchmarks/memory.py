@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import statistics
 import time
@@ -20,14 +19,9 @@ def _mib(n: int) -> str:
 
 
 def planner_speed() -> str:
-    from edgert.memory import StepSpec, TensorSpec, plan_memory
-    rng = np.random.default_rng(0)
-    tensors = [TensorSpec(0, 4096, external=True)]
-    steps = []
-    for i in range(1, 1001):
-        sources = tuple(sorted({i - 1, int(rng.integers(max(0, i - 20), i))}))
-        tensors.append(TensorSpec(i, int(rng.integers(1, 1 << 20)), graph_output=i == 1000))
-        steps.append(StepSpec(sources, (i,)))
+    from edgert.memory import plan_memory
+    from memory_graphs import random_layer_graph   # tests/ is on the path (_models)
+    steps, tensors = random_layer_graph(np.random.default_rng(0))
     started = time.perf_counter()
     plan = plan_memory(steps, tensors)
     seconds = time.perf_counter() - started
@@ -38,10 +32,7 @@ def planner_speed() -> str:
 def main() -> None:
     import edgert
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*")
-    parser.add_argument("--zoo", action="store_true")
-    args = parser.parse_args()
+    args = _models.parser(__doc__).parse_args()
     print(f"# memory plans — {_models.machine()}, {datetime.date.today()}")
     print("| model | arena MiB | lower bound MiB | arena / bound | no reuse MiB | arena / no reuse | weights MiB "
           "| schedule | bound with model order MiB | elided layers |")

@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 
 import edgert
 from edgert.memory import ALIGNMENT, Buffer, StepSpec, TensorSpec, assign_offsets, lower_bound, plan_memory
+from memory_graphs import random_layer_graph
 
 
 def _overlap(a, b) -> bool:
@@ -85,13 +86,7 @@ def test_strided_concat_is_not_elided():
 
 def test_a_1000_layer_graph_plans_validly():
     """Timing is measured by benchmarks/memory.py; here: the plan of a big random graph is valid."""
-    rng = np.random.default_rng()
-    tensors = [TensorSpec(0, 4096, external=True)]
-    steps = []
-    for i in range(1, 1001):
-        sources = tuple(sorted({i - 1, int(rng.integers(max(0, i - 20), i))}))
-        tensors.append(TensorSpec(i, int(rng.integers(1, 1 << 20)), graph_output=i == 1000))
-        steps.append(StepSpec(sources, (i,)))
+    steps, tensors = random_layer_graph(np.random.default_rng())
     plan = plan_memory(steps, tensors)
     offsets = plan.pools["cpu"]["offsets"]
     spans = sorted((plan.lifetimes[t.id], offsets[t.id], t.nbytes) for t in tensors[1:])
