@@ -106,12 +106,8 @@ def load_rules(source) -> list[PrecisionRule]:
 
 
 def _parse_rule(entry: dict, index: int, where: str) -> PrecisionRule:
-    unknown = sorted(set(entry) - {"layer", "kind", "device", "precision"})
-    if unknown:
-        raise PrecisionError(f"{where}: rule {index} has unknown key {unknown[0]!r}; expected layer, kind, "
-                             "device and precision")
-    if "layer" not in entry and "kind" not in entry:
-        raise PrecisionError(f"{where}: rule {index} names neither a layer glob nor a kind")
+    from edgert.partitioner.placement import check_rule_keys
+    check_rule_keys(entry, index, where, PrecisionError)
     precision = str(entry["precision"]).lower()
     if precision not in PRECISIONS:
         raise PrecisionError(f"{where}: rule {index} has precision {entry['precision']!r}; expected one of "

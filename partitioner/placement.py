@@ -78,6 +78,17 @@ def read_rule_file(source, what: str, error: type) -> tuple[dict, str]:
     return (source if isinstance(source, dict) else {"rule": list(source)}), what
 
 
+def check_rule_keys(entry: dict, index: int, where: str, error: type) -> None:
+    """A rule's keys, shared by placement and precision rules (one file may hold both): layer and/or kind
+    to select, device and/or precision to set, nothing else."""
+    unknown = sorted(set(entry) - {"layer", "kind", "device", "precision"})
+    if unknown:
+        raise error(f"{where}: rule {index} has unknown key {unknown[0]!r}; "
+                    "expected layer or kind, and device and/or precision")
+    if "layer" not in entry and "kind" not in entry:
+        raise error(f"{where}: rule {index} names neither a layer glob nor a kind")
+
+
 def load_placement(source) -> list[PlacementRule]:
     """Rules from a path, a TOML string's parsed dict, or a list of rule dicts."""
     if isinstance(source, (list, tuple)) and all(isinstance(r, PlacementRule) for r in source):
@@ -92,12 +103,7 @@ def load_placement(source) -> list[PlacementRule]:
 
 def _parse_rule(entry: dict, index: int, where: str) -> PlacementRule | None:
     """The placement part of a rule; None for a rule that only sets a precision (edgert/precision.py)."""
-    unknown = sorted(set(entry) - {"layer", "kind", "device", "precision"})
-    if unknown:
-        raise PlacementFileError(f"{where}: rule {index} has unknown key {unknown[0]!r}; "
-                                 "expected layer or kind, and device and/or precision")
-    if "layer" not in entry and "kind" not in entry:
-        raise PlacementFileError(f"{where}: rule {index} names neither a layer glob nor a kind")
+    check_rule_keys(entry, index, where, PlacementFileError)
     if "device" not in entry:
         if "precision" not in entry:
             raise PlacementFileError(f"{where}: rule {index} sets neither a device nor a precision")
