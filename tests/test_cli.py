@@ -95,4 +95,7 @@ def test_bench_prints_percentiles(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["iterations"] == 20 and 0 < result["min_ms"] <= result["p50_ms"] <= result["p99_ms"]
     assert result["batch"] == 4 and result["throughput_per_s"] > 0
+    assert result["cpu_kernels"].startswith("native")   # which CPU kernels ran (the C module is built in CI)
+    assert main(["bench", str(plan), "--iterations", "3"]) == 0
+    assert "CPU kernels: native" in capsys.readouterr().out
     assert main(["bench", str(plan), "--iterations", "0"]) == 2

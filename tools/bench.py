@@ -48,7 +48,9 @@ def main(args) -> int:
     result = measure(context, random_inputs(engine, 0), args.iterations, args.warmup)
     result["device"] = args.device
     if hasattr(context, "scratch_bytes"):   # the CPU kernels' per-context scratch, beside the plan's arena
+        from edgert.kernels.cpu import native
         result["scratch_bytes"] = int(context.scratch_bytes)
+        result["cpu_kernels"] = native.status()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -58,4 +60,5 @@ def main(args) -> int:
         print(f"  throughput: {result['throughput_per_s']:.1f} samples/s (batch {result['batch']})")
         if "scratch_bytes" in result:
             print(f"  CPU kernel scratch: {result['scratch_bytes'] / 2**20:.2f} MiB per context (beside the arena)")
+            print(f"  CPU kernels: {result['cpu_kernels']}")
     return 0

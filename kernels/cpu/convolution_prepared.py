@@ -4,6 +4,7 @@ The generic kernel (convolution.py) picks its tactic, reshapes its weights and a
 matrix on every call; on the small layers of embedded CNNs that bookkeeping costs more than the
 arithmetic. Here it happens once, at context creation, over the layer's fixed arrays:
 
+- 2-D float32 depthwise (group == C_in == C_out): the native kernel when it is built (native.py);
 - pointwise (1x1, no padding): one GEMM of the weights with the input itself (after one strided
   copy when strided), straight into the output;
 - others: the input is copied into scratch laid out so that every kernel tap reads one contiguous
@@ -32,6 +33,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu.blas import bind_gemm
 from edgert.kernels.cpu.convolution import conv_params, tap_geometry
 from edgert.kernels.cpu.epilogue import bind_epilogue
@@ -279,6 +281,9 @@ def prepare_convolution(attrs, inputs, outputs, workspace):
         main = _bind_pointwise(x, w, bias, strides, group, out, workspace)
     else:
         depthwise = group == x.shape[1] == out.shape[1] and group > 1
+        bound = native.bind_depthwise(x, w, bias, out, params) if depthwise else None
+        if bound is not None:
+            return sequence([bound, bind_epilogue(attrs, inputs, out)])
         elements = _column_elements(x, kernel, out)
         if elements > (DEPTHWISE_COLUMN_ELEMENTS if depthwise else PREPARED_COLUMN_BYTES // out.itemsize):
             return None   # large: the generic kernel tiles the columns and spreads copies over threads

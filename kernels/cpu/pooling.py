@@ -9,7 +9,8 @@ after the other (k strided passes per axis instead of one per kernel tap), over 
 spread on worker threads; padding is never materialized: each tap only meets the outputs for which it
 reads inside the input. Average divisors are likewise products of per-axis counts.
 
-The prepare hook binds float max and average pooling to a handful of ufunc calls over fixed views:
+The prepare hook binds 2-D float32 max and average pooling to the native kernel when it is built
+(native.py), else, and for other float pooling, to a handful of ufunc calls over fixed views:
 a global pool is one reduction; a windowed one folds one axis after the other as above, each kernel
 tap one call over the outputs it meets (windows of two or three: pairs of neighbours first, in one
 pass over contiguous memory), the intermediate results in the context's scratch.
@@ -24,6 +25,7 @@ import math
 import numpy as np
 
 from edgert.ir.kinds import LayerKind, PoolingType
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu.convolution import compute_dtype, conv_params, parallel_chunks, tap_slices
 from edgert.kernels.cpu.padding import pad_constant
 from edgert.kernels.cpu.prepared import sequence
@@ -263,6 +265,13 @@ def _bind_windows(x, attrs, out, kind: PoolingType, workspace):
     spatial = x.ndim - 2
     kernel, strides, dilations, begins, ends = conv_params(attrs, spatial)
     out_spatial = out.shape[2:]
+    divisor = None
+    if kind == PoolingType.AVERAGE:
+        divisor = _divisor(tuple(x.shape[2:]), tuple(kernel), tuple(strides), tuple(dilations), tuple(begins),
+                           tuple(ends), tuple(out_spatial), bool(attrs.get("count_include_pad", False)))
+    bound = native.bind_pool(x, out, kind == PoolingType.AVERAGE, divisor, (kernel, strides, dilations, begins, ends))
+    if bound is not None:
+        return bound
     combine, identity = (np.maximum, _lowest(x.dtype)) if kind == PoolingType.MAX else (np.add, 0)
     # outer axes first: the first, largest pass then reads whole contiguous rows
     axes = [a for a in range(spatial)
@@ -283,8 +292,6 @@ def _bind_windows(x, attrs, out, kind: PoolingType, workspace):
         calls += short if short is not None else _bind_axis(source, 2 + axis, window, target, combine, identity)
         source = target
     if kind == PoolingType.AVERAGE:
-        divisor = _divisor(tuple(x.shape[2:]), tuple(kernel), tuple(strides), tuple(dilations), tuple(begins),
-                           tuple(ends), tuple(out_spatial), bool(attrs.get("count_include_pad", False)))
         calls.append(functools.partial(np.divide, out, np.asarray(divisor, out.dtype), out))
     return sequence(calls)
 

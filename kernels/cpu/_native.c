@@ -1,0 +1,288 @@
+/* edgert.kernels.cpu._native: the CPU kernels NumPy cannot express without copies.
+ *
+ * Depthwise convolution and windowed pooling do a few operations per element and read every input element
+ * once per window that covers it. In NumPy that means gathering the windows first (a copy the size of the
+ * input times the taps) or one strided pass per tap; here each plane is copied once into a padded scratch
+ * plane whose columns are split by stride phase, so that every tap of an output row reads one contiguous run:
+ * the loops have no edge cases and the compiler vectorizes them. 3x3 windows (MobileNet's depthwise layers,
+ * ResNet's max pooling) take one straight-line pass per output row.
+ *
+ * The module is optional: built at install when a C compiler is present (pyproject's ext-modules, optional),
+ * else the NumPy kernels run and `edgert bench` says which. Both give the same results to rounding (the
+ * tests run both). Functions take C-contiguous float32 buffers and a geometry of int64s (kernels/cpu/native.py
+ * builds it) and release the GIL while they work.
+ *
+ * Output may overlap input when it starts where the input starts and its planes are no larger than the
+ * input's (the memory planner puts such a layer's output over its input when the input dies there): output
+ * plane p then only overlaps input planes <= p, and plane p is copied into the scratch plane before
+ * anything of output plane p is written.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int64_t planes, channels, height, width, out_height, out_width;
+    int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+} Geometry;
+
+enum { GEOMETRY_FIELDS = 14 };
+
+/* The scratch plane: padded rows, each split into stride_w phases of phase_width columns (padded column j at
+ * phase j % stride_w, index j / stride_w), and per kernel tap its offset from an output row's first input row. */
+typedef struct {
+    int64_t rows, phase_width, row_stride;
+    float *data;
+    int64_t *taps;
+    int64_t *phases;   /* per phase: its first input column, where that lands in a scratch row, its columns */
+} Scratch;
+
+static int read_geometry(Py_buffer *buffer, Geometry *g) {
+    if (buffer->len != (Py_ssize_t)(GEOMETRY_FIELDS * sizeof(int64_t))) {
+        PyErr_Format(PyExc_ValueError, "geometry: expected %d int64s, got %zd bytes", GEOMETRY_FIELDS, buffer->len);
+        return -1;
+    }
+    memcpy(g, buffer->buf, sizeof(Geometry));
+    int64_t *field = (int64_t *)g;
+    for (int i = 0; i < GEOMETRY_FIELDS; ++i)
+        if (field[i] < (i >= 8 && i < 12 ? 1 : 0)) {   /* strides and dilations >= 1, the rest >= 0 */
+            PyErr_Format(PyExc_ValueError, "geometry: field %d is %lld", i, (long long)field[i]);
+            return -1;
+        }
+    if (g->channels == 0 || g->planes % g->channels) {
+        PyErr_SetString(PyExc_ValueError, "geometry: planes must be a multiple of channels");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_size(Py_buffer *buffer, const char *what, int64_t elements) {
+    if (buffer->len != (Py_ssize_t)(elements * (int64_t)sizeof(float))) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %lld float32s, got %zd bytes", what, (long long)elements,
+                     buffer->len);
+        return -1;
+    }
+    return 0;
+}
+
+/* 0 when the output may be written while the input is read plane by plane (disjoint, or overlapping as the
+ * top of this file allows), else -1 with the error set */
+static int check_overlap(const Geometry *g, Py_buffer *x, Py_buffer *out) {
+    const char *x_begin = x->buf, *out_begin = out->buf;
+    if (!(out_begin < x_begin + x->len && x_begin < out_begin + out->len)) return 0;
+    if (out_begin == x_begin && g->out_height * g->out_width <= g->height * g->width) return 0;
+    PyErr_SetString(PyExc_ValueError, "an output overlapping its input must start where the input starts and "
+                    "have planes no larger than the input's");
+    return -1;
+}
+
+static void free_scratch(Scratch *s) {
+    free(s->data);
+    free(s->taps);
+    free(s->phases);
+}
+
+static int make_scratch(const Geometry *g, float padding, Scratch *s) {
+    int64_t need_h = (g->out_height - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h + 1;
+    int64_t need_w = (g->out_width - 1) * g->stride_w + (g->kernel_w - 1) * g->dilation_w + 1;
+    int64_t width = need_w > g->pad_left + g->width ? need_w : g->pad_left + g->width;
+    s->rows = need_h > g->pad_top + g->height ? need_h : g->pad_top + g->height;
+    s->phase_width = (width + g->stride_w - 1) / g->stride_w;
+    s->row_stride = s->phase_width * g->stride_w;
+    s->data = malloc(s->rows * s->row_stride * sizeof(float));
+    s->taps = malloc(g->kernel_h * g->kernel_w * sizeof(int64_t));
+    s->phases = malloc(3 * g->stride_w * sizeof(int64_t));
+    if (!s->data || !s->taps || !s->phases) {
+        free_scratch(s);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int64_t i = 0; i < s->rows * s->row_stride; ++i) s->data[i] = padding;   /* only the interior changes */
+    for (int64_t ky = 0; ky < g->kernel_h; ++ky)
+        for (int64_t kx = 0; kx < g->kernel_w; ++kx) {
+            int64_t column = kx * g->dilation_w;
+            s->taps[ky * g->kernel_w + kx] = ky * g->dilation_h * s->row_stride
+                                             + (column % g->stride_w) * s->phase_width + column / g->stride_w;
+        }
+    for (int64_t phase = 0, step = g->stride_w; phase < step; ++phase) {
+        int64_t ix = ((phase - g->pad_left) % step + step) % step;
+        s->phases[3 * phase] = ix;
+        s->phases[3 * phase + 1] = phase * s->phase_width + (ix + g->pad_left) / step;
+        s->phases[3 * phase + 2] = ix < g->width ? (g->width - ix + step - 1) / step : 0;
+    }
+    return 0;
+}
+
+/* input plane -> the scratch plane's interior */
+static void fill_plane(const Geometry *g, const Scratch *s, const float *source) {
+    int64_t step = g->stride_w;
+    for (int64_t iy = 0; iy < g->height; ++iy) {
+        float *row = s->data + (iy + g->pad_top) * s->row_stride;
+        const float *in = source + iy * g->width;
+        if (step == 1) {
+            memcpy(row + g->pad_left, in, g->width * sizeof(float));
+            continue;
+        }
+        if (step == 2) {   /* both phases in one pass over the row */
+            const int64_t *even = s->phases + 3 * (g->pad_left % 2), *odd = s->phases + 3 * ((g->pad_left + 1) % 2);
+            float *restrict a = row + even[1], *restrict b = row + odd[1];
+            int64_t pairs = g->width / 2;
+            for (int64_t j = 0; j < pairs; ++j) {
+                a[j] = in[2 * j];
+                b[j] = in[2 * j + 1];
+            }
+            if (g->width % 2) a[pairs] = in[2 * pairs];
+            continue;
+        }
+        for (int64_t phase = 0; phase < step; ++phase) {
+            const int64_t *p = s->phases + 3 * phase;
+            const float *restrict from = in + p[0];
+            float *restrict target = row + p[1];
+            for (int64_t j = 0; j < p[2]; ++j) target[j] = from[j * step];
+        }
+    }
+}
+
+/* NaN wins, as in np.maximum */
+static inline float larger(float v, float current) { return (v > current || v != v) ? v : current; }
+
+enum Op { MULTIPLY_ADD, MAXIMUM };
+
+/* One output plane from the scratch plane: out = start + sum of weights x taps, or the maximum of the taps. */
+static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const float *w, float start,
+                         float *out) {
+    int64_t taps = g->kernel_h * g->kernel_w, n = g->out_width;
+    for (int64_t oy = 0; oy < g->out_height; ++oy) {
+        const float *base = s->data + oy * g->stride_h * s->row_stride;
+        float *restrict row = out + oy * n;
+        if (taps == 9) {   /* one pass */
+            const float *restrict a0 = base + s->taps[0], *restrict a1 = base + s->taps[1], *restrict a2 = base + s->taps[2];
+            const float *restrict a3 = base + s->taps[3], *restrict a4 = base + s->taps[4], *restrict a5 = base + s->taps[5];
+            const float *restrict a6 = base + s->taps[6], *restrict a7 = base + s->taps[7], *restrict a8 = base + s->taps[8];
+            if (op == MULTIPLY_ADD) {
+                const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7],
+                            w8 = w[8];
+                for (int64_t ox = 0; ox < n; ++ox)
+                    row[ox] = start + w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox] + w3 * a3[ox] + w4 * a4[ox]
+                              + w5 * a5[ox] + w6 * a6[ox] + w7 * a7[ox] + w8 * a8[ox];
+            } else {
+                for (int64_t ox = 0; ox < n; ++ox) {
+                    float m = larger(a1[ox], a0[ox]);
+                    m = larger(a2[ox], m);
+                    m = larger(a3[ox], m);
+                    m = larger(a4[ox], m);
+                    m = larger(a5[ox], m);
+                    m = larger(a6[ox], m);
+                    m = larger(a7[ox], m);
+                    row[ox] = larger(a8[ox], m);
+                }
+            }
+            continue;
+        }
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] = op == MAXIMUM ? -INFINITY : start;   /* one pass per tap */
+        for (int64_t k = 0; k < taps; ++k) {
+            const float *restrict a = base + s->taps[k];
+            if (op == MULTIPLY_ADD) {
+                float wk = w[k];
+                for (int64_t ox = 0; ox < n; ++ox) row[ox] += wk * a[ox];
+            } else {
+                for (int64_t ox = 0; ox < n; ++ox) row[ox] = larger(a[ox], row[ox]);
+            }
+        }
+    }
+}
+
+/* depthwise_conv2d(x, weights, bias or None, out, geometry): out = conv(x, weights) + bias with one filter per
+ * plane (group == channels, one output channel each); weights (channels, kernel_h, kernel_w). */
+static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
+    Py_buffer x, w, out, geometry, bias = {0};
+    PyObject *bias_object, *result = NULL;
+    Geometry g;
+    Scratch s;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*Ow*y*", &x, &w, &bias_object, &out, &geometry)) return NULL;
+    if (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (read_geometry(&geometry, &g) < 0 || check_size(&x, "input", g.planes * g.height * g.width) < 0
+        || check_size(&w, "weights", g.channels * g.kernel_h * g.kernel_w) < 0
+        || check_size(&out, "output", g.planes * g.out_height * g.out_width) < 0
+        || (bias.buf && check_size(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
+        || make_scratch(&g, 0.0f, &s) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    const float *input = x.buf, *weights = w.buf, *b = bias.buf;
+    int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
+    for (int64_t p = 0; p < g.planes; ++p) {
+        int64_t c = p % g.channels;
+        fill_plane(&g, &s, input + p * g.height * g.width);
+        window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, (float *)out.buf + p * out_plane);
+    }
+    Py_END_ALLOW_THREADS
+    free_scratch(&s);
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&w);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&geometry);
+    if (bias.buf) PyBuffer_Release(&bias);
+    return result;
+}
+
+/* pool2d(x, out, divisor or None, geometry): max pooling, or with a divisor (out_height x out_width float32s: the
+ * taps that count for each output) average pooling. */
+static PyObject *pool2d(PyObject *self, PyObject *args) {
+    Py_buffer x, out, geometry, divisor = {0};
+    PyObject *divisor_object, *result = NULL;
+    Geometry g;
+    Scratch s;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*Oy*", &x, &out, &divisor_object, &geometry)) return NULL;
+    if (divisor_object != Py_None && PyObject_GetBuffer(divisor_object, &divisor, PyBUF_C_CONTIGUOUS) < 0)
+        goto done;
+    int average = divisor.buf != NULL;
+    if (read_geometry(&geometry, &g) < 0 || check_size(&x, "input", g.planes * g.height * g.width) < 0
+        || check_size(&out, "output", g.planes * g.out_height * g.out_width) < 0
+        || (average && check_size(&divisor, "divisor", g.out_height * g.out_width) < 0)
+        || check_overlap(&g, &x, &out) < 0 || make_scratch(&g, average ? 0.0f : -INFINITY, &s) < 0)
+        goto done;
+    int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
+    float *ones = malloc(taps * sizeof(float));   /* average pooling: a window of weights 1 */
+    if (!ones) {
+        free_scratch(&s);
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int64_t k = 0; k < taps; ++k) ones[k] = 1.0f;
+    Py_BEGIN_ALLOW_THREADS
+    const float *count = divisor.buf;
+    for (int64_t p = 0; p < g.planes; ++p) {
+        float *target = (float *)out.buf + p * out_plane;
+        fill_plane(&g, &s, (const float *)x.buf + p * g.height * g.width);
+        window_plane(&g, &s, average ? MULTIPLY_ADD : MAXIMUM, ones, 0.0f, target);
+        if (average)
+            for (int64_t i = 0; i < out_plane; ++i) target[i] /= count[i];
+    }
+    Py_END_ALLOW_THREADS
+    free(ones);
+    free_scratch(&s);
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&geometry);
+    if (divisor.buf) PyBuffer_Release(&divisor);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry)"},
+    {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "edgert's native CPU kernels", -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

@@ -1,0 +1,75 @@
+"""The native CPU kernels (``_native.c``): depthwise convolution and windowed 2-D pooling over float32.
+
+NumPy has no formulation of these that is not several times slower than their arithmetic (each gathers
+every window first or makes one strided pass per tap); the C module walks each plane once. It is built at
+install when a C compiler is present (pyproject's ext-modules, optional); without it the NumPy kernels run.
+``status()`` says which, and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to
+compare the two paths).
+
+The binders return a callable that runs the layer with its arrays bound, or None when the layer is not one
+the module covers (then the NumPy prepare hook goes on as before).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+try:
+    from edgert.kernels.cpu import _native
+    _ERROR = None
+except ImportError as error:   # not built: no C compiler at install, or a source checkout never installed
+    _native, _ERROR = None, error
+
+ENV_SWITCH = "EDGERT_CPU_NATIVE"
+KERNELS = ("depthwise convolution", "2-D max/average pooling")
+
+
+def enabled() -> bool:
+    return _native is not None and os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+def status() -> str:
+    """One line for reports: which CPU kernels run depthwise convolution and pooling, and why."""
+    if _native is None:
+        return f"NumPy only (edgert.kernels.cpu._native is not built: {_ERROR}; reinstall with a C compiler)"
+    if not enabled():
+        return f"NumPy only ({ENV_SWITCH}=0)"
+    return "native: " + ", ".join(KERNELS)
+
+
+def _fits(*arrays) -> bool:
+    return all(a is None or (a.dtype == np.float32 and a.flags.c_contiguous) for a in arrays)
+
+
+def _geometry(x, out, channels, kernel, strides, dilations, begins) -> bytes:
+    """The int64 geometry record of _native.c: planes, channels, input and output sizes, window."""
+    n, c, height, width = x.shape
+    return np.array([n * c, channels, height, width, out.shape[2], out.shape[3], *kernel, *strides, *dilations,
+                     *begins], dtype=np.int64).tobytes()
+
+
+def bind_depthwise(x, w, bias, out, params):
+    """out = depthwise_conv2d(x, w) + bias for a 2-D convolution with group == C_in == C_out; params from
+    conv_params. None when the module is off or the arrays are not contiguous float32."""
+    kernel, strides, dilations, begins, _ = params
+    if not enabled() or x.ndim != 4 or not _fits(x, w, bias, out) or min(begins) < 0 \
+            or w.shape[0] != x.shape[1] or out.shape[1] != x.shape[1]:
+        return None
+    geometry = _geometry(x, out, x.shape[1], kernel, strides, dilations, begins)
+    return functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry)
+
+
+def bind_pool(x, out, average: bool, divisor, params):
+    """2-D max pooling, or average pooling dividing by ``divisor`` (the taps that count: an int or an
+    (out_h, out_w) array). None when the module is off or the arrays are not contiguous float32."""
+    kernel, strides, dilations, begins, _ = params
+    if not enabled() or x.ndim != 4 or not _fits(x, out) or min(begins) < 0:
+        return None
+    counts = None
+    if average:
+        counts = np.ascontiguousarray(np.broadcast_to(np.asarray(divisor, np.float32), out.shape[2:]))
+    geometry = _geometry(x, out, x.shape[1], kernel, strides, dilations, begins)
+    return functools.partial(_native.pool2d, x, out, counts, geometry)
