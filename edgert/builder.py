@@ -49,9 +49,12 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
         pass_counts["qdq_folding"] = qdq_folded
     partition_report = _partition(graph, target, options)
     precision_report = _precision(graph, options, rules)
-    schedule_report = choose_schedule(graph) if reorder else {"order": "model", "lower_bound_bytes": {}}
+    # CUDA kernels are compiled over this memory plan: layers may then only write over their input element for
+    # element (see edgert.schedule.step_alias)
+    cpu_kernels = not (options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
+    schedule_report = choose_schedule(graph, cpu_kernels) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
-    specs = ScheduleSpecs(graph, graph.nodes)
+    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels)
     memory = plan_graph_memory(specs, reuse=memory_reuse)
     document = _document(graph, specs, memory, schedule_report, target, options)
     if options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"):
@@ -185,6 +188,7 @@ def _memory_section(specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: d
                          "offsets": sorted([tid, offset] for tid, offset in pool["offsets"].items())}
                   for name, pool in memory.pools.items()},
         "elided": list(memory.elided_steps),
+        "overwrite": list(memory.overwrite_steps),
         "lifetimes": sorted([tid, first, last] for tid, (first, last) in memory.lifetimes.items()),
         "arena_bytes": memory.arena_bytes, "lower_bound_bytes": memory.lower_bound_bytes,
         "no_reuse_bytes": memory.no_reuse_bytes, "weights_bytes": weights_bytes, "io_bytes": io_bytes,

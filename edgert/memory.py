@@ -4,7 +4,9 @@ Inputs are plain data (``TensorSpec``, ``StepSpec``) so the planner knows nothin
 
 1. **Aliases** turn tensors into shared buffers: a ``view`` step's output is its input
    reinterpreted (reshape) or a contiguous part of it (a slice); an ``inplace`` step writes its output over an input that dies there
-   (same size, dtype and shape); a ``concat`` step's inputs are written straight into their slice
+   (same size, dtype and shape); an ``overwrite`` step writes its output from the start of its first input
+   when that dies there (same dtype and leading two dims, no more bytes: pooling and depthwise convolution
+   plane by plane, see ``edgert.schedule.step_alias``); a ``concat`` step's inputs are written straight into their slice
    of its output when the slice is contiguous, and the step becomes a no-op (elided).
 2. **Lifetimes**: a buffer lives from the step that first writes it to the last step that reads it
    (graph outputs live to the end).
@@ -42,7 +44,7 @@ class TensorSpec:
 class StepSpec:
     inputs: tuple          # tensor ids (-1 = absent)
     outputs: tuple
-    alias: str | None = None   # None | "view" | "inplace" | "concat"
+    alias: str | None = None   # None | "view" | "inplace" | "overwrite" | "concat"
     concat_axis: int = 0
     view_offset: int = 0       # bytes into the input where a "view" output starts (contiguous slices)
 
@@ -54,6 +56,19 @@ class Buffer:
     first: int
     last: int
     pool: str
+    # An overwritten input: its first nbytes go on holding the output written over it, the tail_bytes after
+    # them are free once step tail_last (the overwrite) is done. Zero for a plain buffer.
+    tail_bytes: int = 0
+    tail_last: int = -1
+
+    def rectangles(self) -> list[tuple[int, int, int, int]]:
+        """(byte offset in the buffer, bytes, first step, last step) of each part."""
+        head = [(0, self.nbytes, self.first, self.last)]
+        return head + [(self.nbytes, self.tail_bytes, self.first, self.tail_last)] if self.tail_bytes else head
+
+    @property
+    def total_bytes(self) -> int:
+        return self.nbytes + self.tail_bytes
 
 
 @dataclasses.dataclass
@@ -63,6 +78,7 @@ class MemoryPlan:
     elided_steps: list     # steps that became no-ops (concat written in place, reshape views)
     lower_bound_bytes: int
     no_reuse_bytes: int
+    overwrite_steps: list = dataclasses.field(default_factory=list)   # steps whose output starts over their input
 
     @property
     def arena_bytes(self) -> int:
@@ -108,6 +124,7 @@ def _internal(tensors, tid) -> bool:
 def _resolve_aliases(steps: Sequence[StepSpec], tensors: dict[int, TensorSpec], last_use: dict[int, int]):
     aliases = _Aliases(tensors)
     elided: list[int] = []
+    overwrites: list[int] = []
     concat_readers: dict[int, int] = {}
     for step in steps:
         if step.alias == "concat":
@@ -129,13 +146,27 @@ def _resolve_aliases(steps: Sequence[StepSpec], tensors: dict[int, TensorSpec], 
                         and not aliases.aliased(source) and step.inputs.count(source) == 1):
                     aliases.join(out, source)
                     break
+        elif step.alias == "overwrite" and _may_overwrite(step, index, tensors, aliases, last_use):
+            aliases.join(step.outputs[0], step.inputs[0])
+            overwrites.append(index)
         elif step.alias == "concat" and _concat_in_place(step, tensors, aliases, concat_readers):
             offset = 0
             for source in step.inputs:
                 aliases.join(source, step.outputs[0], offset)
                 offset += tensors[source].nbytes
             elided.append(index)
-    return aliases, elided
+    return aliases, elided, overwrites
+
+
+def _may_overwrite(step: StepSpec, index: int, tensors, aliases: _Aliases, last_use: dict[int, int]) -> bool:
+    """The output may start over the first input: it dies here, is its own buffer and read once, and the output
+    has as many planes (leading two dims) of no more bytes each."""
+    source, out = step.inputs[0], tensors[step.outputs[0]]
+    spec = tensors.get(source)
+    return (_internal(tensors, source) and last_use.get(source) == index and not spec.graph_output
+            and not out.graph_output and spec.pool == out.pool and spec.dtype == out.dtype
+            and spec.shape[:2] == out.shape[:2] and out.nbytes <= spec.nbytes
+            and not aliases.aliased(source) and step.inputs.count(source) == 1)
 
 
 def _concat_in_place(step: StepSpec, tensors, aliases: _Aliases, concat_readers: dict[int, int]) -> bool:
@@ -154,7 +185,7 @@ def _concat_in_place(step: StepSpec, tensors, aliases: _Aliases, concat_readers:
 
 
 # -- lifetimes -----------------------------------------------------------------------------------
-def _buffers(steps, tensors, aliases: _Aliases, alignment: int) -> tuple[list[Buffer], dict]:
+def _buffers(steps, tensors, aliases: _Aliases, alignment: int, overwrites=()) -> tuple[list[Buffer], dict]:
     end = len(steps)
     spans: dict[int, list[int]] = {}
     for index, step in enumerate(steps):
@@ -171,8 +202,15 @@ def _buffers(steps, tensors, aliases: _Aliases, alignment: int) -> tuple[list[Bu
     for tid, spec in tensors.items():
         if spec.graph_output and not spec.external:
             spans[aliases.root(tid)[0]][1] = end
-    buffers = [Buffer(owner, align(tensors[owner].nbytes, alignment), first, last, tensors[owner].pool)
-               for owner, (first, last) in spans.items()]
+    tails = {}
+    for index in overwrites:   # the overwritten input owns the buffer; the output keeps its first bytes
+        source, out = steps[index].inputs[0], steps[index].outputs[0]
+        head = align(tensors[out].nbytes, alignment)
+        tails[source] = (head, align(tensors[source].nbytes, alignment) - head, index)
+    buffers = []
+    for owner, (first, last) in spans.items():
+        head, tail, tail_last = tails.get(owner, (align(tensors[owner].nbytes, alignment), 0, -1))
+        buffers.append(Buffer(owner, head, first, last, tensors[owner].pool, tail, tail_last))
     return buffers, spans
 
 
@@ -183,45 +221,66 @@ def lower_bound(buffers: Sequence[Buffer]) -> int:
     horizon = max(b.last for b in buffers) + 2
     delta = np.zeros(horizon, dtype=np.int64)
     for b in buffers:
-        delta[b.first] += b.nbytes
-        delta[b.last + 1] -= b.nbytes
+        for _, nbytes, first, last in b.rectangles():
+            delta[first] += nbytes
+            delta[last + 1] -= nbytes
     return int(np.cumsum(delta).max())
 
 
 # -- offset assignment ---------------------------------------------------------------------------
 def _greedy(order: Sequence[Buffer]) -> tuple[dict[int, int], int]:
-    """Best-fit placement in the given order: the smallest gap among time-overlapping buffers that fits."""
-    n = len(order)
+    """Best-fit placement in the given order: the smallest gap among time-overlapping buffers that fits
+    (an overwritten buffer, two rectangles: the lowest offset where both fit)."""
+    n = len(order) + sum(1 for b in order if b.tail_bytes)
     firsts = np.empty(n, np.int64)
     lasts = np.empty(n, np.int64)
     starts = np.empty(n, np.int64)
     ends = np.empty(n, np.int64)
     offsets: dict[int, int] = {}
-    arena = 0
-    for count, buffer in enumerate(order):
-        live = (firsts[:count] <= buffer.last) & (lasts[:count] >= buffer.first)
-        offset = 0
-        if live.any():
-            s, e = starts[:count][live], ends[:count][live]
-            by_start = np.argsort(s, kind="stable")
-            s, e = s[by_start], e[by_start]
-            reach = np.maximum.accumulate(e)
-            gap_starts = np.concatenate(([0], reach))
-            gap_sizes = np.concatenate((s, [np.iinfo(np.int64).max])) - gap_starts
-            fits = np.nonzero(gap_sizes >= buffer.nbytes)[0]
-            offset = int(gap_starts[fits[np.argmin(gap_sizes[fits])]])
-        firsts[count], lasts[count] = buffer.first, buffer.last
-        starts[count], ends[count] = offset, offset + buffer.nbytes
+    arena, count = 0, 0
+    for buffer in order:
+        if buffer.tail_bytes:
+            offset = _lowest_fit(buffer, firsts[:count], lasts[:count], starts[:count], ends[:count])
+        else:
+            live = (firsts[:count] <= buffer.last) & (lasts[:count] >= buffer.first)
+            offset = 0
+            if live.any():
+                s, e = starts[:count][live], ends[:count][live]
+                by_start = np.argsort(s, kind="stable")
+                s, e = s[by_start], e[by_start]
+                reach = np.maximum.accumulate(e)
+                gap_starts = np.concatenate(([0], reach))
+                gap_sizes = np.concatenate((s, [np.iinfo(np.int64).max])) - gap_starts
+                fits = np.nonzero(gap_sizes >= buffer.nbytes)[0]
+                offset = int(gap_starts[fits[np.argmin(gap_sizes[fits])]])
+        for delta, nbytes, first, last in (buffer.rectangles() if buffer.tail_bytes else
+                                           ((0, buffer.nbytes, buffer.first, buffer.last),)):
+            firsts[count], lasts[count] = first, last
+            starts[count], ends[count] = offset + delta, offset + delta + nbytes
+            count += 1
         offsets[buffer.id] = offset
-        arena = max(arena, offset + buffer.nbytes)
+        arena = max(arena, offset + buffer.total_bytes)
     return offsets, arena
 
 
+def _lowest_fit(buffer: Buffer, firsts, lasts, starts, ends) -> int:
+    """The lowest offset where every rectangle of ``buffer`` misses every placed rectangle it meets in time."""
+    parts = buffer.rectangles()
+    live = [(firsts <= last) & (lasts >= first) for _, _, first, last in parts]
+    candidates = sorted({0} | {int(end) - delta for (delta, _, _, _), mask in zip(parts, live)
+                               for end in ends[mask] if end >= delta})
+    for offset in candidates:
+        if all(not np.any((starts[mask] < offset + delta + nbytes) & (ends[mask] > offset + delta))
+               for (delta, nbytes, _, _), mask in zip(parts, live)):
+            return offset
+    raise AssertionError("unreachable: the offset past every placed rectangle fits")
+
+
 _ORDERINGS = {
-    "size": lambda b: (-b.nbytes, -(b.last - b.first), b.first),
-    "lifetime": lambda b: (-(b.last - b.first), -b.nbytes, b.first),
-    "area": lambda b: (-b.nbytes * (b.last - b.first + 1), b.first),
-    "start": lambda b: (b.first, -b.nbytes),
+    "size": lambda b: (-b.total_bytes, -(b.last - b.first), b.first),
+    "lifetime": lambda b: (-(b.last - b.first), -b.total_bytes, b.first),
+    "area": lambda b: (-b.total_bytes * (b.last - b.first + 1), b.first),
+    "start": lambda b: (b.first, -b.total_bytes),
 }
 
 
@@ -264,10 +323,10 @@ def plan_memory(steps: Sequence[StepSpec], tensors: Sequence[TensorSpec], *, ali
         for tid in step.inputs:
             last_use[tid] = index
     if reuse:
-        aliases, elided = _resolve_aliases(steps, table, last_use)
+        aliases, elided, overwrites = _resolve_aliases(steps, table, last_use)
     else:
-        aliases, elided = _Aliases(table), []
-    buffers, spans = _buffers(steps, table, aliases, alignment)
+        aliases, elided, overwrites = _Aliases(table), [], []
+    buffers, spans = _buffers(steps, table, aliases, alignment, overwrites)
     no_reuse = sum(align(t.nbytes, alignment) for t in tensors if not t.external)
     pools: dict[str, dict] = {}
     bound = 0
@@ -288,12 +347,12 @@ def plan_memory(steps: Sequence[StepSpec], tensors: Sequence[TensorSpec], *, ali
             continue  # a tensor nobody writes or reads (cannot happen in a verified graph)
         pools[table[owner].pool]["offsets"][tid] = pools[table[owner].pool]["offsets"][owner] + delta
         lifetimes[tid] = tuple(spans[owner])
-    return MemoryPlan(pools, lifetimes, elided, bound, no_reuse)
+    return MemoryPlan(pools, lifetimes, elided, bound, no_reuse, overwrites)
 
 
 def _no_reuse(buffers):
     offsets, cursor = {}, 0
     for b in buffers:
         offsets[b.id] = cursor
-        cursor += b.nbytes
+        cursor += b.total_bytes
     return offsets, cursor, "no-reuse"

@@ -124,9 +124,10 @@ def _validate_memory(document: dict, count: int, sizes: list[int]) -> None:
             if offset < 0 or offset + sizes[tensor] > arena:
                 _fail(where, f"places tensor {tensor} outside the arena")
     layers = len(document.get("layers", []))
-    for step in _expect(memory.get("elided", []), list, "memory.elided"):
-        if not 0 <= _expect(step, int, "memory.elided step") < layers:
-            _fail("memory.elided", f"names layer {step}, but the plan has {layers}")
+    for key in ("elided", "overwrite"):
+        for step in _expect(memory.get(key, []), list, f"memory.{key}"):
+            if not 0 <= _expect(step, int, f"memory.{key} step") < layers:
+                _fail(f"memory.{key}", f"names layer {step}, but the plan has {layers}")
 
 
 def validate_document(document: dict) -> None:

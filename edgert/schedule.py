@@ -19,8 +19,15 @@ _INPLACE_KINDS = {LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.UNARY, 
                   LayerKind.PARAMETRIC_RELU}
 
 
-def step_alias(node: Node) -> tuple[str | None, int, int]:
-    """How the memory planner may alias this layer's output: (alias, concat axis, view byte offset)."""
+def step_alias(node: Node, cpu_kernels: bool = True) -> tuple[str | None, int, int]:
+    """How the memory planner may alias this layer's output: (alias, concat axis, view byte offset).
+
+    ``cpu_kernels``: the plan runs this layer with the CPU runtime's kernels (no CUDA kernels compiled, not on a
+    DLA core). Those may also write over their input where parallel GPU threads could not: LRN in place (it
+    reads every channel of its input before writing), and pooling and depthwise convolution "overwrite" (output
+    planes no larger than input planes, written from the input's start; the native kernels copy each plane out
+    before writing over it, the runtime gives any other kernel scratch and copies).
+    """
     if node.kind == LayerKind.SHUFFLE and _is_identity_perm(node.attrs.get("first_perm")) \
             and _is_identity_perm(node.attrs.get("second_perm")):
         return "view", 0, 0
@@ -32,7 +39,26 @@ def step_alias(node: Node) -> tuple[str | None, int, int]:
         return "concat", int(node.attrs["axis"]) % max(rank, 1), 0
     if node.kind in _INPLACE_KINDS and node.outputs[0].dtype == _first_dtype(node):
         return "inplace", 0, 0
+    if cpu_kernels and not node.device.startswith("dla"):
+        if node.kind == LayerKind.LRN and node.outputs[0].dtype == _first_dtype(node):
+            return "inplace", 0, 0
+        if _writes_planes(node):
+            return "overwrite", 0, 0
     return None, 0, 0
+
+
+def _writes_planes(node: Node) -> bool:
+    """2-D max/average pooling and depthwise convolution with one output, plane for plane (N x C the same)."""
+    x, outputs = node.inputs[0], node.outputs
+    if len(outputs) != 1 or x is None or len(x.shape) != 4 or outputs[0].dtype != x.dtype:
+        return False
+    if tuple(outputs[0].shape[:2]) != tuple(x.shape[:2]):
+        return False
+    if node.kind == LayerKind.POOLING:
+        return node.attrs.get("type") in ("max", "average")
+    if node.kind == LayerKind.CONVOLUTION:
+        return int(node.attrs.get("group", 1)) == x.shape[1] > 1
+    return False
 
 
 def contiguous_slice_offset(shape, attrs: dict, itemsize: int) -> int | None:
@@ -65,7 +91,7 @@ def _is_identity_perm(perm) -> bool:
 class ScheduleSpecs:
     """Tensor ids and planner specs for a graph in a given node order."""
 
-    def __init__(self, graph: Graph, order: list[Node], pool_of=lambda node: "cpu"):
+    def __init__(self, graph: Graph, order: list[Node], pool_of=lambda node: "cpu", cpu_kernels: bool = True):
         self.ids: dict[int, int] = {}
         self.values: list[Value] = []
         external = {id(v) for v in graph.inputs}
@@ -78,7 +104,7 @@ class ScheduleSpecs:
             self._id(value)
         self.steps = []
         for node in order:
-            alias, axis, offset = step_alias(node)
+            alias, axis, offset = step_alias(node, cpu_kernels)
             self.steps.append(StepSpec(tuple(self._id(v) for v in node.inputs),
                                        tuple(self._id(v) for v in node.outputs), alias, axis, offset))
         for value in graph.outputs:
@@ -99,8 +125,8 @@ class ScheduleSpecs:
     def lower_bound(self) -> int:
         table = {t.id: t for t in self.tensors}
         last_use = {tid: i for i, step in enumerate(self.steps) for tid in step.inputs}
-        aliases, _ = _resolve_aliases(self.steps, table, last_use)
-        buffers, _ = _buffers(self.steps, table, aliases, 256)
+        aliases, _, overwrites = _resolve_aliases(self.steps, table, last_use)
+        buffers, _ = _buffers(self.steps, table, aliases, 256, overwrites)
         return lower_bound(buffers)
 
 
@@ -166,10 +192,11 @@ def _node_inputs(node: Node) -> list[Value]:
     return [v for v in node.inputs if v is not None]
 
 
-def choose_schedule(graph: Graph) -> dict:
+def choose_schedule(graph: Graph, cpu_kernels: bool = True) -> dict:
     """Reorder graph.nodes to the candidate with the lowest peak live memory; report the candidates."""
     candidates = {"model": list(graph.nodes), "greedy": greedy_order(graph), "depth-first": depth_first_order(graph)}
-    bounds = {name: ScheduleSpecs(graph, order).lower_bound() for name, order in candidates.items()
+    bounds = {name: ScheduleSpecs(graph, order, cpu_kernels=cpu_kernels).lower_bound()
+              for name, order in candidates.items()
               if len(order) == len(graph.nodes)}
     best = min(bounds, key=lambda name: (bounds[name], list(candidates).index(name)))
     graph.nodes = candidates[best]

@@ -34,6 +34,7 @@ def report(document: dict) -> dict:
     keys = ("arena_bytes", "lower_bound_bytes", "no_reuse_bytes", "weights_bytes", "io_bytes", "workspace_bytes")
     result = {key: memory.get(key, 0) for key in keys}
     result.update(pools=pools, elided_layers=[document["layers"][i]["name"] for i in memory.get("elided", [])],
+                  overwrite_layers=[document["layers"][i]["name"] for i in memory.get("overwrite", [])],
                   schedule=memory.get("schedule", {}), tensors=sorted(entries, key=lambda e: e["offset"]))
     return result
 
@@ -69,6 +70,10 @@ def print_report(info: dict, top: int) -> None:
     if info["elided_layers"]:
         print(f"  {len(info['elided_layers'])} layers run in place of a copy (views, concat slices): "
               + ", ".join(info["elided_layers"][:8]) + (" ..." if len(info["elided_layers"]) > 8 else ""))
+    if info["overwrite_layers"]:
+        print(f"  {len(info['overwrite_layers'])} layers write their output over their input (pooling, depthwise "
+              "convolution): " + ", ".join(info["overwrite_layers"][:8])
+              + (" ..." if len(info["overwrite_layers"]) > 8 else ""))
     largest = sorted(info["tensors"], key=lambda e: -e["bytes"])[:top]
     print("  largest tensors:")
     for entry in largest:

@@ -31,6 +31,7 @@ import numpy as np
 
 from edgert.errors import DeviceError, InputError, PlanError
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import lookup, lookup_prepare
 from edgert.plan import load_plan_bytes, read_plan
 
@@ -129,7 +130,9 @@ class ExecutionContext:
         self._steps = [(step, [self.buffers[i] for i in step.outputs])
                        for index, step in enumerate(engine.steps) if index not in elided]
         workspace = Workspace(engine)
-        bound = [_bind(step, self.buffers, outs, workspace) for step, outs in self._steps]
+        overwrite = {id(engine.steps[index]) for index in memory.get("overwrite", [])}
+        bound = [(_bind_over_input if id(step) in overwrite else _bind)(step, self.buffers, outs, workspace)
+                 for step, outs in self._steps]
         self._runs = [run for run, _ in bound]
         self._prepared = [prepared for _, prepared in bound]
         self._results = [(b.name, self.buffers[b.tensor]) for b in engine.outputs]
@@ -207,15 +210,31 @@ class Workspace:
         return result
 
 
-def _bind(step: _Step, buffers: list, outs: list, workspace: Workspace) -> tuple[Callable[[], None], bool]:
+def _bind(step: _Step, buffers: list, outs: list, workspace: Workspace,
+          new_layer: bool = True) -> tuple[Callable[[], None], bool]:
     """(run, prepared): the prepare hook's run() when there is one that applies, else the kernel over bound lists."""
     inputs = [buffers[i] if i >= 0 else None for i in step.inputs]
     if step.prepare is not None:
-        workspace.begin_layer()
+        if new_layer:
+            workspace.begin_layer()
         run = step.prepare(step.attrs, inputs, outs, workspace)
         if run is not None:
             return run, True
     return functools.partial(step.kernel, step.attrs, inputs, outs), False
+
+
+def _bind_over_input(step: _Step, buffers: list, outs: list, workspace: Workspace) -> tuple[Callable[[], None], bool]:
+    """A layer whose output the memory planner started over its input (the plan's memory.overwrite): the
+    native kernels read each plane before writing over it (their runs say so: ``overlap_safe``); any other
+    kernel writes into scratch, copied to the output after."""
+    run, prepared = _bind(step, buffers, outs, workspace)
+    if getattr(run, "overlap_safe", False):
+        return run, prepared
+    workspace.begin_layer()
+    targets = [workspace.scratch(out.shape, out.dtype) for out in outs]
+    run, prepared = _bind(step, buffers, targets, workspace, new_layer=False)
+    return sequence([run] + [functools.partial(np.copyto, out, target) for out, target in zip(outs, targets)]), \
+        prepared
 
 
 def check_inputs(bindings, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:

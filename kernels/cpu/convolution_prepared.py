@@ -37,7 +37,7 @@ from edgert.kernels.cpu import native
 from edgert.kernels.cpu.blas import bind_gemm
 from edgert.kernels.cpu.convolution import conv_params, tap_geometry
 from edgert.kernels.cpu.epilogue import bind_epilogue
-from edgert.kernels.cpu.prepared import sequence
+from edgert.kernels.cpu.prepared import overlap_safe, sequence
 from edgert.kernels.registry import register_prepare
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -283,7 +283,7 @@ def prepare_convolution(attrs, inputs, outputs, workspace):
         depthwise = group == x.shape[1] == out.shape[1] and group > 1
         bound = native.bind_depthwise(x, w, bias, out, params) if depthwise else None
         if bound is not None:
-            return sequence([bound, bind_epilogue(attrs, inputs, out)])
+            return overlap_safe(sequence([bound, bind_epilogue(attrs, inputs, out)]))   # epilogue: in place
         elements = _column_elements(x, kernel, out)
         if elements > (DEPTHWISE_COLUMN_ELEMENTS if depthwise else PREPARED_COLUMN_BYTES // out.itemsize):
             return None   # large: the generic kernel tiles the columns and spreads copies over threads

@@ -6,7 +6,8 @@ install when a C compiler is present (pyproject's ext-modules, optional); withou
 ``status()`` says which, and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to
 compare the two paths).
 
-The binders return a callable that runs the layer with its arrays bound, or None when the layer is not one
+The binders return a callable that runs the layer with its arrays bound (and may write over its input, see
+_native.c: marked ``overlap_safe``), or None when the layer is not one
 the module covers (then the NumPy prepare hook goes on as before).
 """
 
@@ -16,6 +17,8 @@ import functools
 import os
 
 import numpy as np
+
+from edgert.kernels.cpu.prepared import overlap_safe
 
 try:
     from edgert.kernels.cpu import _native
@@ -59,7 +62,7 @@ def bind_depthwise(x, w, bias, out, params):
             or w.shape[0] != x.shape[1] or out.shape[1] != x.shape[1]:
         return None
     geometry = _geometry(x, out, x.shape[1], kernel, strides, dilations, begins)
-    return functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry)
+    return overlap_safe(functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry))
 
 
 def bind_pool(x, out, average: bool, divisor, params):
@@ -72,4 +75,4 @@ def bind_pool(x, out, average: bool, divisor, params):
     if average:
         counts = np.ascontiguousarray(np.broadcast_to(np.asarray(divisor, np.float32), out.shape[2:]))
     geometry = _geometry(x, out, x.shape[1], kernel, strides, dilations, begins)
-    return functools.partial(_native.pool2d, x, out, counts, geometry)
+    return overlap_safe(functools.partial(_native.pool2d, x, out, counts, geometry))

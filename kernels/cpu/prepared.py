@@ -26,3 +26,11 @@ def sequence(calls: list):
         for call in calls:
             call()
     return run_all
+
+
+def overlap_safe(run):
+    """Marks a run that stays right when its output starts over its input (the memory plan's "overwrite" steps):
+    it reads each plane of the input before writing over it. Unmarked runs get scratch instead."""
+    if run is not None:
+        run.overlap_safe = True
+    return run
