@@ -114,7 +114,7 @@ def build_plan(onnx_model, batch: int, arch: str, dtype: str = "fp32", timing_ca
     if timing_cache:
         return edgert.build(onnx_model, shapes={"input": (batch, 3, 224, 224)}, gpu_kernels=True, gpu_archs=[arch],
                             timing_cache=timing_cache, autotune=True, **options).to_bytes()
-    plan = edgert.build(onnx_model, shapes={"input": (batch, 3, 224, 224)}, **options)
+    plan = edgert.build(onnx_model, cpu_only_aliases=False, shapes={"input": (batch, 3, 224, 224)}, **options)
     document = plan.document
     document["kernels"] = {arch: compile_for_plan(document, arch)}
     return Plan(document).to_bytes()

@@ -23,7 +23,9 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: s
     """Import ``model`` (path, bytes or onnx.ModelProto), optimize it and return a Plan.
 
     ``optimize=False`` skips every graph pass, ``disabled_passes`` skips the named ones; the plan's
-    header records how many rewrites each pass made (``plan.header["passes"]``).
+    header records how many rewrites each pass made (``plan.header["passes"]``). A plan without CUDA kernels
+    lets pooling, depthwise convolution and LRN write over their input (the CPU runtime's kernels allow it);
+    ``cpu_only_aliases=False`` plans its memory for CUDA kernels compiled into it later.
     """
     from edgert.onnx.importer import import_model
 
@@ -50,8 +52,9 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     partition_report = _partition(graph, target, options)
     precision_report = _precision(graph, options, rules)
     # CUDA kernels are compiled over this memory plan: layers may then only write over their input element for
-    # element (see edgert.schedule.step_alias)
+    # element (see edgert.schedule.step_alias); option cpu_only_aliases=False plans so without compiling them
     cpu_kernels = not (options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
+    cpu_kernels = cpu_kernels and options.pop("cpu_only_aliases", True)
     schedule_report = choose_schedule(graph, cpu_kernels) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels)
@@ -189,6 +192,7 @@ def _memory_section(specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: d
                   for name, pool in memory.pools.items()},
         "elided": list(memory.elided_steps),
         "overwrite": list(memory.overwrite_steps),
+        "cpu_only": list(specs.cpu_only_steps),
         "lifetimes": sorted([tid, first, last] for tid, (first, last) in memory.lifetimes.items()),
         "arena_bytes": memory.arena_bytes, "lower_bound_bytes": memory.lower_bound_bytes,
         "no_reuse_bytes": memory.no_reuse_bytes, "weights_bytes": weights_bytes, "io_bytes": io_bytes,

@@ -124,7 +124,7 @@ def _validate_memory(document: dict, count: int, sizes: list[int]) -> None:
             if offset < 0 or offset + sizes[tensor] > arena:
                 _fail(where, f"places tensor {tensor} outside the arena")
     layers = len(document.get("layers", []))
-    for key in ("elided", "overwrite"):
+    for key in ("elided", "overwrite", "cpu_only"):
         for step in _expect(memory.get(key, []), list, f"memory.{key}"):
             if not 0 <= _expect(step, int, f"memory.{key} step") < layers:
                 _fail(f"memory.{key}", f"names layer {step}, but the plan has {layers}")

@@ -103,8 +103,11 @@ class ScheduleSpecs:
         for value in graph.inputs:
             self._id(value)
         self.steps = []
-        for node in order:
+        self.cpu_only_steps = []   # steps given an alias that only the CPU runtime's kernels support
+        for index, node in enumerate(order):
             alias, axis, offset = step_alias(node, cpu_kernels)
+            if cpu_kernels and alias != step_alias(node, False)[0]:
+                self.cpu_only_steps.append(index)
             self.steps.append(StepSpec(tuple(self._id(v) for v in node.inputs),
                                        tuple(self._id(v) for v in node.outputs), alias, axis, offset))
         for value in graph.outputs:

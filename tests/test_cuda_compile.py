@@ -44,7 +44,7 @@ def _resnet_plan(dtype="float32"):
     case = MODELS["resnet"]
     model = case.build() if dtype == "float32" else to_float16(case.build())
     options = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]} if dtype == "float16" else {}
-    return edgert.build(model, shapes=case.shapes, **options)
+    return edgert.build(model, cpu_only_aliases=False, shapes=case.shapes, **options)
 
 
 def test_arch_names_normalize_and_bad_ones_are_clear():
@@ -83,7 +83,7 @@ def test_every_kernel_family_compiles(arch):
     context = None
     for _, name, build, dtype in all_cases():
         model = build(dtype)
-        plan = edgert.build(model, shapes={k: v.shape for k, v in case_inputs(name, model).items()},
+        plan = edgert.build(model, cpu_only_aliases=False, shapes={k: v.shape for k, v in case_inputs(name, model).items()},
                             **options_for(name, dtype))
         context, _, _ = lower_plan(plan.document, arch)
         for kernel, source in context.kernels.items():
@@ -142,7 +142,7 @@ def test_kernel_level_fusion_of_a_following_pointwise_layer():
              helper.make_node("Exp", ["m"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, k])
-    plan = edgert.build(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    plan = edgert.build(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), cpu_only_aliases=False)
     _, launches, fused = lower_plan(plan.document, "sm_90")
     assert fused and all(launches[int(consumer)] == [] for consumer in fused)
 
@@ -204,7 +204,7 @@ def test_tf32_option_runs_fp32_products_on_tensor_cores():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     feeds = {"x": rng.standard_normal((2, 32, 10, 10)).astype(np.float32)}
     for tf32, engine in ((True, "tf32"), (False, "fma")):
-        plan = edgert.build(model, tf32=tf32)
+        plan = edgert.build(model, cpu_only_aliases=False, tf32=tf32)
         plan.document["kernels"] = {"sm_90": compile_for_plan(plan.document, "sm_90", emulate=True)}
         tactics = [launch["tactic"] for launches in plan.document["kernels"]["sm_90"]["launches"] for launch in launches]
         assert sum(f" {engine} " in t for t in tactics) == 2, tactics

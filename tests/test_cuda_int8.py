@@ -85,7 +85,7 @@ def feeds_for(shapes: dict, rng) -> dict:
 
 def zoo_plan(rng):
     model, shapes = zoo_model(rng)
-    plan = edgert.build(model, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
                         calib=[feeds_for(shapes, rng)])
     counts = plan.header["precision"]["counts"]
     assert counts == {"int8": 13}, counts
@@ -114,7 +114,7 @@ def manual_plan(rng):
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in MANUAL_SPECS],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    plan = edgert.build(model, shapes={"x": (1, 3, 4, 4), "y": (1, 3, 4, 4)})
+    plan = edgert.build(model, cpu_only_aliases=False, shapes={"x": (1, 3, 4, 4), "y": (1, 3, 4, 4)})
     for layer in plan.document["layers"]:
         inputs, output = MANUAL_SPECS[layer["name"]]
         spec = {"input_scales": inputs + [0.0] * (len(layer["inputs"]) - len(inputs)), "output_scale": output}
@@ -198,7 +198,7 @@ def test_folded_consumers_on_the_emulator(consumer):
     model, shapes = folded_model(rng)
     rules = ALL_INT8 + ([{"kind": kind, "precision": "fp32"} for kind in ("PointWise", "Activation")]
                         if consumer == "fp32" else [])
-    plan = edgert.build(model, shapes=shapes, disabled_passes=["conv_fusion"], precision="int8",
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, disabled_passes=["conv_fusion"], precision="int8",
                         precision_rules=rules, calib=[feeds_for(shapes, rng)])
     feeds = feeds_for(shapes, rng)
     got = run_cuda(plan, feeds, emulator.EmulatedDriver("sm_90"), "sm_90", emulate=True, sm_count=1)
@@ -220,7 +220,7 @@ def test_digits_cnn_on_the_emulator():
     params = [_weights(rng, (8, 1, 3, 3), 0.5), _weights(rng, 8, 0.1), _weights(rng, (16, 8, 3, 3), 0.2),
               _weights(rng, 16, 0.1), _weights(rng, (10, 256), 0.1), _weights(rng, 10, 0.1)]
     shapes = {"image": (4, 1, 8, 8)}
-    plan = edgert.build(digits._onnx_model(params), shapes=shapes, precision="int8",
+    plan = edgert.build(digits._onnx_model(params), cpu_only_aliases=False, shapes=shapes, precision="int8",
                         calib=[{"image": rng.random(shapes["image"], np.float32)}])
     feeds = {"image": rng.random(shapes["image"], np.float32)}
     got = run_cuda(plan, feeds, emulator.EmulatedDriver("sm_90"), "sm_90", emulate=True)["logits"]
@@ -268,7 +268,7 @@ def test_int8_plans_match_the_reference_on_the_gpu(sm_count):
         feeds = feeds_for(shapes, rng)
         assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), reference(plan, feeds))
     model, shapes = folded_model(rng)
-    plan = edgert.build(model, shapes=shapes, disabled_passes=["conv_fusion"], precision="int8",
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, disabled_passes=["conv_fusion"], precision="int8",
                         precision_rules=ALL_INT8, calib=[feeds_for(shapes, rng)])
     feeds = feeds_for(shapes, rng)
     assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), reference(plan, feeds))
@@ -281,7 +281,7 @@ def test_digits_accuracy_on_the_gpu():
     digits = pytest.importorskip("test_calibration")
     data = digits.digits.__wrapped__()
     driver = _gpu_driver()
-    plan = edgert.build(data["model"], shapes=digits.SHAPES, precision="int8", calib=data["calib"])
+    plan = edgert.build(data["model"], cpu_only_aliases=False, shapes=digits.SHAPES, precision="int8", calib=data["calib"])
     plan.document["kernels"] = {driver.arch(): compile_for_plan(plan.document, driver.arch())}
     gpu = CudaEngine(plan.document, driver=driver).create_execution_context()
     cpu = edgert.load(plan).create_execution_context()
@@ -314,7 +314,7 @@ def _time_convolutions(emulate: bool) -> None:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         feeds = {"x": rng.standard_normal((n, c, size, size)).astype(np.float32)}
         for precision in ("int8", "fp16", "fp32"):
-            plan = edgert.build(model, shapes={"x": feeds["x"].shape}, precision=precision,
+            plan = edgert.build(model, cpu_only_aliases=False, shapes={"x": feeds["x"].shape}, precision=precision,
                                 precision_rules=[{"layer": "*", "precision": precision}],
                                 **({"calib": [feeds]} if precision == "int8" else {}))
             plan.document["kernels"] = {arch: compile_for_plan(plan.document, arch, emulate=emulate)}

@@ -72,7 +72,7 @@ ALL_FP16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision":
 
 
 def compile_plan(model, feeds, **options):
-    plan = edgert.build(model, shapes={k: v.shape for k, v in feeds.items()}, **options)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes={k: v.shape for k, v in feeds.items()}, **options)
     document = plan.document
     arch = driver().arch()
     document["kernels"] = {arch: compile_for_plan(document, arch, emulate=_STATE["emulate"])}

@@ -163,3 +163,16 @@ def test_plans_with_cuda_kernels_never_overwrite():
     steps = {cpu: ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu).steps for cpu in (True, False)}
     assert any(step.alias == "overwrite" for step in steps[True])
     assert not any(step.alias == "overwrite" for step in steps[False])
+
+
+def test_cuda_kernels_refuse_a_plan_planned_for_the_cpu_runtime():
+    from edgert.errors import PlanError
+    from edgert.kernels.cuda.plan_kernels import lower_plan
+    case = MODELS["resnet"]
+    cpu_plan = edgert.build(case.build(), shapes=case.shapes)
+    assert cpu_plan.document["memory"]["cpu_only"]
+    with pytest.raises(PlanError, match="planned for the CPU runtime.*cpu_only_aliases=False"):
+        lower_plan(cpu_plan.document, "sm_90")
+    gpu_ready = edgert.build(case.build(), shapes=case.shapes, cpu_only_aliases=False)
+    assert not gpu_ready.document["memory"]["cpu_only"] and not gpu_ready.document["memory"]["overwrite"]
+    lower_plan(gpu_ready.document, "sm_90")

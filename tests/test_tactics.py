@@ -64,7 +64,7 @@ def two_gemm_model(dtype="float32"):
 
 def build(dtype="float32", **options):
     fp16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]} if dtype == "float16" else {}
-    return edgert.build(two_gemm_model(dtype), **fp16, **options)
+    return edgert.build(two_gemm_model(dtype), cpu_only_aliases=False, **fp16, **options)
 
 
 class ByLayer:
@@ -283,7 +283,7 @@ def _cache_preferring_other_tactics(document, arch) -> tuple[TimingCache, dict]:
 def test_build_with_a_timing_cache_uses_its_fastest_tactics(tmp_path, capsys):
     model = tmp_path / "m.onnx"
     model.write_bytes(two_gemm_model().SerializeToString())
-    document = edgert.build(str(model)).document
+    document = edgert.build(str(model), cpu_only_aliases=False).document
     cache, chosen = _cache_preferring_other_tactics(document, "sm_87")
     cache.save(tmp_path / "orin.json")
     argv = ["build", str(model), "-o", str(tmp_path / "a.plan"), "--target", "jetson-agx-orin",

@@ -24,6 +24,7 @@ import concurrent.futures
 import os
 import re
 
+from edgert.errors import PlanError
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cuda.compile import arch_number, compile_source, normalize_arch
 from edgert.kernels.cuda.library import LowerContext, layer_program, lower_layer
@@ -74,6 +75,11 @@ def plan_fusions(ctx: LowerContext, document: dict) -> dict[int, dict]:
 def lower_plan(document: dict, arch, *, sm_count: int | None = None, fuse: bool = True, policy=None):
     """(context with kernel sources, launches per layer, fused map) for ``arch``; ``policy`` picks the
     tactics (default: the cost model), and ``ctx.tactic_policy.decisions`` records each choice."""
+    cpu_only = (document.get("memory") or {}).get("cpu_only", [])
+    if cpu_only:   # parallel CUDA threads would read input another thread already overwrote
+        names = ", ".join(document["layers"][i]["name"] for i in cpu_only[:4]) + (" ..." if len(cpu_only) > 4 else "")
+        raise PlanError(f"this plan's memory was planned for the CPU runtime: {names} may write over their input, "
+                        "which parallel CUDA kernels cannot; build with gpu_kernels=True (or cpu_only_aliases=False)")
     ctx = LowerContext(document, arch_number(arch), sm_count)
     recorder = ctx.tactic_policy = Recorder(policy or CostModel(GpuRates.for_arch(ctx.arch, ctx.sm_count)))
     fusions = plan_fusions(ctx, document) if fuse else {}
@@ -139,6 +145,11 @@ def compile_for_plan(document: dict, arch, *, ptx: bool = False, sm_count: int |
                      emulate: bool = False, fuse: bool = True, jobs: int | None = None, policy=None) -> dict:
     """The ``kernels`` section entry of ``document`` for ``arch`` (see the module docstring)."""
     arch = normalize_arch(arch)
+    cpu_only = (document.get("memory") or {}).get("cpu_only", [])
+    if cpu_only:
+        names = ", ".join(document["layers"][i]["name"] for i in cpu_only[:4]) + (" ..." if len(cpu_only) > 4 else "")
+        raise PlanError(f"this plan's memory was planned for the CPU runtime: {names} may write over their input, "
+                          "which parallel CUDA kernels cannot; build with gpu_kernels=True (or cpu_only_aliases=False)")
     ctx, launches, fused = lower_plan(document, arch, sm_count=sm_count, fuse=fuse, policy=policy)
     modules, kernel_modules = compile_context(ctx, arch, ptx=ptx, emulate=emulate, jobs=jobs)
     return {"arch": arch, "format": FORMAT, "modules": modules, "kernel_modules": kernel_modules,
