@@ -193,3 +193,31 @@ def test_models_match_with_and_without_the_module(name, monkeypatch):
             assert normwise_error(outputs[switch][key], value) <= 1e-5, (switch, key)
     for key in outputs["1"]:
         np.testing.assert_allclose(outputs["1"][key], outputs["0"][key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [((1, 3, 64, 64), (7, 7), (2, 2), (1, 1), (3, 3, 3, 3)),
+                                  ((1, 16, 16, 16), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+                                  ((1, 5, 13, 11), (3, 2), (2, 3), (2, 1), (0, 1, 2, 0))],
+                         ids=["stem7x7s2", "3x3", "odd"])
+def test_im2col_convolution_matches_numpy(case):
+    from edgert.kernels.cpu.convolution_prepared import prepare_convolution
+    from edgert.runtime.engine import Workspace
+    x_shape, kernel, strides, dilations, pads = case
+    x, w, b = randn(*x_shape), randn(8, x_shape[1], *kernel), randn(8)
+    out = np.full(output_shape(x_shape, 8, kernel, strides, dilations, pads), np.nan, np.float32)
+    attrs = {"kernel": list(kernel), "strides": list(strides), "dilations": list(dilations), "pads": list(pads)}
+    want = np.empty_like(out)
+    lookup(LayerKind.CONVOLUTION)(attrs, [x, w, b], [want])
+
+    class Engine:   # Workspace needs the engine's constants (none here: weights are bound per run) and a cache
+        constants, derived = {}, {}
+    run = prepare_convolution(attrs, [x, w, b], [out], Workspace(Engine()))
+    run()
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+    params = (list(kernel), list(strides), list(dilations), list(pads[:2]), list(pads[2:]))
+    rows, positions = x_shape[1] * math.prod(kernel), math.prod(out.shape[2:])
+    memory = np.zeros(x.size + rows * positions, np.float32)   # columns sharing the input's last element
+    inside = memory[:x.size].reshape(x.shape)
+    with pytest.raises(ValueError, match="columns overlap the input"):
+        native.bind_im2col(inside, memory[x.size - 1:x.size - 1 + rows * positions].reshape(rows, positions),
+                           out.shape[2:], params)()

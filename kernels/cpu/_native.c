@@ -277,7 +277,53 @@ done:
     return result;
 }
 
+/* im2col(x, columns, geometry): the column matrix of a single-image, single-group 2-D convolution, rows
+ * (channel, kernel row, kernel column), columns the output positions: columns @ weights.reshape(M, -1) is the
+ * convolution. Each row of an output row is one contiguous run of the scratch plane. */
+static PyObject *im2col(PyObject *self, PyObject *args) {
+    Py_buffer x, columns, geometry;
+    Geometry g;
+    Scratch s;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*y*", &x, &columns, &geometry)) return NULL;
+    int64_t taps = 0, positions = 0;
+    if (read_geometry(&geometry, &g) < 0) goto done;
+    taps = g.kernel_h * g.kernel_w;
+    positions = g.out_height * g.out_width;
+    if (check_size(&x, "input", g.planes * g.height * g.width) < 0
+        || check_size(&columns, "columns", g.planes * taps * positions) < 0 || make_scratch(&g, 0.0f, &s) < 0)
+        goto done;
+    if ((char *)columns.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)columns.buf + columns.len) {
+        free_scratch(&s);
+        PyErr_SetString(PyExc_ValueError, "im2col: the columns overlap the input");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const float *input = x.buf;
+    float *rows = columns.buf;
+    size_t run = g.out_width * sizeof(float);
+    for (int64_t p = 0; p < g.planes; ++p) {
+        fill_plane(&g, &s, input + p * g.height * g.width);
+        for (int64_t k = 0; k < taps; ++k) {
+            float *row = rows + (p * taps + k) * positions;
+            const float *tap = s.data + s.taps[k];
+            for (int64_t oy = 0; oy < g.out_height; ++oy)
+                memcpy(row + oy * g.out_width, tap + oy * g.stride_h * s.row_stride, run);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free_scratch(&s);
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&columns);
+    PyBuffer_Release(&geometry);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry)"},
     {NULL, NULL, 0, NULL},

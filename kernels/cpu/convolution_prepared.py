@@ -5,6 +5,7 @@ matrix on every call; on the small layers of embedded CNNs that bookkeeping cost
 arithmetic. Here it happens once, at context creation, over the layer's fixed arrays:
 
 - 2-D float32 depthwise (group == C_in == C_out): the native kernel when it is built (native.py);
+- other 2-D float32 single-image single-group ones, when it is built: its im2col, then one GEMM;
 - pointwise (1x1, no padding): one GEMM of the weights with the input itself (after one strided
   copy when strided), straight into the output;
 - others: the input is copied into scratch laid out so that every kernel tap reads one contiguous
@@ -73,10 +74,10 @@ def _bias_add(bias, out):
 
 
 def _bias_column(w, bias, workspace):
-    """(M, C + 1): the weights of a single-group 1x1 convolution with the bias as a last column (None unless both
-    are constants)."""
+    """(M, C x taps + 1): the weights of a single-group convolution with the bias as a last column (None unless
+    both are constants)."""
     m = w.shape[0]
-    return workspace.derived((w, bias), "1x1 convolution weights, bias column",
+    return workspace.derived((w, bias), "convolution weights, bias column",
                              lambda w, bias: np.concatenate([w.reshape(m, -1), bias.reshape(m, 1)], axis=1))
 
 
@@ -260,6 +261,26 @@ def _bind_columns(x, w, bias, attrs, inputs, params, group, depthwise, out, work
     return sequence(calls)
 
 
+def _bind_native_columns(x, w, bias, params, out, workspace):
+    """A single-image, single-group 2-D convolution: the native im2col (rows in the weights' own order), then
+    one GEMM, the bias a last column of the weights over a row of ones when both are constants."""
+    m, positions = out.shape[1], math.prod(out.shape[2:])
+    taps = math.prod(w.shape[1:])
+    if taps * positions * out.itemsize > PREPARED_COLUMN_BYTES:
+        return None
+    folded = _bias_column(w, bias, workspace) if bias is not None else None
+    columns = workspace.scratch((taps + (folded is not None), positions), x.dtype)
+    gather = native.bind_im2col(x, columns[:taps], out.shape[2:], params)
+    if gather is None:
+        return None
+    weights = folded if folded is not None else w.reshape(m, taps)
+    calls = [gather, functools.partial(columns[taps].fill, 1) if folded is not None else None,
+             bind_gemm(weights, columns, out.reshape(m, positions), 2 * out.size * columns.shape[0])]
+    if bias is not None and folded is None:
+        calls.append(_bias_add(bias, out))
+    return sequence(calls)
+
+
 def _column_elements(x, kernel, out) -> int:
     return x.shape[0] * x.shape[1] * math.prod(kernel) * math.prod(out.shape[2:])
 
@@ -284,6 +305,10 @@ def prepare_convolution(attrs, inputs, outputs, workspace):
         bound = native.bind_depthwise(x, w, bias, out, params) if depthwise else None
         if bound is not None:
             return overlap_safe(sequence([bound, bind_epilogue(attrs, inputs, out)]))   # epilogue: in place
+        if group == 1 and x.shape[0] == 1:
+            bound = _bind_native_columns(x, w, bias, params, out, workspace)
+            if bound is not None:
+                return sequence([bound, bind_epilogue(attrs, inputs, out)])
         elements = _column_elements(x, kernel, out)
         if elements > (DEPTHWISE_COLUMN_ELEMENTS if depthwise else PREPARED_COLUMN_BYTES // out.itemsize):
             return None   # large: the generic kernel tiles the columns and spreads copies over threads

@@ -27,7 +27,7 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
     _native, _ERROR = None, error
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
-KERNELS = ("depthwise convolution", "2-D max/average pooling")
+KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions")
 
 
 def enabled() -> bool:
@@ -47,11 +47,11 @@ def _fits(*arrays) -> bool:
     return all(a is None or (a.dtype == np.float32 and a.flags.c_contiguous) for a in arrays)
 
 
-def _geometry(x, out, channels, kernel, strides, dilations, begins) -> bytes:
+def _geometry(x, out_spatial, channels, kernel, strides, dilations, begins) -> bytes:
     """The int64 geometry record of _native.c: planes, channels, input and output sizes, window."""
     n, c, height, width = x.shape
-    return np.array([n * c, channels, height, width, out.shape[2], out.shape[3], *kernel, *strides, *dilations,
-                     *begins], dtype=np.int64).tobytes()
+    return np.array([n * c, channels, height, width, *out_spatial, *kernel, *strides, *dilations, *begins],
+                    dtype=np.int64).tobytes()
 
 
 def bind_depthwise(x, w, bias, out, params):
@@ -61,7 +61,7 @@ def bind_depthwise(x, w, bias, out, params):
     if not enabled() or x.ndim != 4 or not _fits(x, w, bias, out) or min(begins) < 0 \
             or w.shape[0] != x.shape[1] or out.shape[1] != x.shape[1]:
         return None
-    geometry = _geometry(x, out, x.shape[1], kernel, strides, dilations, begins)
+    geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
     return overlap_safe(functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry))
 
 
@@ -74,5 +74,17 @@ def bind_pool(x, out, average: bool, divisor, params):
     counts = None
     if average:
         counts = np.ascontiguousarray(np.broadcast_to(np.asarray(divisor, np.float32), out.shape[2:]))
-    geometry = _geometry(x, out, x.shape[1], kernel, strides, dilations, begins)
+    geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
     return overlap_safe(functools.partial(_native.pool2d, x, out, counts, geometry))
+
+
+
+def bind_im2col(x, columns, out_spatial, params):
+    """columns (C x taps, out_h x out_w) = the column matrix of x (1, C, H, W) for a single-group 2-D convolution
+    with output size ``out_spatial``, rows in (channel, kernel row, kernel column) order: the weights' own. None
+    when the module is off or the arrays are not contiguous float32."""
+    kernel, strides, dilations, begins, _ = params
+    if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, columns) or min(begins) < 0:
+        return None
+    geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
+    return functools.partial(_native.im2col, x, columns, geometry)
