@@ -347,6 +347,9 @@ def plan_memory(steps: Sequence[StepSpec], tensors: Sequence[TensorSpec], *, ali
             continue  # a tensor nobody writes or reads (cannot happen in a verified graph)
         pools[table[owner].pool]["offsets"][tid] = pools[table[owner].pool]["offsets"][owner] + delta
         lifetimes[tid] = tuple(spans[owner])
+    for index in overwrites:   # an overwritten input is gone after its step; the output it held goes on
+        source = steps[index].inputs[0]
+        lifetimes[source] = (lifetimes[source][0], index)
     return MemoryPlan(pools, lifetimes, elided, bound, no_reuse, overwrites)
 
 

@@ -176,3 +176,10 @@ def test_cuda_kernels_refuse_a_plan_planned_for_the_cpu_runtime():
     gpu_ready = edgert.build(case.build(), shapes=case.shapes, cpu_only_aliases=False)
     assert not gpu_ready.document["memory"]["cpu_only"] and not gpu_ready.document["memory"]["overwrite"]
     lower_plan(gpu_ready.document, "sm_90")
+
+
+def test_reports_show_the_overwritten_input_dying_at_its_step():
+    kib = 1024
+    steps, tensors = chain([4 * kib, 64 * kib, 16 * kib, 16 * kib, 16 * kib, kib], [None, "overwrite", None, None, None])
+    plan = plan_memory(steps, tensors)
+    assert plan.lifetimes[1] == (0, 1) and plan.lifetimes[2] == (0, 2)   # 2 lives in 1's first bytes from step 0
