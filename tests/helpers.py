@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 
 import edgert
@@ -92,3 +94,18 @@ def op_model(op_type, inputs, attrs=None, opset=18, consts=(), num_outputs=1, in
     if infer:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=strict)
     return model, feeds
+
+
+def assert_runs_allocate_nothing(context, limit: int = 200_000) -> None:
+    """Every bound layer run of a CPU context allocates less than ``limit`` bytes at its peak (NumPy's own
+    iterator buffers, at most 8192 elements per operand, stay below 200 KB)."""
+    tracemalloc.start()
+    try:
+        with np.errstate(all="ignore"):
+            for run in context._runs:
+                tracemalloc.reset_peak()
+                before = tracemalloc.get_traced_memory()[0]
+                run()
+                assert tracemalloc.get_traced_memory()[1] - before < limit
+    finally:
+        tracemalloc.stop()

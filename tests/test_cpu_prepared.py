@@ -10,7 +10,6 @@ allocation-free runs.
 from __future__ import annotations
 
 import threading
-import tracemalloc
 
 import numpy as np
 import onnx
@@ -20,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import edgert
 from edgert.ir.kinds import LayerKind
 from edgert.runtime.engine import Workspace
-from helpers import assert_matches_ort, normwise_error, ort_run
+from helpers import assert_matches_ort, assert_runs_allocate_nothing, normwise_error, ort_run
 from models import MODELS
 
 rng = np.random.default_rng()
@@ -259,16 +258,7 @@ def test_prepared_runs_allocate_no_tensors():
     context = edgert.load(edgert.build(model, shapes={k: v.shape for k, v in feeds.items()})).create_execution_context()
     context.execute(feeds)
     assert len(prepared_kinds(context)) == len(context._steps)
-    tracemalloc.start()
-    try:
-        with np.errstate(all="ignore"):
-            for run in context._runs:
-                tracemalloc.reset_peak()
-                before = tracemalloc.get_traced_memory()[0]
-                run()
-                assert tracemalloc.get_traced_memory()[1] - before < 200_000
-    finally:
-        tracemalloc.stop()
+    assert_runs_allocate_nothing(context)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

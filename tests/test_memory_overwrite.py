@@ -9,8 +9,6 @@ runtime's scratch when the native kernels are off.
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -20,7 +18,7 @@ from edgert.kernels.cpu import native
 from edgert.memory import ALIGNMENT, StepSpec, TensorSpec, plan_memory
 from edgert.onnx.importer import import_model
 from edgert.schedule import ScheduleSpecs
-from helpers import normwise_error, ort_run
+from helpers import assert_runs_allocate_nothing, normwise_error, ort_run
 from models import MODELS
 
 
@@ -139,16 +137,7 @@ def test_resnet_pools_over_its_stem_and_runs_right(switch, monkeypatch):
     kinds = [plan.document["layers"][i]["kind"] for i in memory["overwrite"]]
     assert kinds == ["Pooling", "Pooling"]   # the stem max pool and the global average pool
     assert memory["arena_bytes"] <= 0.5 * memory["no_reuse_bytes"]
-    tracemalloc.start()   # the scratch is the context's: no allocation in a run
-    try:
-        with np.errstate(all="ignore"):
-            for run in context._runs:
-                tracemalloc.reset_peak()
-                before = tracemalloc.get_traced_memory()[0]
-                run()
-                assert tracemalloc.get_traced_memory()[1] - before < 200_000
-    finally:
-        tracemalloc.stop()
+    assert_runs_allocate_nothing(context)   # the scratch is the context's: no allocation in a run
 
 
 def test_mobilenet_depthwise_layers_overwrite_their_input():
