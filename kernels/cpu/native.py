@@ -44,7 +44,7 @@ def status() -> str:
 
 
 def _fits(*arrays) -> bool:
-    return all(a is None or (a.dtype == np.float32 and a.flags.c_contiguous) for a in arrays)
+    return all(a is None or (a.dtype == np.float32 and a.flags.c_contiguous and a.size) for a in arrays)
 
 
 def _geometry(x, out_spatial, channels, kernel, strides, dilations, begins) -> bytes:
