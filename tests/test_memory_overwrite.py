@@ -172,3 +172,29 @@ def test_reports_show_the_overwritten_input_dying_at_its_step():
     steps, tensors = chain([4 * kib, 64 * kib, 16 * kib, 16 * kib, 16 * kib, kib], [None, "overwrite", None, None, None])
     plan = plan_memory(steps, tensors)
     assert plan.lifetimes[1] == (0, 1) and plan.lifetimes[2] == (0, 2)   # 2 lives in 1's first bytes from step 0
+
+
+def test_lrn_runs_in_place_and_pooling_over_it():
+    """ZFNet's shape: conv -> relu -> LRN (in place over the conv output) -> max pool (over the LRN output)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng()
+    w = numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("LRN", ["r"], ["n"], size=5, alpha=1e-3, beta=0.75, bias=2.0),
+             helper.make_node("MaxPool", ["n"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "zf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 24, 24])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 1, 1])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    feeds = {"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)}
+    plan = edgert.build(model)
+    document = plan.document
+    offsets = dict(document["memory"]["pools"]["cpu"]["offsets"])
+    lrn = next(layer for layer in document["layers"] if layer["kind"] == "LRN")
+    assert offsets[lrn["inputs"][0]] == offsets[lrn["outputs"][0]]
+    context = edgert.load(plan.to_bytes()).create_execution_context()
+    assert normwise_error(context.execute(feeds)["y"], ort_run(model, feeds)["y"]) <= 1e-5
+    assert not context.unprepared_layers()
+    assert_runs_allocate_nothing(context)
