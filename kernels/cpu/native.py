@@ -1,4 +1,5 @@
-"""The native CPU kernels (``_native.c``): depthwise convolution and windowed 2-D pooling over float32.
+"""The native CPU kernels (``_native.c``): depthwise convolution, windowed 2-D pooling and the im2col of 2-D
+convolutions, over float32.
 
 NumPy has no formulation of these that is not several times slower than their arithmetic (each gathers
 every window first or makes one strided pass per tap); the C module walks each plane once. It is built at
@@ -6,9 +7,9 @@ install when a C compiler is present (pyproject's ext-modules, optional); withou
 ``status()`` says which, and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to
 compare the two paths).
 
-The binders return a callable that runs the layer with its arrays bound (and may write over its input, see
-_native.c: marked ``overlap_safe``), or None when the layer is not one
-the module covers (then the NumPy prepare hook goes on as before).
+The binders return a callable that runs the layer with its arrays bound (the depthwise and pooling ones may
+write over their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module
+covers (then the NumPy prepare hook goes on as before).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def enabled() -> bool:
 
 
 def status() -> str:
-    """One line for reports: which CPU kernels run depthwise convolution and pooling, and why."""
+    """One line for reports: whether the native kernels run, and why not."""
     if _native is None:
         return f"NumPy only (edgert.kernels.cpu._native is not built: {_ERROR}; reinstall with a C compiler)"
     if not enabled():
