@@ -145,8 +145,7 @@ EDGERT_FN void init_loaders(AL (&al)[2], BL (&bl)[2], const GemmParams& p, const
                             i32 n_block) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        al[r].a = static_cast<const T*>(p.a) + s.a_off;
-        al[r].m0 = m_block; al[r].M = p.M; al[r].sm = p.a_sm; al[r].sk = p.a_sk;
+        al[r].init(p, static_cast<const T*>(p.a) + s.a_off, m_block);
         bl[r].init(p, static_cast<const T*>(p.b) + s.b_off, n_block);
     }
 }

@@ -44,51 +44,68 @@ EDGERT_FN void batch_offsets(const GemmParams& p, i64 z, i64& a_off, i64& b_off,
     }
 }
 
-// -- A loader: A(m, k) strided; VEC > 1 needs a_sk == 1, K % VEC == 0 and 16-byte aligned rows ----
-// SMEM_MK: shared layout [m][k] (tensor cores) or [k][m] (FMA kernel).
-template <class T, int BM, int BK, int THREADS, int VEC, bool M_FAST, bool SMEM_MK, int LD>
-struct ALoader {
-    static constexpr int CHUNKS = BM * BK / VEC;
+// -- a ROWS x COLS tile of a strided matrix, fetched into registers -----------------------------
+// VEC > 1: 16-byte loads of VEC elements along a row (unit column stride, COLS and the row starts
+// multiples of VEC). Chunk q is at (row, col) = position(q): row-major, or column-major (ROW_FAST,
+// scalar loads only) so that consecutive threads read consecutive rows. The loaders below own one
+// and store it to shared memory in their own layout.
+template <class T, int ROWS, int COLS, int THREADS, int VEC, bool ROW_FAST>
+struct StridedTile {
+    static constexpr int CHUNKS = ROWS * COLS / VEC;
     static constexpr int PER = (CHUNKS + THREADS - 1) / THREADS;
     static_assert(VEC == 1 || VEC * sizeof(T) == 16, "vector loads are 16 bytes");
     vec16 vreg[VEC > 1 ? PER : 1];
     T sreg[VEC > 1 ? 1 : PER];
+
+    EDGERT_FN static void position(int q, int& row, int& col) {
+        if (VEC == 1 && ROW_FAST) { row = q % ROWS; col = q / ROWS; }
+        else { row = q / (COLS / VEC); col = (q % (COLS / VEC)) * VEC; }
+    }
+    // rows [r0, rend) and columns [c0, cend) of the matrix at base are inside; the rest reads as zero
+    EDGERT_FN void fetch(const T* base, i32 r0, i32 rend, i32 c0, i32 cend, i64 srow, i64 scol) {
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            int q = threadIdx.x + i * THREADS, row, col;
+            position(q, row, col);
+            i32 gr = r0 + row, gc = c0 + col;
+            bool ok = q < CHUNKS && gr < rend && gc < cend;
+            if (VEC > 1) {
+                if (ok) vreg[i] = *reinterpret_cast<const vec16*>(base + gr * srow + gc);
+                else vreg[i] = vec16_zero();
+            } else {
+                sreg[i] = ok ? base[gr * srow + gc * scol] : zero_of<T>();
+            }
+        }
+    }
+};
+
+// -- A loader: A(m, k) strided; VEC > 1 needs a_sk == 1, K % VEC == 0 and 16-byte aligned rows ----
+// SMEM_MK: shared layout [m][k] (tensor cores) or [k][m] (FMA kernel).
+template <class T, int BM, int BK, int THREADS, int VEC, bool M_FAST, bool SMEM_MK, int LD>
+struct ALoader {
+    using Tile = StridedTile<T, BM, BK, THREADS, VEC, M_FAST>;
+    Tile tile;
     const T* a;
     i32 m0, M;
     i64 sm, sk;
 
-    EDGERT_FN void position(int q, int& m, int& k) const {
-        if (VEC == 1 && M_FAST) { m = q % BM; k = q / BM; }
-        else { m = q / (BK / VEC); k = (q % (BK / VEC)) * VEC; }
+    EDGERT_FN void init(const GemmParams& p, const T* base, i32 m_block) {
+        a = base; m0 = m_block; M = p.M; sm = p.a_sm; sk = p.a_sk;
     }
-    EDGERT_FN void fetch(i32 k0, i32 kend) {
-#pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            int q = threadIdx.x + i * THREADS, m, k;
-            position(q, m, k);
-            i32 gm = m0 + m, gk = k0 + k;
-            bool ok = q < CHUNKS && gm < M && gk < kend;
-            if (VEC > 1) {
-                if (ok) vreg[i] = *reinterpret_cast<const vec16*>(a + gm * sm + gk);
-                else vreg[i] = vec16_zero();
-            } else {
-                sreg[i] = ok ? a[gm * sm + gk * sk] : zero_of<T>();
-            }
-        }
-    }
+    EDGERT_FN void fetch(i32 k0, i32 kend) { tile.fetch(a, m0, M, k0, kend, sm, sk); }
     EDGERT_FN void store(T* smem) {
 #pragma unroll
-        for (int i = 0; i < PER; ++i) {
+        for (int i = 0; i < Tile::PER; ++i) {
             int q = threadIdx.x + i * THREADS, m, k;
-            if (q >= CHUNKS) break;
-            position(q, m, k);
+            if (q >= Tile::CHUNKS) break;
+            Tile::position(q, m, k);
             if (VEC == 1) {
-                if (SMEM_MK) smem[m * LD + k] = sreg[i];
-                else smem[k * LD + m] = sreg[i];
+                if (SMEM_MK) smem[m * LD + k] = tile.sreg[i];
+                else smem[k * LD + m] = tile.sreg[i];
             } else if (SMEM_MK) {
-                *reinterpret_cast<vec16*>(smem + m * LD + k) = vreg[i];
+                *reinterpret_cast<vec16*>(smem + m * LD + k) = tile.vreg[i];
             } else {
-                const T* e = reinterpret_cast<const T*>(&vreg[i]);
+                const T* e = reinterpret_cast<const T*>(&tile.vreg[i]);
                 for (int j = 0; j < VEC; ++j) smem[(k + j) * LD + m] = e[j];
             }
         }
@@ -99,10 +116,8 @@ struct ALoader {
 // Matmul: B(k, n) strided; VEC > 1 needs b_sn == 1, N % VEC == 0 and aligned rows.
 template <class T, int BK, int BN, int THREADS, int VEC, int LD>
 struct BStrided {
-    static constexpr int CHUNKS = BK * BN / VEC;
-    static constexpr int PER = (CHUNKS + THREADS - 1) / THREADS;
-    vec16 vreg[VEC > 1 ? PER : 1];
-    T sreg[VEC > 1 ? 1 : PER];
+    using Tile = StridedTile<T, BK, BN, THREADS, VEC, false>;
+    Tile tile;
     const T* b;
     i32 n0, N;
     i64 sk, sn;
@@ -110,29 +125,15 @@ struct BStrided {
     EDGERT_FN void init(const GemmParams& p, const T* base, i32 n_block) {
         b = base; n0 = n_block; N = p.N; sk = p.b_sk; sn = p.b_sn;
     }
-    EDGERT_FN void fetch(i32 k0, i32 kend) {
-#pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            int q = threadIdx.x + i * THREADS;
-            int k = q / (BN / VEC), n = (q % (BN / VEC)) * VEC;
-            i32 gk = k0 + k, gn = n0 + n;
-            bool ok = q < CHUNKS && gk < kend && gn < N;
-            if (VEC > 1) {
-                if (ok) vreg[i] = *reinterpret_cast<const vec16*>(b + gk * sk + gn);
-                else vreg[i] = vec16_zero();
-            } else {
-                sreg[i] = ok ? b[gk * sk + gn * sn] : zero_of<T>();
-            }
-        }
-    }
+    EDGERT_FN void fetch(i32 k0, i32 kend) { tile.fetch(b, k0, kend, n0, N, sk, sn); }
     EDGERT_FN void store(T* smem) {
 #pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            int q = threadIdx.x + i * THREADS;
-            if (q >= CHUNKS) break;
-            int k = q / (BN / VEC), n = (q % (BN / VEC)) * VEC;
-            if (VEC > 1) *reinterpret_cast<vec16*>(smem + k * LD + n) = vreg[i];
-            else smem[k * LD + n] = sreg[i];
+        for (int i = 0; i < Tile::PER; ++i) {
+            int q = threadIdx.x + i * THREADS, k, n;
+            if (q >= Tile::CHUNKS) break;
+            Tile::position(q, k, n);
+            if (VEC > 1) *reinterpret_cast<vec16*>(smem + k * LD + n) = tile.vreg[i];
+            else smem[k * LD + n] = tile.sreg[i];
         }
     }
 };
