@@ -77,6 +77,18 @@ struct StridedTile {
             }
         }
     }
+    // shared[row * LD + col]: the tile as it lies in the matrix
+    template <int LD>
+    EDGERT_FN void store_rows(T* smem) const {
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            int q = threadIdx.x + i * THREADS, row, col;
+            if (q >= CHUNKS) break;
+            position(q, row, col);
+            if (VEC > 1) *reinterpret_cast<vec16*>(smem + row * LD + col) = vreg[i];
+            else smem[row * LD + col] = sreg[i];
+        }
+    }
 };
 
 // -- A loader: A(m, k) strided; VEC > 1 needs a_sk == 1, K % VEC == 0 and 16-byte aligned rows ----
@@ -94,16 +106,17 @@ struct ALoader {
     }
     EDGERT_FN void fetch(i32 k0, i32 kend) { tile.fetch(a, m0, M, k0, kend, sm, sk); }
     EDGERT_FN void store(T* smem) {
+        if (SMEM_MK) {
+            tile.template store_rows<LD>(smem);
+            return;
+        }
 #pragma unroll
-        for (int i = 0; i < Tile::PER; ++i) {
+        for (int i = 0; i < Tile::PER; ++i) {   // transposed: shared [k][m]
             int q = threadIdx.x + i * THREADS, m, k;
             if (q >= Tile::CHUNKS) break;
             Tile::position(q, m, k);
             if (VEC == 1) {
-                if (SMEM_MK) smem[m * LD + k] = tile.sreg[i];
-                else smem[k * LD + m] = tile.sreg[i];
-            } else if (SMEM_MK) {
-                *reinterpret_cast<vec16*>(smem + m * LD + k) = tile.vreg[i];
+                smem[k * LD + m] = tile.sreg[i];
             } else {
                 const T* e = reinterpret_cast<const T*>(&tile.vreg[i]);
                 for (int j = 0; j < VEC; ++j) smem[(k + j) * LD + m] = e[j];
@@ -126,16 +139,7 @@ struct BStrided {
         b = base; n0 = n_block; N = p.N; sk = p.b_sk; sn = p.b_sn;
     }
     EDGERT_FN void fetch(i32 k0, i32 kend) { tile.fetch(b, k0, kend, n0, N, sk, sn); }
-    EDGERT_FN void store(T* smem) {
-#pragma unroll
-        for (int i = 0; i < Tile::PER; ++i) {
-            int q = threadIdx.x + i * THREADS, k, n;
-            if (q >= Tile::CHUNKS) break;
-            Tile::position(q, k, n);
-            if (VEC > 1) *reinterpret_cast<vec16*>(smem + k * LD + n) = tile.vreg[i];
-            else smem[k * LD + n] = tile.sreg[i];
-        }
-    }
+    EDGERT_FN void store(T* smem) { tile.template store_rows<LD>(smem); }
 };
 
 // Convolution, 1x1 kernel, stride 1, no padding: B(k, n) = x[img(n)][channel k][pixel(n)], read
