@@ -180,20 +180,21 @@ struct BPointwiseConv {
     }
 };
 
-// Convolution, general: one output pixel (column) per thread, gathered through the k table.
+// Convolutions that gather: one output pixel (column n_local of the tile) per thread, rows k_first,
+// k_first + STEP, ... of the k-tile; base points at the pixel's window origin (iy0, ix0), which may lie
+// in the padding.
 template <class T, int BK, int BN, int THREADS, int LD>
-struct BIm2col {
+struct PixelColumn {
     static constexpr int STEP = THREADS / BN;
     static constexpr int PER = BK / STEP;
     static_assert(PER * STEP == BK, "tile shape");
     T reg[PER];
     const T* base;
-    const i32* tab;
     i32 iy0, ix0, H, W;
     int k_first, n_local;
     bool valid;
 
-    EDGERT_FN void init(const GemmParams& p, const T* x, i32 n_block) {
+    EDGERT_FN void init_pixel(const GemmParams& p, const T* x, i32 n_block) {
         n_local = threadIdx.x % BN;
         k_first = threadIdx.x / BN;
         i32 n = n_block + n_local;
@@ -204,6 +205,23 @@ struct BIm2col {
         ix0 = ox * p.SW - p.PW;
         H = p.H; W = p.W;
         base = x + img * p.in_img + i64(iy0) * W + ix0;
+    }
+    EDGERT_FN void store(T* smem) {
+#pragma unroll
+        for (int i = 0; i < PER; ++i) smem[(k_first + i * STEP) * LD + n_local] = reg[i];
+    }
+};
+
+// Convolution, general: each k through the k table (input offset, dy, dx of channel and tap).
+template <class T, int BK, int BN, int THREADS, int LD>
+struct BIm2col : PixelColumn<T, BK, BN, THREADS, LD> {
+    using Column = PixelColumn<T, BK, BN, THREADS, LD>;
+    using Column::PER; using Column::STEP; using Column::reg; using Column::base; using Column::iy0;
+    using Column::ix0; using Column::H; using Column::W; using Column::k_first; using Column::valid;
+    const i32* tab;
+
+    EDGERT_FN void init(const GemmParams& p, const T* x, i32 n_block) {
+        this->init_pixel(p, x, n_block);
         tab = p.ktab;
     }
     EDGERT_FN void fetch(i32 k0, i32 kend) {
@@ -219,39 +237,23 @@ struct BIm2col {
             reg[i] = v;
         }
     }
-    EDGERT_FN void store(T* smem) {
-#pragma unroll
-        for (int i = 0; i < PER; ++i) smem[(k_first + i * STEP) * LD + n_local] = reg[i];
-    }
 };
 
 // Convolution with K ordered (tap, channel) and channels per group a multiple of BK (the weights
 // are permuted to match at load time): a k-tile is BK channels of one tap, so a thread checks its
 // pixel's bounds once per tile and walks the channels with a pointer, no table.
 template <class T, int BK, int BN, int THREADS, int LD>
-struct BTapMajor {
-    static constexpr int STEP = THREADS / BN;
-    static constexpr int PER = BK / STEP;
-    static_assert(PER * STEP == BK, "tile shape");
-    T reg[PER];
-    const T* base;
+struct BTapMajor : PixelColumn<T, BK, BN, THREADS, LD> {
+    using Column = PixelColumn<T, BK, BN, THREADS, LD>;
+    using Column::PER; using Column::STEP; using Column::reg; using Column::base; using Column::iy0;
+    using Column::ix0; using Column::H; using Column::W; using Column::k_first; using Column::valid;
     i64 plane;
-    i32 iy0, ix0, H, W, C, KW, DH, DW;
-    int k_first, n_local;
-    bool valid;
+    i32 C, KW, DH, DW;
 
     EDGERT_FN void init(const GemmParams& p, const T* x, i32 n_block) {
-        n_local = threadIdx.x % BN;
-        k_first = threadIdx.x / BN;
-        i32 n = n_block + n_local;
-        valid = n < p.N;
-        i32 img = valid ? n / p.OHW : 0, pix = valid ? n % p.OHW : 0;
-        i32 oy = pix / p.OW, ox = pix % p.OW;
-        iy0 = oy * p.SH - p.PH;
-        ix0 = ox * p.SW - p.PW;
-        H = p.H; W = p.W; C = p.C; KW = p.KW; DH = p.DH; DW = p.DW;
+        this->init_pixel(p, x, n_block);
+        C = p.C; KW = p.KW; DH = p.DH; DW = p.DW;
         plane = i64(H) * W;
-        base = x + img * p.in_img + i64(iy0) * W + ix0;
     }
     EDGERT_FN void fetch(i32 k0, i32 kend) {
         const i32 tap = k0 / C, c0 = k0 - tap * C, ky = tap / KW, kx = tap - ky * KW;
@@ -260,10 +262,6 @@ struct BTapMajor {
         const T* src = base + (c0 + k_first) * plane + dy * W + dx;
 #pragma unroll
         for (int i = 0; i < PER; ++i) reg[i] = ok ? src[i * STEP * plane] : zero_of<T>();
-    }
-    EDGERT_FN void store(T* smem) {
-#pragma unroll
-        for (int i = 0; i < PER; ++i) smem[(k_first + i * STEP) * LD + n_local] = reg[i];
     }
 };
 
