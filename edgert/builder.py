@@ -53,14 +53,14 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     precision_report = _precision(graph, options, rules)
     # CUDA kernels are compiled over this memory plan: layers may then only write over their input element for
     # element (see edgert.schedule.step_alias); option cpu_only_aliases=False plans so without compiling them
-    cpu_kernels = not (options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
-    cpu_kernels = cpu_kernels and options.pop("cpu_only_aliases", True)
+    compile_cuda = bool(options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
+    cpu_kernels = bool(options.pop("cpu_only_aliases", True)) and not compile_cuda
     schedule_report = choose_schedule(graph, cpu_kernels) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels)
     memory = plan_graph_memory(specs, reuse=memory_reuse)
     document = _document(graph, specs, memory, schedule_report, target, options)
-    if options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"):
+    if compile_cuda:
         _compile_gpu_kernels(document, target, options, timing_cache)
     document["header"]["passes"] = pass_counts
     if partition_report is not None:
