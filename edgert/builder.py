@@ -44,7 +44,7 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     timing_cache = options.pop("timing_cache", None)
     if isinstance(timing_cache, (str, os.PathLike)):
         options["timing_cache"] = os.fspath(timing_cache)   # the header records a path, not a TimingCache
-    rules = load_rules(options.get("placement")) + load_rules(options.get("precision_rules"))
+    rules = load_rules(options.get("placement"), "placement file") + load_rules(options.get("precision_rules"))
     qdq_folded = _fold_qdq(graph, options, rules)
     pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
     if qdq_folded:

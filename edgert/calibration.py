@@ -51,8 +51,9 @@ class CalibrationTable:
                 data = json.load(f)
         except OSError as e:
             raise CalibrationError(f"cannot read calibration cache {str(path)!r}: {e.strerror}") from e
-        except json.JSONDecodeError as e:
-            raise CalibrationError(f"calibration cache {str(path)!r} is not JSON: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:   # a binary or non-UTF-8 file is no cache either
+            raise CalibrationError(f"calibration cache {str(path)!r} is not a JSON calibration cache ({e}); give "
+                                   "another --calib-cache FILE or delete it to recalibrate") from e
         if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or "scales" not in data:
             raise CalibrationError(f"calibration cache {str(path)!r} has version {data.get('version')!r}, "
                                    f"expected {CACHE_VERSION}; delete it to recalibrate")
@@ -115,12 +116,26 @@ def load_batches(directory, graph: Graph) -> list[dict]:
             if len(graph.inputs) != 1:
                 raise CalibrationError(f"{path}: a .npy file feeds a single-input model; this model has "
                                        f"{len(graph.inputs)} inputs (use .npz with arrays named by input)")
-            arrays = {graph.inputs[0].name: np.load(path)}
+            arrays = {graph.inputs[0].name: _load_array_file(path)}
         else:
-            with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files}
+            arrays = _load_array_file(path)
         batches.extend(split_batches(arrays, graph))
     return batches
+
+
+def _load_array_file(path: str):
+    """An .npy array or the arrays of an .npz (no pickles); CalibrationError for anything else."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            return {k: data[k] for k in data.files}
+    except Exception as e:   # np.load raises ValueError, OSError, zipfile errors... on a bad file
+        kind = "an .npy array" if path.endswith(".npy") else "an .npz of arrays"
+        found = "not in NumPy's format" if "pickle" in str(e) else (str(e).splitlines() or [repr(e)])[0][:80]
+        raise CalibrationError(f"calibration file {path} is not {kind} ({found}); write batches with np.save / "
+                               "np.savez") from None
 
 
 def split_batches(arrays: Mapping[str, np.ndarray], graph: Graph) -> list[dict]:

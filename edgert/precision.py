@@ -89,7 +89,7 @@ class PrecisionReport:
 
 
 # -- rules -------------------------------------------------------------------------------------------------
-def load_rules(source) -> list[PrecisionRule]:
+def load_rules(source, what: str = "precision rules") -> list[PrecisionRule]:
     """Precision rules from a TOML path, a parsed dict or a list of rule dicts; rules without a
     ``precision`` key (placement rules in a shared file) are skipped."""
     if source is None:
@@ -97,7 +97,7 @@ def load_rules(source) -> list[PrecisionRule]:
     if isinstance(source, (list, tuple)) and all(isinstance(r, PrecisionRule) for r in source):
         return list(source)
     from edgert.partitioner.placement import read_rule_file
-    data, where = read_rule_file(source, "precision rules", PrecisionError)
+    data, where = read_rule_file(source, what, PrecisionError)
     rules = []
     for index, entry in enumerate(data.get("rule", []), start=1):
         if "precision" in entry:

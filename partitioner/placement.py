@@ -73,8 +73,8 @@ def read_rule_file(source, what: str, error: type) -> tuple[dict, str]:
                 return tomllib.load(f), str(source)
         except OSError as e:
             raise error(f"cannot read {what} {str(source)!r}: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise error(f"{what} {str(source)!r} is not valid TOML: {e}") from e
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:   # TOML files are UTF-8 text
+            raise error(f"{what} {str(source)!r} is not valid TOML (UTF-8 text): {e}") from e
     return (source if isinstance(source, dict) else {"rule": list(source)}), what
 
 

@@ -40,7 +40,7 @@ def test_per_layer_names_first_diverging_layer(tmp_path):
     parser = argparse.ArgumentParser()
     compare_tool.add_arguments(parser)
     args = parser.parse_args([str(path), str(tmp_path / "plan.edgert"), "--per-layer", "--json"])
-    assert compare_tool.main(args) == 0
+    assert compare_tool.main(args) == 1   # a gate: the mismatch is exit status 1
 
 
 def test_fp32_plan_agrees():
@@ -55,5 +55,35 @@ def test_fp32_plan_agrees():
 
 
 def test_metrics_flags_nan():
-    assert compare_tool.metrics(np.array([np.nan, 1.0]), np.array([1.0, 1.0]))["normwise_rel"] == float("inf")
+    for out, ref in ((np.array([np.nan, 1.0]), np.array([1.0, 1.0])), (np.array([1.0, 1.0]), np.array([np.inf, 1.0])),
+                     (np.full(4, np.nan), np.full(4, np.nan))):
+        entry = compare_tool.metrics(out, ref)
+        assert entry["normwise_rel"] == float("inf") and not entry["cosine"] >= 0.0   # NaN cosine, never 1.0
+        assert not compare_tool.gate(out, ref, atol=1.0, rtol=1.0)["passed"]
     assert compare_tool.top1_agreement(np.eye(3), np.eye(3)) == 1.0
+    assert compare_tool.metrics(np.zeros(3), np.ones(3))["cosine"] == 0.0
+
+
+@pytest.mark.parametrize("stat", ["max", "mean", "median"])
+def test_gate_is_elementwise_atol_plus_rtol(stat):
+    rng = np.random.default_rng()
+    ref = rng.standard_normal(1000)
+    atol, rtol = 10.0 ** rng.uniform(-4, -2), 10.0 ** rng.uniform(-4, -2)
+    tolerance = atol + rtol * np.abs(ref)
+    within = ref + tolerance * rng.uniform(-0.99, 0.99, ref.shape)
+    assert compare_tool.gate(within, ref, atol, rtol, stat)["passed"]
+    outside = within.copy()
+    outside[rng.integers(ref.size)] += 3 * tolerance.max()   # one element out of tolerance
+    result = compare_tool.gate(outside, ref, atol, rtol, stat)
+    assert result["passed"] == (stat != "max") and result["mismatched"] == 1
+    far = ref + 2 * tolerance * np.sign(rng.standard_normal(ref.shape))   # every element twice its tolerance
+    assert not compare_tool.gate(far, ref, atol, rtol, stat)["passed"]
+    assert abs(compare_tool.gate(far, ref, atol, rtol, stat)["error_stat"] - 2.0) < 1e-9
+
+
+def test_val_ranges_parse():
+    assert compare_tool.parse_val_ranges(["x:[0,1]", "-2,3.5", "y:0,255"]) == {"x": (0, 1), None: (-2, 3.5),
+                                                                                "y": (0, 255)}
+    for bad in ("x:[1]", "x:[a,b]", "3,1"):
+        with pytest.raises(edgert.EdgeRTError):
+            compare_tool.parse_val_ranges([bad])

@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from edgert.tools.args import add_shape_options, parse_shapes
+from edgert.tools.args import add_shape_options, check_output_file, parse_shapes, require_modules
 from edgert.tools.memory import report, summary_line
 
 HELP = "build a plan from an ONNX model"
@@ -44,6 +44,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    require_modules("build", "onnx")
+    check_output_file(args.output, "-o")
     import edgert
 
     started = time.perf_counter()

@@ -9,11 +9,9 @@ import argparse
 import sys
 import traceback
 
-from edgert.errors import EdgeRTError
-from edgert.tools import bench, build, compare, inspect, memory, partition, run, targets, tune
+import importlib
 
-TOOLS = {"build": build, "run": run, "bench": bench, "inspect": inspect, "memory": memory,
-         "partition": partition, "targets": targets, "compare": compare, "tune": tune}
+TOOL_NAMES = ("build", "run", "bench", "inspect", "memory", "partition", "targets", "compare", "tune")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +25,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgert", description="Build and run edgert inference plans.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="tool", metavar="TOOL", parser_class=_Parser)
-    for name, tool in TOOLS.items():
+    for name in TOOL_NAMES:
+        tool = _tool(name)
         tool_parser = sub.add_parser(name, help=tool.HELP, description=tool.HELP)
         tool_parser.add_argument("--verbose", "-v", action="store_true", help="more output; tracebacks on errors")
         tool.add_arguments(tool_parser)
@@ -39,31 +38,57 @@ def _version() -> str:
     return f"edgert {__version__}"
 
 
+def _tool(name: str):
+    return importlib.import_module(f"edgert.tools.{name}")
+
+
 def main(argv=None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    try:   # Ctrl-C while the tools (and NumPy) are still being imported is no traceback either
+        parser = make_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("edgert: interrupted", file=sys.stderr)
+        return 130
     if args.tool is None:
         parser.print_help()
         return 2
     try:
-        return TOOLS[args.tool].main(args)
+        return _run_tool(args)
+    except KeyboardInterrupt:
+        print(f"edgert {args.tool}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_tool(args) -> int:
+    from edgert import log
+    from edgert.errors import EdgeRTError
+
+    sink = log.add_sink(log.stderr_sink(), log.Severity.INFO if args.verbose else log.Severity.WARNING)
+    try:
+        return _tool(args.tool).main(args)
     except EdgeRTError as e:
         if args.verbose:
             traceback.print_exc()
         print(f"edgert {args.tool}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:   # sizes from the model or --shape beyond this machine: the user's to change
+        if args.verbose:
+            traceback.print_exc()
+        detail = f" ({e})" if str(e) else ""
+        print(f"edgert {args.tool}: error: out of memory{detail}: the model's tensor sizes (or --shape) need more "
+              "memory than this machine has; use smaller shapes", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print(f"edgert {args.tool}: interrupted", file=sys.stderr)
-        return 130
     except Exception as e:  # a bug in edgert: say so, with the traceback when asked
         if args.verbose:
             traceback.print_exc()
         print(f"edgert {args.tool}: internal error: {type(e).__name__}: {e} (rerun with --verbose and report it)",
               file=sys.stderr)
         return 1
+    finally:
+        log.remove_sink(sink)
 
 
 if __name__ == "__main__":

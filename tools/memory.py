@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from edgert.errors import EdgeRTError
+from edgert.tools.args import UsageError, check_output_file, require_modules
 
 HELP = "report a plan's memory footprint: arena vs lower bound, weights, per-tensor lifetimes"
 
@@ -12,7 +13,7 @@ HELP = "report a plan's memory footprint: arena vs lower bound, weights, per-ten
 def add_arguments(parser) -> None:
     parser.add_argument("plan", help="plan file")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw the arena (x = step, y = offset); needs matplotlib")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the arena (x = step, y = offset); needs matplotlib: pip install 'edgert[plot]'")
     parser.add_argument("--top", type=int, default=10, help="how many of the largest tensors to list")
 
 
@@ -81,41 +82,98 @@ def print_report(info: dict, top: int) -> None:
               f"steps {entry['first_step']}-{entry['last_step']}")
 
 
-def plot(info: dict, path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
-    except ImportError:
-        raise EdgeRTError("--plot needs matplotlib (pip install matplotlib)") from None
-    figure, axes = plt.subplots(figsize=(10, 5))
-    steps = max((e["last_step"] for e in info["tensors"]), default=0) + 1
-    for entry in info["tensors"]:
-        axes.add_patch(Rectangle((entry["first_step"], entry["offset"] / 2**20),
-                                 entry["last_step"] - entry["first_step"] + 1, entry["bytes"] / 2**20,
-                                 alpha=0.6, edgecolor="black", linewidth=0.3))
-    axes.axhline(info["lower_bound_bytes"] / 2**20, color="red", linestyle="--", label="lower bound")
-    axes.axhline(info["arena_bytes"] / 2**20, color="black", linestyle=":", label="arena")
+def check_plot_path(path: str) -> None:
+    """Before anything is printed: matplotlib is there, the file type is one it writes, the directory exists."""
+    import os
+
+    require_modules("memory --plot", "matplotlib")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    check_output_file(path, "--plot")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in formats:
+        raise UsageError(f"--plot {path!r}: unknown image type {('.' + extension) if extension else '(none)'}; "
+                         f"use one of {', '.join('.' + f for f in sorted(formats))}")
+
+
+def _aliases(tensors: list[dict]) -> set[int]:
+    """Indices of tensors sharing bytes with another while both are live (views, concat slices, layers writing
+    over their input): the planner never overlaps tensors otherwise."""
+    import numpy as np
+
+    if not tensors:
+        return set()
+    start = np.array([e["offset"] for e in tensors]); end = start + np.array([e["bytes"] for e in tensors])
+    first = np.array([e["first_step"] for e in tensors]); last = np.array([e["last_step"] for e in tensors])
+    pool = np.array([hash(e["pool"]) for e in tensors])
+    found = set()
+    for i in range(len(tensors)):
+        overlap = (start < end[i]) & (start[i] < end) & (first <= last[i]) & (first[i] <= last) & (pool == pool[i])
+        overlap[i] = False
+        if overlap.any():
+            found.add(i)
+    return found
+
+
+def plot(info: dict, path: str, title: str = "", labelled: int = 5) -> None:
+    """The arena over the schedule: one box per tensor (x = steps it is live, y = its bytes in MiB)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    mib = 2**20
+    figure, axes = plt.subplots(figsize=(11, 5.5))
+    tensors = info["tensors"]
+    aliases = _aliases(tensors)
+    for index, entry in enumerate(tensors):
+        alias = index in aliases
+        axes.add_patch(Rectangle((entry["first_step"], entry["offset"] / mib),
+                                 entry["last_step"] - entry["first_step"] + 1, entry["bytes"] / mib,
+                                 facecolor="tab:orange" if alias else "tab:blue", alpha=0.45 if alias else 0.6,
+                                 hatch="//" if alias else None, edgecolor="black", linewidth=0.3))
+    for entry in sorted(tensors, key=lambda e: -e["bytes"])[:labelled]:
+        axes.annotate(f"{entry['name'][:28]} ({_mib(entry['bytes'])})",
+                      ((entry["first_step"] + entry["last_step"] + 1) / 2, (entry["offset"] + entry["bytes"] / 2) / mib),
+                      ha="center", va="center", fontsize=7, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
+    arena, bound = info["arena_bytes"], info["lower_bound_bytes"]
+    # the arena as a thick grey line under the lower bound's dashed red one: both show even when equal
+    axes.axhline(arena / mib, color="grey", linewidth=4, alpha=0.6)
+    axes.axhline(bound / mib, color="red", linestyle="--", linewidth=1.5)
+    steps = max((e["last_step"] for e in tensors), default=0) + 1
     axes.set_xlim(0, steps)
-    axes.set_ylim(0, max(info["arena_bytes"], 1) / 2**20 * 1.05)
+    axes.set_ylim(0, max(arena, bound, 1) / mib * 1.3)   # headroom for the legend above the boxes
     axes.set_xlabel("schedule step")
     axes.set_ylabel("arena offset (MiB)")
-    axes.legend()
+    equal = " (= lower bound)" if arena == bound else ""
+    axes.set_title(title or f"arena {_mib(arena)}, lower bound {_mib(bound)}, {len(tensors)} tensors")
+    axes.legend(handles=[
+        Patch(facecolor="tab:blue", alpha=0.6, edgecolor="black", label="tensor (live steps x bytes)"),
+        Patch(facecolor="tab:orange", alpha=0.45, hatch="//", edgecolor="black",
+              label="alias: shares bytes with another tensor (view, concat slice, written over its input)"),
+        plt.Line2D([], [], color="grey", linewidth=4, alpha=0.6, label=f"arena {_mib(arena)}{equal}"),
+        plt.Line2D([], [], color="red", linestyle="--", label=f"lower bound {_mib(bound)} (peak live bytes)"),
+    ], loc="upper right", fontsize=8)
+    figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
 def main(args) -> int:
+    import os
     from edgert.plan import load_plan_bytes, read_plan
 
+    if args.plot:
+        check_plot_path(args.plot)
     info = report(read_plan(load_plan_bytes(args.plan)))
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         print_report(info, args.top)
     if args.plot:
-        plot(info, args.plot)
+        plot(info, args.plot, title=f"{os.path.basename(args.plan)}: arena {_mib(info['arena_bytes'])}, lower "
+                                    f"bound {_mib(info['lower_bound_bytes'])}, {len(info['tensors'])} tensors")
         if not args.json:
             print(f"  wrote {args.plot}")
     return 0

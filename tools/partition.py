@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edgert.tools.args import add_shape_options, parse_shapes
+from edgert.tools.args import add_shape_options, parse_shapes, require_modules
 
 HELP = "show where each layer would run on a target (GPU or DLA) and why, with predicted times"
 
@@ -18,13 +18,15 @@ def add_arguments(parser) -> None:
                         help="run layers the DLA cannot run on the GPU instead of failing")
     parser.add_argument("--placement", metavar="FILE",
                         help="TOML placement rules pinning layers (name globs or kinds) to gpu / dla")
-    parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"),
-                        help="build precision to plan for (default fp16; the DLA runs only fp16 and int8)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                        help="build precision to plan for (default fp32, as for build; the DLA runs only fp16 "
+                             "and int8)")
     add_shape_options(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def main(args) -> int:
+    require_modules("partition", "onnx")
     from edgert.onnx.importer import import_model
     from edgert.partitioner.assign import partition
     from edgert.passes import optimize

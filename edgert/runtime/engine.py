@@ -149,6 +149,18 @@ class ExecutionContext:
                 run()
             return {name: np.array(buffer, copy=True) for name, buffer in self._results}
 
+    def execute_each(self, inputs: Mapping[str, np.ndarray], after_layer: Callable[[str, list], None]) -> dict:
+        """``execute()``, calling ``after_layer(name, outputs)`` after each layer while its outputs are valid
+        (debugging and profiling hooks; ``execute()`` itself stays a bare loop)."""
+        arrays = self._check_inputs(inputs)
+        with self._lock, np.errstate(all="ignore"):
+            for staged, array in zip(self._staged, arrays):
+                np.copyto(staged, array)
+            for run, (step, outs) in zip(self._runs, self._steps):
+                run()
+                after_layer(step.name, outs)
+            return {name: np.array(buffer, copy=True) for name, buffer in self._results}
+
     def unprepared_layers(self) -> list[str]:
         """Names of the layers that run their kernel as is, with no prepared fast path (a performance hint)."""
         return [step.name for (step, _), prepared in zip(self._steps, self._prepared) if not prepared]
@@ -253,11 +265,19 @@ def check_inputs(bindings, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]
         array = np.asarray(inputs[binding.name])
         if array.shape != binding.shape:
             raise InputError(f"input {binding.name!r}: expected shape {binding.shape}, got {array.shape}")
+        if array.dtype != binding.dtype and array.dtype.newbyteorder("=") == binding.dtype:
+            raise InputError(f"input {binding.name!r}: expected {binding.dtype.name} in native byte order "
+                             f"({binding.dtype.str}), got {array.dtype.str} ({_byte_order(array.dtype)}); use "
+                             f"arr.astype({binding.dtype.str!r})")
         if array.dtype != binding.dtype:
             raise InputError(f"input {binding.name!r}: expected dtype {binding.dtype.name}, got "
                              f"{array.dtype.name} (convert with .astype(np.{binding.dtype.name}))")
         arrays.append(np.ascontiguousarray(array))
     return arrays
+
+
+def _byte_order(dtype: np.dtype) -> str:
+    return "big-endian" if dtype.str.startswith(">") else "little-endian"
 
 
 def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
