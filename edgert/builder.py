@@ -83,6 +83,7 @@ def _partition(graph: Graph, target: str, options: dict):
     for node in graph.nodes:
         if node.device.startswith("dla"):
             node.precision = precision  # the DLA computes in the build precision (fp16 / int8), never fp32
+    warn_unused_dla(report, options.get("dla_core"), precision)
     return report
 
 
@@ -144,7 +145,35 @@ def _precision(graph: Graph, options: dict, rules: list):
                                         options.get("calib_cache"))
     if not isinstance(options.get("precision_rules"), (str, os.PathLike, type(None))):
         options["precision_rules"] = to_plain(options["precision_rules"])
-    return apply_precision(graph, precision, rules=rules, calibration=calibration)
+    report = apply_precision(graph, precision, rules=rules, calibration=calibration)
+    if report.unscaled:
+        _warn_unscaled(report.unscaled, calibration is not None)
+    return report
+
+
+def _warn_unscaled(layers: list[str], calibrated: bool) -> None:
+    """int8 asked for, but layers that could run it had no activation scales: they run fp16 (say so)."""
+    from edgert import log
+
+    shown = ", ".join(layers[:6]) + (f" and {len(layers) - 6} more" if len(layers) > 6 else "")
+    why = ("the calibration has no scales for their tensors" if calibrated else
+           "there is no calibration data and the model has no Q/DQ scales for them")
+    log.warning(f"int8 requested, but {why}: {len(layers)} layer{'s' if len(layers) > 1 else ''} fell back to "
+                f"fp16 ({shown}); give --calib DIR of input batches (or --calib-cache FILE), or a model with "
+                "QuantizeLinear/DequantizeLinear pairs")
+
+
+def warn_unused_dla(report, dla_core, precision: str) -> None:
+    """A DLA core asked for but no layer placed on it: say why (fp32 cannot run there) rather than nothing."""
+    from edgert import log
+
+    if dla_core is None or report is None or any(p.device.startswith("dla") for p in report.layers):
+        return
+    if precision == "fp32":
+        log.warning(f"--dla-core {dla_core} with precision fp32 puts no layer on the DLA, which runs only fp16 and "
+                    "int8; build with --precision fp16 (or int8 with calibration)")
+    else:
+        log.warning(f"--dla-core {dla_core}: no layer runs on the DLA; `edgert partition` gives each layer's reason")
 
 
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,

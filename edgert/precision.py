@@ -75,6 +75,7 @@ class PrecisionReport:
     precision: str
     layers: dict = field(default_factory=dict)      # layer name -> "fp32" | "fp16" | "int8"
     notes: list = field(default_factory=list)       # why a layer did not get what was asked
+    unscaled: list = field(default_factory=list)    # layers that could run int8 but had no scales (ran fp16)
     casts: int = 0
 
     def counts(self) -> dict:
@@ -219,6 +220,7 @@ def _try_int8(node: Node, scales: dict[str, float], report: PrecisionReport, for
                if v is not None and not v.is_const and v.dtype.is_float and not scales.get(v.name)]
     if reason is None and missing:
         reason = f"no int8 scale for tensor {missing[0]!r} (calibrate, or give Q/DQ scales)"
+        report.unscaled.append(node.name)
     if reason is not None:
         if forced:
             report.notes.append(f"{node.name}: int8 requested by a rule, but {reason}; runs fp16")

@@ -139,7 +139,7 @@ def test_partition_tool_exit_status(tmp_path, capsys):
     from edgert.tools import cli, partition as tool
     path = tmp_path / "pool.onnx"
     onnx.save(pool_model(), path)
-    assert cli.main(["partition", str(path), "--target", ORIN, "--dla-core", "0"]) == 2
+    assert cli.main(["partition", str(path), "--target", ORIN, "--dla-core", "0", "--precision", "fp16"]) == 2
     assert "bigpool" in capsys.readouterr().err
     plan = str(tmp_path / "pool.plan")  # the build fails the same way, naming the layer and the rule
     assert cli.main(["build", str(path), "-o", plan, "--target", ORIN, "--dla-core", "0", "--precision", "fp16"]) == 2
@@ -148,12 +148,13 @@ def test_partition_tool_exit_status(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     tool.add_arguments(parser)
     with pytest.raises(PlacementError):
-        tool.main(parser.parse_args([str(path), "--target", ORIN, "--dla-core", "0"]))
+        tool.main(parser.parse_args([str(path), "--target", ORIN, "--dla-core", "0", "--precision", "fp16"]))
     assert tool.main(parser.parse_args([str(path), "--target", ORIN, "--dla-core", "0", "--gpu-fallback",
-                                        "--json"])) == 0
+                                        "--precision", "fp16", "--json"])) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["transitions"] == 2 and {row["name"]: row["device"] for row in data["layers"]}["bigpool"] == "gpu"
-    assert tool.main(parser.parse_args([str(path), "--target", XAVIER, "--dla-core", "1", "--gpu-fallback"])) == 0
+    assert tool.main(parser.parse_args([str(path), "--target", XAVIER, "--dla-core", "1", "--gpu-fallback",
+                                        "--precision", "fp16"])) == 0
     assert "dla:1" in capsys.readouterr().out
 
 

@@ -36,6 +36,8 @@ def main(args) -> int:
     optimize(graph)
     report = partition(graph, args.target, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
                        placement=args.placement, precision=args.precision)
+    from edgert.builder import warn_unused_dla
+    warn_unused_dla(report, args.dla_core, args.precision)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

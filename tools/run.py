@@ -138,8 +138,8 @@ def _warn_nonfinite(outputs: dict, checked: bool, first_layer: str | None) -> No
     if found:
         where = (f"; layer {first_layer!r} was the first to produce NaN/Inf" if first_layer else
                  "" if checked else "; rerun with --check-finite to name the first layer that produced them")
-        log.warning(f"non-finite outputs ({'; '.join(found)}){where} (fp16 overflow? build with --precision fp32 "
-                    "or pin that layer to fp32 with a placement rule)")
+        log.warning(f"non-finite outputs ({'; '.join(found)}){where} (an fp16 overflow? pin that layer to fp32 "
+                    "or the GPU with a placement rule, or build with --precision fp32)")
     elif first_layer:
         log.warning(f"layer {first_layer!r} produced NaN/Inf, though the outputs are finite")
 

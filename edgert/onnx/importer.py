@@ -69,6 +69,7 @@ def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Gr
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedError(f"model uses ONNX opset {opset}; edgert imports opsets {MIN_OPSET}-{MAX_OPSET} "
                                "(convert it with onnx.version_converter)")
+    check_supported_ops(proto.graph, opset)
     graph = Graph(proto.graph.name or "graph")
     ctx = ImportContext(graph, opset)
     _import_constants_and_inputs(proto.graph, ctx, dict(shapes or {}))
@@ -125,6 +126,25 @@ def _input_type(info: onnx.ValueInfoProto, given: Sequence[int] | None):
             raise ShapeError(f"{where}: given shape {given} contradicts the model's static dim {model_dim} "
                              f"at axis {axis}")
     return dtype, given
+
+
+def check_supported_ops(g: onnx.GraphProto, opset: int, names_per_op: int = 3) -> None:
+    """One UnsupportedError naming every node whose op edgert cannot import, grouped by op (a short line)."""
+    unsupported: dict[str, list[str]] = {}
+    for index, node in enumerate(g.node):
+        if node.domain not in DEFAULT_DOMAINS or importer_for(node.op_type) is None:
+            op = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}:{node.op_type}"
+            unsupported.setdefault(op, []).append(node.name or f"#{index}")
+    if not unsupported:
+        return
+    groups = []
+    for op, names in unsupported.items():
+        shown = ", ".join(repr(n) for n in names[:names_per_op]) + (f", +{len(names) - names_per_op} more"
+                                                                     if len(names) > names_per_op else "")
+        groups.append(f"{op} x{len(names)} ({shown})")
+    count = sum(len(names) for names in unsupported.values())
+    raise UnsupportedError(f"{count} node{'s' if count > 1 else ''} use ops edgert does not support (opset {opset}): "
+                           f"{'; '.join(groups)}; docs/conformance.md lists the supported ops")
 
 
 def _import_node(ctx: ImportContext, node: onnx.NodeProto) -> None:
