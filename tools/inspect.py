@@ -24,12 +24,16 @@ def describe(document: dict) -> dict:
         entry = tensors[index]
         return {"name": entry["name"], "dtype": entry["dtype"], "shape": list(entry["shape"])}
 
+    memory = document.get("memory") or {}
+    elided, overwrite = set(memory.get("elided", [])), set(memory.get("overwrite", []))
     layers = [{
         "name": layer["name"], "kind": layer["kind"], "device": layer.get("device", "cpu"),
+        # elided: the memory plan made it a view or its producers write into its output: it never runs
+        "runs": index not in elided, "writes_over_input": index in overwrite,
         "precision": layer.get("precision"), "tactic": layer.get("tactic"),
         "inputs": [tensor(i) for i in layer["inputs"]], "outputs": [tensor(i) for i in layer["outputs"]],
         "origin": layer.get("origin", []), "attrs": layer.get("attrs", {}),
-    } for layer in document["layers"]]
+    } for index, layer in enumerate(document["layers"])]
     header = document["header"]
     bindings = document["bindings"]
     return {
@@ -46,7 +50,14 @@ def describe(document: dict) -> dict:
 
 
 def _shapes(tensors) -> str:
-    return ", ".join("x".join(map(str, t["shape"])) or "scalar" for t in tensors if t is not None)
+    """'name 1x3x224x224' per tensor (constants included: weights are tensors too)."""
+    return ", ".join(f"{t['name']} {'x'.join(map(str, t['shape'])) or 'scalar'}" for t in tensors if t is not None)
+
+
+def _cost(layer: dict) -> str:
+    if not layer["runs"]:
+        return "free (elided: view / written in place)"
+    return "writes over its input" if layer["writes_over_input"] else ""
 
 
 def print_tables(info: dict) -> None:
@@ -58,15 +69,18 @@ def print_tables(info: dict) -> None:
     for direction in ("inputs", "outputs"):
         for binding in info[direction]:
             print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {tuple(binding['shape'])}")
-    rows = [("#", "name", "kind", "device", "precision", "tactic", "inputs", "outputs", "fused from")]
+    rows = [("#", "name", "kind", "device", "precision", "tactic", "inputs", "outputs", "cost", "fused from")]
     for index, layer in enumerate(info["layers"]):
         fused = " + ".join(layer["origin"]) if layer["origin"] != [layer["name"]] else ""
         rows.append((str(index), layer["name"], layer["kind"], layer["device"], str(layer["precision"]),
-                     str(layer["tactic"] or "-"), _shapes(layer["inputs"]), _shapes(layer["outputs"]), fused))
+                     str(layer["tactic"] or "-"), _shapes(layer["inputs"]), _shapes(layer["outputs"]), _cost(layer),
+                     fused))
     caps = [48] * len(rows[0])
     caps[5] = 64   # a tactic with its source: "implicit-gemm-tap mma 128x128 splitk16 [timing-cache]"
+    caps[6] = caps[7] = 72
     widths = [min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate(caps)]
-    print(f"{len(info['layers'])} layers:")
+    free = sum(not layer["runs"] for layer in info["layers"])
+    print(f"{len(info['layers'])} layers ({free} free: views and concats the memory plan elides):")
     for row in rows:
         cells = [cell[:width].ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]  # origin in full
         print("  " + "  ".join(cells).rstrip())

@@ -149,14 +149,17 @@ class ExecutionContext:
                 run()
             return {name: np.array(buffer, copy=True) for name, buffer in self._results}
 
-    def execute_each(self, inputs: Mapping[str, np.ndarray], after_layer: Callable[[str, list], None]) -> dict:
-        """``execute()``, calling ``after_layer(name, outputs)`` after each layer while its outputs are valid
-        (debugging and profiling hooks; ``execute()`` itself stays a bare loop)."""
+    def execute_each(self, inputs: Mapping[str, np.ndarray], after_layer: Callable[[str, list], None],
+                     before_layer: Callable[[str, list], None] | None = None) -> dict:
+        """``execute()``, calling ``before_layer(name, outputs)`` / ``after_layer(name, outputs)`` around each
+        layer that runs (debugging and profiling hooks; ``execute()`` itself stays a bare loop)."""
         arrays = self._check_inputs(inputs)
         with self._lock, np.errstate(all="ignore"):
             for staged, array in zip(self._staged, arrays):
                 np.copyto(staged, array)
             for run, (step, outs) in zip(self._runs, self._steps):
+                if before_layer is not None:
+                    before_layer(step.name, outs)
                 run()
                 after_layer(step.name, outs)
             return {name: np.array(buffer, copy=True) for name, buffer in self._results}
