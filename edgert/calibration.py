@@ -18,6 +18,7 @@ import numpy as np
 
 from edgert.errors import EdgeRTError, InputError
 from edgert.ir.graph import Graph
+from edgert.progress import track
 
 CACHE_VERSION = 1
 NUM_BINS = 2048
@@ -165,7 +166,7 @@ def collect_amax(graph: Graph, batches: Iterable[dict]) -> dict[str, float]:
 
     def observe(value, array):
         amax[value.name] = max(amax.get(value.name, 0.0), float(np.max(np.abs(array), initial=0.0)))
-    for batch in batches:
+    for batch in track(batches, "calibration: activation ranges"):
         execute(graph, batch, observe, reference=True)
     return amax
 
@@ -178,7 +179,7 @@ def collect_histograms(graph: Graph, batches: Iterable[dict], amax: dict[str, fl
         if top > 0:
             hist, _ = np.histogram(np.abs(array), bins=NUM_BINS, range=(0.0, top))
             hists[value.name] = hists.get(value.name, 0) + hist.astype(np.float64)
-    for batch in batches:
+    for batch in track(batches, "calibration: histograms"):
         execute(graph, batch, observe, reference=True)
     return hists
 

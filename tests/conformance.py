@@ -292,6 +292,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--op", action="append", help="only cases using this op (repeatable)")
     parser.add_argument("--verbose", action="store_true", help="print passing cases too")
+    parser.add_argument("--progress", action="store_true", default=None,
+                        help="show progress on stderr even when it is not a terminal (a bar on a terminal)")
     parser.add_argument("--slowest", type=int, default=0, metavar="N", help="print the N slowest cases")
     parser.add_argument("--markdown", nargs="?", const=DEFAULT_MARKDOWN, metavar="PATH",
                         help=f"write the conformance page (default {os.path.relpath(DEFAULT_MARKDOWN)})")
@@ -310,7 +312,9 @@ def main(argv=None) -> int:
         elif args.verbose:
             print(f"pass {case.name}{'  (listed as a known failure: remove it)' if case.name in known else ''}")
 
-    results = run_cases(cases, progress)
+    from edgert.progress import set_enabled, track
+    set_enabled(args.progress)
+    results = run_cases(track(cases, "conformance cases"), progress)
     failures = sum(1 for reason, _ in results.values() if reason)
     for name, (_, seconds) in sorted(results.items(), key=lambda kv: -kv[1][1])[:args.slowest]:
         print(f"{seconds:7.3f}s {name}")

@@ -51,6 +51,10 @@ def test_int8_without_scales_warns_and_names_layers(tmp_path, run_cli):
     status, out, err = run_cli("build", tmp_path / "m.onnx", "-o", tmp_path / "p.plan", "--precision", "int8",
                                "--calib", tmp_path / "calib")
     assert status == 0 and _warnings(err) == [], err   # calibrated: nothing falls back for want of scales
+    assert "calibration" not in err   # no progress on a pipe unless asked
+    status, out, err = run_cli("build", tmp_path / "m.onnx", "-o", tmp_path / "p.plan", "--precision", "int8",
+                               "--calib", tmp_path / "calib", "--progress")
+    assert status == 0 and "calibration: histograms [" in err and " 4/4 " in err, err
 
 
 def test_dla_core_without_a_dla_precision_warns(tmp_path, run_cli):

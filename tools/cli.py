@@ -29,6 +29,9 @@ def make_parser() -> argparse.ArgumentParser:
         tool = _tool(name)
         tool_parser = sub.add_parser(name, help=tool.HELP, description=tool.HELP)
         tool_parser.add_argument("--verbose", "-v", action="store_true", help="more output; tracebacks on errors")
+        tool_parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                                 help="progress of long work (calibration, autotuning) on stderr: default on a "
+                                      "terminal only; --progress also on a pipe, --no-progress never")
         tool.add_arguments(tool_parser)
     return parser
 
@@ -63,6 +66,9 @@ def _run_tool(args) -> int:
     from edgert import log
     from edgert.errors import EdgeRTError
 
+    from edgert import progress
+
+    progress.set_enabled(args.progress)
     sink = log.add_sink(log.stderr_sink(), log.Severity.INFO if args.verbose else log.Severity.WARNING)
     try:
         return _tool(args.tool).main(args)

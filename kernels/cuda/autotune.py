@@ -159,7 +159,8 @@ def tune_plan(document: dict, driver, *, gpu: GpuRates | None = None, timer=None
     engine, context = _tuning_engine(document, arch, ctx, driver, jobs)
     timer = timer or (EventTimer(context.stream) if driver.name == "cupy" else WallTimer(driver, context.stream))
     results = {}
-    for key, candidates in lowered.items():
+    from edgert.progress import track
+    for key, candidates in track(lowered.items(), "autotuning: layer keys", len(lowered)):
         decision = layers[key]
         layer = document["layers"][decision.layer]
         result = _tune_key(engine, context, layer, fusions.get(decision.layer), candidates, timer, warmup, samples)
