@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -87,3 +88,69 @@ def test_val_ranges_parse():
     for bad in ("x:[1]", "x:[a,b]", "3,1"):
         with pytest.raises(edgert.EdgeRTError):
             compare_tool.parse_val_ranges([bad])
+
+
+def _cli(capsys, *argv):
+    from edgert.tools.cli import main
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _conv_model(path):
+    from onnx import TensorProto, helper, numpy_helper, save
+    rng = np.random.default_rng()
+    weight = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    weight2 = numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),   # fp16 in fp16 builds
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]   # the output: fp32
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 12])],
+                              [weight, weight2])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_compare_gates_with_exit_status(tmp_path, capsys):
+    _conv_model(tmp_path / "m.onnx")
+    plan = tmp_path / "fp16.plan"
+    assert _cli(capsys, "build", tmp_path / "m.onnx", "-o", plan, "--precision", "fp16")[0] == 0
+    # fp16 weights and activations: ~1e-3 relative error, beyond the fp32 default tolerance of 1e-5
+    status, out, err = _cli(capsys, "compare", tmp_path / "m.onnx", plan)
+    assert status == 1 and "FAIL" in out and out.rstrip().splitlines()[-1].startswith("FAILED"), out + err
+    status, out, err = _cli(capsys, "compare", tmp_path / "m.onnx", plan, "--atol", "0.1", "--rtol", "0.05")
+    assert status == 0 and out.rstrip().splitlines()[-1].startswith("PASSED"), out + err
+    # the mean of error/tolerance is below its max: a tolerance between the two passes mean, fails max
+    status, out, _ = _cli(capsys, "compare", tmp_path / "m.onnx", plan, "--json", "--atol", "0", "--rtol", "1e-3")
+    stat_max = json.loads(out)["outputs"]["y"]["error_stat"]
+    status, out, _ = _cli(capsys, "compare", tmp_path / "m.onnx", plan, "--json", "--atol", "0", "--rtol", "1e-3",
+                          "--check-error-stat", "mean")
+    stat_mean = json.loads(out)["outputs"]["y"]["error_stat"]
+    assert 0 < stat_mean < stat_max
+    # saved reference and inputs: the same verdict without onnxruntime, and the same seed gives the same inputs
+    saved = tmp_path / "saved.npz"
+    assert _cli(capsys, "compare", tmp_path / "m.onnx", plan, "--seed", "7", "--val-range", "x:[0,1]",
+                "--save-outputs", saved, "--atol", "0.1", "--rtol", "0.05")[0] == 0
+    with np.load(saved) as data:
+        x = data["inputs/x"]
+        assert 0 <= x.min() and x.max() <= 1 and {"reference/y", "plan/y"} <= set(data.files)
+        np.testing.assert_array_equal(
+            x, np.random.default_rng(7).uniform(0, 1, (1, 3, 12, 12)).astype(np.float32))
+    assert _cli(capsys, "compare", tmp_path / "m.onnx", plan, "--load-outputs", saved)[0] == 1
+    assert _cli(capsys, "compare", tmp_path / "m.onnx", plan, "--load-outputs", saved, "--atol", "0.1",
+                "--rtol", "0.05")[0] == 0
+
+
+def test_compare_nan_outputs_fail_and_never_show_cosine_one(tmp_path, capsys):
+    from onnx import TensorProto, helper, save
+    graph = helper.make_graph([helper.make_node("Log", ["x"], ["y"], name="log")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "log.onnx")
+    plan = tmp_path / "log.plan"
+    assert _cli(capsys, "build", tmp_path / "log.onnx", "-o", plan)[0] == 0
+    status, out, err = _cli(capsys, "compare", tmp_path / "log.onnx", plan, "--val-range", "[-2,-1]",
+                            "--atol", "1e9", "--rtol", "1e9")
+    assert status == 1 and "cosine nan" in out and "cosine 1.0" not in out and "NaN/Inf" in out, out + err
+    assert _cli(capsys, "compare", tmp_path / "log.onnx", plan, "--val-range", "[1,2]")[0] == 0
