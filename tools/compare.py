@@ -178,7 +178,9 @@ def _run_onnxruntime(model, inputs, per_layer: bool) -> dict:
                 if name and name not in known:
                     model.graph.output.append(onnx.ValueInfoProto(name=name))
                     known.add(name)
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3   # errors only: its warnings about unused initializers are noise here
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     feed = {i.name: inputs[i.name] for i in session.get_inputs()}
     return dict(zip(names, session.run(None, feed)))
