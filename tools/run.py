@@ -124,7 +124,8 @@ def main(args) -> int:
         stats = ""
         if array.size and array.dtype.kind in "fiub":
             values = array.astype(np.float64)
-            stats = f" min {values.min():.4g} max {values.max():.4g} mean {values.mean():.4g}"
+            with np.errstate(invalid="ignore"):   # NaN outputs print as nan; the warning below says why
+                stats = f" min {values.min():.4g} max {values.max():.4g} mean {values.mean():.4g}"
         print(f"  {name}: {array.dtype.name} {tuple(array.shape)}{stats}")
     _warn_nonfinite(outputs, args.check_finite, first_nonfinite)
     if args.output:
