@@ -63,3 +63,24 @@ def test_inspect_marks_free_layers_and_names_tensors(tmp_path, capsys):
     out = capsys.readouterr().out
     joined = next(line for line in out.splitlines() if " joined " in line)
     assert "free (elided" in joined and "x 384x384" in out and "1 free" in out
+
+
+def test_memory_plot_marks_aliases_and_writes_the_image(tmp_path, capsys):
+    import pytest
+    pytest.importorskip("matplotlib")   # the edgert[plot] extra (in edgert[dev]); without it: test_cli_errors
+    from edgert.tools.memory import _aliases
+
+    tensors = [{"offset": 0, "bytes": 100, "first_step": 0, "last_step": 2, "pool": "cpu"},
+               {"offset": 50, "bytes": 50, "first_step": 1, "last_step": 1, "pool": "cpu"},    # inside the first
+               {"offset": 0, "bytes": 100, "first_step": 3, "last_step": 4, "pool": "cpu"},    # reuse, not alias
+               {"offset": 0, "bytes": 100, "first_step": 0, "last_step": 2, "pool": "dla"}]    # another arena
+    assert _aliases(tensors) == {0, 1}
+    _model(tmp_path / "m.onnx")
+    plan = tmp_path / "m.plan"
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan)]) == 0
+    for name in ("arena.png", "arena.svg"):
+        assert main(["memory", str(plan), "--plot", str(tmp_path / name)]) == 0
+        assert f"wrote {tmp_path / name}" in capsys.readouterr().out
+    assert (tmp_path / "arena.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "arena.svg").read_text()
+    assert "m.plan: arena" in svg and "lower bound" in svg and "alias" in svg and "heavy_matmul" in svg
