@@ -115,6 +115,13 @@ def test_runtime_only_install_names_the_extra(files, argv, extra):
     assert _run_without(["run", files / "m.plan"])[0] == 0   # the runtime needs neither
 
 
+def test_compare_against_saved_outputs_needs_no_onnx(files):
+    saved = files / "saved.npz"
+    assert run_cli("compare", files / "m.onnx", files / "m.plan", "--save-outputs", saved)[0] == 0
+    status, out, err = _run_without(["compare", files / "m.onnx", files / "m.plan", "--load-outputs", saved])
+    assert status == 0 and out.rstrip().splitlines()[-1].startswith("PASSED"), out + err
+
+
 @pytest.mark.parametrize("delay", [0.3, 2.0])
 def test_ctrl_c_exits_130_without_traceback(files, delay):
     process = subprocess.Popen([sys.executable, "-m", "edgert.tools.cli", "bench", str(files / "m.plan"),
