@@ -52,6 +52,12 @@ def infer_graph(graph: Graph) -> None:
         infer_node(node)
 
 
+def rule_for(kind: LayerKind) -> ShapeRule | None:
+    """The shape rule of ``kind`` (the runtime re-checks plans with it), None when there is none."""
+    _load_rules()
+    return _RULES.get(kind)
+
+
 def registered_kinds() -> set[LayerKind]:
     _load_rules()
     return set(_RULES)

@@ -1,0 +1,133 @@
+"""Semantic validation at load: a plan re-signed after changing its layers' attrs, tensors or memory (a valid
+checksum, wrong meaning) is a one-line PlanError naming what is wrong, never a kernel run on sizes that
+disagree with its tensors; and the header is covered by the checksum (format 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import msgpack
+import numpy as np
+import pytest
+
+import edgert
+import edgert.plan
+from edgert.errors import PlanError
+from edgert.plan import read_plan, write_plan
+from plan_models import INPUT_SHAPE, OUTPUT_SHAPE, build_small_cnn, decoded, layer_of_kind, resigned
+
+
+@pytest.fixture(scope="module")
+def plan_bytes():
+    return build_small_cnn()
+
+
+def _pool(d, which="max"):
+    return next(layer for layer in d["layers"] if layer["kind"] == "Pooling" and layer["attrs"]["type"] == which)
+
+
+def _conv(d):
+    return layer_of_kind(d, "Convolution")
+
+
+def _output_tensor(d, layer):
+    return d["tensors"][layer["outputs"][0]]
+
+
+MUTATIONS = {
+    "pool pads 2^31-111": (lambda d: _pool(d)["attrs"].update(pads=[2**31 - 111] * 4), "Pooling"),
+    "pool pads negative": (lambda d: _pool(d)["attrs"].update(pads=[-1, 0, 0, 0]), "'pads'"),
+    "pool kernel larger": (lambda d: _pool(d)["attrs"].update(kernel=[5, 5]), "computes"),
+    "pool kernel one value": (lambda d: _pool(d)["attrs"].update(kernel=[2]), "kernel"),
+    "pool type unknown": (lambda d: _pool(d)["attrs"].update(type="median"), "'type'"),
+    "pool type missing": (lambda d: _pool(d)["attrs"].pop("type"), "'type'"),
+    "pool strides zero": (lambda d: _pool(d)["attrs"].update(strides=[0, 2]), "'strides'"),
+    "pool strides huge": (lambda d: _pool(d)["attrs"].update(strides=[2**40, 2]), "'strides'"),
+    "conv group zero": (lambda d: _conv(d)["attrs"].update(group=0), "'group'"),
+    "conv group 2": (lambda d: _conv(d)["attrs"].update(group=2), "group"),
+    "conv dilations as text": (lambda d: _conv(d)["attrs"].update(dilations="1,1"), "'dilations'"),
+    "conv epilogue adds a missing input": (lambda d: _conv(d)["attrs"]["epilogue"].append({"op": "add", "input": 7}),
+                                           "epilogue"),
+    "conv epilogue bad activation": (lambda d: _conv(d)["attrs"]["epilogue"][0].update(type="relu6"), "'type'"),
+    "conv output tensor shape": (lambda d: _output_tensor(d, _conv(d)).update(shape=[1, 4, 12, 13]), "computes"),
+    "conv output tensor dtype": (lambda d: _output_tensor(d, _conv(d)).update(dtype="float16"), "computes"),
+    "conv inputs swapped": (lambda d: _conv(d).update(inputs=_conv(d)["inputs"][::-1]), "Convolution"),
+    "concat axis": (lambda d: layer_of_kind(d, "Concatenation")["attrs"].update(axis=3), "Concatenation"),
+    "reshape element count": (lambda d: layer_of_kind(d, "Shuffle")["attrs"].update(reshape=[1, 289]), "reshape"),
+    "softmax axes": (lambda d: layer_of_kind(d, "Softmax")["attrs"].update(axes=[5]), "axes"),
+    "matmul epilogue input": (lambda d: layer_of_kind(d, "MatrixMultiply")["attrs"]["epilogue"][0].update(input=0),
+                              "adds a tensor"),
+    "kind changed": (lambda d: _pool(d).update(kind="Softmax"), "'axes'"),
+    "kind unknown": (lambda d: _pool(d).update(kind="Convolution3000"), "unknown kind"),
+    "device unknown": (lambda d: _pool(d).update(device="tpu:0"), "tpu"),
+    "int beyond int64": (lambda d: _pool(d)["attrs"].update(p=2**64 - 1), "int64"),
+    "layers out of order": (lambda d: d["layers"].insert(0, d["layers"].pop(1)), "before any layer writes it"),
+    "layer writes a constant": (lambda d: _pool(d).update(outputs=[_conv(d)["inputs"][1]]), "constant"),
+    "layer writes the input": (lambda d: _conv(d).update(outputs=[d["bindings"]["inputs"][0]["tensor"]]),
+                               "graph input"),
+    "output never written": (lambda d: d["layers"].pop(), "no layer writes"),
+    "arena alignment zero": (lambda d: d["memory"].update(alignment=0), "alignment"),
+    "arena offset misaligned": (lambda d: d["memory"]["pools"]["cpu"]["offsets"][0].__setitem__(1, 2), "offset 2"),
+    "constant in the arena": (lambda d: d["memory"]["pools"]["cpu"]["offsets"].append([_conv(d)["inputs"][1], 0]),
+                              "constant"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_changed_meaning_is_a_plan_error(plan_bytes, name):
+    mutate, expected = MUTATIONS[name]
+    document = decoded(plan_bytes)
+    mutate(document)
+    with pytest.raises(PlanError) as info:
+        edgert.load(resigned(document))
+    message = str(info.value)
+    assert "\n" not in message and expected in message, message
+
+
+def test_unchanged_plan_still_runs(plan_bytes):
+    x = np.random.default_rng().standard_normal(INPUT_SHAPE).astype(np.float32)
+    y = edgert.load(resigned(decoded(plan_bytes))).create_execution_context().execute({"x": x})["y"]
+    assert y.shape == OUTPUT_SHAPE and np.allclose(y.sum(), 1.0, atol=1e-5)
+
+
+def test_crafted_pooling_pads_exit_2_not_a_segfault(plan_bytes, tmp_path):
+    """The issue's crash: pads of 2^31-111 on a pooling layer made `edgert run` die of SIGSEGV (exit 139)."""
+    document = decoded(plan_bytes)
+    _pool(document)["attrs"]["pads"] = [2**31 - 111] * 4
+    path = tmp_path / "crafted.plan"
+    path.write_bytes(resigned(document))
+    done = subprocess.run([sys.executable, "-m", "edgert.tools.cli", "run", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "plan is corrupt" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_format_1_is_refused_naming_the_version(plan_bytes, monkeypatch):
+    document = decoded(plan_bytes)
+    monkeypatch.setattr(edgert.plan, "FORMAT_VERSION", 1)
+    old = write_plan(document)
+    monkeypatch.undo()
+    with pytest.raises(PlanError, match=r"format version 1 .*older.*rebuild"):
+        read_plan(old)
+
+
+def test_every_header_byte_is_covered_by_the_checksum(plan_bytes):
+    """Format 1 accepted 66 of 200 single-byte header flips (free text, option values); now none is."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(plan_bytes)
+    unpacker.read_map_header()
+    unpacker.skip()
+    unpacker.skip()
+    header_end = unpacker.tell()
+    accepted = []
+    for position in range(header_end):
+        for bit in (0, 7):
+            data = bytearray(plan_bytes)
+            data[position] ^= 1 << bit
+            try:
+                read_plan(bytes(data))
+                accepted.append((position, bit))
+            except PlanError:
+                pass
+    assert not accepted, f"{len(accepted)} header flips accepted, e.g. {accepted[:5]}"
