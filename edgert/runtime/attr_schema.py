@@ -19,8 +19,8 @@ from edgert.errors import PlanError
 from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import (ActivationType, ElementWiseOp, LayerKind, PaddingMode, PoolingType, ReduceOp,
                              UnaryOp)
+from edgert.ir.limits import MAX_DIM   # every size, pad, stride or index fits a signed 32-bit int
 
-MAX_DIM = (1 << 31) - 1      # every size, pad, stride or index in a plan fits a signed 32-bit int
 MAX_NESTING = 8              # attrs are shallow: a PointWise program's instruction attrs are the deepest
 INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
 
