@@ -35,6 +35,12 @@ def _output_tensor(d, layer):
     return d["tensors"][layer["outputs"][0]]
 
 
+def _place(d, tensor_id, offset):
+    for entry in d["memory"]["pools"]["cpu"]["offsets"]:
+        if entry[0] == tensor_id:
+            entry[1] = offset
+
+
 MUTATIONS = {
     "pool pads 2^31-111": (lambda d: _pool(d)["attrs"].update(pads=[2**31 - 111] * 4), "Pooling"),
     "pool pads negative": (lambda d: _pool(d)["attrs"].update(pads=[-1, 0, 0, 0]), "'pads'"),
@@ -69,6 +75,9 @@ MUTATIONS = {
     "output never written": (lambda d: d["layers"].pop(), "no layer writes"),
     "arena alignment zero": (lambda d: d["memory"].update(alignment=0), "alignment"),
     "arena offset misaligned": (lambda d: d["memory"]["pools"]["cpu"]["offsets"][0].__setitem__(1, 2), "offset 2"),
+    "pool offsets missing": (lambda d: d["memory"]["pools"]["cpu"].pop("offsets"), "no offsets"),
+    "pooling over its input from another offset": (lambda d: _place(d, _pool(d, "average")["outputs"][0], 256),
+                                                   "writes over its input"),
     "constant in the arena": (lambda d: d["memory"]["pools"]["cpu"]["offsets"].append([_conv(d)["inputs"][1], 0]),
                               "constant"),
 }

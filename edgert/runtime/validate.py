@@ -207,17 +207,38 @@ def _check_program(node: _Layer, where: str) -> None:
         fail(where, f"program ends with shape {registers[-1].shape}, its output is {out.shape}")
 
 
+def _check_overlaps(document: dict, tensors: list, placed: dict) -> None:
+    """Pooling and convolution kernels may write over their input only from its first byte, with output planes
+    no larger than the input's (the native kernels read each plane before writing it, and refuse anything else)."""
+    for index, layer in enumerate(document["layers"]):
+        if layer["kind"] not in (LayerKind.POOLING.value, LayerKind.CONVOLUTION.value) or not layer["inputs"]:
+            continue
+        source, target = layer["inputs"][0], layer["outputs"][0]
+        if source not in placed or target not in placed or placed[source][0] != placed[target][0]:
+            continue
+        (_, x_at, x_bytes), (_, out_at, out_bytes) = placed[source], placed[target]
+        if out_at < x_at + x_bytes and x_at < out_at + out_bytes and not (
+                out_at == x_at and _count(tensors[target].shape[2:]) <= _count(tensors[source].shape[2:])):
+            fail(f"layer {index} {layer['name']!r} ({layer['kind']})", "writes over its input in the arena other than "
+                 "from its first byte with planes no larger than the input's")
+
+
 def _check_memory(document: dict, tensors: list, unplaced: set) -> None:
     memory = document.get("memory") or {}
     alignment = memory.get("alignment", 256)
     if not is_int(alignment) or not 1 <= alignment <= MAX_ALIGNMENT or alignment & (alignment - 1):
         fail("memory.alignment", f"is {alignment!r}, expected a power of two up to {MAX_ALIGNMENT}")
+    placed = {}
     for name, pool in (memory.get("pools") or {}).items():
-        for tensor_id, offset in pool.get("offsets", []):
+        if "offsets" not in pool:
+            fail(f"memory pool {name!r}", "has no offsets")
+        for tensor_id, offset in pool["offsets"]:
             tensor = tensors[tensor_id]
+            placed[tensor_id] = (name, offset, _count(tensor.shape) * tensor.dtype.itemsize)
             if tensor_id in unplaced:
                 fail(f"memory pool {name!r}", f"places tensor {tensor_id} ({tensor.name!r}), a constant or graph "
                                               "input, in the arena")
             if offset % tensor.dtype.itemsize:
                 fail(f"memory pool {name!r}", f"places tensor {tensor_id} at offset {offset}, not a multiple of "
                                               f"its element size {tensor.dtype.itemsize}")
+    _check_overlaps(document, tensors, placed)
