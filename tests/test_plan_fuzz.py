@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 import edgert
 from edgert.errors import EdgeRTError
 from edgert.ir.kinds import LayerKind
-from plan_models import INPUT_SHAPE, OUTPUT_SHAPE, build_small_cnn, decoded, resigned
+from plan_models import INPUT_SHAPE, OUTPUT_SHAPE, WIDE_INPUT_SHAPE, build_small_cnn, decoded, resigned, wide_model
 
 EXAMPLES = int(os.environ.get("EDGERT_FUZZ_EXAMPLES", "2000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
@@ -45,7 +45,12 @@ def document(plan_bytes):
     return decoded(plan_bytes)
 
 
-def _outcome(data: bytes) -> str:
+@pytest.fixture(scope="module")
+def wide_document():
+    return decoded(edgert.build(wide_model()).to_bytes())
+
+
+def _outcome(data: bytes, input_shape=INPUT_SHAPE, output_shape=OUTPUT_SHAPE) -> str:
     """'refused' (EdgeRTError at load) or 'ran'; anything else raises and fails the test."""
     try:
         engine = edgert.load(data)
@@ -55,10 +60,10 @@ def _outcome(data: bytes) -> str:
         return "refused"
     # Binding names may have been renamed (a valid plan still): feed and read by the plan's own bindings.
     rng = np.random.default_rng(0)
-    assert [b.shape for b in engine.inputs] == [INPUT_SHAPE]
+    assert [b.shape for b in engine.inputs] == [input_shape]
     outputs = context.execute({b.name: rng.standard_normal(b.shape).astype(b.dtype) for b in engine.inputs})
     assert [(name, array.shape) for name, array in outputs.items()] == \
-        [(b.name, OUTPUT_SHAPE) for b in engine.outputs]
+        [(b.name, output_shape) for b in engine.outputs]
     return "ran"
 
 
@@ -133,6 +138,14 @@ def mutate_fields(document: dict, data) -> dict:
 @given(data=st.data())
 def test_fuzz_decoded_fields(document, data):
     _outcome(_written(mutate_fields(document, data)))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_decoded_fields_more_kinds(wide_document, data):
+    """Padding, depthwise convolution, LRN, resize, slice, transpose, gather, normalization, reduce, a PointWise
+    program: their attrs, epilogues and instructions mutated."""
+    _outcome(_written(mutate_fields(wide_document, data)), WIDE_INPUT_SHAPE, WIDE_INPUT_SHAPE)
 
 
 def _written(document: dict) -> bytes:

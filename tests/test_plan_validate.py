@@ -15,7 +15,7 @@ import edgert
 import edgert.plan
 from edgert.errors import PlanError
 from edgert.plan import read_plan, write_plan
-from plan_models import INPUT_SHAPE, OUTPUT_SHAPE, build_small_cnn, decoded, layer_of_kind, resigned
+from plan_models import INPUT_SHAPE, OUTPUT_SHAPE, build_small_cnn, decoded, layer_of_kind, resigned, wide_model
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,18 @@ def _place(d, tensor_id, offset):
     for entry in d["memory"]["pools"]["cpu"]["offsets"]:
         if entry[0] == tensor_id:
             entry[1] = offset
+
+
+def _wide_layer(d, kind):
+    """Mutations named with _wide_layer apply to the wide model's plan (the test picks it by this name)."""
+    return layer_of_kind(d, kind)
+
+
+def _set_constant(d, tensor_id, value):
+    entry = next(c for c in d["constants"] if c["tensor"] == tensor_id)
+    blob = bytearray(d["blob"])
+    blob[entry["offset"]:entry["offset"] + 8] = np.int64(value).tobytes()
+    d["blob"] = bytes(blob)
 
 
 MUTATIONS = {
@@ -78,15 +90,28 @@ MUTATIONS = {
     "pool offsets missing": (lambda d: d["memory"]["pools"]["cpu"].pop("offsets"), "no offsets"),
     "pooling over its input from another offset": (lambda d: _place(d, _pool(d, "average")["outputs"][0], 256),
                                                    "writes over its input"),
+    "resize roi too short": (lambda d: _wide_layer(d, "Resize")["attrs"].update(roi=[0.0, 1.0]), "roi"),
+    "pointwise register undefined": (lambda d: _wide_layer(d, "PointWise")["attrs"]["program"][1].update(args=[9]),
+                                     "registers"),
+    "pointwise kind not per-element": (lambda d: _wide_layer(d, "PointWise")["attrs"]["program"][1].update(
+        kind="Pooling"), "cannot hold"),
+    "padding mode": (lambda d: _wide_layer(d, "Padding")["attrs"].update(mode="mirror"), "'mode'"),
+    "gather index constant out of range": (lambda d: _set_constant(d, _wide_layer(d, "Gather")["inputs"][1], 99),
+                                           "indices"),
     "constant in the arena": (lambda d: d["memory"]["pools"]["cpu"]["offsets"].append([_conv(d)["inputs"][1], 0]),
                               "constant"),
 }
 
 
+@pytest.fixture(scope="module")
+def wide_plan_bytes():
+    return edgert.build(wide_model()).to_bytes()
+
+
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
-def test_changed_meaning_is_a_plan_error(plan_bytes, name):
+def test_changed_meaning_is_a_plan_error(plan_bytes, wide_plan_bytes, name):
     mutate, expected = MUTATIONS[name]
-    document = decoded(plan_bytes)
+    document = decoded(wide_plan_bytes if "_wide_layer" in mutate.__code__.co_names else plan_bytes)
     mutate(document)
     with pytest.raises(PlanError) as info:
         edgert.load(resigned(document))
