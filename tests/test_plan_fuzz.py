@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 import edgert
 from edgert.errors import EdgeRTError
 from edgert.ir.kinds import LayerKind
-from plan_models import INPUT_SHAPE, OUTPUT_SHAPE, WIDE_INPUT_SHAPE, build_small_cnn, decoded, resigned, wide_model
+from plan_models import (INPUT_SHAPE, OUTPUT_SHAPE, WIDE_INPUT_SHAPE, build_small_cnn, decoded, resigned, small_cnn,
+                         wide_model)
 
 EXAMPLES = int(os.environ.get("EDGERT_FUZZ_EXAMPLES", "2000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
@@ -146,6 +147,23 @@ def test_fuzz_decoded_fields_more_kinds(wide_document, data):
     """Padding, depthwise convolution, LRN, resize, slice, transpose, gather, normalization, reduce, a PointWise
     program: their attrs, epilogues and instructions mutated."""
     _outcome(_written(mutate_fields(wide_document, data)), WIDE_INPUT_SHAPE, WIDE_INPUT_SHAPE)
+
+
+@pytest.fixture(scope="module", params=["int8", "dla"])
+def variant_document(request):
+    if request.param == "int8":
+        feeds = [{"x": np.random.default_rng().standard_normal(INPUT_SHAPE).astype(np.float32)} for _ in range(3)]
+        plan = edgert.build(small_cnn(), precision="int8", calib=feeds)
+    else:
+        plan = edgert.build(small_cnn(), target="jetson-agx-orin", dla_core=0, gpu_fallback=True, precision="fp16")
+    return decoded(plan.to_bytes())
+
+
+@settings(max_examples=max(EXAMPLES // 4, 1), deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_decoded_fields_int8_and_dla(variant_document, data):
+    """int8 scales (CPU int8 kernels) and DLA-placed layers with Reformat layers (the DLA simulator)."""
+    _outcome(_written(mutate_fields(variant_document, data)))
 
 
 def _written(document: dict) -> bytes:

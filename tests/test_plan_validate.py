@@ -15,7 +15,8 @@ import edgert
 import edgert.plan
 from edgert.errors import PlanError
 from edgert.plan import read_plan, write_plan
-from plan_models import INPUT_SHAPE, OUTPUT_SHAPE, build_small_cnn, decoded, layer_of_kind, resigned, wide_model
+from plan_models import (INPUT_SHAPE, OUTPUT_SHAPE, build_small_cnn, decoded, layer_of_kind, resigned, small_cnn,
+                         wide_model)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,44 @@ def test_changed_meaning_is_a_plan_error(plan_bytes, wide_plan_bytes, name):
         edgert.load(resigned(document))
     message = str(info.value)
     assert "\n" not in message and expected in message, message
+
+
+@pytest.fixture(scope="module")
+def int8_plan_bytes():
+    calibration = [{"x": np.random.default_rng().standard_normal(INPUT_SHAPE).astype(np.float32)} for _ in range(3)]
+    return edgert.build(small_cnn(), precision="int8", calib=calibration).to_bytes()
+
+
+def _int8(d, kind):
+    return layer_of_kind(d, kind)["attrs"]["int8"]
+
+
+INT8_MUTATIONS = {
+    "conv input scale negative": (lambda d: _int8(d, "Convolution").update(input_scales=[-1.0]), "input scales"),
+    "conv input scale nan": (lambda d: _int8(d, "Convolution").update(input_scales=[float("nan")]), "input scales"),
+    "conv input scales missing": (lambda d: _int8(d, "Convolution").pop("input_scales"), "input scales"),
+    "conv weight scales short": (lambda d: _int8(d, "Convolution").update(weight_scales=[1.0, 1.0]), "weight scales"),
+    "matmul weight scales long": (lambda d: _int8(d, "MatrixMultiply").update(weight_scales=[1.0] * 11),
+                                  "weight scales"),
+    "output scale zero": (lambda d: _int8(d, "Convolution").update(output_scale=0.0), "output_scale"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INT8_MUTATIONS))
+def test_int8_scales_the_kernels_cannot_use_are_plan_errors(int8_plan_bytes, name):
+    mutate, expected = INT8_MUTATIONS[name]
+    document = decoded(int8_plan_bytes)
+    mutate(document)
+    with pytest.raises(PlanError, match=expected):
+        edgert.load(resigned(document))
+
+
+def test_two_input_bindings_on_one_tensor(plan_bytes):
+    document = decoded(plan_bytes)
+    twin = dict(document["bindings"]["inputs"][0], name="x_again")
+    document["bindings"]["inputs"].append(twin)
+    with pytest.raises(PlanError, match="repeats"):
+        edgert.load(resigned(document))
 
 
 def test_unchanged_plan_still_runs(plan_bytes):

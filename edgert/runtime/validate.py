@@ -87,6 +87,7 @@ def validate_plan(document: dict) -> None:
         if kind == LayerKind.POINTWISE:
             _check_program(node, where)
         _check_epilogue(node, where)
+        _check_int8(node, where)
         written.update(layer["outputs"])
     for binding in document["bindings"]["outputs"]:
         if binding["tensor"] not in written:
@@ -113,17 +114,15 @@ def _kind(name, where: str) -> LayerKind:
 
 def _check_bindings(document: dict, tensors: list, constant_ids: set) -> None:
     for direction in ("inputs", "outputs"):
-        names = [b["name"] for b in document["bindings"][direction]]
-        if len(set(names)) != len(names):
-            fail(f"bindings.{direction}", f"name one tensor twice ({sorted(names)})")
-    for binding in document["bindings"]["inputs"]:
-        if binding["tensor"] in constant_ids:
-            fail(f"input binding {binding['name']!r}", "is bound to a constant")
-    seen = set()
-    for binding in document["bindings"]["outputs"]:
-        if binding["tensor"] in seen:
-            fail(f"output binding {binding['name']!r}", "shares its tensor with another output")
-        seen.add(binding["tensor"])
+        names, seen = set(), set()
+        for binding in document["bindings"][direction]:
+            where = f"{direction[:-1]} binding {binding['name']!r}"
+            if binding["name"] in names or binding["tensor"] in seen:
+                fail(where, "repeats the name or the tensor of another binding")
+            if direction == "inputs" and binding["tensor"] in constant_ids:
+                fail(where, "is bound to a constant")
+            names.add(binding["name"])
+            seen.add(binding["tensor"])
 
 
 def _run_rule(node: _Layer, where: str) -> list:
@@ -169,6 +168,28 @@ def _check_epilogue(node: _Layer, where: str) -> None:
             fail(at, f"adds input {slot!r}, but the layer has {len(node.inputs)} inputs")
         if _broadcast(node.inputs[slot].shape, out_shape) != out_shape:
             fail(at, f"adds a tensor of shape {node.inputs[slot].shape} to the output {out_shape}")
+
+
+def _check_int8(node: _Layer, where: str) -> None:
+    """int8 scales the int8 kernels can use: activation scales 0 (not quantized) or positive, the first one set
+    for convolutions and matrix products, one weight scale per output channel."""
+    spec = node.attrs.get("int8")
+    if not spec:
+        return
+    scales = spec.get("input_scales") or []
+    if any(not (scale == 0 or 0 < scale < float("inf")) for scale in scales):
+        fail(where, f"has int8 input scales {scales}; each must be 0 (not quantized) or positive and finite")
+    if node.kind not in (LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY):
+        return
+    if not scales or not scales[0] > 0:
+        fail(where, f"has int8 input scales {scales}; the first (its input's) must be positive")
+    weights = spec.get("weight_scales")
+    w = node.inputs[1] if len(node.inputs) > 1 else None
+    if weights is not None and w is not None:
+        axis = 0 if node.kind == LayerKind.CONVOLUTION or node.attrs.get("trans_b") else 1
+        if len(w.shape) < 2 or len(weights) != w.shape[axis]:
+            fail(where, f"has {len(weights)} int8 weight scales for weights of shape {w.shape} (one per output "
+                        "channel)")
 
 
 def _broadcast(*shapes):
