@@ -99,7 +99,8 @@ def wide_model() -> onnx.ModelProto:
         const("starts", np.array([1, 1], np.int64)), const("ends", np.array([13, 13], np.int64)),
         const("axes", np.array([2, 3], np.int64)), const("steps", np.array([2, 2], np.int64)),
         const("idx", np.array([3, 0, 2, 1], np.int64)),
-        const("gamma", rng.standard_normal(6).astype(np.float32)), const("beta", rng.standard_normal(6).astype(np.float32)),
+        const("gamma", rng.standard_normal(6).astype(np.float32)),
+        const("beta", rng.standard_normal(6).astype(np.float32)),
         const("raxes", np.array([2], np.int64)), const("half", np.array([0.5], np.float32)),
     ]
     graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
