@@ -3,10 +3,11 @@
 ``write_plan(document) -> bytes`` and ``read_plan(bytes) -> document`` are a symmetric pair over a
 plain dict. The top-level map starts with ``header``; the whole file (the header with its checksum
 field zeroed, then the body) is covered by the header's SHA-256, and the constants blob is the last
-entry, placed at a 64-byte aligned file offset. The reader bounds every length by the file size before anything is allocated, checks the
-checksum before decoding the body, and validates the body's structure (``edgert.load`` then checks its
-meaning: ``edgert/runtime/validate.py``), so a bad plan is always a
-one-line ``PlanError``. This module needs only NumPy and msgpack: the runtime imports it on the device.
+entry, placed at a 64-byte aligned file offset. The reader bounds every length by the file size
+before anything is allocated, checks the checksum before decoding the body, and validates the body's
+structure (``edgert.load`` then checks its meaning: ``edgert/runtime/validate.py``), so a bad plan is
+always a one-line ``PlanError``. This module needs only NumPy and msgpack: the runtime imports it on
+the device.
 """
 
 from __future__ import annotations
