@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgert import __version__
+from edgert.build_options import check_arena, check_build_options
 from edgert.ir.graph import Graph, Node
 from edgert.memory import ALIGNMENT, MemoryPlan
 from edgert.plan import Plan, to_plain
@@ -29,6 +30,8 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: s
     """
     from edgert.onnx.importer import import_model
 
+    check_build_options(options, named=("shapes", "target", "precision", "optimize", "disabled_passes",
+                                        "memory_reuse", "reorder"))
     graph = import_model(model, shapes)
     graph.verify()
     return build_graph(graph, target=target, optimize=optimize, disabled_passes=disabled_passes,
@@ -59,6 +62,7 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels)
     memory = plan_graph_memory(specs, reuse=memory_reuse)
+    check_arena(memory.arena_bytes, options.get("max_arena"), target)
     document = _document(graph, specs, memory, schedule_report, target, options)
     if compile_cuda:
         _compile_gpu_kernels(document, target, options, timing_cache)

@@ -1,27 +1,29 @@
 """The plan: one msgpack document that carries everything the runtime needs (spec: docs/plan-format.md).
 
 ``write_plan(document) -> bytes`` and ``read_plan(bytes) -> document`` are a symmetric pair over a
-plain dict. The top-level map starts with ``header``; everything after it (the body) is covered by
-the header's SHA-256, and the constants blob is the last entry, placed at a 64-byte aligned file
-offset. The reader bounds every length by the file size before anything is allocated, checks the
-checksum before decoding the body, and validates the body's structure, so a bad plan is always a
-one-line ``PlanError``. This module needs only NumPy and msgpack: the runtime imports it on the device.
+plain dict. The top-level map starts with ``header``; the whole file (the header with its checksum
+field zeroed, then the body) is covered by the header's SHA-256, and the constants blob is the last
+entry, placed at a 64-byte aligned file offset. The reader bounds every length by the file size
+before anything is allocated, checks the checksum before decoding the body, and validates the body's
+structure (``edgert.load`` then checks its meaning: ``edgert/runtime/validate.py``), so a bad plan is
+always a one-line ``PlanError``. This module needs only NumPy and msgpack: the runtime imports it on
+the device.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 
 import msgpack
 import numpy as np
 
 from edgert.errors import PlanError
 from edgert.plan_schema import validate_document
+from edgert.safe_write import atomic_write
 
 MAGIC = "EDGERT-PLAN"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the checksum covers the header too
 BLOB_ALIGNMENT = 64
 # Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
 BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")
@@ -44,11 +46,13 @@ def write_plan(document: dict) -> bytes:
     blob_key = packer.pack("blob") + _bin_header(len(blob))
     unpadded = len(prefix) + len(body) + len(packer.pack(_PAD_KEY)) + 2 + len(blob_key)
     tail = packer.pack(_PAD_KEY) + packer.pack(b"\0" * (-unpadded % BLOB_ALIGNMENT)) + blob_key
-    digest = hashlib.sha256(body)
+    # The digest covers every byte of the file with the checksum's own 64 characters as zeros; the checksum
+    # has a fixed length, so writing it keeps the header's size (and the blob's offset).
+    digest = hashlib.sha256(prefix)
+    digest.update(body)
     digest.update(tail)
     digest.update(blob)
     header["checksum"] = digest.hexdigest()
-    # The checksum has a fixed length, so the header (and the blob's offset) keeps its size.
     return b"".join((_map_header(count), packer.pack("header"), packer.pack(header), body, tail, blob))
 
 
@@ -90,6 +94,10 @@ def read_header(data: bytes) -> tuple[dict, int, int]:
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise PlanError("plan header is corrupt (bad format_version)")
+    if version < FORMAT_VERSION:
+        raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
+                        f"is older than this edgert reads (format {FORMAT_VERSION}, whose checksum also covers "
+                        "the header); rebuild the plan with `edgert build`")
     if version > FORMAT_VERSION:
         from edgert import __version__
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
@@ -104,7 +112,7 @@ def read_plan(data: bytes) -> dict:
     header, count, body_offset = read_header(data)
     if header.get("checksum_algorithm") != "sha256" or not isinstance(header.get("checksum"), str):
         raise PlanError("plan header is corrupt (no checksum)")
-    if hashlib.sha256(memoryview(data)[body_offset:]).hexdigest() != header["checksum"]:
+    if _digest(data, body_offset, header["checksum"]) != header["checksum"]:
         raise PlanError("plan checksum mismatch: the file is corrupt or truncated (rebuild or recopy it)")
     document = {"header": header}
     unpacker = _unpacker(len(data))
@@ -125,6 +133,18 @@ def read_plan(data: bytes) -> dict:
     document.pop(_PAD_KEY, None)
     validate_document(document)
     return document
+
+
+def _digest(data: bytes, body_offset: int, checksum: str) -> str | None:
+    """SHA-256 of the whole file with the header's checksum value zeroed (None when it is not there once)."""
+    key = msgpack.packb("checksum")
+    needle = key + msgpack.packb(checksum)
+    prefix = data[:body_offset]
+    if len(checksum) != 64 or prefix.count(needle) != 1:
+        return None
+    digest = hashlib.sha256(prefix.replace(needle, key + msgpack.packb("0" * 64)))
+    digest.update(memoryview(data)[body_offset:])
+    return digest.hexdigest()
 
 
 def _blob_view(data: bytes, offset: int) -> memoryview:
@@ -154,23 +174,6 @@ def load_plan_bytes(source) -> bytes:
         raise PlanError(f"plan path is not a file: {path}")
     with open(path, "rb") as f:
         return f.read()
-
-
-def atomic_write(path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename, so no half file is ever visible."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".edgert-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def to_plain(value):
@@ -213,6 +216,7 @@ class Plan:
         return self._bytes
 
     def save(self, path) -> None:
+        """Write the plan to the regular file ``path`` atomically (a symlink: to its target); see safe_write."""
         atomic_write(path, self.to_bytes())
 
     @property

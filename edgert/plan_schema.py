@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgert.errors import PlanError
+from edgert.ir.limits import MAX_DIM, MAX_RANK, MAX_TENSOR_BYTES
 
 DTYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
                     "int64", "uint64", "bool"})
-MAX_RANK = 16
-MAX_TENSOR_BYTES = 1 << 40
 
 
 def _fail(where: str, what: str):
@@ -39,8 +38,8 @@ def _tensor_bytes(dtype: str, shape, where: str) -> int:
         _fail(where, f"has rank {len(shape)} > {MAX_RANK}")
     count = 1
     for dim in shape:
-        if _expect(dim, int, f"{where} dim") < 0:
-            _fail(where, "has a negative dim")
+        if not 0 <= _expect(dim, int, f"{where} dim") <= MAX_DIM:
+            _fail(where, f"has dim {dim}, outside 0..{MAX_DIM}")
         count *= dim
     nbytes = count * np.dtype(dtype).itemsize
     if nbytes > MAX_TENSOR_BYTES:

@@ -175,3 +175,117 @@ def test_execute_wrong_shape(context, shape):
 def test_execute_wrong_dtype(context, dtype):
     message = _raises(InputError, context.execute, {"x": _x(dtype=dtype)})
     assert "float32" in message and np.dtype(dtype).name in message
+
+
+# -- graph structure --------------------------------------------------------------------------------
+def _graph_model(nodes, initializers=()) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], list(initializers)),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_two_nodes_writing_one_output_names_both():
+    model = _graph_model([helper.make_node("Relu", ["x"], ["y"], name="first_writer"),
+                          helper.make_node("Neg", ["x"], ["y"], name="second_writer")])
+    message = _raises(ModelError, edgert.build, model)
+    assert "first_writer" in message and "second_writer" in message and "'y'" in message
+
+
+def test_node_overwriting_a_graph_input():
+    model = _graph_model([helper.make_node("Relu", ["x"], ["x"], name="clobber"),
+                          helper.make_node("Neg", ["x"], ["y"], name="neg")])
+    assert "clobber" in _raises(ModelError, edgert.build, model)
+
+
+def test_cycle_names_the_nodes_on_it():
+    model = _graph_model([helper.make_node("Add", ["x", "c"], ["a"], name="loop_a"),
+                          helper.make_node("Relu", ["a"], ["b"], name="loop_b"),
+                          helper.make_node("Neg", ["b"], ["c"], name="loop_c"),
+                          helper.make_node("Relu", ["a"], ["y"], name="out")])
+    message = _raises(ModelError, edgert.build, model)
+    assert "cycle" in message and all(n in message for n in ("loop_a", "loop_b", "loop_c"))
+    assert "not produced" not in message and "'out'" not in message
+
+
+def test_unsorted_graph_is_reordered_and_runs():
+    model = _graph_model([helper.make_node("Neg", ["r"], ["y"], name="neg"),
+                          helper.make_node("Relu", ["x"], ["r"], name="relu")])
+    x = _x()
+    y = edgert.load(edgert.build(model)).create_execution_context().execute({"x": x})["y"]
+    np.testing.assert_array_equal(y, -np.maximum(x, 0))
+
+
+# -- build options and size limits ----------------------------------------------------------------
+def test_unknown_build_option_lists_the_valid_ones():
+    message = _raises(EdgeRTError, edgert.build, _model(), precison="fp16")
+    assert "'precison'" in message and "did you mean 'precision'" in message
+    assert all(name in message for name in ("calib_cache", "max_arena", "gpu_fallback", "shapes"))
+
+
+@pytest.mark.parametrize("dims, expected", [
+    ((1 << 31, 3), "2147483648"),                       # one dim beyond int32
+    ((1,) * 9, "rank 9"),                               # beyond TensorRT's 8 dims
+    ((1,) * 40, "rank 40"),
+    ((1 << 30,) * 8, "TiB"),                            # each dim fits, the product overflows int64
+])
+def test_model_dims_beyond_the_limits(dims, expected):
+    assert expected in _raises(ShapeError, edgert.build, _model(dims=dims))
+
+
+def test_huge_shape_option_is_a_shape_error():
+    message = _raises(ShapeError, edgert.build, _model(dims=("N", 16, 64)),
+                      shapes={"x": (99999999999999999999, 16, 64)})
+    assert "99999999999999999999" in message and "broadcast" not in message
+
+
+def test_negative_model_dim_is_invalid_not_dynamic():
+    model = _model(dims=(2, 3))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -3
+    message = _raises(ShapeError, edgert.build, model)
+    assert "-3" in message and "invalid" in message and "dynamic dims" not in message
+
+
+def _with_shape_constant(op_type, dims):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    shape = numpy_helper.from_array(np.array(dims, np.int64), "s")
+    if op_type == "Expand":
+        nodes = [helper.make_node("Expand", ["x", "s"], ["y"], name="huge")]
+    else:
+        nodes = [helper.make_node("ConstantOfShape", ["s"], ["c"], name="huge"),
+                 helper.make_node("Add", ["x", "c"], ["y"], name="add")]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], [shape]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("op_type", ["Expand", "ConstantOfShape"])
+def test_terabyte_tensor_is_a_shape_error(op_type):
+    # 1e6 x 1e6 float32 = 3.6 TiB: refused from the shape, before anything is allocated
+    message = _raises(ShapeError, edgert.build, _with_shape_constant(op_type, [1000000, 1000000]))
+    assert "huge" in message and "TiB" in message
+
+
+def test_arena_above_the_default_limit_is_a_build_error():
+    message = _raises(ShapeError, edgert.build, _model(dims=(30000, 1000000)))   # a 112 GiB activation
+    assert "111.8 GiB" in message and "16.0 GiB" in message and "--max-arena" in message
+
+
+def test_max_arena_option():
+    model = _model(dims=(64, 64))    # 16 KiB of activations
+    message = _raises(ShapeError, edgert.build, model, max_arena="4KiB")
+    assert "16.0 KiB" in message and "4.0 KiB" in message and "(--max-arena)" in message
+    plan = edgert.build(model, max_arena="1MiB")
+    assert plan.document["memory"]["arena_bytes"] <= 1 << 20
+    assert "not a size" in _raises(EdgeRTError, edgert.build, model, max_arena="lots")
+
+
+def test_cli_max_arena_exits_2_with_the_numbers(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(dims=(64, 64)), path)
+    done = subprocess.run([sys.executable, "-m", "edgert.tools.cli", "build", str(path), "-o", str(tmp_path / "m.plan"),
+                           "--max-arena", "4KiB"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "16.0 KiB" in done.stderr and "4.0 KiB" in done.stderr and not (tmp_path / "m.plan").exists()

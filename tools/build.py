@@ -39,6 +39,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tf32", action="store_true",
                         help="run fp32 convolutions and matrix products on tf32 tensor cores (sm_80+; inputs "
                              "rounded to 10 mantissa bits: ~1e-3 normwise instead of fp32's 1e-4)")
+    parser.add_argument("--max-arena", metavar="SIZE",
+                        help="largest activation arena the plan may need, e.g. 2GiB (default: 16 GiB for host, "
+                             "half the target's memory for a device)")
     parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
@@ -55,7 +58,7 @@ def main(args) -> int:
                         dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement,
                         calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
                         gpu_kernels=args.gpu_kernels or None, timing_cache=args.timing_cache,
-                        autotune=args.autotune, tf32=args.tf32 or None)
+                        autotune=args.autotune, tf32=args.tf32 or None, max_arena=args.max_arena)
     plan.save(args.output)
     seconds = time.perf_counter() - started
     size = os.path.getsize(args.output)

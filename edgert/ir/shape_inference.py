@@ -12,6 +12,7 @@ from edgert.errors import GraphError, ShapeError
 from edgert.ir.dtypes import DataType
 from edgert.ir.graph import Graph, Node
 from edgert.ir.kinds import LayerKind
+from edgert.ir.limits import check_shape
 
 ShapeRule = Callable[[Node], "list[tuple[DataType, tuple[int, ...]]]"]
 _RULES: dict[LayerKind, ShapeRule] = {}
@@ -44,12 +45,19 @@ def infer_node(node: Node) -> None:
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
             raise ShapeError(f"layer {node.name!r} ({node.kind.value}): negative output dimension {shape}")
+        check_shape(shape, DataType(dtype).itemsize, f"layer {node.name!r} ({node.kind.value}) output")
         value.dtype, value.shape = DataType(dtype), shape
 
 
 def infer_graph(graph: Graph) -> None:
     for node in graph.nodes:
         infer_node(node)
+
+
+def rule_for(kind: LayerKind) -> ShapeRule | None:
+    """The shape rule of ``kind`` (the runtime re-checks plans with it), None when there is none."""
+    _load_rules()
+    return _RULES.get(kind)
 
 
 def registered_kinds() -> set[LayerKind]:

@@ -17,7 +17,9 @@ import onnx
 from edgert.errors import ModelError, ShapeError, UnsupportedError
 from edgert.ir.graph import Graph
 from edgert.ir.kinds import LayerKind
+from edgert.ir.limits import check_shape
 from edgert.onnx.context import ImportContext, onnx_dtype, tensor_to_array
+from edgert.onnx.graph_order import ordered_nodes
 from edgert.onnx.registry import importer_for, supported_ops
 
 MIN_OPSET, MAX_OPSET = 7, 28
@@ -73,7 +75,7 @@ def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Gr
     graph = Graph(proto.graph.name or "graph")
     ctx = ImportContext(graph, opset)
     _import_constants_and_inputs(proto.graph, ctx, dict(shapes or {}))
-    for node in proto.graph.node:
+    for node in ordered_nodes(proto.graph):   # ModelError on two writers of a tensor or a cycle
         _import_node(ctx, node)
     _bind_outputs(proto.graph, ctx)
     _drop_dead_nodes(graph)
@@ -107,13 +109,15 @@ def _input_type(info: onnx.ValueInfoProto, given: Sequence[int] | None):
         return dtype, tuple(given)
     # A dim with a value is static (0 included: empty tensors are legal); dim_param or nothing is dynamic.
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim]
+    _check_model_dims(where, dims)
     if given is None:
-        dynamic = [d for d in dims if not isinstance(d, int) or d < 0]
+        dynamic = [d for d in dims if not isinstance(d, int)]
         if dynamic:
             shown = "x".join(str(d) for d in dims)
             example = "x".join(str(d) if isinstance(d, int) and d >= 0 else "1" for d in dims)
             raise ShapeError(f"{where} has dynamic dims ({shown}); give a static shape, e.g. "
                              f"--shape {info.name}={example} (shapes={{{info.name!r}: ...}} in Python)")
+        check_shape(dims, dtype.itemsize, where)
         return dtype, tuple(dims)
     given = tuple(int(d) for d in given)
     if len(given) != len(dims):
@@ -125,6 +129,7 @@ def _input_type(info: onnx.ValueInfoProto, given: Sequence[int] | None):
         if isinstance(model_dim, int) and model_dim >= 0 and model_dim != dim:
             raise ShapeError(f"{where}: given shape {given} contradicts the model's static dim {model_dim} "
                              f"at axis {axis}")
+    check_shape(given, dtype.itemsize, f"{where} (given shape)")
     return dtype, given
 
 
@@ -145,6 +150,14 @@ def check_supported_ops(g: onnx.GraphProto, opset: int, names_per_op: int = 3) -
     count = sum(len(names) for names in unsupported.values())
     raise UnsupportedError(f"{count} node{'s' if count > 1 else ''} use ops edgert does not support (opset {opset}): "
                            f"{'; '.join(groups)}; docs/conformance.md lists the supported ops")
+
+
+def _check_model_dims(where: str, dims: list) -> None:
+    """A negative static dim is invalid (not dynamic: dynamic dims have a name or no value)."""
+    for axis, dim in enumerate(dims):
+        if isinstance(dim, int) and dim < 0:
+            raise ShapeError(f"{where}: the model gives dim {dim} at axis {axis}, which is invalid (a dim is >= 0, "
+                             "or a name such as 'N' for a dynamic dim); fix the model's input shape")
 
 
 def _import_node(ctx: ImportContext, node: onnx.NodeProto) -> None:

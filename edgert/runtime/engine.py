@@ -34,6 +34,7 @@ from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import lookup, lookup_prepare
 from edgert.plan import load_plan_bytes, read_plan
+from edgert.runtime.validate import validate_plan
 
 
 class Binding:
@@ -322,6 +323,7 @@ def load(plan, device: str | None = None):
     """
     device = device or "cpu"
     document = read_plan(load_plan_bytes(plan))
+    validate_plan(document)   # layer attrs and shapes re-checked: a crafted plan never reaches a kernel
     if device == "cpu":
         return Engine(document, device)
     if device in ("cuda", "cuda:cupy"):

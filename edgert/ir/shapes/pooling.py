@@ -51,6 +51,10 @@ def resize(node):
     if len(out_shape) != len(x.shape) or min(out_shape, default=1) < 0:
         raise ShapeError(f"layer {node.name!r} (Resize): output shape {out_shape} does not match the rank of "
                          f"input {x.name!r} {x.shape}")
+    scales, roi = node.attrs.get("scales"), node.attrs.get("roi")
+    if scales is not None and len(scales) != len(x.shape) or roi is not None and len(roi) != 2 * len(x.shape):
+        raise ShapeError(f"layer {node.name!r} (Resize): scales {scales} and roi {roi} need {len(x.shape)} and "
+                         f"{2 * len(x.shape)} values for input {x.name!r} {x.shape}")
     return [(x.dtype, out_shape)]
 
 

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from edgert.errors import ModelError, UnsupportedError
+from edgert.ir.limits import check_shape
 from edgert.onnx.context import onnx_dtype, tensor_to_array
 from edgert.onnx.registry import onnx_op
 
@@ -45,6 +46,7 @@ def constant_of_shape(ctx, node):
     fill = tensor_to_array(fill, ctx.where) if fill is not None else np.zeros(1, np.float32)
     if fill.size != 1:
         raise ModelError(f"{ctx.where}: 'value' must hold exactly one element, found shape {fill.shape}")
+    check_shape([int(d) for d in shape], fill.dtype.itemsize, ctx.where)   # before allocating it
     return [ctx.constant(np.full(tuple(int(d) for d in shape), fill.reshape(()), dtype=fill.dtype),
                          name=node.output[0])]
 
@@ -73,10 +75,12 @@ def range_(ctx, node):
         raise ModelError(f"{ctx.where}: delta is 0; Range needs a non-zero step")
     if np.issubdtype(start.dtype, np.integer):
         count = max(-((int(start) - int(limit)) // int(delta)), 0)  # exact ceil((limit - start) / delta)
+        check_shape((count,), 8, ctx.where)
         values = int(start) + np.arange(count, dtype=np.int64) * int(delta)
     else:
         # The difference in the input type, the division in double, as onnxruntime computes it.
         count = max(math.ceil(float(limit - start) / float(delta)), 0)
+        check_shape((count,), start.dtype.itemsize, ctx.where)
         values = start + np.arange(count, dtype=start.dtype) * delta
     return [ctx.constant(values.astype(start.dtype), name=node.output[0])]
 
