@@ -410,3 +410,52 @@ def test_segments_are_convex():
     devices = {id(node): ("gpu" if node.name == "exp" else "dla:0") for node in graph.nodes}
     segments = find_segments(graph, devices)
     assert [s.names for s in segments] == [["conv_a"], ["add"]]
+
+
+# -- throughput of engines running at once -----------------------------------------------------------------
+def test_combine_shares_the_gpu_and_the_dram_bandwidth():
+    from edgert.partitioner.throughput import EngineLoad, combine
+    gpu = EngineLoad("gpu", 100, 50.0, 50.0, 100 * 30e6, 10)          # 2000 img/s alone, 30 MB per image
+    dla = EngineLoad("dla:0", 2, 4.0, 0.4, 2 * 30e6, 10)              # 500 img/s; 0.2 ms GPU per image
+    rates, demand, scale = combine([gpu, dla], bandwidth_gbs=1000.0)
+    # the DLA engine's GPU work (500 img/s x 0.2 ms = 10% of the GPU) comes out of the GPU's own rate
+    assert scale == 1.0 and rates["dla:0"] == pytest.approx(500) and rates["gpu"] == pytest.approx(1800)
+    assert demand == pytest.approx((1800 + 500) * 30e6 / 1e9)
+    bound, demand, scale = combine([gpu, dla], bandwidth_gbs=34.5)     # half of the 69 GB/s they would need
+    assert scale == pytest.approx(0.5) and sum(bound.values()) == pytest.approx(1150)
+    greedy = EngineLoad("dla:1", 1, 1.0, 2.0, 1e6, 1)                 # needs 2 s of GPU per second
+    alone, _, _ = combine([gpu, greedy], bandwidth_gbs=1e6)
+    assert alone["gpu"] == 0.0 and alone["dla:1"] == pytest.approx(500)
+
+
+def test_parse_engines():
+    from edgert.partitioner.throughput import parse_engines
+    orin = load_profile(ORIN)
+    assert parse_engines("all", orin) == ["gpu", "dla:0", "dla:1"]
+    assert parse_engines("gpu, dla1,dla1", orin) == ["gpu", "dla:1"]
+    with pytest.raises(PlacementError, match="engine 'dla2' does not exist.*gpu, dla0, dla1"):
+        parse_engines("gpu,dla2", orin)
+    with pytest.raises(PlacementError, match="engine 'dla0' does not exist"):
+        parse_engines("dla0", load_profile("jetson-orin-nano"))
+
+
+def test_partition_tool_throughput(tmp_path, capsys):
+    from edgert.tools import cli
+    path = tmp_path / "conv.onnx"
+    n = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)
+    w = numpy_helper.from_array(np.random.default_rng().standard_normal((64, 32, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([n], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 56, 56])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 56, 56])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    argv = ["partition", str(path), "--target", ORIN, "--throughput", "--precision", "int8"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "gpu" in out and "dla:0" in out and "dla:1" in out and "shared DRAM bandwidth" in out and "total:" in out
+    assert cli.main(argv + ["--engines", "gpu,dla0", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [e["engine"] for e in data["engines"]] == ["gpu", "dla:0"]
+    assert data["total_ips"] == pytest.approx(sum(e["concurrent_ips"] for e in data["engines"]), rel=1e-3)
+    assert all(e["concurrent_ips"] <= e["alone_ips"] + 1e-6 for e in data["engines"])
+    assert cli.main(argv + ["--engines", "gpu,dla3"]) == 2
+    assert "dla3" in capsys.readouterr().err
+    assert cli.main(argv[:-2] + ["--precision", "fp32"]) == 2
