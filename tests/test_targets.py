@@ -262,3 +262,27 @@ def test_stored_fit_meets_the_published_anchors(resnet50):
     for target, published in (("jetson-agx-orin", 0.633478), ("jetson-orin-nx", 1.087793)):
         latency = engine_loads(resnet50, load_profile(target), ["gpu"], "int8", gpu_batch=1)[0].batch_ms
         assert fitting.factor(latency, published) <= 1.25, (target, latency)
+
+
+def test_benchmark_report_and_written_fit_round_trip(resnet50, tmp_path, monkeypatch, capsys):
+    from edgert.targets import timing
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import dla_timing
+    finally:
+        sys.path.remove(BENCHMARKS)
+    evaluation = dla_timing.evaluate(iterations=300, graphs={"resnet50": resnet50})
+    dla_timing.print_report(evaluation)
+    out = capsys.readouterr().out
+    assert "agx-orin-v3.0-offline" in out and "held-out" in out and "total:" in out and "6438.1" in out
+    assert {m.id for m, _ in evaluation["held_out"]} == set(evaluation["fit"].residuals)
+    path = tmp_path / "fitted.toml"
+    dla_timing.write_fitted(evaluation["fit"], evaluation["held_out"], str(path))
+    monkeypatch.setattr(timing, "FITTED_PATH", path)
+    timing.fitted_constants.cache_clear()
+    try:
+        orin = TimingModel(load_profile("jetson-agx-orin"))
+        for key, value in evaluation["fit"].constants_for(load_profile("jetson-agx-orin")).items():
+            assert orin.c[key] == pytest.approx(value, rel=1e-5) and orin.basis(key) == "fitted", key
+    finally:
+        timing.fitted_constants.cache_clear()
