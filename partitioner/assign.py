@@ -7,8 +7,9 @@ without a GPU keeps "cpu"), in this order:
    run it is an error naming the rule and the capability rule);
 2. the default device: the GPU, or DLA core N (``dla_core``); a layer the capability table rejects
    raises PlacementError, or with ``gpu_fallback`` goes to the GPU with the reason recorded;
-3. with ``gpu_fallback``, a cost model returns DLA islands to the GPU when the GPU time they free is
-   less than what their transitions and submission cost;
+3. with ``gpu_fallback``, a cost model returns each DLA segment that has a device change to the GPU
+   when the GPU time it frees is less than what its transitions and submission cost (the same rule
+   wherever the segment sits: between GPU layers, at the graph's inputs or at its outputs);
 4. at most 16 loadables (segments) per DLA core;
 5. every device change becomes an explicit Reformat layer.
 
@@ -184,26 +185,24 @@ class _Assigner:
     def _movable(self, segments: list[Segment]) -> list[Segment]:
         return [s for s in segments if not any(id(n) in self.forced for n in s.nodes)]
 
-    def _is_island(self, segment: Segment) -> bool:
-        """A segment between GPU layers: it reads a GPU result and a GPU layer reads its result."""
-        inside = {id(n) for n in segment.nodes}
-        reads = any(v is not None and v.producer() is not None and id(v.producer()) not in inside
-                    and not is_dla(self.devices[id(v.producer())]) for n in segment.nodes for v in n.inputs)
-        feeds = any(id(u) not in inside and not is_dla(self.devices[id(u)])
-                    for n in segment.nodes for v in n.outputs for u in v.users())
-        return reads and feeds
+    def _has_transitions(self, segment: Segment) -> bool:
+        """Whether the segment reads a tensor from, or hands one to, a layer on another device."""
+        return self._boundary_ms(segment, segment.device) > 0.0
 
     def return_islands(self) -> None:
-        """Return DLA islands (segments with GPU layers on both sides) whose transitions cost more than they save.
+        """Return DLA segments to the GPU when their transitions and submission cost more than the GPU time
+        they free, cheapest first, until every remaining segment pays for itself.
 
-        Segments that start at the graph's inputs or end at its outputs stay: the user asked for the DLA.
+        One rule for every segment with a transition, wherever it sits: a segment at the graph's inputs or
+        outputs pays for its device changes like one between GPU layers. A segment with no transition (the
+        whole graph on the DLA) stays: there is no device change to save.
         """
         while True:
-            segments = [s for s in self._movable(find_segments(self.graph, self.devices)) if self._is_island(s)]
+            segments = [s for s in self._movable(find_segments(self.graph, self.devices)) if self._has_transitions(s)]
             for segment in sorted(segments, key=lambda s: self._balance(s)[0]):
                 gain, extra = self._balance(segment)
                 if extra > gain:
-                    self._to_gpu(segment, f"cost model: this DLA island of {len(segment.nodes)} layer(s) frees "
+                    self._to_gpu(segment, f"cost model: this DLA segment of {len(segment.nodes)} layer(s) frees "
                                           f"{gain:.3f} ms of GPU time, less than the {extra:.3f} ms its "
                                           "transitions and submission add")
                     break

@@ -2,16 +2,22 @@
 
 Per layer: the larger of compute time (multiply-accumulates / (peak rate x efficiency x channel
 utilization)) and memory time (bytes moved / (bandwidth x efficiency)), plus a fixed per-layer cost.
-A DLA segment (loadable) adds a submission cost, and every device change a Reformat (a GPU copy
-kernel converting layout and precision, plus the cross-engine synchronization).
+A DLA segment (loadable) adds a submission cost, every device change a Reformat (a GPU copy kernel
+converting layout and precision, plus the cross-engine synchronization), and every GPU inference a
+fixed submission cost (input copy, launch, completion wait).
 
-The constants below are estimates (marked where they come from); a profile's ``[timing]`` table
-overrides any of them. Peak rates, clocks and bandwidths come from the profile's data file.
+Where the constants come from, lowest precedence first: ``DEFAULTS`` below (estimates), the fit to
+NVIDIA's published measurements in ``targets/fitted.toml`` (per GPU architecture and DLA version, see
+``edgert.targets.fit``), a profile's ``[timing]`` table, and the ``overrides`` of one model.
+``TimingModel.basis(name)`` says which of them a constant came from. Peak rates, clocks and
+bandwidths come from the profile's data file.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,14 +33,17 @@ DEFAULTS = {
     # which the model charges separately (whole ResNet-50 then lands near the published 40-50%).
     "gpu_mac_efficiency": 0.7,
     "gpu_memory_efficiency": 0.7,      # achievable fraction of LPDDR bandwidth for streaming kernels
-    "gpu_layer_overhead_us": 3.0,      # kernel launch and tail, per layer (launched from a CUDA graph)
+    # Kernel ramp-up, tail and dependency wait per layer (launched from a CUDA graph), in thousands of GPU
+    # clock cycles: a slower GPU clock stretches it (3 us at 1.3 GHz before the fit).
+    "gpu_layer_overhead_kcycles": 3.9,
     "gpu_channel_align_int8": 32,      # tensor-core tiles pad channels to these multiples (CHW32 / HWC8)
     "gpu_channel_align_fp16": 8,
+    # Inferred: TensorRT runs a network's first convolution (3 input channels) with kernels for inputs
+    # padded to 4 channels (NVIDIA's MLPerf harness feeds ResNet-50 in CHW4), not to a full tensor-core tile.
+    "gpu_input_channel_align": 4,
     # DLA. The convolution core's MAC array is cut into input-channel x output-channel atoms
     # (NVDLA: "atomic-C" x "atomic-K"); small channel counts leave parts of it idle.
-    # Fitted, not measured: the one constant chosen so that INT8 ResNet-50 on one Jetson AGX Orin DLA
-    # core comes out near NVIDIA's MLPerf Inference v3.0 result (~600 images/s); benchmarks/dla_timing.py
-    # checks the GPU/DLA ratios on AGX Orin and, out of sample, on Orin NX.
+    # Estimate, replaced per DLA version by the fit in targets/fitted.toml.
     "dla_mac_efficiency": 0.33,
     "dla_memory_efficiency": 0.35,     # one DLA core's share of DRAM bandwidth (shared with GPU/CPU)
     "dla_channel_align_int8": 64,
@@ -44,9 +53,43 @@ DEFAULTS = {
     "dla_layer_overhead_us": 2.0,      # per hardware operation, scheduled by the DLA's own sequencer
     "dla_submit_us": 60.0,             # submitting one loadable and waiting for it (per segment per run)
     "reformat_sync_us": 10.0,          # cross-engine event wait at a GPU<->DLA boundary
+    "gpu_submit_us": 20.0,             # per GPU inference (batch): input copy, launch, completion wait
+    # Engines running at once (GPU and DLA cores on different requests) share DRAM: together they move at
+    # most this fraction of the bandwidth (edgert.partitioner.throughput).
+    "shared_memory_efficiency": 0.8,
 }
 # DLA 2.0 (Orin) adds native depthwise convolution (Jetson AGX Orin technical brief).
 VERSION_DEFAULTS = {2: {"dla_depthwise_utilization": 0.25}}
+FITTED_PATH = Path(__file__).resolve().parent / "fitted.toml"
+
+
+@functools.lru_cache(maxsize=None)
+def fitted_constants() -> dict:
+    """The fitted constants: {"shared": {...}, "gpu": {architecture: {...}}, "dla": {"v1": {...}, ...}}."""
+    if not FITTED_PATH.is_file():
+        return {}
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    with open(FITTED_PATH, "rb") as f:
+        return tomllib.load(f)
+
+
+def constant_layers(profile: TargetProfile, overrides: dict | None = None) -> list[tuple[str, dict]]:
+    """(basis, constants) from lowest to highest precedence for ``profile``."""
+    fitted = fitted_constants()
+    layers = [("estimated", DEFAULTS)]
+    if profile.dla is not None:
+        layers.append(("estimated", VERSION_DEFAULTS.get(profile.dla.version, {})))
+    layers.append(("fitted", fitted.get("shared", {})))
+    if profile.gpu is not None:
+        layers.append(("fitted", fitted.get("gpu", {}).get(profile.gpu.architecture, {})))
+    if profile.dla is not None:
+        layers.append(("fitted", fitted.get("dla", {}).get(f"v{profile.dla.version}", {})))
+    layers.append((f"profile {profile.name}", profile.timing))
+    layers.append(("override", overrides or {}))
+    return layers
 
 
 @dataclass(frozen=True)
@@ -73,13 +116,18 @@ def device_kind(device: str) -> str:
 class TimingModel:
     """Predicts per-layer, per-reformat and per-segment times for one profile."""
 
-    def __init__(self, profile: TargetProfile):
+    def __init__(self, profile: TargetProfile, overrides: dict | None = None):
         self.profile = profile
-        constants = dict(DEFAULTS)
-        if profile.dla is not None:
-            constants.update(VERSION_DEFAULTS.get(profile.dla.version, {}))
-        constants.update(profile.timing)
-        self.c = constants
+        self.c, self._basis = {}, {}
+        for basis, constants in constant_layers(profile, overrides):
+            for name, value in constants.items():
+                if name not in DEFAULTS:
+                    continue  # provenance entries of the fitted file, not constants
+                self.c[name], self._basis[name] = value, basis
+
+    def basis(self, name: str) -> str:
+        """Where constant ``name`` came from: "estimated", "fitted", "profile NAME" or "override"."""
+        return self._basis[name]
 
     # -- layers ------------------------------------------------------------------------------
     def layer(self, info: LayerInfo, device: str, precision: str = "fp16", batch: int = 1) -> LayerTime:
@@ -103,10 +151,11 @@ class TimingModel:
             utilization = 1.0
         else:
             peak = (gpu.int8_dense_tops if precision == "int8" else gpu.fp16_dense_tflops) * 1e12 / 2
-            utilization = _channel_utilization(info, c[f"gpu_channel_align_{_int8_or_fp16(precision)}"])
+            utilization = _channel_utilization(info, c[f"gpu_channel_align_{_int8_or_fp16(precision)}"],
+                                               c["gpu_input_channel_align"])
         compute = macs / (peak * c["gpu_mac_efficiency"] * utilization) if macs else 0.0
         memory = moved / (self.profile.memory_bandwidth_gbs * 1e9 * c["gpu_memory_efficiency"])
-        return LayerTime(macs, moved, compute * 1e3, memory * 1e3, c["gpu_layer_overhead_us"] / 1e3)
+        return LayerTime(macs, moved, compute * 1e3, memory * 1e3, self.gpu_layer_overhead_ms())
 
     def _dla(self, info: LayerInfo, macs: float, moved: float, precision: str, batch: int) -> LayerTime:
         dla, c = self.profile.dla, self.c
@@ -138,10 +187,17 @@ class TimingModel:
         """A GPU kernel converting layout and precision at a device change, plus the engines' synchronization."""
         moved = tensor.size * batch * (BYTES.get(from_precision, 4) + BYTES.get(to_precision, 4))
         memory = moved / (self.profile.memory_bandwidth_gbs * 1e9 * self.c["gpu_memory_efficiency"])
-        return memory * 1e3 + (self.c["gpu_layer_overhead_us"] + self.c["reformat_sync_us"]) / 1e3
+        return memory * 1e3 + self.gpu_layer_overhead_ms() + self.c["reformat_sync_us"] / 1e3
 
     def segment_overhead_ms(self) -> float:
         return self.c["dla_submit_us"] / 1e3
+
+    def gpu_layer_overhead_ms(self) -> float:
+        gpu = self.profile.gpu
+        return self.c["gpu_layer_overhead_kcycles"] / gpu.max_clock_mhz if gpu is not None and gpu.max_clock_mhz else 0.0
+
+    def gpu_submit_ms(self) -> float:
+        return self.c["gpu_submit_us"] / 1e3
 
 
 # -- work per layer ----------------------------------------------------------------------------
@@ -185,8 +241,11 @@ def _is_depthwise(info: LayerInfo) -> bool:
     return group > 1 and group == info.input(0).shape[1]
 
 
-def _channel_utilization(info: LayerInfo, align: int) -> float:
-    """Fraction of the MAC array's channel atoms a layer fills (input channels per group x output channels)."""
+def _channel_utilization(info: LayerInfo, align: int, small_input_align: int = 0) -> float:
+    """Fraction of the MAC array's channel atoms a layer fills (input channels per group x output channels).
+
+    ``small_input_align``: input channels up to this count are padded only to it (a first layer's RGB).
+    """
     if info.kind == LayerKind.CONVOLUTION:
         c_in = info.input(1).shape[1]
         c_out = info.output.shape[1] // int(info.attrs.get("group", 1))
@@ -198,7 +257,8 @@ def _channel_utilization(info: LayerInfo, align: int) -> float:
         c_out = info.output.shape[-1]
     else:
         return 1.0
-    return _fill(c_in, align) * _fill(c_out, align)
+    in_align = small_input_align if 0 < c_in <= small_input_align else align
+    return _fill(c_in, in_align) * _fill(c_out, align)
 
 
 def _fill(channels: int, align: int) -> float:

@@ -28,6 +28,10 @@ from edgert.targets.simulate import run_graph
 from models import MODELS
 
 ORIN, XAVIER = "jetson-agx-orin", "jetson-agx-xavier"
+# The small test layers free less GPU time than a transition costs, so the cost model would return them to
+# the GPU; tests of transitions pin the convolutions to the DLA.
+PIN_CONVS = [{"kind": "Convolution", "device": "dla"}]
+PIN_CONVS_TOML = '[[rule]]\nkind = "Convolution"\ndevice = "dla"\n'
 DLA_KINDS_OF_INTEREST = {LayerKind.CONVOLUTION, LayerKind.POOLING, LayerKind.ACTIVATION, LayerKind.ELEMENTWISE,
                          LayerKind.POINTWISE}
 
@@ -131,7 +135,7 @@ def test_unsupported_layer_without_fallback_fails(tmp_path):
     # with fallback it runs on the GPU, between two DLA segments
     graph = import_model(pool_model(), None)
     optimize(graph)
-    report = partition(graph, ORIN, dla_core=0, gpu_fallback=True)
+    report = partition(graph, ORIN, dla_core=0, gpu_fallback=True, placement=PIN_CONVS)
     assert report.layer("bigpool").device == "gpu" and report.transitions == 2 and len(report.segments) == 2
 
 
@@ -149,12 +153,14 @@ def test_partition_tool_exit_status(tmp_path, capsys):
     tool.add_arguments(parser)
     with pytest.raises(PlacementError):
         tool.main(parser.parse_args([str(path), "--target", ORIN, "--dla-core", "0", "--precision", "fp16"]))
+    pin = tmp_path / "pin.toml"
+    pin.write_text(PIN_CONVS_TOML)
     assert tool.main(parser.parse_args([str(path), "--target", ORIN, "--dla-core", "0", "--gpu-fallback",
-                                        "--precision", "fp16", "--json"])) == 0
+                                        "--precision", "fp16", "--placement", str(pin), "--json"])) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["transitions"] == 2 and {row["name"]: row["device"] for row in data["layers"]}["bigpool"] == "gpu"
     assert tool.main(parser.parse_args([str(path), "--target", XAVIER, "--dla-core", "1", "--gpu-fallback",
-                                        "--precision", "fp16"])) == 0
+                                        "--precision", "fp16", "--placement", str(pin)])) == 0
     assert "dla:1" in capsys.readouterr().out
 
 
@@ -218,7 +224,7 @@ def test_xavier_and_orin_differ_where_tables_differ():
                                 {"op": "div"}, "divide")
     for layer, name, rule in [(softmax, "softmax", "Softmax.unsupported"), (divide, "divide", "ElementWise.op")]:
         orin = partition(net(layer), ORIN, dla_core=0, gpu_fallback=True)
-        xavier = partition(net(layer), XAVIER, dla_core=0, gpu_fallback=True)
+        xavier = partition(net(layer), XAVIER, dla_core=0, gpu_fallback=True, placement=PIN_CONVS)
         assert orin.layer(name).device == "dla:0" and orin.transitions == 0
         assert xavier.layer(name).device == "gpu" and rule in xavier.layer(name).reason
         assert xavier.transitions == 2 and len(xavier.segments) == 2
@@ -289,10 +295,30 @@ def test_cost_model_returns_small_islands():
 
     report = partition(net(), ORIN, dla_core=0, gpu_fallback=True)
     assert report.layer("relu").device == "gpu" and "cost model" in report.layer("relu").reason
-    assert report.layer("conv").device == "dla:0"  # starts at the graph input: not an island
-    assert report.transitions == 1
+    # the same rule at the graph's input: a small convolution frees less GPU time than its transition costs
+    assert report.layer("conv").device == "gpu" and "cost model" in report.layer("conv").reason
+    assert report.transitions == 0 and not report.segments
     pinned = partition(net(), ORIN, dla_core=0, gpu_fallback=True, placement=[{"layer": "relu", "device": "dla"}])
-    assert pinned.layer("relu").device == "dla:0" and pinned.transitions == 3
+    assert pinned.layer("relu").device == "dla:0" and pinned.transitions == 2
+
+
+def test_cost_model_is_the_same_at_the_graph_edges():
+    """Issue 18: a tiny layer at the graph's output stayed on the DLA at the cost of a transition and a
+    submission (0.073 ms for 0.002 ms of work) because only segments between GPU layers were judged."""
+    n = Net((1, 128, 112, 112))
+    head = n.conv(n.conv(n.x, 128, name="conv1"), 128, name="conv2")    # big: frees more than it costs
+    graph = n.done(n.act(n.unary(head, name="exp"), name="tail_relu"))  # tiny DLA layer after a GPU layer
+    report = partition(graph, ORIN, dla_core=0, gpu_fallback=True)
+    assert report.layer("tail_relu").device == "gpu" and "cost model" in report.layer("tail_relu").reason
+    assert report.layer("conv1").device == report.layer("conv2").device == "dla:0"
+    assert report.transitions == 1 and len(report.segments) == 1
+    for placement in report.layers:  # whatever stays on the DLA frees more GPU time than its overhead
+        if placement.device.startswith("dla"):
+            assert "default device" in placement.reason
+    # a graph wholly on the DLA has no transition to save: it stays, however small
+    small = Net()
+    whole = partition(small.done(small.act(small.conv(small.x, 16))), ORIN, dla_core=0, gpu_fallback=True)
+    assert {p.device for p in whole.layers} == {"dla:0"} and whole.transitions == 0
 
 
 def test_big_islands_stay_and_loadable_limit(capsys):
@@ -323,7 +349,7 @@ def test_reformat_layers_are_explicit_and_run():
     optimize(graph)
     x = {"x": np.random.default_rng().standard_normal((1, 3, 16, 16)).astype(np.float32)}
     reference = run_graph(graph, x, "cpu")["y"]
-    report = partition(graph, ORIN, dla_core=0, gpu_fallback=True)
+    report = partition(graph, ORIN, dla_core=0, gpu_fallback=True, placement=PIN_CONVS)
     reformats = [n for n in graph.nodes if n.kind == LayerKind.REFORMAT]
     assert len(reformats) == report.transitions == 2
     first, second = reformats
@@ -384,3 +410,52 @@ def test_segments_are_convex():
     devices = {id(node): ("gpu" if node.name == "exp" else "dla:0") for node in graph.nodes}
     segments = find_segments(graph, devices)
     assert [s.names for s in segments] == [["conv_a"], ["add"]]
+
+
+# -- throughput of engines running at once -----------------------------------------------------------------
+def test_combine_shares_the_gpu_and_the_dram_bandwidth():
+    from edgert.partitioner.throughput import EngineLoad, combine
+    gpu = EngineLoad("gpu", 100, 50.0, 50.0, 100 * 30e6, 10)          # 2000 img/s alone, 30 MB per image
+    dla = EngineLoad("dla:0", 2, 4.0, 0.4, 2 * 30e6, 10)              # 500 img/s; 0.2 ms GPU per image
+    rates, demand, scale = combine([gpu, dla], bandwidth_gbs=1000.0)
+    # the DLA engine's GPU work (500 img/s x 0.2 ms = 10% of the GPU) comes out of the GPU's own rate
+    assert scale == 1.0 and rates["dla:0"] == pytest.approx(500) and rates["gpu"] == pytest.approx(1800)
+    assert demand == pytest.approx((1800 + 500) * 30e6 / 1e9)
+    bound, demand, scale = combine([gpu, dla], bandwidth_gbs=34.5)     # half of the 69 GB/s they would need
+    assert scale == pytest.approx(0.5) and sum(bound.values()) == pytest.approx(1150)
+    greedy = EngineLoad("dla:1", 1, 1.0, 2.0, 1e6, 1)                 # needs 2 s of GPU per second
+    alone, _, _ = combine([gpu, greedy], bandwidth_gbs=1e6)
+    assert alone["gpu"] == 0.0 and alone["dla:1"] == pytest.approx(500)
+
+
+def test_parse_engines():
+    from edgert.partitioner.throughput import parse_engines
+    orin = load_profile(ORIN)
+    assert parse_engines("all", orin) == ["gpu", "dla:0", "dla:1"]
+    assert parse_engines("gpu, dla1,dla1", orin) == ["gpu", "dla:1"]
+    with pytest.raises(PlacementError, match="engine 'dla2' does not exist.*gpu, dla0, dla1"):
+        parse_engines("gpu,dla2", orin)
+    with pytest.raises(PlacementError, match="engine 'dla0' does not exist"):
+        parse_engines("dla0", load_profile("jetson-orin-nano"))
+
+
+def test_partition_tool_throughput(tmp_path, capsys):
+    from edgert.tools import cli
+    path = tmp_path / "conv.onnx"
+    n = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)
+    w = numpy_helper.from_array(np.random.default_rng().standard_normal((64, 32, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([n], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 56, 56])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 56, 56])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    argv = ["partition", str(path), "--target", ORIN, "--throughput", "--precision", "int8"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "gpu" in out and "dla:0" in out and "dla:1" in out and "shared DRAM bandwidth" in out and "total:" in out
+    assert cli.main(argv + ["--engines", "gpu,dla0", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [e["engine"] for e in data["engines"]] == ["gpu", "dla:0"]
+    assert data["total_ips"] == pytest.approx(sum(e["concurrent_ips"] for e in data["engines"]), rel=1e-3)
+    assert all(e["concurrent_ips"] <= e["alone_ips"] + 1e-6 for e in data["engines"])
+    assert cli.main(argv + ["--engines", "gpu,dla3"]) == 2
+    assert "dla3" in capsys.readouterr().err
+    assert cli.main(argv[:-2] + ["--precision", "fp32"]) == 2

@@ -23,6 +23,17 @@ def add_arguments(parser) -> None:
                              "and int8)")
     add_shape_options(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_throughput_arguments(parser)
+
+
+def _add_throughput_arguments(parser) -> None:
+    group = parser.add_argument_group("throughput (engines working at once on different requests, as MLPerf offline)")
+    group.add_argument("--throughput", action="store_true",
+                       help="instead of the placement, predict images/s with every engine running its own copy")
+    group.add_argument("--engines", default="all", metavar="LIST",
+                       help="engines for --throughput: comma-separated gpu, dla0, dla1 ... or 'all' (default)")
+    group.add_argument("--gpu-batch", type=int, default=256, metavar="N", help="GPU batch for --throughput (256)")
+    group.add_argument("--dla-batch", type=int, default=2, metavar="N", help="DLA batch for --throughput (2)")
 
 
 def main(args) -> int:
@@ -34,6 +45,8 @@ def main(args) -> int:
     graph = import_model(args.model, parse_shapes(args.shape))
     graph.verify()
     optimize(graph)
+    if args.throughput:
+        return _throughput(graph, args)
     report = partition(graph, args.target, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
                        placement=args.placement, precision=args.precision)
     from edgert.builder import warn_unused_dla
@@ -42,4 +55,18 @@ def main(args) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report.format())
+    return 0
+
+
+def _throughput(graph, args) -> int:
+    from edgert.partitioner.throughput import parse_engines, throughput
+    from edgert.targets import load_profile
+    from edgert.tools.args import UsageError
+
+    if args.gpu_batch < 1 or args.dla_batch < 1:
+        raise UsageError(f"--gpu-batch and --dla-batch must be at least 1 (found {args.gpu_batch}, {args.dla_batch})")
+    profile = load_profile(args.target)
+    report = throughput(graph, profile, parse_engines(args.engines, profile), args.precision,
+                        args.gpu_batch, args.dla_batch)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0

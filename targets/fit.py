@@ -1,0 +1,345 @@
+"""Fitting the timing model's constants to NVIDIA's published measurements (``targets/measurements.toml``).
+
+The fitted constants are the ones a datasheet cannot give: how much of the tensor-core peak a GPU
+architecture sustains (``gpu_mac_efficiency`` per architecture), the same for each DLA version
+(``dla_mac_efficiency``), the per-layer and per-inference GPU costs, the DLA submission cost and the share
+of DRAM bandwidth engines get together. Everything else (peak rates, clocks, bandwidths, channel
+alignment) stays as the profiles and ``timing.DEFAULTS`` say.
+
+Predictions are the same ones ``edgert partition --throughput`` makes (``partitioner.throughput``):
+single-stream latency = one batch-1 inference on the GPU; offline throughput = the listed engines working
+at once. For speed the per-layer times are computed once with unit efficiencies and rescaled per trial
+(``Workload``); a test checks that this equals the full path.
+
+    measurements = [m for m in load_measurements() if m.fit]
+    workloads = build_workloads(measurements, graphs={"resnet50": graph})
+    result = fit(measurements, workloads)                       # -> FitResult(constants, ...)
+    held_out = leave_one_out(measurements, workloads)           # -> [(measurement, prediction)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgert.errors import EdgeRTError
+from edgert.targets.profiles import TargetProfile, load_profile
+
+MEASUREMENTS_PATH = Path(__file__).resolve().parent / "measurements.toml"
+METRICS = ("offline_ips", "throughput_ips", "latency_p90_ms")
+KINDS = ("measurement", "target")
+
+
+class MeasurementError(EdgeRTError):
+    """The measurements data file is malformed."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    id: str
+    device: str
+    model: str
+    precision: str
+    engines: tuple[str, ...]        # ("gpu", "dla:0", "dla:1")
+    batch: dict                     # {"gpu": 256, "dla": 2}
+    metric: str
+    value: float
+    kind: str
+    fit: bool
+    source: str
+    measured: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A fitted constant: ``constant`` of the timing model for one scope ("shared", "gpu:Ampere", "dla:v2")."""
+    constant: str
+    scope: str
+    start: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.constant}@{self.scope}"
+
+    def encode(self, value: float) -> float:  # efficiencies live in (0, 1): logit; costs are positive: log
+        return math.log(value / (1 - value)) if self.constant.endswith("efficiency") else math.log(value)
+
+    def decode(self, z: float) -> float:
+        return 1 / (1 + math.exp(-z)) if self.constant.endswith("efficiency") else math.exp(z)
+
+
+@dataclass
+class FitResult:
+    params: list[Param]
+    values: dict                    # Param.key -> fitted value
+    residuals: dict = field(default_factory=dict)   # measurement id -> prediction / measurement
+
+    def constants_for(self, profile: TargetProfile) -> dict:
+        return constants_for(self.params, self.values, profile)
+
+
+def load_measurements(path: Path | str = MEASUREMENTS_PATH) -> list[Measurement]:
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    with open(path, "rb") as f:
+        rows = tomllib.load(f).get("row", [])
+    result = []
+    for row in rows:
+        try:
+            engines = tuple("gpu" if e == "gpu" else f"dla:{e[3:]}" for e in row["engines"].split("+"))
+            m = Measurement(row["id"], row["device"], row["model"], row["precision"], engines, dict(row["batch"]),
+                            row["metric"], float(row["value"]), row["kind"], bool(row["fit"]), row["source"],
+                            row["measured"], row.get("note", ""))
+        except (KeyError, TypeError, ValueError) as e:
+            raise MeasurementError(f"{path}: row {row.get('id', '?')!r} is malformed ({type(e).__name__}: {e}); "
+                                   "every row needs id, device, model, precision, engines, batch, metric, value, "
+                                   "kind, fit, source, measured") from e
+        if m.metric not in METRICS or m.kind not in KINDS or (m.fit and m.kind != "measurement"):
+            raise MeasurementError(f"{path}: row {m.id!r}: metric must be one of {METRICS}, kind one of {KINDS}, "
+                                   f"and only measurements may be fitted (found metric {m.metric!r}, kind {m.kind!r})")
+        result.append(m)
+    return result
+
+
+# -- parameters ----------------------------------------------------------------------------------------------
+def default_params(measurements: list[Measurement]) -> list[Param]:
+    """One efficiency per GPU architecture and DLA version the measurements cover, plus the shared costs."""
+    from edgert.targets.timing import DEFAULTS
+    profiles = [load_profile(m.device) for m in measurements]
+    archs = sorted({p.gpu.architecture for p in profiles if p.gpu is not None})
+    versions = sorted({p.dla.version for p in profiles if p.dla is not None and _uses_dla(measurements, p.name)})
+    params = [Param("gpu_mac_efficiency", f"gpu:{arch}", DEFAULTS["gpu_mac_efficiency"]) for arch in archs]
+    params += [Param("dla_mac_efficiency", f"dla:v{v}", DEFAULTS["dla_mac_efficiency"]) for v in versions]
+    params += [Param(name, "shared", DEFAULTS[name])
+               for name in ("gpu_layer_overhead_kcycles", "gpu_submit_us", "gpu_memory_efficiency")]
+    if versions:
+        params += [Param(name, "shared", DEFAULTS[name])
+                   for name in ("dla_submit_us", "shared_memory_efficiency")]
+    return params
+
+
+def _uses_dla(measurements: list[Measurement], device: str) -> bool:
+    return any(m.device == device and any(e.startswith("dla") for e in m.engines) for m in measurements)
+
+
+def constants_for(params: list[Param], values: dict, profile: TargetProfile) -> dict:
+    """The timing-model constants ``values`` give ``profile`` (its GPU architecture's, its DLA version's)."""
+    scopes = {"shared"}
+    if profile.gpu is not None:
+        scopes.add(f"gpu:{profile.gpu.architecture}")
+    if profile.dla is not None:
+        scopes.add(f"dla:v{profile.dla.version}")
+    return {p.constant: values[p.key] for p in params if p.scope in scopes and p.key in values}
+
+
+# -- fast predictions ----------------------------------------------------------------------------------------
+@dataclass
+class _Part:
+    """Layers of one engine at one batch: compute with unit MAC efficiency, element compute, memory (ms)."""
+    mac_ms: np.ndarray
+    fixed_ms: np.ndarray
+    memory_ms: np.ndarray
+    reformat_memory_ms: float = 0.0  # the reformats' copies, at unit memory efficiency
+    reformats: int = 0
+
+    def ms(self, efficiency: float, per_layer_ms: float, memory_efficiency: float) -> float:
+        busy = np.maximum(self.mac_ms / efficiency + self.fixed_ms, self.memory_ms / memory_efficiency).sum()
+        return float(busy) + (len(self.mac_ms) + self.reformats) * per_layer_ms + \
+            self.reformat_memory_ms / memory_efficiency
+
+
+@dataclass
+class Workload:
+    """What one network asks of one device's engines, precomputed for fast refits."""
+    profile: TargetProfile
+    gpu: dict = field(default_factory=dict)        # batch -> (_Part, dram bytes)
+    dla: dict = field(default_factory=dict)        # batch -> (dla _Part, gpu _Part, segments, dram bytes)
+
+    def gpu_layer_ms(self, c: dict) -> float:
+        return c["gpu_layer_overhead_kcycles"] / self.profile.gpu.max_clock_mhz
+
+    def gpu_batch_ms(self, batch: int, c: dict) -> float:
+        part, _ = self.gpu[batch]
+        return part.ms(c["gpu_mac_efficiency"], self.gpu_layer_ms(c), c["gpu_memory_efficiency"]) + \
+            c["gpu_submit_us"] / 1e3
+
+    def loads(self, engines, batch: dict, c: dict) -> list:
+        from edgert.partitioner.throughput import EngineLoad
+        loads = []
+        for engine in engines:
+            if engine == "gpu":
+                ms = self.gpu_batch_ms(batch["gpu"], c)
+                loads.append(EngineLoad("gpu", batch["gpu"], ms, ms, self.gpu[batch["gpu"]][1], 0))
+                continue
+            dla, gpu, segments, dram = self.dla[batch["dla"]]
+            # fallback layers and reformats (each reformat: a GPU layer plus the cross-engine wait)
+            gpu_ms = gpu.ms(c["gpu_mac_efficiency"], self.gpu_layer_ms(c), c["gpu_memory_efficiency"]) + \
+                gpu.reformats * c["reformat_sync_us"] / 1e3
+            dla_ms = dla.ms(c["dla_mac_efficiency"], c["dla_layer_overhead_us"] / 1e3, c["dla_memory_efficiency"]) + \
+                segments * c["dla_submit_us"] / 1e3
+            loads.append(EngineLoad(engine, batch["dla"], dla_ms + gpu_ms, gpu_ms, dram, len(dla.mac_ms)))
+        return loads
+
+
+def build_workloads(measurements: list[Measurement], graphs: dict) -> dict:
+    """(device, model) -> Workload for every measurement whose model is in ``graphs`` (name -> IR graph)."""
+    workloads = {}
+    for m in measurements:
+        if m.model not in graphs:
+            continue
+        key = (m.device, m.model)
+        workload = workloads.setdefault(key, Workload(load_profile(m.device)))
+        graph = graphs[m.model]
+        if "gpu" in m.engines and m.batch["gpu"] not in workload.gpu:
+            workload.gpu[m.batch["gpu"]] = _gpu_part(graph, workload.profile, m.precision, m.batch["gpu"])
+        if any(e.startswith("dla") for e in m.engines) and m.batch["dla"] not in workload.dla:
+            workload.dla[m.batch["dla"]] = _dla_parts(graph, workload.profile, m.precision, m.batch["dla"])
+    return workloads
+
+
+def _unit_model(profile: TargetProfile):
+    from edgert.targets.timing import TimingModel
+    return TimingModel(profile, overrides={"gpu_mac_efficiency": 1.0, "dla_mac_efficiency": 1.0,
+                                           "gpu_layer_overhead_kcycles": 0.0, "dla_layer_overhead_us": 0.0,
+                                           "reformat_sync_us": 0.0, "gpu_memory_efficiency": 1.0,
+                                           "dla_memory_efficiency": 1.0})
+
+
+def _part(times) -> _Part:
+    mac = np.array([t.compute_ms if t.macs else 0.0 for t in times])
+    fixed = np.array([0.0 if t.macs else t.compute_ms for t in times])
+    return _Part(mac, fixed, np.array([t.memory_ms for t in times]))
+
+
+def _gpu_part(graph, profile, precision: str, batch: int):
+    from edgert.targets.layers import from_node
+    model = _unit_model(profile)
+    times = [model.layer(from_node(node), "gpu", precision, batch) for node in graph.nodes]
+    return _part(times), sum(t.bytes for t in times)
+
+
+def _dla_parts(graph, profile, precision: str, batch: int):
+    from edgert.partitioner.assign import partition
+    from edgert.partitioner.segments import crossings, precision_on
+    from edgert.targets.layers import from_node, tensor_info
+    model = _unit_model(profile)
+    saved = {id(node): node.device for node in graph.nodes}
+    try:
+        report = partition(graph, profile, dla_core=0, gpu_fallback=True, precision=precision,
+                           insert_reformats=False)
+        on_dla = [n for n in graph.nodes if n.device.startswith("dla")]
+        on_gpu = [n for n in graph.nodes if not n.device.startswith("dla")]
+        dla_times = [model.layer(from_node(n), "dla:0", precision, batch) for n in on_dla]
+        gpu_times = [model.layer(from_node(n), "gpu", precision, batch) for n in on_gpu]
+        devices = {id(n): n.device for n in graph.nodes}
+        reformats = [model.reformat_ms(tensor_info(v), precision_on(s, precision), precision_on(t, precision), batch)
+                     for v, s, t in crossings(graph, devices)]
+        gpu = _part(gpu_times)
+        gpu.reformat_memory_ms, gpu.reformats = sum(reformats), len(reformats)
+        dram = sum(t.bytes for t in dla_times + gpu_times)
+        return _part(dla_times), gpu, len(report.segments), dram
+    finally:
+        for node in graph.nodes:
+            node.device = saved[id(node)]
+
+
+def predict(m: Measurement, workload: Workload, constants: dict) -> float:
+    """The model's value of ``m``'s metric with ``constants`` (the fitted ones) over the estimates."""
+    from edgert.partitioner.throughput import combine
+    c = dict(base_constants(workload.profile), **constants)
+    if m.metric == "latency_p90_ms":
+        return workload.gpu_batch_ms(m.batch["gpu"], c)
+    rates, _, _ = combine(workload.loads(m.engines, m.batch, c),
+                          workload.profile.memory_bandwidth_gbs * c["shared_memory_efficiency"])
+    return sum(rates.values())
+
+
+def base_constants(profile: TargetProfile) -> dict:
+    """The timing model's constants for ``profile`` with every fittable one at its estimate (not the stored fit),
+    so that a held-out measurement never sees a fit that used it."""
+    from edgert.targets.timing import DEFAULTS, TimingModel
+    return dict(TimingModel(profile).c, **{name: DEFAULTS[name] for name in FITTABLE})
+
+
+FITTABLE = ("gpu_mac_efficiency", "dla_mac_efficiency", "gpu_layer_overhead_kcycles", "gpu_submit_us", "dla_submit_us",
+            "shared_memory_efficiency", "gpu_memory_efficiency")
+
+
+# -- the fit -------------------------------------------------------------------------------------------------
+PRIOR_WEIGHT = 0.002  # pulls each constant weakly toward its estimate (a larger pull worsened held-out errors)
+
+
+def fit(measurements: list[Measurement], workloads: dict, params: list[Param] | None = None,
+        iterations: int = 4000) -> FitResult:
+    """Least squares on log(prediction / measurement) over ``measurements`` (those with a workload)."""
+    used = [m for m in measurements if (m.device, m.model) in workloads]
+    params = params or default_params(used)
+    start = np.array([p.encode(p.start) for p in params])
+    profiles = {m.device: workloads[(m.device, m.model)].profile for m in used}
+
+    def residuals(z) -> list[float]:
+        values = {p.key: p.decode(v) for p, v in zip(params, z)}
+        return [math.log(predict(m, workloads[(m.device, m.model)], constants_for(params, values, profiles[m.device]))
+                         / m.value) for m in used]
+
+    def objective(z) -> float:
+        return sum(r * r for r in residuals(z)) + PRIOR_WEIGHT * float(((z - start) ** 2).sum())
+
+    best = _nelder_mead(objective, start, iterations)
+    values = {p.key: p.decode(v) for p, v in zip(params, best)}
+    return FitResult(params, values, {m.id: math.exp(r) for m, r in zip(used, residuals(best))})
+
+
+def leave_one_out(measurements: list[Measurement], workloads: dict, iterations: int = 4000) -> list[tuple]:
+    """[(measurement, prediction by a fit without it)] for every measurement with a workload."""
+    used = [m for m in measurements if (m.device, m.model) in workloads]
+    params = default_params(used)
+    result = []
+    for held in used:
+        rest = [m for m in used if m is not held]
+        fitted = fit(rest, workloads, [p for p in params if p in default_params(rest) or p.scope == "shared"],
+                     iterations)
+        workload = workloads[(held.device, held.model)]
+        result.append((held, predict(held, workload, fitted.constants_for(workload.profile))))
+    return result
+
+
+def factor(prediction: float, value: float) -> float:
+    """How far apart, as a ratio >= 1."""
+    return max(prediction / value, value / prediction)
+
+
+def _nelder_mead(f, x0: np.ndarray, iterations: int, step: float = 0.3, tolerance: float = 1e-10) -> np.ndarray:
+    """Minimize ``f`` from ``x0`` (deterministic; the standard reflection/expansion/contraction/shrink steps)."""
+    n = len(x0)
+    simplex = np.vstack([x0] + [x0 + step * np.eye(n)[i] for i in range(n)])
+    values = np.array([f(x) for x in simplex])
+    for _ in range(iterations):
+        order = np.argsort(values)
+        simplex, values = simplex[order], values[order]
+        if values[-1] - values[0] < tolerance:
+            break
+        centroid = simplex[:-1].mean(axis=0)
+        reflected = centroid + (centroid - simplex[-1])
+        fr = f(reflected)
+        if fr < values[0]:
+            expanded = centroid + 2 * (centroid - simplex[-1])
+            fe = f(expanded)
+            simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
+        elif fr < values[-2]:
+            simplex[-1], values[-1] = reflected, fr
+        else:
+            contracted = centroid + 0.5 * (simplex[-1] - centroid)
+            fc = f(contracted)
+            if fc < values[-1]:
+                simplex[-1], values[-1] = contracted, fc
+            else:
+                simplex[1:] = simplex[0] + 0.5 * (simplex[1:] - simplex[0])
+                values[1:] = [f(x) for x in simplex[1:]]
+    return simplex[np.argmin(values)]
