@@ -40,6 +40,37 @@ typedef struct {
     int64_t *phases;   /* per phase: its first input column, where that lands in a scratch row, its columns */
 } Scratch;
 
+/* a * b, or -1 with OverflowError set when it does not fit an int64 (operands are >= 0) */
+static int checked_multiply(int64_t a, int64_t b, int64_t *product) {
+    if (__builtin_mul_overflow(a, b, product)) {
+        PyErr_Format(PyExc_OverflowError, "size product %lld x %lld overflows 64 bits: the geometry is not a real "
+                     "layer's", (long long)a, (long long)b);
+        return -1;
+    }
+    return 0;
+}
+
+static int checked_add(int64_t a, int64_t b, int64_t *sum) {
+    if (__builtin_add_overflow(a, b, sum)) {
+        PyErr_Format(PyExc_OverflowError, "size sum %lld + %lld overflows 64 bits: the geometry is not a real "
+                     "layer's", (long long)a, (long long)b);
+        return -1;
+    }
+    return 0;
+}
+
+/* the product of count sizes, checked */
+static int checked_product(int count, const int64_t *sizes, int64_t *product) {
+    *product = 1;
+    for (int i = 0; i < count; ++i)
+        if (checked_multiply(*product, sizes[i], product) < 0) return -1;
+    return 0;
+}
+
+static const char *const FIELD_NAMES[GEOMETRY_FIELDS] = {
+    "planes", "channels", "height", "width", "out_height", "out_width", "kernel_h", "kernel_w",
+    "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left"};
+
 static int read_geometry(Py_buffer *buffer, Geometry *g) {
     if (buffer->len != (Py_ssize_t)(GEOMETRY_FIELDS * sizeof(int64_t))) {
         PyErr_Format(PyExc_ValueError, "geometry: expected %d int64s, got %zd bytes", GEOMETRY_FIELDS, buffer->len);
@@ -48,25 +79,32 @@ static int read_geometry(Py_buffer *buffer, Geometry *g) {
     memcpy(g, buffer->buf, sizeof(Geometry));
     int64_t *field = (int64_t *)g;
     for (int i = 0; i < GEOMETRY_FIELDS; ++i)
-        if (field[i] < (i >= 8 && i < 12 ? 1 : 0)) {   /* strides and dilations >= 1, the rest >= 0 */
-            PyErr_Format(PyExc_ValueError, "geometry: field %d is %lld", i, (long long)field[i]);
+        if (field[i] < (i < 12 ? 1 : 0)) {   /* sizes, kernel, strides and dilations >= 1, pads >= 0 */
+            PyErr_Format(PyExc_ValueError, "geometry: %s is %lld, expected >= %d", FIELD_NAMES[i],
+                         (long long)field[i], i < 12 ? 1 : 0);
             return -1;
         }
-    if (g->channels == 0 || g->planes % g->channels) {
+    if (g->planes % g->channels) {
         PyErr_SetString(PyExc_ValueError, "geometry: planes must be a multiple of channels");
         return -1;
     }
     return 0;
 }
 
-static int check_size(Py_buffer *buffer, const char *what, int64_t elements) {
-    if (buffer->len != (Py_ssize_t)(elements * (int64_t)sizeof(float))) {
+/* element count of a buffer of `count` dims, checked for overflow and against the buffer's length */
+static int check_size(Py_buffer *buffer, const char *what, int count, const int64_t *dims) {
+    int64_t elements, bytes;
+    if (checked_product(count, dims, &elements) < 0 || checked_multiply(elements, sizeof(float), &bytes) < 0)
+        return -1;
+    if (buffer->len != bytes) {
         PyErr_Format(PyExc_ValueError, "%s: expected %lld float32s, got %zd bytes", what, (long long)elements,
                      buffer->len);
         return -1;
     }
     return 0;
 }
+#define CHECK_SIZE(buffer, what, ...)                                                                    \
+    check_size(buffer, what, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
 
 /* 0 when the output may be written while the input is read plane by plane (disjoint, or overlapping as the
  * top of this file allows), else -1 with the error set */
@@ -85,15 +123,42 @@ static void free_scratch(Scratch *s) {
     free(s->phases);
 }
 
+/* A scratch plane larger than this is no real layer's (a 16k x 16k plane is 1 GiB): refused before malloc, since
+ * an overcommitting kernel would grant it and kill the process on first touch */
+#define MAX_SCRATCH_FLOATS ((int64_t)1 << 28)
+
+/* the padded extent one axis needs: (out - 1) * stride + (kernel - 1) * dilation + 1, at least pad + size */
+static int padded_extent(int64_t out, int64_t stride, int64_t kernel, int64_t dilation, int64_t pad, int64_t size,
+                         int64_t *extent) {
+    int64_t reach, span, inside;
+    if (checked_multiply(out - 1, stride, &reach) < 0 || checked_multiply(kernel - 1, dilation, &span) < 0
+        || checked_add(reach, span, extent) < 0 || checked_add(*extent, 1, extent) < 0
+        || checked_add(pad, size, &inside) < 0)
+        return -1;
+    if (inside > *extent) *extent = inside;
+    return 0;
+}
+
 static int make_scratch(const Geometry *g, float padding, Scratch *s) {
-    int64_t need_h = (g->out_height - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h + 1;
-    int64_t need_w = (g->out_width - 1) * g->stride_w + (g->kernel_w - 1) * g->dilation_w + 1;
-    int64_t width = need_w > g->pad_left + g->width ? need_w : g->pad_left + g->width;
-    s->rows = need_h > g->pad_top + g->height ? need_h : g->pad_top + g->height;
-    s->phase_width = (width + g->stride_w - 1) / g->stride_w;
-    s->row_stride = s->phase_width * g->stride_w;
-    s->data = malloc(s->rows * s->row_stride * sizeof(float));
-    s->taps = malloc(g->kernel_h * g->kernel_w * sizeof(int64_t));
+    int64_t width, elements, taps;
+    s->data = NULL;
+    s->taps = s->phases = NULL;
+    if (padded_extent(g->out_height, g->stride_h, g->kernel_h, g->dilation_h, g->pad_top, g->height, &s->rows) < 0
+        || padded_extent(g->out_width, g->stride_w, g->kernel_w, g->dilation_w, g->pad_left, g->width, &width) < 0
+        || checked_multiply(g->kernel_h, g->kernel_w, &taps) < 0)
+        return -1;
+    s->phase_width = width / g->stride_w + (width % g->stride_w != 0);
+    if (checked_multiply(s->phase_width, g->stride_w, &s->row_stride) < 0
+        || checked_multiply(s->rows, s->row_stride, &elements) < 0)
+        return -1;
+    if (elements > MAX_SCRATCH_FLOATS || taps > MAX_SCRATCH_FLOATS || g->stride_w > MAX_SCRATCH_FLOATS) {
+        PyErr_Format(PyExc_ValueError, "scratch plane of %lld floats (%lld taps) exceeds %lld: the geometry is not "
+                     "a real layer's (check its pads, strides and kernel)", (long long)elements, (long long)taps,
+                     (long long)MAX_SCRATCH_FLOATS);
+        return -1;
+    }
+    s->data = malloc(elements * sizeof(float));
+    s->taps = malloc(taps * sizeof(int64_t));
     s->phases = malloc(3 * g->stride_w * sizeof(int64_t));
     if (!s->data || !s->taps || !s->phases) {
         free_scratch(s);
@@ -205,10 +270,10 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*y*Ow*y*", &x, &w, &bias_object, &out, &geometry)) return NULL;
     if (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
-    if (read_geometry(&geometry, &g) < 0 || check_size(&x, "input", g.planes * g.height * g.width) < 0
-        || check_size(&w, "weights", g.channels * g.kernel_h * g.kernel_w) < 0
-        || check_size(&out, "output", g.planes * g.out_height * g.out_width) < 0
-        || (bias.buf && check_size(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
+    if (read_geometry(&geometry, &g) < 0 || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
+        || CHECK_SIZE(&w, "weights", g.channels, g.kernel_h, g.kernel_w) < 0
+        || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
+        || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
         || make_scratch(&g, 0.0f, &s) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
@@ -243,9 +308,9 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
     if (divisor_object != Py_None && PyObject_GetBuffer(divisor_object, &divisor, PyBUF_C_CONTIGUOUS) < 0)
         goto done;
     int average = divisor.buf != NULL;
-    if (read_geometry(&geometry, &g) < 0 || check_size(&x, "input", g.planes * g.height * g.width) < 0
-        || check_size(&out, "output", g.planes * g.out_height * g.out_width) < 0
-        || (average && check_size(&divisor, "divisor", g.out_height * g.out_width) < 0)
+    if (read_geometry(&geometry, &g) < 0 || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
+        || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
+        || (average && CHECK_SIZE(&divisor, "divisor", g.out_height, g.out_width) < 0)
         || check_overlap(&g, &x, &out) < 0 || make_scratch(&g, average ? 0.0f : -INFINITY, &s) < 0)
         goto done;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
@@ -291,8 +356,8 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
     if (read_geometry(&geometry, &g) < 0) goto done;
     taps = g.kernel_h * g.kernel_w;
     positions = g.out_height * g.out_width;
-    if (check_size(&x, "input", g.planes * g.height * g.width) < 0
-        || check_size(&columns, "columns", g.planes * taps * positions) < 0 || make_scratch(&g, 0.0f, &s) < 0)
+    if (CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
+        || CHECK_SIZE(&columns, "columns", g.planes, g.kernel_h, g.kernel_w, g.out_height, g.out_width) < 0 || make_scratch(&g, 0.0f, &s) < 0)
         goto done;
     if ((char *)columns.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)columns.buf + columns.len) {
         free_scratch(&s);
