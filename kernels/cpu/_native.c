@@ -24,6 +24,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* x86-64: the hot loops are compiled twice, for AVX2+FMA and for the baseline (SSE2), and the loader picks one
+ * by cpuid at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on
+ * recent ones. aarch64 needs no clones: NEON is its baseline and -O3 vectorizes for it. */
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(EDGERT_NO_CLONES)
+#if __has_attribute(target_clones)
+#define SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#endif
+#endif
+#ifndef SIMD_CLONES
+#define SIMD_CLONES
+#endif
+
 typedef struct {
     int64_t planes, channels, height, width, out_height, out_width;
     int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
@@ -106,6 +118,20 @@ static int check_size(Py_buffer *buffer, const char *what, int count, const int6
 #define CHECK_SIZE(buffer, what, ...)                                                                    \
     check_size(buffer, what, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
 
+/* The planes [first, first + count) one call works on (count -1: through the last), so that a worker pool can
+ * split a layer by planes; -1 with ValueError when the range leaves [0, planes) */
+static int plane_range(const Geometry *g, int64_t first, int64_t count, int64_t *begin, int64_t *end) {
+    if (count < 0) count = g->planes - first;
+    if (first < 0 || first > g->planes || count < 0 || count > g->planes - first) {
+        PyErr_Format(PyExc_ValueError, "planes [%lld, +%lld) outside the layer's %lld planes", (long long)first,
+                     (long long)count, (long long)g->planes);
+        return -1;
+    }
+    *begin = first;
+    *end = first + count;
+    return 0;
+}
+
 /* 0 when the output may be written while the input is read plane by plane (disjoint, or overlapping as the
  * top of this file allows), else -1 with the error set */
 static int check_overlap(const Geometry *g, Py_buffer *x, Py_buffer *out) {
@@ -182,7 +208,7 @@ static int make_scratch(const Geometry *g, float padding, Scratch *s) {
 }
 
 /* input plane -> the scratch plane's interior */
-static void fill_plane(const Geometry *g, const Scratch *s, const float *source) {
+SIMD_CLONES static void fill_plane(const Geometry *g, const Scratch *s, const float *source) {
     int64_t step = g->stride_w;
     for (int64_t iy = 0; iy < g->height; ++iy) {
         float *row = s->data + (iy + g->pad_top) * s->row_stride;
@@ -214,10 +240,35 @@ static void fill_plane(const Geometry *g, const Scratch *s, const float *source)
 /* NaN wins, as in np.maximum */
 static inline float larger(float v, float current) { return (v > current || v != v) ? v : current; }
 
+/* row += sum over `group` (1-4) taps of weight x tap run */
+static inline void multiply_add_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
+                                     const float *w, int64_t group) {
+    const float *restrict a0 = base + offsets[0], *restrict a1 = base + offsets[group > 1];
+    const float *restrict a2 = base + offsets[group > 2 ? 2 : 0], *restrict a3 = base + offsets[group > 3 ? 3 : 0];
+    const float w0 = w[0], w1 = group > 1 ? w[1] : 0.0f, w2 = group > 2 ? w[2] : 0.0f, w3 = group > 3 ? w[3] : 0.0f;
+    if (group == 4)
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox] + w3 * a3[ox];
+    else if (group == 3)
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox];
+    else if (group == 2)
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox];
+    else
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox];
+}
+
+/* row = the maximum of row and `group` (1-4) tap runs (NaN wins) */
+static inline void maximum_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
+                                int64_t group) {
+    for (int64_t k = 0; k < group; ++k) {
+        const float *restrict a = base + offsets[k];
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] = larger(a[ox], row[ox]);
+    }
+}
+
 enum Op { MULTIPLY_ADD, MAXIMUM };
 
 /* One output plane from the scratch plane: out = start + sum of weights x taps, or the maximum of the taps. */
-static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const float *w, float start,
+SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const float *w, float start,
                          float *out) {
     int64_t taps = g->kernel_h * g->kernel_w, n = g->out_width;
     for (int64_t oy = 0; oy < g->out_height; ++oy) {
@@ -247,15 +298,13 @@ static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const 
             }
             continue;
         }
-        for (int64_t ox = 0; ox < n; ++ox) row[ox] = op == MAXIMUM ? -INFINITY : start;   /* one pass per tap */
-        for (int64_t k = 0; k < taps; ++k) {
-            const float *restrict a = base + s->taps[k];
-            if (op == MULTIPLY_ADD) {
-                float wk = w[k];
-                for (int64_t ox = 0; ox < n; ++ox) row[ox] += wk * a[ox];
-            } else {
-                for (int64_t ox = 0; ox < n; ++ox) row[ox] = larger(a[ox], row[ox]);
-            }
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] = op == MAXIMUM ? -INFINITY : start;
+        for (int64_t k = 0; k < taps; k += 4) {   /* one pass per four taps (5x5: 7 passes, not 25) */
+            int64_t group = taps - k < 4 ? taps - k : 4;
+            if (op == MULTIPLY_ADD)
+                multiply_add_taps(row, n, base, s->taps + k, w + k, group);
+            else
+                maximum_taps(row, n, base, s->taps + k, group);
         }
     }
 }
@@ -268,18 +317,19 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Geometry g;
     Scratch s;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*Ow*y*", &x, &w, &bias_object, &out, &geometry)) return NULL;
+    int64_t first = 0, count = -1, begin, end;
+    if (!PyArg_ParseTuple(args, "y*y*Ow*y*|LL", &x, &w, &bias_object, &out, &geometry, &first, &count)) return NULL;
     if (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
     if (read_geometry(&geometry, &g) < 0 || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
         || CHECK_SIZE(&w, "weights", g.channels, g.kernel_h, g.kernel_w) < 0
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
-        || make_scratch(&g, 0.0f, &s) < 0)
+        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, &s) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
     const float *input = x.buf, *weights = w.buf, *b = bias.buf;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (int64_t p = begin; p < end; ++p) {
         int64_t c = p % g.channels;
         fill_plane(&g, &s, input + p * g.height * g.width);
         window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, (float *)out.buf + p * out_plane);
@@ -304,14 +354,16 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
     Geometry g;
     Scratch s;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*w*Oy*", &x, &out, &divisor_object, &geometry)) return NULL;
+    int64_t first = 0, count = -1, begin, end;
+    if (!PyArg_ParseTuple(args, "y*w*Oy*|LL", &x, &out, &divisor_object, &geometry, &first, &count)) return NULL;
     if (divisor_object != Py_None && PyObject_GetBuffer(divisor_object, &divisor, PyBUF_C_CONTIGUOUS) < 0)
         goto done;
     int average = divisor.buf != NULL;
     if (read_geometry(&geometry, &g) < 0 || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (average && CHECK_SIZE(&divisor, "divisor", g.out_height, g.out_width) < 0)
-        || check_overlap(&g, &x, &out) < 0 || make_scratch(&g, average ? 0.0f : -INFINITY, &s) < 0)
+        || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0
+        || make_scratch(&g, average ? 0.0f : -INFINITY, &s) < 0)
         goto done;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
     float *ones = malloc(taps * sizeof(float));   /* average pooling: a window of weights 1 */
@@ -323,7 +375,7 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
     for (int64_t k = 0; k < taps; ++k) ones[k] = 1.0f;
     Py_BEGIN_ALLOW_THREADS
     const float *count = divisor.buf;
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (int64_t p = begin; p < end; ++p) {
         float *target = (float *)out.buf + p * out_plane;
         fill_plane(&g, &s, (const float *)x.buf + p * g.height * g.width);
         window_plane(&g, &s, average ? MULTIPLY_ADD : MAXIMUM, ones, 0.0f, target);
@@ -351,13 +403,15 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
     Scratch s;
     PyObject *result = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*w*y*", &x, &columns, &geometry)) return NULL;
+    int64_t first = 0, count = -1, begin, end;
+    if (!PyArg_ParseTuple(args, "y*w*y*|LL", &x, &columns, &geometry, &first, &count)) return NULL;
     int64_t taps = 0, positions = 0;
     if (read_geometry(&geometry, &g) < 0) goto done;
     taps = g.kernel_h * g.kernel_w;
     positions = g.out_height * g.out_width;
     if (CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
-        || CHECK_SIZE(&columns, "columns", g.planes, g.kernel_h, g.kernel_w, g.out_height, g.out_width) < 0 || make_scratch(&g, 0.0f, &s) < 0)
+        || CHECK_SIZE(&columns, "columns", g.planes, g.kernel_h, g.kernel_w, g.out_height, g.out_width) < 0
+        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, &s) < 0)
         goto done;
     if ((char *)columns.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)columns.buf + columns.len) {
         free_scratch(&s);
@@ -368,7 +422,7 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
     const float *input = x.buf;
     float *rows = columns.buf;
     size_t run = g.out_width * sizeof(float);
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (int64_t p = begin; p < end; ++p) {
         fill_plane(&g, &s, input + p * g.height * g.width);
         for (int64_t k = 0; k < taps; ++k) {
             float *row = rows + (p * taps + k) * positions;

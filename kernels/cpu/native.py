@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from edgert.kernels.cpu import threads
 from edgert.kernels.cpu.prepared import overlap_safe
 
 try:
@@ -44,6 +45,25 @@ def status() -> str:
     return "native: " + ", ".join(KERNELS)
 
 
+# below this many multiply-adds (output elements x taps), waking a worker costs more than the half it saves
+PARALLEL_MIN_WORK = 1 << 18
+
+
+def _split_by_planes(call, planes: int, work: int, shrinking_over_input: bool):
+    """``call(first, count)`` over every plane, split by plane ranges over the worker pool when the work deserves
+    it. Not when the output starts over its input with smaller planes: output plane p then covers input planes
+    below p, which a range that starts lower may still have to read."""
+    workers = threads.thread_count()
+    if workers == 1 or work < PARALLEL_MIN_WORK or shrinking_over_input:
+        return functools.partial(call, 0, planes)
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
+    return functools.partial(threads.pool().run_parts, parts)
+
+
+def _shrinking_over_input(x, out) -> bool:
+    return np.may_share_memory(x, out) and out.shape[2] * out.shape[3] < x.shape[2] * x.shape[3]
+
+
 def _fits(*arrays) -> bool:
     return all(a is None or (a.dtype == np.float32 and a.flags.c_contiguous and a.size) for a in arrays)
 
@@ -63,7 +83,9 @@ def bind_depthwise(x, w, bias, out, params):
             or w.shape[0] != x.shape[1] or out.shape[1] != x.shape[1]:
         return None
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
-    return overlap_safe(functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry))
+    call = functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry)
+    work = out.size * kernel[0] * kernel[1]
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
 
 
 def bind_pool(x, out, average: bool, divisor, params):
@@ -76,7 +98,9 @@ def bind_pool(x, out, average: bool, divisor, params):
     if average:
         counts = np.ascontiguousarray(np.broadcast_to(np.asarray(divisor, np.float32), out.shape[2:]))
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
-    return overlap_safe(functools.partial(_native.pool2d, x, out, counts, geometry))
+    call = functools.partial(_native.pool2d, x, out, counts, geometry)
+    work = out.size * kernel[0] * kernel[1]
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
 
 
 
@@ -88,4 +112,5 @@ def bind_im2col(x, columns, out_spatial, params):
     if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, columns) or min(begins) < 0:
         return None
     geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
-    return functools.partial(_native.im2col, x, columns, geometry)
+    call = functools.partial(_native.im2col, x, columns, geometry)
+    return _split_by_planes(call, x.shape[1], columns.size // 4, False)   # a copy: ~4 elements per multiply-add
