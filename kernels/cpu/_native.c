@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pointwise_ukernels.h"
+
 /* x86-64: the hot loops are compiled twice, for AVX2+FMA and for the baseline (SSE2), and the loader picks one
  * by cpuid at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on
  * recent ones. aarch64 needs no clones: NEON is its baseline and -O3 vectorizes for it. */
@@ -237,11 +239,11 @@ SIMD_CLONES static void fill_plane(const Geometry *g, const Scratch *s, const fl
     }
 }
 
-/* NaN wins, as in np.maximum */
-static inline float larger(float v, float current) { return (v > current || v != v) ? v : current; }
+/* NaN wins, as in np.maximum (a macro, not a function: an inline function is not inlined into the AVX2 clones) */
+#define larger(v, current) (((v) > (current) || (v) != (v)) ? (v) : (current))
 
 /* row += sum over `group` (1-4) taps of weight x tap run */
-static inline void multiply_add_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
+SIMD_CLONES static void multiply_add_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
                                      const float *w, int64_t group) {
     const float *restrict a0 = base + offsets[0], *restrict a1 = base + offsets[group > 1];
     const float *restrict a2 = base + offsets[group > 2 ? 2 : 0], *restrict a3 = base + offsets[group > 3 ? 3 : 0];
@@ -257,7 +259,7 @@ static inline void multiply_add_taps(float *restrict row, int64_t n, const float
 }
 
 /* row = the maximum of row and `group` (1-4) tap runs (NaN wins) */
-static inline void maximum_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
+SIMD_CLONES static void maximum_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
                                 int64_t group) {
     for (int64_t k = 0; k < group; ++k) {
         const float *restrict a = base + offsets[k];
@@ -441,7 +443,78 @@ done:
     return result;
 }
 
+/* pointwise(program, inputs, out, first=0, count=-1): a fused per-element program (pointwise_ukernels.h: one
+ * PointwiseInstruction record per instruction) over elements [first, first + count) of out; each input is
+ * out's length or one float32 (a scalar). out may be an input itself (same start and length), nothing else. */
+static PyObject *pointwise(PyObject *self, PyObject *args) {
+    Py_buffer program, out, views[PW_MAX_REGISTERS];
+    PyObject *input_tuple, *result = NULL;
+    int64_t first = 0, count = -1;
+    int held = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*O!w*|LL", &program, &PyTuple_Type, &input_tuple, &out, &first, &count))
+        return NULL;
+    Py_ssize_t input_count = PyTuple_GET_SIZE(input_tuple);
+    int64_t elements = out.len / (Py_ssize_t)sizeof(float);
+    int instructions = (int)(program.len / (Py_ssize_t)sizeof(PointwiseInstruction));
+    const float *inputs[PW_MAX_REGISTERS];
+    uint8_t is_scalar[PW_MAX_REGISTERS];
+    if (program.len % (Py_ssize_t)sizeof(PointwiseInstruction) || out.len % (Py_ssize_t)sizeof(float)
+        || input_count > PW_MAX_REGISTERS
+        || pointwise_check(program.buf, instructions, (int)input_count) < 0) {
+        PyErr_Format(PyExc_ValueError, "pointwise: malformed program of %zd bytes for %zd inputs (at most %d "
+                     "registers, each argument an earlier register)", program.len, input_count, PW_MAX_REGISTERS);
+        goto done;
+    }
+    for (; held < input_count; ++held) {
+        Py_buffer *view = views + held;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(input_tuple, held), view, PyBUF_C_CONTIGUOUS) < 0) goto done;
+        const char *begin = view->buf, *out_begin = out.buf;
+        is_scalar[held] = view->len == (Py_ssize_t)sizeof(float);
+        inputs[held] = view->buf;
+        if (!is_scalar[held] && view->len != out.len) {
+            PyErr_Format(PyExc_ValueError, "pointwise: input %d: expected %lld float32s or one, got %zd bytes",
+                         held, (long long)elements, view->len);
+            ++held;
+            goto done;
+        }
+        if (begin < out_begin + out.len && out_begin < begin + view->len && !(begin == out_begin && !is_scalar[held])) {
+            PyErr_Format(PyExc_ValueError, "pointwise: input %d overlaps the output without being it", held);
+            ++held;
+            goto done;
+        }
+    }
+    if (count < 0) count = elements - first;
+    if (first < 0 || first > elements || count < 0 || count > elements - first) {
+        PyErr_Format(PyExc_ValueError, "pointwise: elements [%lld, +%lld) outside the output's %lld",
+                     (long long)first, (long long)count, (long long)elements);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pointwise_run(program.buf, instructions, inputs, is_scalar, (int)input_count, out.buf, first, first + count);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < held; ++i) PyBuffer_Release(views + i);
+    PyBuffer_Release(&program);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* isa(): the instruction set the kernels run with ("avx2+fma" or "baseline"; NEON is aarch64's baseline) */
+static PyObject *isa(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+#if defined(__aarch64__)
+    return PyUnicode_FromString("neon");
+#else
+    return PyUnicode_FromString(pointwise_isa());
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"isa", isa, METH_NOARGS, "isa() -> the instruction set the kernels run with"},
+    {"pointwise", pointwise, METH_VARARGS, "pointwise(program, inputs, out, first=0, count=-1)"},
     {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry)"},

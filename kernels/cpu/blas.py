@@ -22,8 +22,9 @@ import numpy as np   # also loads NumPy's BLAS, which _find_setter looks for
 
 from edgert.kernels.cpu import threads
 
-# below ~2 MFLOP (~0.1-0.2 ms on one core) a product is faster on one thread than waking a worker
-PARALLEL_GEMM_FLOPS = 1 << 21
+# below ~8 MFLOP (~0.15 ms on one core) a product is faster on one thread than waking a worker (measured on a
+# loaded 2-core machine: a split 4.7 MFLOP product took 57 µs, unsplit 41 µs)
+PARALLEL_GEMM_FLOPS = 1 << 23
 MIN_BLOCK_COLUMNS = 64   # narrower column blocks lose more in BLAS packing than the split gains
 _SYMBOLS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads")

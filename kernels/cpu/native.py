@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 
 import numpy as np
 
@@ -29,7 +30,8 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
     _native, _ERROR = None, error
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
-KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions")
+KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
+           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)")
 
 
 def enabled() -> bool:
@@ -42,11 +44,11 @@ def status() -> str:
         return f"NumPy only (edgert.kernels.cpu._native is not built: {_ERROR}; reinstall with a C compiler)"
     if not enabled():
         return f"NumPy only ({ENV_SWITCH}=0)"
-    return "native: " + ", ".join(KERNELS)
+    return f"native ({_native.isa()}, {threads.usable_cores()} threads): " + ", ".join(KERNELS)
 
 
 # below this many multiply-adds (output elements x taps), waking a worker costs more than the half it saves
-PARALLEL_MIN_WORK = 1 << 18
+PARALLEL_MIN_WORK = 1 << 19
 
 
 def _split_by_planes(call, planes: int, work: int, shrinking_over_input: bool):
@@ -114,3 +116,70 @@ def bind_im2col(x, columns, out_spatial, params):
     geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
     call = functools.partial(_native.im2col, x, columns, geometry)
     return _split_by_planes(call, x.shape[1], columns.size // 4, False)   # a copy: ~4 elements per multiply-add
+
+
+# Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
+_ELEMENTWISE_CODES = {"sum": 0, "sub": 1, "prod": 2, "div": 3, "max": 4, "min": 5}
+_UNARY_CODES = {"neg": 6, "abs": 7, "sqrt": 8, "recip": 9, "exp": 10, "erf": 11}
+_ACTIVATION_CODES = {"tanh": 12, "sigmoid": 13, "relu": 14, "leaky_relu": 15, "clip": 16, "hard_sigmoid": 17,
+                     "hard_swish": 18, "gelu_erf": 19, "gelu_tanh": 20, "swish": 21, "mish": 22, "elu": 23}
+_INSTRUCTION = struct.Struct("<iiiff")   # PointwiseInstruction: op, arg0, arg1, alpha, beta
+_MAX_REGISTERS = 32
+# elements per part when a program is split over the pool (a multiple of the C side's 256-element tile), and
+# the fewest elements worth splitting (~50 µs of a transcendental program on one core)
+POINTWISE_PART_ELEMENTS = 1 << 15
+POINTWISE_PARALLEL_ELEMENTS = 1 << 16
+
+
+def _name(value) -> str:
+    """An enum member's value or a plain string (plans carry strings, passes enum members)."""
+    return str(getattr(value, "value", value))
+
+
+def _opcode(kind, attrs: dict) -> int | None:
+    table, key = {"ElementWise": (_ELEMENTWISE_CODES, "op"), "Unary": (_UNARY_CODES, "op"),
+                  "Activation": (_ACTIVATION_CODES, "type")}.get(_name(kind), (None, None))
+    return None if table is None or attrs.get(key) is None else table.get(_name(attrs[key]))
+
+
+def encode_program(program: list) -> bytes | None:
+    """The C records of a PointWise program ([{"kind", "attrs", "args"}...], args indexing registers, inputs
+    first); None when an instruction is one the native interpreter does not have."""
+    records = []
+    for instruction in program:
+        attrs, args = instruction.get("attrs") or {}, list(instruction["args"])
+        code = _opcode(instruction["kind"], attrs)
+        if code is None or len(args) != (2 if code < 6 else 1) or any(a is None or a < 0 for a in args):
+            return None
+        alpha, beta = float(attrs.get("alpha") or 0.0), float(attrs.get("beta") or 0.0)
+        records.append(_INSTRUCTION.pack(code, args[0], args[1] if len(args) > 1 else -1, alpha, beta))
+    return b"".join(records)
+
+
+def bind_program(program: list, inputs: list, out):
+    """run() evaluating a PointWise program over fixed float32 arrays in one native pass, split by chunks over
+    the worker pool when large. None when the module is off, an instruction is not covered, or an input is
+    neither out's shape nor a scalar (broadcasts stay with NumPy) or overlaps out without being it."""
+    if not enabled() or not _fits(out, *inputs) or len(inputs) + len(program) > _MAX_REGISTERS:
+        return None
+    for x in inputs:
+        if x.size != 1 and x.shape != out.shape:
+            return None
+        if np.may_share_memory(x, out) and not (x.size == out.size and x.ctypes.data == out.ctypes.data):
+            return None
+    records = encode_program(program)
+    if records is None:
+        return None
+    flat = out.reshape(-1)
+    arrays = tuple(x.reshape(-1) for x in inputs)
+    call = functools.partial(_native.pointwise, records, arrays, flat)
+    if out.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1:
+        return call
+    parts = [functools.partial(call, lo, min(out.size, lo + POINTWISE_PART_ELEMENTS) - lo)
+             for lo in range(0, out.size, POINTWISE_PART_ELEMENTS)]
+    return functools.partial(threads.pool().run_parts, parts)
+
+
+def isa() -> str:
+    """The instruction set the native kernels run with, or "" without the module."""
+    return _native.isa() if _native is not None else ""

@@ -1,0 +1,50 @@
+/* Fused per-element programs over float32: the baseline build of pointwise_body.h, and the dispatch table
+ * filled once from the CPU's features (x86-64: the AVX2+FMA build of pointwise_ukernels_avx2.c where cpuid
+ * says so; aarch64: NEON is the baseline, so the one build is the vector one). Pure C, no Python: tests/native/
+ * cross-compiles it for aarch64 and runs it under qemu. */
+#include "pointwise_ukernels.h"
+
+#define PW_SUFFIX(name) name##_baseline
+#include "pointwise_body.h"
+
+typedef void (*PointwiseRun)(const PointwiseInstruction *, int, const float *const *, const uint8_t *, int, float *,
+                             int64_t, int64_t);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+void pointwise_run_avx2(const PointwiseInstruction *program, int count, const float *const *inputs,
+                        const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);
+
+static PointwiseRun choose(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return pointwise_run_avx2;
+    return pointwise_run_baseline;
+}
+#else
+static PointwiseRun choose(void) { return pointwise_run_baseline; }
+#endif
+
+static PointwiseRun chosen;   /* filled on first use; a race fills it twice with the same pointer */
+
+const char *pointwise_isa(void) {
+    if (!chosen) chosen = choose();
+    return chosen == pointwise_run_baseline ? "baseline" : "avx2+fma";
+}
+
+int pointwise_check(const PointwiseInstruction *program, int count, int input_count) {
+    if (count < 1 || input_count < 0 || input_count + count > PW_MAX_REGISTERS) return -1;
+    for (int k = 0; k < count; ++k) {
+        const PointwiseInstruction *in = program + k;
+        int available = input_count + k;
+        if (in->op < 0 || in->op >= PW_OP_COUNT || in->arg0 < 0 || in->arg0 >= available) return -1;
+        if (in->op < PW_FIRST_UNARY && (in->arg1 < 0 || in->arg1 >= available)) return -1;
+    }
+    return 0;
+}
+
+int pointwise_run(const PointwiseInstruction *program, int count, const float *const *inputs,
+                  const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end) {
+    if (pointwise_check(program, count, input_count) < 0 || begin < 0 || end < begin) return -1;
+    if (!chosen) chosen = choose();
+    chosen(program, count, inputs, is_scalar, input_count, out, begin, end);
+    return 0;
+}
