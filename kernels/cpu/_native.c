@@ -501,15 +501,11 @@ done:
     return result;
 }
 
-/* isa(): the instruction set the kernels run with ("avx2+fma" or "baseline"; NEON is aarch64's baseline) */
+/* isa(): the instruction set the kernels run with ("avx2+fma", "baseline" or, on aarch64, "neon") */
 static PyObject *isa(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
-#if defined(__aarch64__)
-    return PyUnicode_FromString("neon");
-#else
     return PyUnicode_FromString(pointwise_isa());
-#endif
 }
 
 static PyMethodDef methods[] = {

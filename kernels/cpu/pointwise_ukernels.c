@@ -27,7 +27,11 @@ static PointwiseRun chosen;   /* filled on first use; a race fills it twice with
 
 const char *pointwise_isa(void) {
     if (!chosen) chosen = choose();
+#if defined(__aarch64__)
+    return "neon";   /* aarch64's baseline */
+#else
     return chosen == pointwise_run_baseline ? "baseline" : "avx2+fma";
+#endif
 }
 
 int pointwise_check(const PointwiseInstruction *program, int count, int input_count) {
