@@ -156,3 +156,36 @@ def test_models_split_and_from_four_threads(name, pool_of_three):
     for i in range(4):
         for key, value in want[i].items():
             assert normwise_error(got[i][key], value) <= 1e-5, (i, key)
+
+
+@pytest.mark.parametrize("case", [((1, 64, 98, 98), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), None),   # > 16 MiB
+                                  ((1, 5, 23, 19), (3, 3), (2, 1), (1, 2), (1, 0, 2, 1), 600),
+                                  ((1, 3, 30, 31), (7, 7), (2, 2), (1, 1), (3, 3, 3, 3), 2000)],
+                         ids=["16MiB", "odd-tiles", "stem-tiles"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_convolution_in_column_tiles(case, bias, pool_of_three, monkeypatch):
+    from edgert.kernels.cpu import convolution_prepared
+    from edgert.kernels.registry import lookup
+    from edgert.ir.kinds import LayerKind
+    from edgert.runtime.engine import Workspace
+    from test_cpu_native import output_shape
+    x_shape, kernel, strides, dilations, pads, tile_bytes = case
+    if tile_bytes is not None:   # tiny tiles: many of them, a last one shorter, and every column size tiled
+        monkeypatch.setattr(convolution_prepared, "COLUMN_TILE_BYTES", tile_bytes)
+        monkeypatch.setattr(convolution_prepared, "PREPARED_COLUMN_BYTES", 0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((8, x_shape[1], *kernel)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32) if bias else None
+    out = np.full(output_shape(x_shape, 8, kernel, strides, dilations, pads), np.nan, np.float32)
+    attrs = {"kernel": list(kernel), "strides": list(strides), "dilations": list(dilations), "pads": list(pads)}
+    want = np.empty_like(out)
+    lookup(LayerKind.CONVOLUTION)(attrs, [x, w, b], [want])
+
+    class Engine:   # Workspace needs the engine's constants (none here) and a cache
+        constants, derived = {}, {}
+    run = convolution_prepared.prepare_convolution(attrs, [x, w] + ([b] if bias else []), [out], Workspace(Engine()))
+    assert run is not None
+    run()
+    assert normwise_error(out, want) <= 1e-5
+    if tile_bytes is None:
+        assert math.prod(w.shape[1:]) * math.prod(out.shape[2:]) * 4 > convolution_prepared.PREPARED_COLUMN_BYTES

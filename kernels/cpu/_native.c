@@ -209,10 +209,11 @@ static int make_scratch(const Geometry *g, float padding, Scratch *s) {
     return 0;
 }
 
-/* input plane -> the scratch plane's interior */
-SIMD_CLONES static void fill_plane(const Geometry *g, const Scratch *s, const float *source) {
+/* input rows [first_row, end_row) of a plane -> the scratch plane's interior */
+SIMD_CLONES static void fill_rows(const Geometry *g, const Scratch *s, const float *source, int64_t first_row,
+                                  int64_t end_row) {
     int64_t step = g->stride_w;
-    for (int64_t iy = 0; iy < g->height; ++iy) {
+    for (int64_t iy = first_row; iy < end_row; ++iy) {
         float *row = s->data + (iy + g->pad_top) * s->row_stride;
         const float *in = source + iy * g->width;
         if (step == 1) {
@@ -237,6 +238,11 @@ SIMD_CLONES static void fill_plane(const Geometry *g, const Scratch *s, const fl
             for (int64_t j = 0; j < p[2]; ++j) target[j] = from[j * step];
         }
     }
+}
+
+/* a whole input plane -> the scratch plane's interior */
+static void fill_plane(const Geometry *g, const Scratch *s, const float *source) {
+    fill_rows(g, s, source, 0, g->height);
 }
 
 /* NaN wins, as in np.maximum (a macro, not a function: an inline function is not inlined into the AVX2 clones) */
@@ -396,7 +402,29 @@ done:
     return result;
 }
 
-/* im2col(x, columns, geometry): the column matrix of a single-image, single-group 2-D convolution, rows
+/* The columns of output rows [row_begin, row_begin + rows) for planes [begin, end): only the input rows those
+ * windows reach are copied into the scratch plane. */
+static void im2col_rows(const Geometry *g, const Scratch *s, const float *input, float *columns, int64_t begin,
+                        int64_t end, int64_t row_begin, int64_t rows) {
+    int64_t taps = g->kernel_h * g->kernel_w, positions = rows * g->out_width;
+    int64_t top = row_begin * g->stride_h - g->pad_top;   /* first input row read, in input coordinates */
+    int64_t bottom = top + (rows - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h + 1;
+    int64_t first_row = top < 0 ? 0 : top, end_row = bottom > g->height ? g->height : bottom;
+    size_t run = g->out_width * sizeof(float);
+    if (rows == 0) return;
+    for (int64_t p = begin; p < end; ++p) {
+        fill_rows(g, s, input + p * g->height * g->width, first_row, end_row > first_row ? end_row : first_row);
+        for (int64_t k = 0; k < taps; ++k) {
+            float *row = columns + (p * taps + k) * positions;
+            const float *tap = s->data + s->taps[k] + row_begin * g->stride_h * s->row_stride;
+            for (int64_t oy = 0; oy < rows; ++oy)
+                memcpy(row + oy * g->out_width, tap + oy * g->stride_h * s->row_stride, run);
+        }
+    }
+}
+
+/* im2col(x, columns, geometry, first=0, count=-1, row_begin=0, row_count=-1): the column matrix of a single-image,
+ * single-group 2-D convolution (for output rows [row_begin, row_begin + row_count): an L2-sized tile), rows
  * (channel, kernel row, kernel column), columns the output positions: columns @ weights.reshape(M, -1) is the
  * convolution. Each row of an output row is one contiguous run of the scratch plane. */
 static PyObject *im2col(PyObject *self, PyObject *args) {
@@ -405,14 +433,18 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
     Scratch s;
     PyObject *result = NULL;
     (void)self;
-    int64_t first = 0, count = -1, begin, end;
-    if (!PyArg_ParseTuple(args, "y*w*y*|LL", &x, &columns, &geometry, &first, &count)) return NULL;
-    int64_t taps = 0, positions = 0;
+    int64_t first = 0, count = -1, row_begin = 0, row_count = -1, begin, end;
+    if (!PyArg_ParseTuple(args, "y*w*y*|LLLL", &x, &columns, &geometry, &first, &count, &row_begin, &row_count))
+        return NULL;
     if (read_geometry(&geometry, &g) < 0) goto done;
-    taps = g.kernel_h * g.kernel_w;
-    positions = g.out_height * g.out_width;
+    if (row_count < 0) row_count = g.out_height - row_begin;
+    if (row_begin < 0 || row_begin > g.out_height || row_count < 0 || row_count > g.out_height - row_begin) {
+        PyErr_Format(PyExc_ValueError, "im2col: output rows [%lld, +%lld) outside the output's %lld",
+                     (long long)row_begin, (long long)row_count, (long long)g.out_height);
+        goto done;
+    }
     if (CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
-        || CHECK_SIZE(&columns, "columns", g.planes, g.kernel_h, g.kernel_w, g.out_height, g.out_width) < 0
+        || CHECK_SIZE(&columns, "columns", g.planes, g.kernel_h, g.kernel_w, row_count, g.out_width) < 0
         || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, &s) < 0)
         goto done;
     if ((char *)columns.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)columns.buf + columns.len) {
@@ -421,18 +453,7 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    const float *input = x.buf;
-    float *rows = columns.buf;
-    size_t run = g.out_width * sizeof(float);
-    for (int64_t p = begin; p < end; ++p) {
-        fill_plane(&g, &s, input + p * g.height * g.width);
-        for (int64_t k = 0; k < taps; ++k) {
-            float *row = rows + (p * taps + k) * positions;
-            const float *tap = s.data + s.taps[k];
-            for (int64_t oy = 0; oy < g.out_height; ++oy)
-                memcpy(row + oy * g.out_width, tap + oy * g.stride_h * s.row_stride, run);
-        }
-    }
+    im2col_rows(&g, &s, x.buf, columns.buf, begin, end, row_begin, row_count);
     Py_END_ALLOW_THREADS
     free_scratch(&s);
     result = Py_NewRef(Py_None);

@@ -118,6 +118,17 @@ def bind_im2col(x, columns, out_spatial, params):
     return _split_by_planes(call, x.shape[1], columns.size // 4, False)   # a copy: ~4 elements per multiply-add
 
 
+def bind_im2col_rows(x, columns, out_spatial, params, row_begin: int, row_count: int):
+    """Like bind_im2col for output rows [row_begin, row_begin + row_count) only (a tile of the column matrix:
+    columns is (C x taps, row_count x out_w)), on the calling thread. None when the module is off or the arrays
+    are not contiguous float32."""
+    kernel, strides, dilations, begins, _ = params
+    if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, columns) or min(begins) < 0:
+        return None
+    geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
+    return functools.partial(_native.im2col, x, columns, geometry, 0, x.shape[1], row_begin, row_count)
+
+
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
 _ELEMENTWISE_CODES = {"sum": 0, "sub": 1, "prod": 2, "div": 3, "max": 4, "min": 5}
 _UNARY_CODES = {"neg": 6, "abs": 7, "sqrt": 8, "recip": 9, "exp": 10, "erf": 11}
