@@ -10,7 +10,10 @@
  * The module is optional: built at install when a C compiler is present (pyproject's ext-modules, optional),
  * else the NumPy kernels run and `edgert bench` says which. Both give the same results to rounding (the
  * tests run both). Functions take C-contiguous float32 buffers and a geometry of int64s (kernels/cpu/native.py
- * builds it) and release the GIL while they work.
+ * builds it) and release the GIL while they work; an optional plane range (and for im2col an output-row range)
+ * lets the worker pool (threads.py) split a layer. Every size product is checked for 64-bit overflow and every
+ * buffer's length against it, and scratch planes are capped, so a crafted geometry is a ValueError or an
+ * OverflowError, never a crash. The fused per-element programs live in pointwise_ukernels.c (pure C).
  *
  * Output may overlap input when it starts where the input starts and its planes are no larger than the
  * input's (the memory planner puts such a layer's output over its input when the input dies there): output

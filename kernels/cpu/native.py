@@ -1,13 +1,16 @@
-"""The native CPU kernels (``_native.c``): depthwise convolution, windowed 2-D pooling and the im2col of 2-D
-convolutions, over float32.
+"""The native CPU kernels (``_native.c``, ``pointwise_ukernels.c``): depthwise convolution, windowed 2-D pooling,
+the im2col of 2-D convolutions (whole or by output-row tiles) and fused per-element programs, over float32.
 
-NumPy has no formulation of these that is not several times slower than their arithmetic (each gathers
-every window first or makes one strided pass per tap); the C module walks each plane once. It is built at
-install when a C compiler is present (pyproject's ext-modules, optional); without it the NumPy kernels run.
-``status()`` says which, and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to
-compare the two paths).
+NumPy has no formulation of the first three that is not several times slower than their arithmetic (each
+gathers every window first or makes one strided pass per tap); the C module walks each plane once. A chain of
+per-element layers (GELU's five, SiLU's two) costs NumPy one pass over memory per layer; the C interpreter
+runs the whole chain per L1-sized tile. It is built at install when a C compiler is present (pyproject's
+ext-modules, optional); without it the NumPy kernels run. ``status()`` says which (with the instruction set
+and thread count), and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to compare
+the two paths).
 
-The binders return a callable that runs the layer with its arrays bound (the depthwise and pooling ones may
+The binders return a callable that runs the layer with its arrays bound, split over the shared worker pool
+(threads.py) by planes or element chunks when the work is large enough (the depthwise and pooling ones may
 write over their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module
 covers (then the NumPy prepare hook goes on as before).
 """
