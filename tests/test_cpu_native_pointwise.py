@@ -225,3 +225,42 @@ def test_models_with_and_without_the_module(kind, monkeypatch):
         assert normwise_error(got, want) <= 1e-5, switch
         assert bool(calls) == (switch == "1"), (switch, len(calls))   # the activation ran natively, or not at all
         calls.clear()
+
+
+@pytest.mark.parametrize("shape,axes", [((3, 7, 1000), (2,)), ((2, 4, 33, 9), (2, 3)), ((5, 1), (1,)),
+                                        ((64, 300), (-1,))])
+@pytest.mark.parametrize("split", [False, True])
+def test_softmax(shape, axes, split, monkeypatch):
+    if split:
+        monkeypatch.setattr(threads, "_pool", threads.WorkerPool(3))
+        monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+    x = (rng.standard_normal(shape) * 10).astype(np.float32)
+    x.reshape(-1)[:2] = [np.nan, np.inf]   # rows with NaN or an infinite maximum come out NaN, as in NumPy
+    wide = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(wide - wide.max(axis=axes, keepdims=True))
+        want = e / e.sum(axis=axes, keepdims=True)
+    out = np.full_like(x, 7.0)
+    run = native.bind_softmax(x, out, axes)
+    assert run is not None
+    run()
+    assert np.array_equal(np.isnan(out), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_allclose(out[finite], want[finite], rtol=2e-6, atol=1e-9)
+    native.bind_softmax(x, x, axes)()   # over its own input
+    np.testing.assert_allclose(x[finite], want[finite], rtol=2e-6, atol=1e-9)
+
+
+def test_softmax_it_does_not_cover_and_bad_calls():
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    assert native.bind_softmax(x, np.empty_like(x), (0,)) is None   # not the trailing axis
+    assert native.bind_softmax(x.astype(np.float64), np.empty((4, 6)), (1,)) is None
+    with pytest.raises(ValueError, match="equal size"):
+        native._native.softmax(x, np.empty(23, np.float32), 6)
+    with pytest.raises(ValueError, match="equal size"):
+        native._native.softmax(x, np.empty_like(x), 5)
+    with pytest.raises(ValueError, match="outside"):
+        native._native.softmax(x, np.empty_like(x), 6, 3, 2)
+    with pytest.raises(ValueError, match="overlaps"):
+        flat = np.zeros(30, np.float32)
+        native._native.softmax(flat[:24], flat[6:30], 6)

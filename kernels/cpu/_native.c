@@ -525,6 +525,41 @@ done:
     return result;
 }
 
+/* softmax(x, out, cols, first_row=0, row_count=-1): softmax over rows of `cols` contiguous floats, rows
+ * [first_row, first_row + row_count); out is x's size and may be x itself (same start), nothing else. */
+static PyObject *softmax(PyObject *self, PyObject *args) {
+    Py_buffer x, out;
+    int64_t cols, first = 0, count = -1;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*L|LL", &x, &out, &cols, &first, &count)) return NULL;
+    int64_t rows = cols > 0 ? x.len / (Py_ssize_t)sizeof(float) / cols : 0;
+    const char *a = x.buf, *b = out.buf;
+    if (cols < 1 || x.len != out.len || x.len % (Py_ssize_t)sizeof(float) || (x.len / (Py_ssize_t)sizeof(float)) % cols) {
+        PyErr_Format(PyExc_ValueError, "softmax: expected input and output of equal size, a multiple of %lld "
+                     "float32 rows; got %zd and %zd bytes", (long long)cols, x.len, out.len);
+        goto done;
+    }
+    if (a != b && a < b + out.len && b < a + x.len) {
+        PyErr_SetString(PyExc_ValueError, "softmax: the output overlaps the input without being it");
+        goto done;
+    }
+    if (count < 0) count = rows - first;
+    if (first < 0 || first > rows || count < 0 || count > rows - first) {
+        PyErr_Format(PyExc_ValueError, "softmax: rows [%lld, +%lld) outside the input's %lld", (long long)first,
+                     (long long)count, (long long)rows);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    softmax_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 /* isa(): the instruction set the kernels run with ("avx2+fma", "baseline" or, on aarch64, "neon") */
 static PyObject *isa(PyObject *self, PyObject *unused) {
     (void)self;
@@ -533,6 +568,7 @@ static PyObject *isa(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef methods[] = {
+    {"softmax", softmax, METH_VARARGS, "softmax(x, out, cols, first_row=0, row_count=-1)"},
     {"isa", isa, METH_NOARGS, "isa() -> the instruction set the kernels run with"},
     {"pointwise", pointwise, METH_VARARGS, "pointwise(program, inputs, out, first=0, count=-1)"},
     {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry)"},

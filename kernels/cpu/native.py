@@ -34,7 +34,7 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
 KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
-           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)")
+           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax")
 
 
 def enabled() -> bool:
@@ -197,3 +197,22 @@ def bind_program(program: list, inputs: list, out):
 def isa() -> str:
     """The instruction set the native kernels run with, or "" without the module."""
     return _native.isa() if _native is not None else ""
+
+
+def bind_softmax(x, out, axes: tuple):
+    """run() computing softmax over ``axes`` of float32 ``x`` into ``out`` (may be x itself) in one native pass
+    per row, rows split over the worker pool when large. None unless ``axes`` are the trailing axes of C-contiguous
+    float32 arrays that are disjoint or the same memory."""
+    ndim = x.ndim
+    if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
+            or sorted(a % ndim for a in axes) != list(range(ndim - len(axes), ndim)):
+        return None
+    if np.may_share_memory(x, out) and x.ctypes.data != out.ctypes.data:
+        return None
+    cols = int(np.prod(x.shape[ndim - len(axes):], dtype=np.int64))
+    rows = x.size // cols
+    call = functools.partial(_native.softmax, x.reshape(-1), out.reshape(-1), cols)
+    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
+        return call
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
+    return functools.partial(threads.pool().run_parts, parts)

@@ -197,3 +197,41 @@ void PW_SUFFIX(pointwise_run)(const PointwiseInstruction *program, int count, co
         }
     }
 }
+
+/* the maximum (NaN wins) and the sum of n floats, in 8 lanes so that the loops vectorize without reassociating
+ * anything the compiler is not told it may */
+static inline float PW_SUFFIX(row_maximum)(const float *in, int64_t n) {
+    float lanes[8];
+    int64_t i = 0;
+    for (int j = 0; j < 8; ++j) lanes[j] = in[0];
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) lanes[j] = PW_SUFFIX(larger)(in[i + j], lanes[j]);
+    for (; i < n; ++i) lanes[0] = PW_SUFFIX(larger)(in[i], lanes[0]);
+    for (int j = 1; j < 8; ++j) lanes[0] = PW_SUFFIX(larger)(lanes[j], lanes[0]);
+    return lanes[0];
+}
+
+static inline float PW_SUFFIX(row_sum)(const float *in, int64_t n) {
+    float lanes[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) lanes[j] += in[i + j];
+    for (; i < n; ++i) lanes[0] += in[i];
+    return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+}
+
+/* softmax over each of `rows` contiguous rows of `cols` floats: exp(x - max) / sum; out may be x itself. A row
+ * with NaN, or with an infinite maximum (inf - inf), comes out NaN as in NumPy and onnxruntime. */
+void PW_SUFFIX(softmax_rows)(const float *x, float *out, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *in = x + r * cols;
+        float *row = out + r * cols;
+        float peak = PW_SUFFIX(row_maximum)(in, cols);
+        for (int64_t i = 0; i < cols; ++i) {
+            float d = in[i] - peak;
+            row[i] = d != d ? d : PW_SUFFIX(exp_approx)(d);
+        }
+        float scale = 1.0f / PW_SUFFIX(row_sum)(row, cols);
+        for (int64_t i = 0; i < cols; ++i) row[i] *= scale;
+    }
+}

@@ -9,21 +9,33 @@
 
 typedef void (*PointwiseRun)(const PointwiseInstruction *, int, const float *const *, const uint8_t *, int, float *,
                              int64_t, int64_t);
+typedef void (*SoftmaxRows)(const float *, float *, int64_t, int64_t);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 void pointwise_run_avx2(const PointwiseInstruction *program, int count, const float *const *inputs,
                         const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);
+void softmax_rows_avx2(const float *x, float *out, int64_t rows, int64_t cols);
 
-static PointwiseRun choose(void) {
+static int has_avx2_fma(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return pointwise_run_avx2;
-    return pointwise_run_baseline;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+
+static PointwiseRun choose(void) { return has_avx2_fma() ? pointwise_run_avx2 : pointwise_run_baseline; }
+static SoftmaxRows choose_softmax(void) { return has_avx2_fma() ? softmax_rows_avx2 : softmax_rows_baseline; }
 #else
 static PointwiseRun choose(void) { return pointwise_run_baseline; }
+static SoftmaxRows choose_softmax(void) { return softmax_rows_baseline; }
 #endif
 
-static PointwiseRun chosen;   /* filled on first use; a race fills it twice with the same pointer */
+/* the dispatch table, filled on first use (a race fills it twice with the same pointers) */
+static PointwiseRun chosen;
+static SoftmaxRows chosen_softmax;
+
+void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols) {
+    if (!chosen_softmax) chosen_softmax = choose_softmax();
+    if (rows > 0 && cols > 0) chosen_softmax(x, out, rows, cols);
+}
 
 const char *pointwise_isa(void) {
     if (!chosen) chosen = choose();

@@ -27,6 +27,9 @@ typedef struct {
 int pointwise_run(const PointwiseInstruction *program, int count, const float *const *inputs,
                   const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);
 
+/* softmax over `rows` contiguous rows of `cols` floats (out may be x itself) */
+void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols);
+
 /* which build runs: "avx2+fma" or "baseline" (the dispatch table is filled on first use) */
 const char *pointwise_isa(void);
 

@@ -1,5 +1,5 @@
 /* Checks kernels/cpu/pointwise_ukernels.c without Python: every opcode over a sweep of inputs against double
- * precision libm, and the GELU chain as the fusion pass emits it. Built and run by
+ * precision libm, the GELU chain as the fusion pass emits it, and softmax rows. Built and run by
  * tests/test_cpu_native_aarch64.py on the host and, cross-compiled, under qemu-aarch64 (the NEON build).
  * Prints one line per failing case and exits 1 when any fails, else prints the ISA and "ok". */
 #include <math.h>
@@ -96,6 +96,21 @@ static int check_gelu_chain(float *x, float *out, double *want) {
     return compare("gelu chain", out, want, N);
 }
 
+static int check_softmax(float *x, float *out, double *want) {
+    enum { COLS = 1031 };   /* rows of an odd length: the 8-lane loops' tails */
+    int rows = N / COLS;
+    for (int i = 0; i < rows * COLS; ++i) x[i] = (float)(20 * sin(i * 3.7));
+    for (int r = 0; r < rows; ++r) {
+        double peak = -INFINITY, total = 0;
+        for (int i = 0; i < COLS; ++i)   /* not fmax: aarch64 gcc 12 -O3 crashes vectorizing that reduction */
+            if (x[r * COLS + i] > peak) peak = x[r * COLS + i];
+        for (int i = 0; i < COLS; ++i) total += exp(x[r * COLS + i] - peak);
+        for (int i = 0; i < COLS; ++i) want[r * COLS + i] = exp(x[r * COLS + i] - peak) / total;
+    }
+    softmax_rows(x, out, rows, COLS);
+    return compare("softmax", out, want, rows * COLS);
+}
+
 int main(void) {
     float *x = malloc(N * sizeof(float)), *out = malloc(N * sizeof(float));
     double *want = malloc(N * sizeof(double));
@@ -104,6 +119,7 @@ int main(void) {
     for (int op = PW_FIRST_UNARY; op < PW_OP_COUNT; ++op)
         for (int s = 0; s < 4; ++s) failures += check_unary(op, scales[s], x, out, want);
     failures += check_gelu_chain(x, out, want);
+    failures += check_softmax(x, out, want);
     printf("%s %s\n", pointwise_isa(), failures ? "FAILED" : "ok");
     free(x);
     free(out);
