@@ -264,3 +264,70 @@ def test_softmax_it_does_not_cover_and_bad_calls():
     with pytest.raises(ValueError, match="overlaps"):
         flat = np.zeros(30, np.float32)
         native._native.softmax(flat[:24], flat[6:30], 6)
+
+
+@pytest.mark.parametrize("shape,axes,affine", [((3, 7, 768), (2,), "both"), ((2, 5, 12, 9), (2, 3), "scale"),
+                                               ((4, 33), (1,), "bias"), ((6, 1000), (-1,), None)])
+@pytest.mark.parametrize("split", [False, True])
+def test_layernorm(shape, axes, affine, split, monkeypatch):
+    if split:
+        monkeypatch.setattr(threads, "_pool", threads.WorkerPool(3))
+        monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+    x = (rng.standard_normal(shape) * 4 + 3).astype(np.float32)
+    trailing = shape[len(shape) - len(axes):]
+    scale = rng.standard_normal(trailing).astype(np.float32) if affine in ("both", "scale") else None
+    bias = rng.standard_normal((1,) + trailing).astype(np.float32) if affine in ("both", "bias") else None
+    wide, reduce = x.astype(np.float64), tuple(a % len(shape) for a in axes)
+    want = (wide - wide.mean(axis=reduce, keepdims=True)) / np.sqrt(wide.var(axis=reduce, keepdims=True) + 1e-5)
+    want = want * (1 if scale is None else scale) + (0 if bias is None else bias)
+    out = np.full_like(x, np.nan)
+    run = native.bind_layernorm(x, out, axes, scale, bias, 1e-5)
+    assert run is not None
+    run()
+    assert normwise_error(out, want) <= 1e-6
+    native.bind_layernorm(x, x, axes, scale, bias, 1e-5)()   # over its own input
+    assert normwise_error(x, want) <= 1e-6
+
+
+def test_layernorm_it_does_not_cover_and_bad_calls():
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    out = np.empty_like(x)
+    assert native.bind_layernorm(x, out, (0,), None, None, 1e-5) is None   # a leading axis
+    assert native.bind_layernorm(x, out, (1,), np.ones((4, 1), np.float32), None, 1e-5) is None   # per row
+    with pytest.raises(ValueError, match="scale/bias of one row"):
+        native._native.layernorm(x, out, 6, np.ones(5, np.float32), None, 1e-5)
+    with pytest.raises(ValueError, match="outside"):
+        native._native.layernorm(x, out, 6, None, None, 1e-5, 2, 3)
+    with pytest.raises(ValueError, match="overlaps"):
+        flat = np.zeros(30, np.float32)
+        native._native.layernorm(flat[:24], flat[6:30], 6, None, None, 1e-5)
+
+
+@pytest.mark.parametrize("op", ["LayerNormalization", "Softmax"])
+def test_transformer_ops_against_onnxruntime(op, monkeypatch):
+    shape = (2, 9, 64)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    inits = []
+    if op == "LayerNormalization":
+        inits = [helper.make_tensor(n, TensorProto.FLOAT, (64,), rng.standard_normal(64).astype(np.float32))
+                 for n in ("scale", "bias")]
+        node = helper.make_node(op, ["x", "scale", "bias"], ["y"], axis=-1, epsilon=1e-5)
+    else:
+        node = helper.make_node(op, ["x"], ["y"], axis=-1)
+    model = helper.make_model(helper.make_graph([node], op, [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    feeds = {"x": (rng.standard_normal(shape) * 3).astype(np.float32)}
+    want = ort_run(model, feeds)["y"]
+    engine = edgert.load(edgert.build(model).to_bytes())
+    called = []
+    real = native._native
+
+    class Counting:
+        def __getattr__(self, name):
+            attribute = getattr(real, name)
+            return (lambda *a: called.append(name) or attribute(*a)) if name in ("softmax", "layernorm") else attribute
+    monkeypatch.setattr(native, "_native", Counting())
+    got = engine.create_execution_context().execute(feeds)["y"]
+    assert normwise_error(got, want) <= 1e-5
+    assert called, "the native kernel did not run"

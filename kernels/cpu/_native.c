@@ -560,6 +560,53 @@ done:
     return result;
 }
 
+/* layernorm(x, out, cols, scale or None, bias or None, epsilon, first_row=0, row_count=-1): layer normalization
+ * over rows of `cols` contiguous floats; scale and bias hold cols floats; out may be x itself, nothing else. */
+static PyObject *layernorm(PyObject *self, PyObject *args) {
+    Py_buffer x, out, scale = {0}, bias = {0};
+    PyObject *scale_object, *bias_object, *result = NULL;
+    int64_t cols, first = 0, count = -1;
+    float epsilon;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*LOOf|LL", &x, &out, &cols, &scale_object, &bias_object, &epsilon, &first,
+                          &count))
+        return NULL;
+    if ((scale_object != Py_None && PyObject_GetBuffer(scale_object, &scale, PyBUF_C_CONTIGUOUS) < 0)
+        || (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0))
+        goto done;
+    int64_t elements = x.len / (Py_ssize_t)sizeof(float), rows = cols > 0 ? elements / cols : 0;
+    const char *a = x.buf, *b = out.buf;
+    if (cols < 1 || x.len != out.len || x.len % (Py_ssize_t)sizeof(float) || elements % cols
+        || (scale.buf && scale.len != cols * (Py_ssize_t)sizeof(float))
+        || (bias.buf && bias.len != cols * (Py_ssize_t)sizeof(float))) {
+        PyErr_Format(PyExc_ValueError, "layernorm: expected input and output of equal size in rows of %lld float32s "
+                     "and scale/bias of one row; got %zd, %zd, %zd and %zd bytes", (long long)cols, x.len, out.len,
+                     scale.len, bias.len);
+        goto done;
+    }
+    if (a != b && a < b + out.len && b < a + x.len) {
+        PyErr_SetString(PyExc_ValueError, "layernorm: the output overlaps the input without being it");
+        goto done;
+    }
+    if (count < 0) count = rows - first;
+    if (first < 0 || first > rows || count < 0 || count > rows - first) {
+        PyErr_Format(PyExc_ValueError, "layernorm: rows [%lld, +%lld) outside the input's %lld", (long long)first,
+                     (long long)count, (long long)rows);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    layernorm_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols, scale.buf,
+                   bias.buf, epsilon);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    if (scale.buf) PyBuffer_Release(&scale);
+    if (bias.buf) PyBuffer_Release(&bias);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 /* isa(): the instruction set the kernels run with ("avx2+fma", "baseline" or, on aarch64, "neon") */
 static PyObject *isa(PyObject *self, PyObject *unused) {
     (void)self;
@@ -569,6 +616,7 @@ static PyObject *isa(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"softmax", softmax, METH_VARARGS, "softmax(x, out, cols, first_row=0, row_count=-1)"},
+    {"layernorm", layernorm, METH_VARARGS, "layernorm(x, out, cols, scale, bias, epsilon, first_row=0, row_count=-1)"},
     {"isa", isa, METH_NOARGS, "isa() -> the instruction set the kernels run with"},
     {"pointwise", pointwise, METH_VARARGS, "pointwise(program, inputs, out, first=0, count=-1)"},
     {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry)"},

@@ -34,7 +34,7 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
 KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
-           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax")
+           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax", "layer normalization")
 
 
 def enabled() -> bool:
@@ -212,6 +212,30 @@ def bind_softmax(x, out, axes: tuple):
     cols = int(np.prod(x.shape[ndim - len(axes):], dtype=np.int64))
     rows = x.size // cols
     call = functools.partial(_native.softmax, x.reshape(-1), out.reshape(-1), cols)
+    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
+        return call
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
+    return functools.partial(threads.pool().run_parts, parts)
+
+
+def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
+    """run() normalizing float32 ``x`` over its trailing ``axes`` into ``out`` (may be x itself), times scale plus
+    bias (each None or one row's worth, broadcasting over the rest), one native pass per row, rows split over the
+    pool when large. None for anything else (groups, leading axes, other broadcasts, other dtypes)."""
+    ndim = x.ndim
+    if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
+            or sorted(a % ndim for a in axes) != list(range(ndim - len(axes), ndim)):
+        return None
+    cols = int(np.prod(x.shape[ndim - len(axes):], dtype=np.int64))
+    for affine in (scale, bias):
+        if affine is not None and (affine.dtype != np.float32 or affine.size != cols
+                                   or np.broadcast_shapes(affine.shape, x.shape) != x.shape):
+            return None
+    if np.may_share_memory(x, out) and x.ctypes.data != out.ctypes.data:
+        return None
+    scale, bias = (None if a is None else np.ascontiguousarray(a).reshape(-1) for a in (scale, bias))
+    rows = x.size // cols
+    call = functools.partial(_native.layernorm, x.reshape(-1), out.reshape(-1), cols, scale, bias, float(epsilon))
     if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
         return call
     parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]

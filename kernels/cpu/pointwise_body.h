@@ -235,3 +235,30 @@ void PW_SUFFIX(softmax_rows)(const float *x, float *out, int64_t rows, int64_t c
         for (int64_t i = 0; i < cols; ++i) row[i] *= scale;
     }
 }
+
+/* layer normalization of each of `rows` contiguous rows of `cols` floats: (x - mean) / sqrt(var + epsilon), then
+ * times scale and plus bias (cols floats each, or NULL); two passes for the statistics, as NumPy's kernel */
+void PW_SUFFIX(layernorm_rows)(const float *x, float *out, int64_t rows, int64_t cols, const float *scale,
+                               const float *bias, float epsilon) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *in = x + r * cols;
+        float *row = out + r * cols;
+        float mean = PW_SUFFIX(row_sum)(in, cols) / (float)cols;
+        float lanes[8] = {0};
+        int64_t i = 0;
+        for (; i + 8 <= cols; i += 8)
+            for (int j = 0; j < 8; ++j) lanes[j] += (in[i + j] - mean) * (in[i + j] - mean);
+        for (; i < cols; ++i) lanes[0] += (in[i] - mean) * (in[i] - mean);
+        float variance = (((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])))
+                         / (float)cols;
+        float inv_std = 1.0f / sqrtf(variance + epsilon);
+        if (scale && bias)
+            for (i = 0; i < cols; ++i) row[i] = (in[i] - mean) * inv_std * scale[i] + bias[i];
+        else if (scale)
+            for (i = 0; i < cols; ++i) row[i] = (in[i] - mean) * inv_std * scale[i];
+        else if (bias)
+            for (i = 0; i < cols; ++i) row[i] = (in[i] - mean) * inv_std + bias[i];
+        else
+            for (i = 0; i < cols; ++i) row[i] = (in[i] - mean) * inv_std;
+    }
+}

@@ -10,11 +10,14 @@
 typedef void (*PointwiseRun)(const PointwiseInstruction *, int, const float *const *, const uint8_t *, int, float *,
                              int64_t, int64_t);
 typedef void (*SoftmaxRows)(const float *, float *, int64_t, int64_t);
+typedef void (*LayernormRows)(const float *, float *, int64_t, int64_t, const float *, const float *, float);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 void pointwise_run_avx2(const PointwiseInstruction *program, int count, const float *const *inputs,
                         const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);
 void softmax_rows_avx2(const float *x, float *out, int64_t rows, int64_t cols);
+void layernorm_rows_avx2(const float *x, float *out, int64_t rows, int64_t cols, const float *scale,
+                         const float *bias, float epsilon);
 
 static int has_avx2_fma(void) {
     __builtin_cpu_init();
@@ -23,14 +26,23 @@ static int has_avx2_fma(void) {
 
 static PointwiseRun choose(void) { return has_avx2_fma() ? pointwise_run_avx2 : pointwise_run_baseline; }
 static SoftmaxRows choose_softmax(void) { return has_avx2_fma() ? softmax_rows_avx2 : softmax_rows_baseline; }
+static LayernormRows choose_layernorm(void) { return has_avx2_fma() ? layernorm_rows_avx2 : layernorm_rows_baseline; }
 #else
 static PointwiseRun choose(void) { return pointwise_run_baseline; }
 static SoftmaxRows choose_softmax(void) { return softmax_rows_baseline; }
+static LayernormRows choose_layernorm(void) { return layernorm_rows_baseline; }
 #endif
 
 /* the dispatch table, filled on first use (a race fills it twice with the same pointers) */
 static PointwiseRun chosen;
 static SoftmaxRows chosen_softmax;
+static LayernormRows chosen_layernorm;
+
+void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, const float *scale, const float *bias,
+                    float epsilon) {
+    if (!chosen_layernorm) chosen_layernorm = choose_layernorm();
+    if (rows > 0 && cols > 0) chosen_layernorm(x, out, rows, cols, scale, bias, epsilon);
+}
 
 void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols) {
     if (!chosen_softmax) chosen_softmax = choose_softmax();

@@ -30,6 +30,10 @@ int pointwise_run(const PointwiseInstruction *program, int count, const float *c
 /* softmax over `rows` contiguous rows of `cols` floats (out may be x itself) */
 void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols);
 
+/* layer normalization over `rows` contiguous rows of `cols` floats; scale and bias are cols floats or NULL */
+void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, const float *scale, const float *bias,
+                    float epsilon);
+
 /* which build runs: "avx2+fma" or "baseline" (the dispatch table is filled on first use) */
 const char *pointwise_isa(void);
 
