@@ -198,16 +198,17 @@ void PW_SUFFIX(pointwise_run)(const PointwiseInstruction *program, int count, co
     }
 }
 
-/* the maximum (NaN wins) and the sum of n floats, in 8 lanes so that the loops vectorize without reassociating
- * anything the compiler is not told it may */
+/* the maximum of n floats ignoring NaN (softmax needs no more: a NaN input makes its own exp, hence the row's sum
+ * and the whole row, NaN) and their sum, in 8 lanes so that the loops vectorize without reassociating anything
+ * the compiler is not told it may */
 static inline float PW_SUFFIX(row_maximum)(const float *in, int64_t n) {
     float lanes[8];
     int64_t i = 0;
-    for (int j = 0; j < 8; ++j) lanes[j] = in[0];
+    for (int j = 0; j < 8; ++j) lanes[j] = -INFINITY;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) lanes[j] = PW_SUFFIX(larger)(in[i + j], lanes[j]);
-    for (; i < n; ++i) lanes[0] = PW_SUFFIX(larger)(in[i], lanes[0]);
-    for (int j = 1; j < 8; ++j) lanes[0] = PW_SUFFIX(larger)(lanes[j], lanes[0]);
+        for (int j = 0; j < 8; ++j) lanes[j] = in[i + j] > lanes[j] ? in[i + j] : lanes[j];
+    for (; i < n; ++i) lanes[0] = in[i] > lanes[0] ? in[i] : lanes[0];
+    for (int j = 1; j < 8; ++j) lanes[0] = lanes[j] > lanes[0] ? lanes[j] : lanes[0];
     return lanes[0];
 }
 
