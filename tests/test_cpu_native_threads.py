@@ -189,3 +189,17 @@ def test_convolution_in_column_tiles(case, bias, pool_of_three, monkeypatch):
     assert normwise_error(out, want) <= 1e-5
     if tile_bytes is None:
         assert math.prod(w.shape[1:]) * math.prod(out.shape[2:]) * 4 > convolution_prepared.PREPARED_COLUMN_BYTES
+
+
+def test_lagging_workers_make_the_next_batches_run_inline(pool_of_three, monkeypatch):
+    monkeypatch.setattr(threads, "BACKOFF_BATCHES", 3)
+    caller = threading.current_thread().name
+
+    def slow_on_a_worker():   # a worker's part "preempted" for 50 ms; the caller's take 2 ms (workers wake meanwhile)
+        time.sleep(0.05 if threading.current_thread().name != caller else 0.002)
+    pool_of_three.run_parts([slow_on_a_worker] * 6)
+    assert pool_of_three._inline_left == 3
+    names = []
+    for _ in range(3):
+        pool_of_three.run_parts([lambda: names.append(threading.current_thread().name)] * 4)
+    assert set(names) == {caller} and pool_of_three._inline_left == 0

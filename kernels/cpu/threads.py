@@ -13,6 +13,9 @@ they really run side by side.
 - No oversubscription: several contexts in several threads queue their parts on the same workers; each
   caller also works through its own parts rather than waiting, so nothing ever runs more than ``size``
   kernel threads plus the callers, and a caller never waits on a part nobody has started.
+- A core that another process keeps busy: a worker preempted in the middle of a part holds up its caller
+  for a scheduler slice. When a caller waits longer for the workers than it worked itself, the next
+  BACKOFF_BATCHES calls run inline (on one thread, the caller's), then splitting is tried again.
 - Parts run on a worker never split again (that would queue behind themselves): ``run_parts`` from a
   worker runs every part inline.
 """
@@ -22,8 +25,10 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 
 ENV_THREADS = "EDGERT_CPU_THREADS"
+BACKOFF_BATCHES = 32
 
 
 def usable_cores() -> int:
@@ -54,6 +59,7 @@ class WorkerPool:
         self._ready = threading.Condition(threading.Lock())
         self._queue: collections.deque[_Batch] = collections.deque()
         self._local = threading.local()
+        self._inline_left = 0   # batches still to run inline after workers lagged (racy by design: a hint)
         self._workers = [threading.Thread(target=self._work, name=f"edgert-cpu-{i}", daemon=True)
                          for i in range(size - 1)]
         for worker in self._workers:
@@ -95,7 +101,9 @@ class WorkerPool:
 
     def run_parts(self, parts: list) -> None:
         """Run every callable of ``parts`` (independent of each other) and return when all are done."""
-        if len(parts) <= 1 or self.size == 1 or getattr(self._local, "worker", False):
+        if len(parts) <= 1 or self.size == 1 or getattr(self._local, "worker", False) or self._inline_left > 0:
+            if self._inline_left > 0:
+                self._inline_left -= 1
             for part in parts:
                 part()
             return
@@ -103,13 +111,17 @@ class WorkerPool:
         with self._ready:
             self._queue.append(batch)
             self._ready.notify(min(len(parts) - 1, len(self._workers)))
+        started = time.perf_counter()
         while True:   # the caller works through its own parts too
             with self._ready:
                 part = self._claim(batch)
             if part is None:
                 break
             self._finish(batch, part)
+        worked = time.perf_counter()
         batch.done.wait()
+        if time.perf_counter() - worked > worked - started:   # the workers lagged: a busy core, most likely
+            self._inline_left = BACKOFF_BATCHES
         if batch.error is not None:
             raise batch.error
 
