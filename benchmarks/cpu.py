@@ -1,15 +1,28 @@
-"""CPU latency: edgert vs onnxruntime, same process, interleaved runs, medians.
+"""CPU latency: edgert vs onnxruntime, same process, interleaved runs, medians and spread.
 
-    python benchmarks/cpu.py [--models resnet unet ...] [--zoo] [--reps 30] [--threads 2] [--layers 5]
+    python benchmarks/cpu.py [MODEL.onnx ...] [--models resnet unet ...] [--zoo] [--reps 30] [--threads 2]
+                             [--layers N] [--kinds] [--load] [--contexts 4] [--no-opt]
 
-``--layers N`` then lists each model's N slowest edgert layers (median of the same number of runs),
-marking the ones whose kernel has no prepared fast path: where to look next.
+Every run interleaves edgert with onnxruntime twice (``intra_op_num_threads`` = --threads, its idle workers
+spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over each. Spread is p10-p90.
+
+- ONNX files given on the command line are benchmarked beside the selected models (dynamic dims: 1).
+- ``--layers N`` lists each model's N slowest edgert layers (``*``: no prepared fast path).
+- ``--kinds`` prints time per layer kind: edgert's (its layers timed one by one) beside onnxruntime's
+  profile per op type (both medians over --reps runs).
+- ``--load`` keeps one core busy with a spinning process and reports each side's p50/p99 under load
+  against its idle p50 (issue 16: edgert's p99 <= 2x its idle p50).
+- ``--contexts K`` runs K execution contexts in K threads and reports their throughput against one
+  context's (issue 16: >= 1.0x).
 """
 
 from __future__ import annotations
 
 import datetime
+import multiprocessing
+import os
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -22,65 +35,119 @@ def feeds_for(engine) -> dict:
     return {b.name: rng.standard_normal(b.shape).astype(b.dtype) for b in engine.inputs}
 
 
-def main() -> None:
+def ort_session(model_bytes: bytes, threads: int, spinning: bool, profile: bool = False):
     import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.enable_profiling = profile
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
-    import edgert
 
-    parser = _models.parser(__doc__)
-    parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-opt", action="store_true", help="also time edgert with every graph pass off")
-    parser.add_argument("--layers", type=int, default=0, metavar="N", help="list each model's N slowest layers")
-    args = parser.parse_args()
+def percentile(samples, q: float) -> float:
+    return float(np.percentile(np.asarray(samples) * 1e3, q))
 
-    print(f"# edgert vs onnxruntime {ort.__version__} on CPU — {_models.machine()}, "
-          f"{datetime.date.today()}, {args.threads} threads, median of {args.reps} interleaved runs")
-    unopt = " edgert unoptimized ms | speed-up from passes |" if args.no_opt else ""
-    print("| model | edgert ms | onnxruntime ms | ratio |" + unopt)
-    print("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if args.no_opt else ""))
-    slowest = {}
-    for name, (model, shapes) in _models.select(args.models, args.zoo).items():
-        engine = edgert.load(edgert.build(model, shapes=shapes))
-        context = engine.create_execution_context()
-        plain = edgert.load(edgert.build(model, shapes=shapes, optimize=False)).create_execution_context() \
-            if args.no_opt else None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        # Idle onnxruntime workers spin by default and steal the cores edgert's BLAS threads need
-        # (same process, interleaved): let them sleep, as edgert's do.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feeds = feeds_for(engine)
-        runs = {"ours": context.execute, "theirs": lambda f: session.run(None, f)}
-        if plain is not None:
-            runs["plain"] = plain.execute
-        times = {key: [] for key in runs}
-        for _ in range(3):  # warm-up
-            for run in runs.values():
-                run(feeds)
-        for _ in range(args.reps):
-            for key, run in runs.items():
+
+def interleaved(runs: dict, feeds: dict, reps: int) -> dict:
+    """name -> list of seconds, the runs taking turns (3 warm-up rounds first)."""
+    times = {key: [] for key in runs}
+    for _ in range(3):
+        for run in runs.values():
+            run(feeds)
+    for _ in range(reps):
+        for key, run in runs.items():
+            started = time.perf_counter()
+            run(feeds)
+            times[key].append(time.perf_counter() - started)
+    return times
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def under_load(runs: dict, feeds: dict, reps: int) -> dict:
+    """name -> (idle p50, loaded p50, loaded p99) in ms, one core kept busy by another process."""
+    idle = interleaved(runs, feeds, reps)
+    busy = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+    busy.start()
+    try:
+        time.sleep(0.2)
+        loaded = interleaved(runs, feeds, reps)
+    finally:
+        busy.terminate()
+        busy.join()
+    return {key: (percentile(idle[key], 50), percentile(loaded[key], 50), percentile(loaded[key], 99))
+            for key in runs}
+
+
+def context_throughput(engine, feeds: dict, contexts: int, runs_each: int) -> tuple[float, float]:
+    """(runs/s of one context, runs/s of ``contexts`` contexts in as many threads)."""
+    single = engine.create_execution_context()
+    single.execute(feeds)
+    started = time.perf_counter()
+    for _ in range(runs_each * contexts):
+        single.execute(feeds)
+    one = runs_each * contexts / (time.perf_counter() - started)
+    many = [engine.create_execution_context() for _ in range(contexts)]
+    for context in many:
+        context.execute(feeds)
+    barrier = threading.Barrier(contexts + 1)
+
+    def work(context):
+        barrier.wait()
+        for _ in range(runs_each):
+            context.execute(feeds)
+    workers = [threading.Thread(target=work, args=(c,)) for c in many]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return one, runs_each * contexts / (time.perf_counter() - started)
+
+
+def edgert_kind_times(context, feeds: dict, reps: int) -> dict:
+    """layer kind -> µs per run (sum over its layers of each layer's median)."""
+    context.execute(feeds)   # inputs in place; each layer's run() then repeats on the same arrays
+    times = [[] for _ in context._runs]
+    with np.errstate(all="ignore"):
+        for _ in range(reps):
+            for index, run in enumerate(context._runs):
                 started = time.perf_counter()
-                run(feeds)
-                times[key].append(time.perf_counter() - started)
-        a, b = (statistics.median(times[k]) * 1e3 for k in ("ours", "theirs"))
-        row = f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |"
-        if plain is not None:
-            c = statistics.median(times["plain"]) * 1e3
-            row += f" {c:.2f} | {c / a:.2f}x |"
-        print(row, flush=True)
-        if args.layers:
-            slowest[name] = slowest_layers(context, feeds, args.reps, args.layers)
-    for name, rows in slowest.items():
-        print(f"\n{name}: slowest layers (µs, * = no prepared fast path)")
-        for micros, text in rows:
-            print(f"  {micros:9.1f}  {text}")
+                run()
+                times[index].append(time.perf_counter() - started)
+    kinds: dict = {}
+    for (step, _), samples in zip(context._steps, times):
+        kinds[step.kind.value] = kinds.get(step.kind.value, 0.0) + statistics.median(samples) * 1e6
+    return kinds
+
+
+def ort_kind_times(model_bytes: bytes, feeds: dict, threads: int, reps: int) -> dict:
+    """op type -> µs per run, from onnxruntime's own profile (median over runs of each node's time)."""
+    import json
+    session = ort_session(model_bytes, threads, spinning=False, profile=True)
+    for _ in range(reps + 3):
+        session.run(None, feeds)
+    path = session.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    per_node: dict = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            per_node.setdefault((event["args"].get("op_name", "?"), event["name"]), []).append(event["dur"])
+    kinds: dict = {}
+    for (op, _), durations in per_node.items():
+        kinds[op] = kinds.get(op, 0.0) + statistics.median(durations[3:] or durations)
+    return kinds
 
 
 def slowest_layers(context, feeds, reps: int, count: int) -> list[tuple[float, str]]:
     """The ``count`` slowest layers of one context: (median µs, description)."""
-    context.execute(feeds)   # inputs in place; each layer's run() then repeats on the same arrays
+    context.execute(feeds)
     times = [[] for _ in context._runs]
     with np.errstate(all="ignore"):
         for _ in range(reps):
@@ -94,6 +161,104 @@ def slowest_layers(context, feeds, reps: int, count: int) -> list[tuple[float, s
         mark = "*" if step.name in generic else " "
         rows.append((statistics.median(samples) * 1e6, f"{mark} {step.kind.value} {step.name} -> {shapes}"))
     return sorted(rows, reverse=True)[:count]
+
+
+def onnx_files(paths: list[str]) -> dict:
+    import onnx
+    models = {}
+    for path in paths:
+        model = onnx.load(path)
+        shapes = {}
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if any(not d.HasField("dim_value") for d in dims):
+                shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+        models[os.path.basename(path)] = (model, shapes or None)
+    return models
+
+
+def parse_args():
+    parser = _models.parser(__doc__)
+    parser.add_argument("files", nargs="*", metavar="MODEL.onnx", help="ONNX files to benchmark too")
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-opt", action="store_true", help="also time edgert with every graph pass off")
+    parser.add_argument("--layers", type=int, default=0, metavar="N", help="list each model's N slowest layers")
+    parser.add_argument("--kinds", action="store_true", help="time per layer kind against onnxruntime's profile")
+    parser.add_argument("--load", action="store_true", help="p50/p99 with one core kept busy vs idle p50")
+    parser.add_argument("--contexts", type=int, default=0, metavar="K", help="K contexts in K threads vs one")
+    args = parser.parse_args()
+    os.environ.setdefault("EDGERT_CPU_THREADS", str(args.threads))   # edgert's pool: the same count as ORT's
+    return args
+
+
+def models_for(args) -> dict:
+    models = _models.select(args.models, args.zoo) if args.models or args.zoo or not args.files else {}
+    models.update(onnx_files(args.files))
+    return models
+
+
+def header(args) -> None:
+    import onnxruntime as ort
+
+    from edgert.kernels.cpu import native
+    print(f"# edgert vs onnxruntime {ort.__version__} on CPU — {_models.machine()}, {datetime.date.today()}, "
+          f"{args.threads} threads each, {args.reps} interleaved runs; edgert kernels: {native.status()}")
+    print("| model | edgert ms (p10-p90) | ort ms | ort-spin ms | ratio vs ort | ratio vs ort-spin |"
+          + (" unoptimized ms |" if args.no_opt else ""))
+    print("| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if args.no_opt else ""))
+
+
+def main() -> None:
+    import edgert
+
+    args = parse_args()
+    header(args)
+    extras = []
+    for name, (model, shapes) in models_for(args).items():
+        engine = edgert.load(edgert.build(model, shapes=shapes))
+        context, model_bytes = engine.create_execution_context(), model.SerializeToString()
+        feeds = feeds_for(engine)
+        quiet, spinning = (ort_session(model_bytes, args.threads, s) for s in (False, True))
+        runs = {"edgert": context.execute, "ort": lambda f, s=quiet: s.run(None, f),
+                "ort-spin": lambda f, s=spinning: s.run(None, f)}
+        if args.no_opt:
+            runs["plain"] = edgert.load(edgert.build(model, shapes=shapes, optimize=False)) \
+                .create_execution_context().execute
+        times = interleaved(runs, feeds, args.reps)
+        p50 = {key: percentile(value, 50) for key, value in times.items()}
+        row = (f"| {name} | {p50['edgert']:.2f} ({percentile(times['edgert'], 10):.2f}-"
+               f"{percentile(times['edgert'], 90):.2f}) | {p50['ort']:.2f} | {p50['ort-spin']:.2f} | "
+               f"{p50['edgert'] / p50['ort']:.2f}x | {p50['edgert'] / p50['ort-spin']:.2f}x |")
+        print(row + (f" {p50['plain']:.2f} |" if args.no_opt else ""), flush=True)
+        extras.append((name, engine, context, feeds, model_bytes, runs))
+    for name, engine, context, feeds, model_bytes, runs in extras:
+        report_extras(args, name, engine, context, feeds, model_bytes, runs)
+
+
+def report_extras(args, name, engine, context, feeds, model_bytes, runs) -> None:
+    if args.layers:
+        print(f"\n{name}: slowest layers (µs, * = no prepared fast path)")
+        for micros, text in slowest_layers(context, feeds, args.reps, args.layers):
+            print(f"  {micros:9.1f}  {text}")
+    if args.kinds:
+        ours, theirs = edgert_kind_times(context, feeds, args.reps), \
+            ort_kind_times(model_bytes, feeds, args.threads, args.reps)
+        print(f"\n{name}: µs per run by layer kind (edgert) | by op type (onnxruntime profile)")
+        left, right = sorted(ours.items(), key=lambda kv: -kv[1]), sorted(theirs.items(), key=lambda kv: -kv[1])
+        for i in range(max(len(left), len(right))):
+            a = f"{left[i][0]:>16} {left[i][1]:9.1f}" if i < len(left) else " " * 26
+            b = f"{right[i][0]:>20} {right[i][1]:9.1f}" if i < len(right) else ""
+            print(f"  {a}  | {b}")
+    if args.load:
+        loaded = under_load({k: runs[k] for k in ("edgert", "ort", "ort-spin")}, feeds, args.reps)
+        print(f"\n{name}: one core busy — ms idle p50 / loaded p50 / loaded p99 (p99 over idle p50)")
+        for key, (idle, p50, p99) in loaded.items():
+            print(f"  {key:>8}: {idle:.2f} / {p50:.2f} / {p99:.2f} ({p99 / idle:.2f}x)")
+    if args.contexts:
+        one, many = context_throughput(engine, feeds, args.contexts, max(4, args.reps // args.contexts))
+        print(f"\n{name}: {args.contexts} contexts in {args.contexts} threads: {many:.1f} runs/s vs one context "
+              f"{one:.1f} runs/s ({many / one:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -159,8 +159,8 @@ def test_depthwise_over_its_own_input(case):
 
 def test_bad_arguments_are_errors_not_crashes():
     x, w, b, out, _, params = depthwise_case(*DEPTHWISE[0])
-    run = native.bind_depthwise(x, w, b, out, params)
-    geometry = run.args[-1]
+    kernel, strides, dilations, begins, _ = params
+    geometry = native._geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
     memory = np.zeros(x.size + 1, np.float32)
     with pytest.raises(ValueError, match="output overlapping its input"):   # one element past the input's start
         native._native.depthwise_conv2d(memory[:-1], w, b, memory[1:], geometry)

@@ -110,14 +110,18 @@ def test_prepared_convolution_matches_onnxruntime(x_shape, w_shape, attrs, tail,
 
 
 
-@pytest.mark.parametrize("x_shape,prepared", [((1, 32, 64, 64), True),     # 4.5 MiB of columns: one GEMM
-                                              ((1, 64, 96, 96), False)])   # 20 MiB: the generic kernel tiles
-def test_large_convolutions_run_prepared_up_to_the_column_budget(x_shape, prepared):
+@pytest.mark.parametrize("x_shape", [(1, 32, 64, 64),    # 4.5 MiB of columns: one GEMM (or tiles, native)
+                                     (1, 64, 96, 96)])   # 20 MiB: native column tiles, else the generic kernel
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_large_convolutions_run_prepared(x_shape, switch, monkeypatch):
+    from edgert.kernels.cpu import native
     from edgert.kernels.cpu.convolution_prepared import PREPARED_COLUMN_BYTES
+    monkeypatch.setenv(native.ENV_SWITCH, switch)
     columns = x_shape[1] * 9 * x_shape[2] * x_shape[3] * 4
-    assert (columns <= PREPARED_COLUMN_BYTES) == prepared
     model = conv_model(x_shape, (8, x_shape[1], 3, 3), {"pads": [1, 1, 1, 1]})
     context = run_and_compare(model, feeds_for(model))
+    # with the native module every size runs prepared (in L2-sized column tiles); NumPy alone up to the budget
+    prepared = native.enabled() or columns <= PREPARED_COLUMN_BYTES
     assert (LayerKind.CONVOLUTION in prepared_kinds(context)) == prepared
 
 

@@ -10,7 +10,11 @@
  * The module is optional: built at install when a C compiler is present (pyproject's ext-modules, optional),
  * else the NumPy kernels run and `edgert bench` says which. Both give the same results to rounding (the
  * tests run both). Functions take C-contiguous float32 buffers and a geometry of int64s (kernels/cpu/native.py
- * builds it) and release the GIL while they work.
+ * builds it) and release the GIL while they work; an optional plane range (and for im2col an output-row range)
+ * lets the worker pool (threads.py) split a layer. Every size product is checked for 64-bit overflow and every
+ * buffer's length against it, and scratch planes are capped, so a crafted geometry is a ValueError or an
+ * OverflowError, never a crash. The fused per-element programs and row kernels live in pointwise_ukernels.c (pure C), their
+ * Python entry points in native_elementwise.c.
  *
  * Output may overlap input when it starts where the input starts and its planes are no larger than the
  * input's (the memory planner puts such a layer's output over its input when the input dies there): output
@@ -23,6 +27,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "native_elementwise.h"
+
+/* x86-64: the hot loops are compiled twice, for AVX2+FMA and for the baseline (SSE2), and the loader picks one
+ * by cpuid at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on
+ * recent ones. aarch64 needs no clones: NEON is its baseline and -O3 vectorizes for it. */
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(EDGERT_NO_CLONES)
+#if __has_attribute(target_clones)
+#define SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#endif
+#endif
+#ifndef SIMD_CLONES
+#define SIMD_CLONES
+#endif
 
 typedef struct {
     int64_t planes, channels, height, width, out_height, out_width;
@@ -40,6 +58,37 @@ typedef struct {
     int64_t *phases;   /* per phase: its first input column, where that lands in a scratch row, its columns */
 } Scratch;
 
+/* a * b, or -1 with OverflowError set when it does not fit an int64 (operands are >= 0) */
+static int checked_multiply(int64_t a, int64_t b, int64_t *product) {
+    if (__builtin_mul_overflow(a, b, product)) {
+        PyErr_Format(PyExc_OverflowError, "size product %lld x %lld overflows 64 bits: the geometry is not a real "
+                     "layer's", (long long)a, (long long)b);
+        return -1;
+    }
+    return 0;
+}
+
+static int checked_add(int64_t a, int64_t b, int64_t *sum) {
+    if (__builtin_add_overflow(a, b, sum)) {
+        PyErr_Format(PyExc_OverflowError, "size sum %lld + %lld overflows 64 bits: the geometry is not a real "
+                     "layer's", (long long)a, (long long)b);
+        return -1;
+    }
+    return 0;
+}
+
+/* the product of count sizes, checked */
+static int checked_product(int count, const int64_t *sizes, int64_t *product) {
+    *product = 1;
+    for (int i = 0; i < count; ++i)
+        if (checked_multiply(*product, sizes[i], product) < 0) return -1;
+    return 0;
+}
+
+static const char *const FIELD_NAMES[GEOMETRY_FIELDS] = {
+    "planes", "channels", "height", "width", "out_height", "out_width", "kernel_h", "kernel_w",
+    "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left"};
+
 static int read_geometry(Py_buffer *buffer, Geometry *g) {
     if (buffer->len != (Py_ssize_t)(GEOMETRY_FIELDS * sizeof(int64_t))) {
         PyErr_Format(PyExc_ValueError, "geometry: expected %d int64s, got %zd bytes", GEOMETRY_FIELDS, buffer->len);
@@ -48,23 +97,44 @@ static int read_geometry(Py_buffer *buffer, Geometry *g) {
     memcpy(g, buffer->buf, sizeof(Geometry));
     int64_t *field = (int64_t *)g;
     for (int i = 0; i < GEOMETRY_FIELDS; ++i)
-        if (field[i] < (i >= 8 && i < 12 ? 1 : 0)) {   /* strides and dilations >= 1, the rest >= 0 */
-            PyErr_Format(PyExc_ValueError, "geometry: field %d is %lld", i, (long long)field[i]);
+        if (field[i] < (i < 12 ? 1 : 0)) {   /* sizes, kernel, strides and dilations >= 1, pads >= 0 */
+            PyErr_Format(PyExc_ValueError, "geometry: %s is %lld, expected >= %d", FIELD_NAMES[i],
+                         (long long)field[i], i < 12 ? 1 : 0);
             return -1;
         }
-    if (g->channels == 0 || g->planes % g->channels) {
+    if (g->planes % g->channels) {
         PyErr_SetString(PyExc_ValueError, "geometry: planes must be a multiple of channels");
         return -1;
     }
     return 0;
 }
 
-static int check_size(Py_buffer *buffer, const char *what, int64_t elements) {
-    if (buffer->len != (Py_ssize_t)(elements * (int64_t)sizeof(float))) {
+/* element count of a buffer of `count` dims, checked for overflow and against the buffer's length */
+static int check_size(Py_buffer *buffer, const char *what, int count, const int64_t *dims) {
+    int64_t elements, bytes;
+    if (checked_product(count, dims, &elements) < 0 || checked_multiply(elements, sizeof(float), &bytes) < 0)
+        return -1;
+    if (buffer->len != bytes) {
         PyErr_Format(PyExc_ValueError, "%s: expected %lld float32s, got %zd bytes", what, (long long)elements,
                      buffer->len);
         return -1;
     }
+    return 0;
+}
+#define CHECK_SIZE(buffer, what, ...)                                                                    \
+    check_size(buffer, what, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+
+/* The planes [first, first + count) one call works on (count -1: through the last), so that a worker pool can
+ * split a layer by planes; -1 with ValueError when the range leaves [0, planes) */
+static int plane_range(const Geometry *g, int64_t first, int64_t count, int64_t *begin, int64_t *end) {
+    if (count < 0) count = g->planes - first;
+    if (first < 0 || first > g->planes || count < 0 || count > g->planes - first) {
+        PyErr_Format(PyExc_ValueError, "planes [%lld, +%lld) outside the layer's %lld planes", (long long)first,
+                     (long long)count, (long long)g->planes);
+        return -1;
+    }
+    *begin = first;
+    *end = first + count;
     return 0;
 }
 
@@ -85,15 +155,42 @@ static void free_scratch(Scratch *s) {
     free(s->phases);
 }
 
+/* A scratch plane larger than this is no real layer's (a 16k x 16k plane is 1 GiB): refused before malloc, since
+ * an overcommitting kernel would grant it and kill the process on first touch */
+#define MAX_SCRATCH_FLOATS ((int64_t)1 << 28)
+
+/* the padded extent one axis needs: (out - 1) * stride + (kernel - 1) * dilation + 1, at least pad + size */
+static int padded_extent(int64_t out, int64_t stride, int64_t kernel, int64_t dilation, int64_t pad, int64_t size,
+                         int64_t *extent) {
+    int64_t reach, span, inside;
+    if (checked_multiply(out - 1, stride, &reach) < 0 || checked_multiply(kernel - 1, dilation, &span) < 0
+        || checked_add(reach, span, extent) < 0 || checked_add(*extent, 1, extent) < 0
+        || checked_add(pad, size, &inside) < 0)
+        return -1;
+    if (inside > *extent) *extent = inside;
+    return 0;
+}
+
 static int make_scratch(const Geometry *g, float padding, Scratch *s) {
-    int64_t need_h = (g->out_height - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h + 1;
-    int64_t need_w = (g->out_width - 1) * g->stride_w + (g->kernel_w - 1) * g->dilation_w + 1;
-    int64_t width = need_w > g->pad_left + g->width ? need_w : g->pad_left + g->width;
-    s->rows = need_h > g->pad_top + g->height ? need_h : g->pad_top + g->height;
-    s->phase_width = (width + g->stride_w - 1) / g->stride_w;
-    s->row_stride = s->phase_width * g->stride_w;
-    s->data = malloc(s->rows * s->row_stride * sizeof(float));
-    s->taps = malloc(g->kernel_h * g->kernel_w * sizeof(int64_t));
+    int64_t width, elements, taps;
+    s->data = NULL;
+    s->taps = s->phases = NULL;
+    if (padded_extent(g->out_height, g->stride_h, g->kernel_h, g->dilation_h, g->pad_top, g->height, &s->rows) < 0
+        || padded_extent(g->out_width, g->stride_w, g->kernel_w, g->dilation_w, g->pad_left, g->width, &width) < 0
+        || checked_multiply(g->kernel_h, g->kernel_w, &taps) < 0)
+        return -1;
+    s->phase_width = width / g->stride_w + (width % g->stride_w != 0);
+    if (checked_multiply(s->phase_width, g->stride_w, &s->row_stride) < 0
+        || checked_multiply(s->rows, s->row_stride, &elements) < 0)
+        return -1;
+    if (elements > MAX_SCRATCH_FLOATS || taps > MAX_SCRATCH_FLOATS || g->stride_w > MAX_SCRATCH_FLOATS) {
+        PyErr_Format(PyExc_ValueError, "scratch plane of %lld floats (%lld taps) exceeds %lld: the geometry is not "
+                     "a real layer's (check its pads, strides and kernel)", (long long)elements, (long long)taps,
+                     (long long)MAX_SCRATCH_FLOATS);
+        return -1;
+    }
+    s->data = malloc(elements * sizeof(float));
+    s->taps = malloc(taps * sizeof(int64_t));
     s->phases = malloc(3 * g->stride_w * sizeof(int64_t));
     if (!s->data || !s->taps || !s->phases) {
         free_scratch(s);
@@ -116,10 +213,11 @@ static int make_scratch(const Geometry *g, float padding, Scratch *s) {
     return 0;
 }
 
-/* input plane -> the scratch plane's interior */
-static void fill_plane(const Geometry *g, const Scratch *s, const float *source) {
+/* input rows [first_row, end_row) of a plane -> the scratch plane's interior */
+SIMD_CLONES static void fill_rows(const Geometry *g, const Scratch *s, const float *source, int64_t first_row,
+                                  int64_t end_row) {
     int64_t step = g->stride_w;
-    for (int64_t iy = 0; iy < g->height; ++iy) {
+    for (int64_t iy = first_row; iy < end_row; ++iy) {
         float *row = s->data + (iy + g->pad_top) * s->row_stride;
         const float *in = source + iy * g->width;
         if (step == 1) {
@@ -146,13 +244,43 @@ static void fill_plane(const Geometry *g, const Scratch *s, const float *source)
     }
 }
 
-/* NaN wins, as in np.maximum */
-static inline float larger(float v, float current) { return (v > current || v != v) ? v : current; }
+/* a whole input plane -> the scratch plane's interior */
+static void fill_plane(const Geometry *g, const Scratch *s, const float *source) {
+    fill_rows(g, s, source, 0, g->height);
+}
+
+/* NaN wins, as in np.maximum (a macro, not a function: an inline function is not inlined into the AVX2 clones) */
+#define larger(v, current) (((v) > (current) || (v) != (v)) ? (v) : (current))
+
+/* row += sum over `group` (1-4) taps of weight x tap run */
+SIMD_CLONES static void multiply_add_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
+                                     const float *w, int64_t group) {
+    const float *restrict a0 = base + offsets[0], *restrict a1 = base + offsets[group > 1];
+    const float *restrict a2 = base + offsets[group > 2 ? 2 : 0], *restrict a3 = base + offsets[group > 3 ? 3 : 0];
+    const float w0 = w[0], w1 = group > 1 ? w[1] : 0.0f, w2 = group > 2 ? w[2] : 0.0f, w3 = group > 3 ? w[3] : 0.0f;
+    if (group == 4)
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox] + w3 * a3[ox];
+    else if (group == 3)
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox];
+    else if (group == 2)
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox];
+    else
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox];
+}
+
+/* row = the maximum of row and `group` (1-4) tap runs (NaN wins) */
+SIMD_CLONES static void maximum_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
+                                int64_t group) {
+    for (int64_t k = 0; k < group; ++k) {
+        const float *restrict a = base + offsets[k];
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] = larger(a[ox], row[ox]);
+    }
+}
 
 enum Op { MULTIPLY_ADD, MAXIMUM };
 
 /* One output plane from the scratch plane: out = start + sum of weights x taps, or the maximum of the taps. */
-static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const float *w, float start,
+SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const float *w, float start,
                          float *out) {
     int64_t taps = g->kernel_h * g->kernel_w, n = g->out_width;
     for (int64_t oy = 0; oy < g->out_height; ++oy) {
@@ -182,15 +310,13 @@ static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const 
             }
             continue;
         }
-        for (int64_t ox = 0; ox < n; ++ox) row[ox] = op == MAXIMUM ? -INFINITY : start;   /* one pass per tap */
-        for (int64_t k = 0; k < taps; ++k) {
-            const float *restrict a = base + s->taps[k];
-            if (op == MULTIPLY_ADD) {
-                float wk = w[k];
-                for (int64_t ox = 0; ox < n; ++ox) row[ox] += wk * a[ox];
-            } else {
-                for (int64_t ox = 0; ox < n; ++ox) row[ox] = larger(a[ox], row[ox]);
-            }
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] = op == MAXIMUM ? -INFINITY : start;
+        for (int64_t k = 0; k < taps; k += 4) {   /* one pass per four taps (5x5: 7 passes, not 25) */
+            int64_t group = taps - k < 4 ? taps - k : 4;
+            if (op == MULTIPLY_ADD)
+                multiply_add_taps(row, n, base, s->taps + k, w + k, group);
+            else
+                maximum_taps(row, n, base, s->taps + k, group);
         }
     }
 }
@@ -203,18 +329,19 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Geometry g;
     Scratch s;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*Ow*y*", &x, &w, &bias_object, &out, &geometry)) return NULL;
+    int64_t first = 0, count = -1, begin, end;
+    if (!PyArg_ParseTuple(args, "y*y*Ow*y*|LL", &x, &w, &bias_object, &out, &geometry, &first, &count)) return NULL;
     if (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
-    if (read_geometry(&geometry, &g) < 0 || check_size(&x, "input", g.planes * g.height * g.width) < 0
-        || check_size(&w, "weights", g.channels * g.kernel_h * g.kernel_w) < 0
-        || check_size(&out, "output", g.planes * g.out_height * g.out_width) < 0
-        || (bias.buf && check_size(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
-        || make_scratch(&g, 0.0f, &s) < 0)
+    if (read_geometry(&geometry, &g) < 0 || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
+        || CHECK_SIZE(&w, "weights", g.channels, g.kernel_h, g.kernel_w) < 0
+        || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
+        || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
+        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, &s) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
     const float *input = x.buf, *weights = w.buf, *b = bias.buf;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (int64_t p = begin; p < end; ++p) {
         int64_t c = p % g.channels;
         fill_plane(&g, &s, input + p * g.height * g.width);
         window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, (float *)out.buf + p * out_plane);
@@ -239,14 +366,16 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
     Geometry g;
     Scratch s;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*w*Oy*", &x, &out, &divisor_object, &geometry)) return NULL;
+    int64_t first = 0, count = -1, begin, end;
+    if (!PyArg_ParseTuple(args, "y*w*Oy*|LL", &x, &out, &divisor_object, &geometry, &first, &count)) return NULL;
     if (divisor_object != Py_None && PyObject_GetBuffer(divisor_object, &divisor, PyBUF_C_CONTIGUOUS) < 0)
         goto done;
     int average = divisor.buf != NULL;
-    if (read_geometry(&geometry, &g) < 0 || check_size(&x, "input", g.planes * g.height * g.width) < 0
-        || check_size(&out, "output", g.planes * g.out_height * g.out_width) < 0
-        || (average && check_size(&divisor, "divisor", g.out_height * g.out_width) < 0)
-        || check_overlap(&g, &x, &out) < 0 || make_scratch(&g, average ? 0.0f : -INFINITY, &s) < 0)
+    if (read_geometry(&geometry, &g) < 0 || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
+        || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
+        || (average && CHECK_SIZE(&divisor, "divisor", g.out_height, g.out_width) < 0)
+        || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0
+        || make_scratch(&g, average ? 0.0f : -INFINITY, &s) < 0)
         goto done;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
     float *ones = malloc(taps * sizeof(float));   /* average pooling: a window of weights 1 */
@@ -258,7 +387,7 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
     for (int64_t k = 0; k < taps; ++k) ones[k] = 1.0f;
     Py_BEGIN_ALLOW_THREADS
     const float *count = divisor.buf;
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (int64_t p = begin; p < end; ++p) {
         float *target = (float *)out.buf + p * out_plane;
         fill_plane(&g, &s, (const float *)x.buf + p * g.height * g.width);
         window_plane(&g, &s, average ? MULTIPLY_ADD : MAXIMUM, ones, 0.0f, target);
@@ -277,7 +406,29 @@ done:
     return result;
 }
 
-/* im2col(x, columns, geometry): the column matrix of a single-image, single-group 2-D convolution, rows
+/* The columns of output rows [row_begin, row_begin + rows) for planes [begin, end): only the input rows those
+ * windows reach are copied into the scratch plane. */
+static void im2col_rows(const Geometry *g, const Scratch *s, const float *input, float *columns, int64_t begin,
+                        int64_t end, int64_t row_begin, int64_t rows) {
+    int64_t taps = g->kernel_h * g->kernel_w, positions = rows * g->out_width;
+    int64_t top = row_begin * g->stride_h - g->pad_top;   /* first input row read, in input coordinates */
+    int64_t bottom = top + (rows - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h + 1;
+    int64_t first_row = top < 0 ? 0 : top, end_row = bottom > g->height ? g->height : bottom;
+    size_t run = g->out_width * sizeof(float);
+    if (rows == 0) return;
+    for (int64_t p = begin; p < end; ++p) {
+        fill_rows(g, s, input + p * g->height * g->width, first_row, end_row > first_row ? end_row : first_row);
+        for (int64_t k = 0; k < taps; ++k) {
+            float *row = columns + (p * taps + k) * positions;
+            const float *tap = s->data + s->taps[k] + row_begin * g->stride_h * s->row_stride;
+            for (int64_t oy = 0; oy < rows; ++oy)
+                memcpy(row + oy * g->out_width, tap + oy * g->stride_h * s->row_stride, run);
+        }
+    }
+}
+
+/* im2col(x, columns, geometry, first=0, count=-1, row_begin=0, row_count=-1): the column matrix of a single-image,
+ * single-group 2-D convolution (for output rows [row_begin, row_begin + row_count): an L2-sized tile), rows
  * (channel, kernel row, kernel column), columns the output positions: columns @ weights.reshape(M, -1) is the
  * convolution. Each row of an output row is one contiguous run of the scratch plane. */
 static PyObject *im2col(PyObject *self, PyObject *args) {
@@ -286,13 +437,19 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
     Scratch s;
     PyObject *result = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*w*y*", &x, &columns, &geometry)) return NULL;
-    int64_t taps = 0, positions = 0;
+    int64_t first = 0, count = -1, row_begin = 0, row_count = -1, begin, end;
+    if (!PyArg_ParseTuple(args, "y*w*y*|LLLL", &x, &columns, &geometry, &first, &count, &row_begin, &row_count))
+        return NULL;
     if (read_geometry(&geometry, &g) < 0) goto done;
-    taps = g.kernel_h * g.kernel_w;
-    positions = g.out_height * g.out_width;
-    if (check_size(&x, "input", g.planes * g.height * g.width) < 0
-        || check_size(&columns, "columns", g.planes * taps * positions) < 0 || make_scratch(&g, 0.0f, &s) < 0)
+    if (row_count < 0) row_count = g.out_height - row_begin;
+    if (row_begin < 0 || row_begin > g.out_height || row_count < 0 || row_count > g.out_height - row_begin) {
+        PyErr_Format(PyExc_ValueError, "im2col: output rows [%lld, +%lld) outside the output's %lld",
+                     (long long)row_begin, (long long)row_count, (long long)g.out_height);
+        goto done;
+    }
+    if (CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
+        || CHECK_SIZE(&columns, "columns", g.planes, g.kernel_h, g.kernel_w, row_count, g.out_width) < 0
+        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, &s) < 0)
         goto done;
     if ((char *)columns.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)columns.buf + columns.len) {
         free_scratch(&s);
@@ -300,18 +457,7 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    const float *input = x.buf;
-    float *rows = columns.buf;
-    size_t run = g.out_width * sizeof(float);
-    for (int64_t p = 0; p < g.planes; ++p) {
-        fill_plane(&g, &s, input + p * g.height * g.width);
-        for (int64_t k = 0; k < taps; ++k) {
-            float *row = rows + (p * taps + k) * positions;
-            const float *tap = s.data + s.taps[k];
-            for (int64_t oy = 0; oy < g.out_height; ++oy)
-                memcpy(row + oy * g.out_width, tap + oy * g.stride_h * s.row_stride, run);
-        }
-    }
+    im2col_rows(&g, &s, x.buf, columns.buf, begin, end, row_begin, row_count);
     Py_END_ALLOW_THREADS
     free_scratch(&s);
     result = Py_NewRef(Py_None);
@@ -323,9 +469,13 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry)"},
-    {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry)"},
-    {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry)"},
+    {"softmax", native_softmax, METH_VARARGS, "softmax(x, out, cols, first_row=0, row_count=-1)"},
+    {"layernorm", native_layernorm, METH_VARARGS, "layernorm(x, out, cols, scale, bias, epsilon, first_row=0, row_count=-1)"},
+    {"isa", native_isa, METH_NOARGS, "isa() -> the instruction set the kernels run with"},
+    {"pointwise", native_pointwise, METH_VARARGS, "pointwise(program, inputs, out, first=0, count=-1)"},
+    {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry, first=0, count=-1, row_begin=0, row_count=-1)"},
+    {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
+    {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,7 @@
 """CPU kernel: Activation (attrs: type, alpha, beta).
 
-The prepare hook binds the hot activations (ReLU, Clip, Sigmoid, Tanh) to one or a few ufunc
+The prepare hook binds the transcendental activations (GELU, SiLU, Mish, HardSwish, sigmoid...) of float32
+arrays to one native pass (native.bind_program), the others (ReLU, Clip, Tanh) to one or a few ufunc
 calls on fixed arrays; ``bind_activation`` is shared with fused epilogues.
 """
 
@@ -12,6 +13,7 @@ import math
 import numpy as np
 
 from edgert.ir.kinds import ActivationType as A, LayerKind
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu._math import clip_ufunc, erf, sigmoid, softplus
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import register, register_prepare
@@ -136,10 +138,20 @@ def activation(attrs, inputs, outputs):
         np.copyto(out, activate(kind, x, alpha, beta), casting="unsafe")
 
 
+# activations the native module computes in one pass, 2-7x faster than their NumPy passes (float32); ReLU, Clip
+# and Tanh are single NumPy ufunc passes already as fast
+NATIVE_TYPES = frozenset({A.SIGMOID, A.LEAKY_RELU, A.ELU, A.HARD_SIGMOID, A.HARD_SWISH, A.GELU_ERF, A.GELU_TANH,
+                          A.SWISH, A.MISH})
+
+
 def bind_activation(attrs: dict, x: np.ndarray, out: np.ndarray):
     """run() computing the activation ``attrs`` of the fixed array ``x`` into ``out`` (may alias ``x``)."""
     kind = A(attrs["type"])
     alpha, beta = attrs.get("alpha", 0.0), attrs.get("beta", 0.0)
+    if kind in NATIVE_TYPES:
+        fused = native.bind_program([{"kind": "Activation", "attrs": attrs, "args": [0]}], [x], out)
+        if fused is not None:
+            return fused
     if x.dtype == out.dtype and out.dtype.kind == "f":
         t = out.dtype.type
         if kind == A.RELU:

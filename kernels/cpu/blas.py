@@ -1,23 +1,31 @@
-"""Control of NumPy's BLAS thread count, so small matrix products run on the calling thread.
+"""Matrix products on the CPU kernels' worker pool, with NumPy's BLAS kept at one thread.
 
-A multi-threaded BLAS wakes its workers for every product. On a core that something else keeps
-busy, that wake-up can wait a whole scheduler slice: a tiny ResNet took 96 ms per run with two
-OpenBLAS threads on a loaded 2-core machine and 0.9 ms with one. ``gemm_threads(flops)`` picks one
-thread below ``SMALL_GEMM_FLOPS`` and ``max_threads()`` above. The thread count is set through the
-BLAS library NumPy loaded (OpenBLAS's ``openblas_set_num_threads``, under any of the symbol names
-its builds export); with an unknown BLAS this module does nothing. ``bind_gemm`` is the same choice
-made once, for a prepare hook's product over fixed arrays.
+A multi-threaded BLAS wakes its own workers for every product, and OpenBLAS's workers spin while they wait:
+on a core that something else keeps busy that wake-up can wait a whole scheduler slice (a tiny ResNet took
+96 ms per run with two OpenBLAS threads on a loaded 2-core machine and 0.9 ms with one), and several
+contexts in several threads each woke a full set of BLAS threads. So BLAS runs single-threaded, set once
+through the library NumPy loaded (OpenBLAS's ``openblas_set_num_threads``, under any of the symbol names its
+builds export; with an unknown BLAS this module cannot and leaves it), and a large product is split by
+column blocks of its right operand over the shared pool (threads.py), each block one BLAS call.
+``bind_gemm`` makes that split once, for a prepare hook's product over fixed arrays; ``matmul`` is the same
+for arrays known only at run time.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 
 import numpy as np   # also loads NumPy's BLAS, which _find_setter looks for
 
-SMALL_GEMM_FLOPS = 1 << 24  # below ~16 MFLOP a product is faster on one thread than waking others
+from edgert.kernels.cpu import threads
+
+# below ~8 MFLOP (~0.15 ms on one core) a product is faster on one thread than waking a worker (measured on a
+# loaded 2-core machine: a split 4.7 MFLOP product took 57 µs, unsplit 41 µs)
+PARALLEL_GEMM_FLOPS = 1 << 23
+MIN_BLOCK_COLUMNS = 64   # narrower column blocks lose more in BLAS packing than the split gains
 _SYMBOLS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads")
 _lock = threading.Lock()
@@ -45,13 +53,6 @@ def _find_setter():
     return None
 
 
-def max_threads() -> int:
-    configured = os.environ.get("EDGERT_CPU_THREADS")
-    if configured:
-        return max(1, int(configured))
-    return max(1, min(os.cpu_count() or 1, 4))
-
-
 def set_threads(count: int) -> None:
     """Set the BLAS thread count (no-op when unchanged or when the BLAS is unknown)."""
     if _state["current"] == count:
@@ -65,16 +66,37 @@ def set_threads(count: int) -> None:
 
 
 def gemm_threads(flops: int) -> None:
-    """Use one BLAS thread for a small product, every configured thread for a large one."""
-    set_threads(1 if flops < SMALL_GEMM_FLOPS else max_threads())
+    """Keep BLAS at one thread (the kernels split products over the pool instead); ``flops`` is unused."""
+    set_threads(1)
+
+
+def _column_blocks(a: np.ndarray, b: np.ndarray, out: np.ndarray, flops: int) -> list:
+    """Calls computing out = a @ b, one per column block of b (a single call when not worth splitting)."""
+    columns = b.shape[-1] if b.ndim > 1 else 1
+    workers = threads.thread_count() if flops >= PARALLEL_GEMM_FLOPS and b.ndim > 1 else 1
+    ranges = threads.split(columns, workers, MIN_BLOCK_COLUMNS)
+    if len(ranges) == 1:
+        return [functools.partial(np.matmul, a, b, out=out)]
+    return [functools.partial(np.matmul, a, b[..., lo:hi], out=out[..., lo:hi]) for lo, hi in ranges]
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, flops: int = 0) -> np.ndarray:
+    """out = a @ b, split over the worker pool when ``flops`` deserves it."""
+    set_threads(1)
+    if out is None:
+        if a.ndim < 2 or b.ndim < 2:
+            return np.matmul(a, b)
+        out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
+                       np.result_type(a, b))
+    threads.pool().run_parts(_column_blocks(a, b, out, flops))
+    return out
 
 
 def bind_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, flops: int):
-    """run() computing out = a @ b (fixed arrays) on as many BLAS threads as the size deserves."""
-    threads = 1 if flops < SMALL_GEMM_FLOPS else max_threads()
-    matmul = np.matmul
-
-    def gemm():
-        set_threads(threads)
-        matmul(a, b, out)
-    return gemm
+    """run() computing out = a @ b (fixed arrays), split over the worker pool when the size deserves it."""
+    set_threads(1)
+    parts = _column_blocks(a, b, out, flops)
+    if len(parts) == 1:
+        return parts[0]
+    run_parts = threads.pool().run_parts
+    return functools.partial(run_parts, parts)

@@ -13,7 +13,7 @@ memory whatever the stride. Outputs are computed on the phase's row width and th
 cropped at the end.
 
 Tap loops and column copies work on blocks of channel planes spread over a few worker threads (NumPy
-releases the GIL inside its loops); BLAS brings its own threads.
+releases the GIL inside its loops) on the shared worker pool (threads.py), products by column blocks there too.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -31,7 +28,8 @@ import numpy as np
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu.epilogue import apply_epilogue
 from edgert.kernels.cpu.padding import fill_border
-from edgert.kernels.cpu.blas import gemm_threads
+from edgert.kernels.cpu import threads
+from edgert.kernels.cpu.blas import gemm_threads, matmul
 from edgert.kernels.registry import register
 
 CHUNK_BYTES = 1 << 20          # working set of one block of a tap loop: fits a core's L2 (or a cluster's L3)
@@ -39,40 +37,17 @@ PARALLEL_MIN_BYTES = 1 << 18   # below this, threads cost more than they save
 COLUMN_TILE_BYTES = 1 << 24    # largest im2col tile (bounds memory for big images)
 SMALL_TAP_ELEMENTS = 1 << 19   # below this many (output x tap) elements, one call over all taps beats a tap loop
 DIRECT_COLUMN_BYTES = 1 << 22  # up to this column-matrix size, the lean strided-view im2col is faster
-_WORKER_PREFIX = "edgert-cpu"
-
-
-def _default_threads() -> int:
-    configured = os.environ.get("EDGERT_CPU_THREADS")
-    if configured:
-        return max(1, int(configured))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores))
-
-
-THREADS = _default_threads()
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(THREADS, thread_name_prefix=_WORKER_PREFIX)
-        return _pool
 
 
 def parallel_chunks(fn, count: int, unit_bytes: int) -> None:
-    """Call ``fn(lo, hi)`` over [0, count) in blocks of about CHUNK_BYTES of work, on the worker threads."""
+    """Call ``fn(lo, hi)`` over [0, count) in blocks of about CHUNK_BYTES of work, on the shared worker pool."""
     per_chunk = max(1, CHUNK_BYTES // max(1, unit_bytes))
-    if count <= per_chunk or THREADS == 1 or count * unit_bytes < PARALLEL_MIN_BYTES \
-            or threading.current_thread().name.startswith(_WORKER_PREFIX):
-        for lo in range(0, count, per_chunk):
-            fn(lo, min(count, lo + per_chunk))
-        return
     chunks = [(lo, min(count, lo + per_chunk)) for lo in range(0, count, per_chunk)]
-    threads = min(THREADS, len(chunks))
+    workers = threads.thread_count()
+    if len(chunks) == 1 or workers == 1 or count * unit_bytes < PARALLEL_MIN_BYTES:
+        for lo, hi in chunks:
+            fn(lo, hi)
+        return
     settings = np.geterr()   # error state is per thread: carry the caller's into the workers
 
     def work(part):
@@ -80,9 +55,7 @@ def parallel_chunks(fn, count: int, unit_bytes: int) -> None:
             for lo, hi in part:
                 fn(lo, hi)
 
-    futures = [_executor().submit(work, chunks[i::threads]) for i in range(threads)]
-    for future in futures:
-        future.result()
+    threads.pool().run_parts([functools.partial(work, chunks[i::workers]) for i in range(min(workers, len(chunks)))])
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -232,8 +205,7 @@ def _pointwise(x, w, strides, group, result) -> None:
     subsampled = x[(Ellipsis,) + tuple(slice(None, None, s) for s in strides)]
     cols = subsampled.reshape(n, group, x.shape[1] // group, -1)
     weights = w.reshape(group, m // group, -1)
-    gemm_threads(2 * n * m * cols.shape[2] * cols.shape[3])
-    np.matmul(weights, cols, out=result.reshape(n, group, m // group, -1))
+    matmul(weights, cols, result.reshape(n, group, m // group, -1), 2 * n * m * cols.shape[2] * cols.shape[3])
 
 
 def _depthwise(layout: TapLayout, w, result) -> None:
@@ -271,7 +243,7 @@ def _im2col(layout: TapLayout, w, group, result) -> None:
         weights = weights[:, :, order]
     weights = weights.reshape(group, m // group, -1)
     length = layout.length
-    gemm_threads(2 * n * m * (c // group) * taps * length)
+    gemm_threads(0)
     tile = max(1, COLUMN_TILE_BYTES // (c * taps * result.itemsize))
     flat = np.empty((n, m, length), result.dtype)
     for image in range(n):
@@ -282,10 +254,11 @@ def _im2col(layout: TapLayout, w, group, result) -> None:
             parallel_chunks(lambda lo, hi: layout.gather(first + lo, first + hi, start, stop, cols[lo:hi]),
                             c, taps * (stop - start) * result.itemsize)
             cols = cols.reshape(group, -1, stop - start)
+            flops = 2 * m * (c // group) * taps * (stop - start)
             if stop - start == length:
-                np.matmul(weights, cols, out=flat[image].reshape(group, m // group, length))
+                matmul(weights, cols, flat[image].reshape(group, m // group, length), flops)
             else:
-                flat[image, :, start:stop] = np.matmul(weights, cols).reshape(m, -1)
+                flat[image, :, start:stop] = matmul(weights, cols, flops=flops).reshape(m, -1)
     np.copyto(result, layout.crop(flat))
 
 
@@ -328,8 +301,7 @@ def _shifted_im2col(x, w, kernel, dilations, begins, ends, group, result) -> Non
                       strides=buffer.strides[:2] + (dh * padded_w * item, dw * item, item))
     cols = taps.reshape(n, group, (c // group) * kh * kw, run)        # the one copy, in long runs
     weights = w.reshape(group, m // group, -1)
-    gemm_threads(2 * n * m * cols.shape[2] * run)
-    wide = np.matmul(weights, cols).reshape(n, m, oh, padded_w)
+    wide = matmul(weights, cols, flops=2 * n * m * cols.shape[2] * run).reshape(n, m, oh, padded_w)
     np.copyto(result, wide[..., :ow])
 
 
@@ -353,11 +325,11 @@ def _direct_im2col(x, w, kernel, strides, dilations, begins, ends, group, result
     cols = windows.reshape(n, group, (c // group) * math.prod(kernel), positions)   # the one copy
     weights = w.reshape(group, m // group, -1)
     flat = result.reshape(n, group, m // group, positions)
-    gemm_threads(2 * n * m * cols.shape[2] * positions)
+    flops = 2 * n * m * cols.shape[2] * positions
     if n == 1 and group == 1:
-        np.matmul(weights[0], cols[0, 0], out=flat[0, 0])
+        matmul(weights[0], cols[0, 0], flat[0, 0], flops)
     else:
-        np.matmul(weights, cols, out=flat)
+        matmul(weights, cols, flat, flops)
 
 
 def convolve(attrs: dict, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@ matrix on every call; on the small layers of embedded CNNs that bookkeeping cost
 arithmetic. Here it happens once, at context creation, over the layer's fixed arrays:
 
 - 2-D float32 depthwise (group == C_in == C_out): the native kernel when it is built (native.py);
-- other 2-D float32 single-image single-group ones, when it is built: its im2col, then one GEMM;
+- other 2-D float32 single-image single-group ones, when it is built: its im2col, then one GEMM; columns
+  above PREPARED_COLUMN_BYTES in L2-sized tiles of output rows, each made and multiplied in turn, the tiles
+  spread over the worker pool (no layer of this kind falls back to the generic kernel's allocations);
 - pointwise (1x1, no padding): one GEMM of the weights with the input itself (after one strided
   copy when strided), straight into the output;
 - others: the input is copied into scratch laid out so that every kernel tap reads one contiguous
@@ -34,8 +36,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.cpu import native
-from edgert.kernels.cpu.blas import bind_gemm
+from edgert.kernels.cpu import native, threads
+from edgert.kernels.cpu.blas import bind_gemm, set_threads
 from edgert.kernels.cpu.convolution import conv_params, tap_geometry
 from edgert.kernels.cpu.epilogue import bind_epilogue
 from edgert.kernels.cpu.prepared import overlap_safe, sequence
@@ -49,6 +51,13 @@ DEPTHWISE_COLUMN_ELEMENTS = 1 << 21
 # generic kernel's tiled, threaded gather 1.25-1.9x (DenseNet-121's 128->32 3x3 at 56x56, 14.4 MiB: 2.7 ms
 # against 3.3 ms; its 7x7 stem 1.9 ms against 2.9 ms), at the cost of that much context scratch
 PREPARED_COLUMN_BYTES = 1 << 24
+# Larger column matrices are made and multiplied in tiles of about this size (a core's L2), one tile per
+# worker at a time; so are those of layers with few output channels from 1 MiB of columns up, whose GEMM is too
+# thin to gain from one big call (measured, 2 threads: 96->24 3x3 at 80x80 2.52 -> 1.76 ms, 64->64 at 56x56
+# 1.58 -> 1.41 ms, the 3->32 stride-2 stem at 224 0.41 -> 0.37 ms; 128->128 at 56x56 lost, 3.8 -> 4.5 ms)
+COLUMN_TILE_BYTES = 1 << 21
+TILED_MAX_OUTPUT_CHANNELS = 64
+TILED_MIN_COLUMN_BYTES = 1 << 20
 
 
 def _bind_product(weights, cols, target, flops):
@@ -263,12 +272,14 @@ def _bind_columns(x, w, bias, attrs, inputs, params, group, depthwise, out, work
 
 def _bind_native_columns(x, w, bias, params, out, workspace):
     """A single-image, single-group 2-D convolution: the native im2col (rows in the weights' own order), then
-    one GEMM, the bias a last column of the weights over a row of ones when both are constants."""
+    one GEMM, the bias a last column of the weights over a row of ones when both are constants. Columns larger
+    than PREPARED_COLUMN_BYTES are made and multiplied tile by tile (_bind_column_tiles)."""
     m, positions = out.shape[1], math.prod(out.shape[2:])
     taps = math.prod(w.shape[1:])
-    if taps * positions * out.itemsize > PREPARED_COLUMN_BYTES:
-        return None
     folded = _bias_column(w, bias, workspace) if bias is not None else None
+    column_bytes = taps * positions * out.itemsize
+    if column_bytes > PREPARED_COLUMN_BYTES or (m <= TILED_MAX_OUTPUT_CHANNELS and column_bytes >= TILED_MIN_COLUMN_BYTES):
+        return _bind_column_tiles(x, w, bias, folded, params, out, workspace)
     columns = workspace.scratch((taps + (folded is not None), positions), x.dtype)
     gather = native.bind_im2col(x, columns[:taps], out.shape[2:], params)
     if gather is None:
@@ -276,6 +287,37 @@ def _bind_native_columns(x, w, bias, params, out, workspace):
     weights = folded if folded is not None else w.reshape(m, taps)
     calls = [gather, functools.partial(columns[taps].fill, 1) if folded is not None else None,
              bind_gemm(weights, columns, out.reshape(m, positions), 2 * out.size * columns.shape[0])]
+    if bias is not None and folded is None:
+        calls.append(_bias_add(bias, out))
+    return sequence(calls)
+
+
+def _bind_column_tiles(x, w, bias, folded, params, out, workspace):
+    """Columns made and multiplied COLUMN_TILE_BYTES of them at a time (a few output rows: the tile stays in L2
+    while its GEMM reads it), the tiles dealt round-robin to the worker pool, each part with its own scratch
+    tile: large convolutions need neither a column matrix of their size nor the generic kernel's allocations."""
+    m, (oh, ow) = out.shape[1], out.shape[2:]
+    taps = math.prod(w.shape[1:])
+    rows = max(1, min(oh, COLUMN_TILE_BYTES // (taps * ow * out.itemsize)))
+    tiles = [(row, min(rows, oh - row)) for row in range(0, oh, rows)]
+    parts_count = min(threads.thread_count(), len(tiles))
+    weights = folded if folded is not None else w.reshape(m, taps)
+    flat_out = out.reshape(m, oh * ow)
+    set_threads(1)   # the parts are the threads
+    parts = []
+    for part in range(parts_count):
+        buffer = workspace.scratch(((taps + (folded is not None)) * rows * ow,), x.dtype)
+        calls = []
+        for row, count in tiles[part::parts_count]:
+            columns = buffer[:(taps + (folded is not None)) * count * ow].reshape(-1, count * ow)
+            gather = native.bind_im2col_rows(x, columns[:taps], (oh, ow), params, row, count)
+            if gather is None:
+                return None
+            target = flat_out[:, row * ow:(row + count) * ow]
+            calls += [gather, functools.partial(columns[taps].fill, 1) if folded is not None else None,
+                      functools.partial(np.matmul, weights, columns, out=target)]
+        parts.append(sequence(calls))
+    calls = [functools.partial(threads.pool().run_parts, parts) if len(parts) > 1 else parts[0]]
     if bias is not None and folded is None:
         calls.append(_bias_add(bias, out))
     return sequence(calls)

@@ -20,7 +20,7 @@ import itertools
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.cpu.blas import bind_gemm, gemm_threads
+from edgert.kernels.cpu.blas import bind_gemm, matmul
 from edgert.kernels.cpu.convolution import compute_dtype, conv_params
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import register, register_prepare
@@ -33,8 +33,7 @@ def _columns(x: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
     out_per_group = w.shape[1]
     weights = w.reshape(group, channels // group, -1).transpose(0, 2, 1)   # (g, C_out/g * K, C_in/g)
     pixels = x.reshape(n, group, channels // group, -1)                    # (N, g, C_in/g, P)
-    gemm_threads(2 * n * weights.size * pixels.shape[-1])
-    cols = np.matmul(weights, pixels)                                      # (N, g, C_out/g * K, P)
+    cols = matmul(weights, pixels, flops=2 * n * weights.size * pixels.shape[-1])                                     # (N, g, C_out/g * K, P)
     return cols.reshape((n, group * out_per_group) + tuple(kernel) + x.shape[2:])
 
 

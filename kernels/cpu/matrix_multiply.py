@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.cpu.blas import bind_gemm, gemm_threads
+from edgert.kernels.cpu.blas import bind_gemm, gemm_threads, matmul
 from edgert.kernels.cpu.epilogue import apply_epilogue, bind_epilogue
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import register, register_prepare
@@ -26,8 +26,11 @@ def matmul_into(a, b, out) -> None:
     if a.dtype == np.float16:
         np.copyto(out, np.matmul(a.astype(np.float32), b.astype(np.float32)), casting="unsafe")
         return
+    flops = 2 * out.size * (a.shape[-1] if a.ndim else 1)
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous and out.flags.c_contiguous:
-        np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[-1]))
+        matmul(a.reshape(-1, a.shape[-1]), b, out.reshape(-1, b.shape[-1]), flops)
+    elif out.dtype == a.dtype == b.dtype and a.ndim and b.ndim:
+        matmul(a, b, out, flops)
     elif out.dtype == a.dtype == b.dtype:
         np.matmul(a, b, out=out)
     else:

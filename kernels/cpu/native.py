@@ -1,13 +1,16 @@
-"""The native CPU kernels (``_native.c``): depthwise convolution, windowed 2-D pooling and the im2col of 2-D
-convolutions, over float32.
+"""The native CPU kernels (``_native.c``, ``pointwise_ukernels.c``): depthwise convolution, windowed 2-D pooling,
+the im2col of 2-D convolutions (whole or by output-row tiles) and fused per-element programs, over float32.
 
-NumPy has no formulation of these that is not several times slower than their arithmetic (each gathers
-every window first or makes one strided pass per tap); the C module walks each plane once. It is built at
-install when a C compiler is present (pyproject's ext-modules, optional); without it the NumPy kernels run.
-``status()`` says which, and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to
-compare the two paths).
+NumPy has no formulation of the first three that is not several times slower than their arithmetic (each
+gathers every window first or makes one strided pass per tap); the C module walks each plane once. A chain of
+per-element layers (GELU's five, SiLU's two) costs NumPy one pass over memory per layer; the C interpreter
+runs the whole chain per L1-sized tile. It is built at install when a C compiler is present (pyproject's
+ext-modules, optional); without it the NumPy kernels run. ``status()`` says which (with the instruction set
+and thread count), and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to compare
+the two paths).
 
-The binders return a callable that runs the layer with its arrays bound (the depthwise and pooling ones may
+The binders return a callable that runs the layer with its arrays bound, split over the shared worker pool
+(threads.py) by planes or element chunks when the work is large enough (the depthwise and pooling ones may
 write over their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module
 covers (then the NumPy prepare hook goes on as before).
 """
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 
 import numpy as np
 
+from edgert.kernels.cpu import threads
 from edgert.kernels.cpu.prepared import overlap_safe
 
 try:
@@ -28,7 +33,8 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
     _native, _ERROR = None, error
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
-KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions")
+KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
+           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax", "layer normalization")
 
 
 def enabled() -> bool:
@@ -41,7 +47,26 @@ def status() -> str:
         return f"NumPy only (edgert.kernels.cpu._native is not built: {_ERROR}; reinstall with a C compiler)"
     if not enabled():
         return f"NumPy only ({ENV_SWITCH}=0)"
-    return "native: " + ", ".join(KERNELS)
+    return f"native ({_native.isa()}, {threads.usable_cores()} threads): " + ", ".join(KERNELS)
+
+
+# below this many multiply-adds (output elements x taps), waking a worker costs more than the half it saves
+PARALLEL_MIN_WORK = 1 << 19
+
+
+def _split_by_planes(call, planes: int, work: int, shrinking_over_input: bool):
+    """``call(first, count)`` over every plane, split by plane ranges over the worker pool when the work deserves
+    it. Not when the output starts over its input with smaller planes: output plane p then covers input planes
+    below p, which a range that starts lower may still have to read."""
+    workers = threads.thread_count()
+    if workers == 1 or work < PARALLEL_MIN_WORK or shrinking_over_input:
+        return functools.partial(call, 0, planes)
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
+    return functools.partial(threads.pool().run_parts, parts)
+
+
+def _shrinking_over_input(x, out) -> bool:
+    return np.may_share_memory(x, out) and out.shape[2] * out.shape[3] < x.shape[2] * x.shape[3]
 
 
 def _fits(*arrays) -> bool:
@@ -63,7 +88,9 @@ def bind_depthwise(x, w, bias, out, params):
             or w.shape[0] != x.shape[1] or out.shape[1] != x.shape[1]:
         return None
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
-    return overlap_safe(functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry))
+    call = functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry)
+    work = out.size * kernel[0] * kernel[1]
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
 
 
 def bind_pool(x, out, average: bool, divisor, params):
@@ -76,7 +103,9 @@ def bind_pool(x, out, average: bool, divisor, params):
     if average:
         counts = np.ascontiguousarray(np.broadcast_to(np.asarray(divisor, np.float32), out.shape[2:]))
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
-    return overlap_safe(functools.partial(_native.pool2d, x, out, counts, geometry))
+    call = functools.partial(_native.pool2d, x, out, counts, geometry)
+    work = out.size * kernel[0] * kernel[1]
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
 
 
 
@@ -88,4 +117,126 @@ def bind_im2col(x, columns, out_spatial, params):
     if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, columns) or min(begins) < 0:
         return None
     geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
-    return functools.partial(_native.im2col, x, columns, geometry)
+    call = functools.partial(_native.im2col, x, columns, geometry)
+    return _split_by_planes(call, x.shape[1], columns.size // 4, False)   # a copy: ~4 elements per multiply-add
+
+
+def bind_im2col_rows(x, columns, out_spatial, params, row_begin: int, row_count: int):
+    """Like bind_im2col for output rows [row_begin, row_begin + row_count) only (a tile of the column matrix:
+    columns is (C x taps, row_count x out_w)), on the calling thread. None when the module is off or the arrays
+    are not contiguous float32."""
+    kernel, strides, dilations, begins, _ = params
+    if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, columns) or min(begins) < 0:
+        return None
+    geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
+    return functools.partial(_native.im2col, x, columns, geometry, 0, x.shape[1], row_begin, row_count)
+
+
+# Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
+_ELEMENTWISE_CODES = {"sum": 0, "sub": 1, "prod": 2, "div": 3, "max": 4, "min": 5}
+_UNARY_CODES = {"neg": 6, "abs": 7, "sqrt": 8, "recip": 9, "exp": 10, "erf": 11}
+_ACTIVATION_CODES = {"tanh": 12, "sigmoid": 13, "relu": 14, "leaky_relu": 15, "clip": 16, "hard_sigmoid": 17,
+                     "hard_swish": 18, "gelu_erf": 19, "gelu_tanh": 20, "swish": 21, "mish": 22, "elu": 23}
+_INSTRUCTION = struct.Struct("<iiiff")   # PointwiseInstruction: op, arg0, arg1, alpha, beta
+_MAX_REGISTERS = 32
+# elements per part when a program is split over the pool (a multiple of the C side's 256-element tile), and
+# the fewest elements worth splitting (~50 µs of a transcendental program on one core)
+POINTWISE_PART_ELEMENTS = 1 << 15
+POINTWISE_PARALLEL_ELEMENTS = 1 << 16
+
+
+def _name(value) -> str:
+    """An enum member's value or a plain string (plans carry strings, passes enum members)."""
+    return str(getattr(value, "value", value))
+
+
+def _opcode(kind, attrs: dict) -> int | None:
+    table, key = {"ElementWise": (_ELEMENTWISE_CODES, "op"), "Unary": (_UNARY_CODES, "op"),
+                  "Activation": (_ACTIVATION_CODES, "type")}.get(_name(kind), (None, None))
+    return None if table is None or attrs.get(key) is None else table.get(_name(attrs[key]))
+
+
+def encode_program(program: list) -> bytes | None:
+    """The C records of a PointWise program ([{"kind", "attrs", "args"}...], args indexing registers, inputs
+    first); None when an instruction is one the native interpreter does not have."""
+    records = []
+    for instruction in program:
+        attrs, args = instruction.get("attrs") or {}, list(instruction["args"])
+        code = _opcode(instruction["kind"], attrs)
+        if code is None or len(args) != (2 if code < 6 else 1) or any(a is None or a < 0 for a in args):
+            return None
+        alpha, beta = float(attrs.get("alpha") or 0.0), float(attrs.get("beta") or 0.0)
+        records.append(_INSTRUCTION.pack(code, args[0], args[1] if len(args) > 1 else -1, alpha, beta))
+    return b"".join(records)
+
+
+def bind_program(program: list, inputs: list, out):
+    """run() evaluating a PointWise program over fixed float32 arrays in one native pass, split by chunks over
+    the worker pool when large. None when the module is off, an instruction is not covered, or an input is
+    neither out's shape nor a scalar (broadcasts stay with NumPy) or overlaps out without being it."""
+    if not enabled() or not _fits(out, *inputs) or len(inputs) + len(program) > _MAX_REGISTERS:
+        return None
+    for x in inputs:
+        if x.size != 1 and x.shape != out.shape:
+            return None
+        if np.may_share_memory(x, out) and not (x.size == out.size and x.ctypes.data == out.ctypes.data):
+            return None
+    records = encode_program(program)
+    if records is None:
+        return None
+    flat = out.reshape(-1)
+    arrays = tuple(x.reshape(-1) for x in inputs)
+    call = functools.partial(_native.pointwise, records, arrays, flat)
+    if out.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1:
+        return call
+    parts = [functools.partial(call, lo, min(out.size, lo + POINTWISE_PART_ELEMENTS) - lo)
+             for lo in range(0, out.size, POINTWISE_PART_ELEMENTS)]
+    return functools.partial(threads.pool().run_parts, parts)
+
+
+def isa() -> str:
+    """The instruction set the native kernels run with, or "" without the module."""
+    return _native.isa() if _native is not None else ""
+
+
+def bind_softmax(x, out, axes: tuple):
+    """run() computing softmax over ``axes`` of float32 ``x`` into ``out`` (may be x itself) in one native pass
+    per row, rows split over the worker pool when large. None unless ``axes`` are the trailing axes of C-contiguous
+    float32 arrays that are disjoint or the same memory."""
+    ndim = x.ndim
+    if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
+            or sorted(a % ndim for a in axes) != list(range(ndim - len(axes), ndim)):
+        return None
+    if np.may_share_memory(x, out) and x.ctypes.data != out.ctypes.data:
+        return None
+    cols = int(np.prod(x.shape[ndim - len(axes):], dtype=np.int64))
+    rows = x.size // cols
+    call = functools.partial(_native.softmax, x.reshape(-1), out.reshape(-1), cols)
+    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
+        return call
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
+    return functools.partial(threads.pool().run_parts, parts)
+
+
+def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
+    """run() normalizing float32 ``x`` over its trailing ``axes`` into ``out`` (may be x itself), times scale plus
+    bias (each None or one row's worth, broadcasting over the rest), one native pass per row, rows split over the
+    pool when large. None for anything else (groups, leading axes, other broadcasts, other dtypes)."""
+    ndim = x.ndim
+    if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
+            or sorted(a % ndim for a in axes) != list(range(ndim - len(axes), ndim)):
+        return None
+    cols = int(np.prod(x.shape[ndim - len(axes):], dtype=np.int64))
+    for affine in (scale, bias):
+        if affine is not None and (affine.dtype != np.float32 or affine.size != cols
+                                   or np.broadcast_shapes(affine.shape, x.shape) != x.shape):
+            return None
+    if np.may_share_memory(x, out) and x.ctypes.data != out.ctypes.data:
+        return None
+    scale, bias = (None if a is None else np.ascontiguousarray(a).reshape(-1) for a in (scale, bias))
+    rows = x.size // cols
+    call = functools.partial(_native.layernorm, x.reshape(-1), out.reshape(-1), cols, scale, bias, float(epsilon))
+    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
+        return call
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
+    return functools.partial(threads.pool().run_parts, parts)

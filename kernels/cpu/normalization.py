@@ -6,8 +6,9 @@ are already shaped to broadcast against x. Optional outputs 1 and 2 receive the 
 with the reduced axes kept as size 1 (LayerNormalization's extra outputs).
 attrs: axes, epsilon, groups (default 1).
 
-The prepare hook binds the same passes (float32/float64, no groups, one output) to the layer's fixed
-arrays, the statistics and squares in scratch and the centered values in the output itself.
+The prepare hook binds float32 normalization over trailing axes with per-row scale/bias (LayerNorm) to the
+native kernel (native.bind_layernorm: statistics and affine per row in one vectorized pass), else the same
+passes (float32/float64, no groups, one output) to the layer's fixed arrays, the statistics and squares in scratch and the centered values in the output itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu.convolution import compute_dtype
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import register, register_prepare
@@ -70,6 +72,11 @@ def prepare_normalization(attrs, inputs, outputs, workspace):
             or x.dtype not in (np.float32, np.float64) or any(a.dtype != x.dtype for a in affine):
         return None
     axes = tuple(sorted(int(a) % x.ndim for a in attrs["axes"]))
+    if x.dtype == np.float32:   # LayerNorm over trailing axes: one native pass per row
+        fused = native.bind_layernorm(x, out, axes, inputs[1] if len(inputs) > 1 else None,
+                                      inputs[2] if len(inputs) > 2 else None, float(attrs["epsilon"]))
+        if fused is not None:
+            return fused
     count = np.asarray(math.prod(x.shape[a] for a in axes), x.dtype)
     stats = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
     mean, inv_std, squares = workspace.scratch(stats, x.dtype), workspace.scratch(stats, x.dtype), \

@@ -4,7 +4,9 @@ The output is processed in blocks of about BLOCK_ELEMENTS elements, and the whol
 one block before the next, so each input is read once and the output written once while the
 intermediates stay in cache. Each instruction is an ordinary per-element kernel.
 
-The prepare hook handles programs of one block: each instruction is bound once (through its own kind's
+The prepare hook runs the whole program in one native pass where the native module covers its
+instructions and operands (native.bind_program: float32, operands of the output's shape or scalars), else
+handles programs of one block: each instruction is bound once (through its own kind's
 prepare hook where it has one) to fixed registers in the context's scratch memory.
 """
 
@@ -15,6 +17,7 @@ import functools
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import lookup, lookup_prepare, register, register_prepare
 
@@ -97,6 +100,9 @@ def pointwise(attrs, inputs, outputs):
 @register_prepare(LayerKind.POINTWISE)
 def prepare_pointwise(attrs, inputs, outputs, workspace):
     program, out = attrs["program"], outputs[0]
+    fused = native.bind_program(program, list(inputs), out)   # one native pass over the data, any size
+    if fused is not None:
+        return fused
     if out.size > BLOCK_ELEMENTS:
         return None   # block by block: the kernel slices its operands per block
     registers, calls = list(inputs), []

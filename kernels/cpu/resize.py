@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.cpu.blas import gemm_threads
+from edgert.kernels.cpu.blas import matmul
 from edgert.kernels.registry import register, register_prepare
 
 
@@ -200,11 +200,11 @@ def _dense_matrix(indices, weights, in_len: int, dtype) -> np.ndarray:
 def _dense_axis(data, axis, matrix):
     """Resize one axis as a matrix product (BLAS), the axis seen as the middle of (before, in, after)."""
     before = math.prod(data.shape[:axis])
-    gemm_threads(2 * data.size * matrix.shape[0])
+    flops = 2 * data.size * matrix.shape[0]
     if axis == data.ndim - 1:
-        result = data.reshape(before, -1) @ matrix.T
+        result = matmul(data.reshape(before, -1), matrix.T, flops=flops)
     else:
-        result = np.matmul(matrix, data.reshape(before, data.shape[axis], -1))
+        result = matmul(matrix, data.reshape(before, data.shape[axis], -1), flops=flops)
     return result.reshape(data.shape[:axis] + (matrix.shape[0],) + data.shape[axis + 1:])
 
 

@@ -3,8 +3,9 @@
 Softmax runs over the product of ``axes``: exp(x - max) / sum, or (x - max) - log(sum) when ``log``.
 Subtracting the max keeps exp from overflowing. ``hard`` gives Hardmax: 1 at the first maximum
 over ``axes`` (in row-major order), 0 elsewhere. float16 runs step by step in float16 (each NumPy
-step rounds once), which is what ONNX's reference computes. The prepare hook binds the same passes
-to the layer's fixed arrays, with the row statistics in scratch.
+step rounds once), which is what ONNX's reference computes. The prepare hook binds float32
+softmax over trailing axes to the native kernel (native.bind_softmax: max, exp and sum per row in one
+vectorized pass), else the same passes to the layer's fixed arrays, with the row statistics in scratch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import register, register_prepare
 
@@ -59,6 +61,9 @@ def prepare_softmax(attrs, inputs, outputs, workspace):
             or x.size == 0:
         return None
     axes = tuple(int(a) % x.ndim for a in attrs["axes"])
+    fused = native.bind_softmax(x, out, axes)   # float32 over trailing axes: one native pass per row
+    if fused is not None:
+        return fused
     stats = workspace.scratch(tuple(1 if a in axes else d for a, d in enumerate(x.shape)), x.dtype)
     return sequence([functools.partial(np.maximum.reduce, x, axis=axes, keepdims=True, out=stats),
                      functools.partial(np.subtract, x, stats, out),

@@ -1,0 +1,155 @@
+/* The Python side of the per-element and per-row kernels of pointwise_ukernels.c (part of the _native module,
+ * whose method table is in _native.c): argument parsing, buffer and range checks, and the GIL released around
+ * the pure-C kernels. Every length is checked against the others before anything runs, so a wrong call is a
+ * ValueError, never a crash. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "native_elementwise.h"
+
+/* pointwise(program, inputs, out, first=0, count=-1): a fused per-element program (pointwise_ukernels.h: one
+ * PointwiseInstruction record per instruction) over elements [first, first + count) of out; each input is
+ * out's length or one float32 (a scalar). out may be an input itself (same start and length), nothing else. */
+PyObject *native_pointwise(PyObject *self, PyObject *args) {
+    Py_buffer program, out, views[PW_MAX_REGISTERS];
+    PyObject *input_tuple, *result = NULL;
+    int64_t first = 0, count = -1;
+    int held = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*O!w*|LL", &program, &PyTuple_Type, &input_tuple, &out, &first, &count))
+        return NULL;
+    Py_ssize_t input_count = PyTuple_GET_SIZE(input_tuple);
+    int64_t elements = out.len / (Py_ssize_t)sizeof(float);
+    int instructions = (int)(program.len / (Py_ssize_t)sizeof(PointwiseInstruction));
+    const float *inputs[PW_MAX_REGISTERS];
+    uint8_t is_scalar[PW_MAX_REGISTERS];
+    if (program.len % (Py_ssize_t)sizeof(PointwiseInstruction) || out.len % (Py_ssize_t)sizeof(float)
+        || input_count > PW_MAX_REGISTERS
+        || pointwise_check(program.buf, instructions, (int)input_count) < 0) {
+        PyErr_Format(PyExc_ValueError, "pointwise: malformed program of %zd bytes for %zd inputs (at most %d "
+                     "registers, each argument an earlier register)", program.len, input_count, PW_MAX_REGISTERS);
+        goto done;
+    }
+    for (; held < input_count; ++held) {
+        Py_buffer *view = views + held;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(input_tuple, held), view, PyBUF_C_CONTIGUOUS) < 0) goto done;
+        const char *begin = view->buf, *out_begin = out.buf;
+        is_scalar[held] = view->len == (Py_ssize_t)sizeof(float);
+        inputs[held] = view->buf;
+        if (!is_scalar[held] && view->len != out.len) {
+            PyErr_Format(PyExc_ValueError, "pointwise: input %d: expected %lld float32s or one, got %zd bytes",
+                         held, (long long)elements, view->len);
+            ++held;
+            goto done;
+        }
+        if (begin < out_begin + out.len && out_begin < begin + view->len && !(begin == out_begin && !is_scalar[held])) {
+            PyErr_Format(PyExc_ValueError, "pointwise: input %d overlaps the output without being it", held);
+            ++held;
+            goto done;
+        }
+    }
+    if (count < 0) count = elements - first;
+    if (first < 0 || first > elements || count < 0 || count > elements - first) {
+        PyErr_Format(PyExc_ValueError, "pointwise: elements [%lld, +%lld) outside the output's %lld",
+                     (long long)first, (long long)count, (long long)elements);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pointwise_run(program.buf, instructions, inputs, is_scalar, (int)input_count, out.buf, first, first + count);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < held; ++i) PyBuffer_Release(views + i);
+    PyBuffer_Release(&program);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* softmax(x, out, cols, first_row=0, row_count=-1): softmax over rows of `cols` contiguous floats, rows
+ * [first_row, first_row + row_count); out is x's size and may be x itself (same start), nothing else. */
+PyObject *native_softmax(PyObject *self, PyObject *args) {
+    Py_buffer x, out;
+    int64_t cols, first = 0, count = -1;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*L|LL", &x, &out, &cols, &first, &count)) return NULL;
+    int64_t rows = cols > 0 ? x.len / (Py_ssize_t)sizeof(float) / cols : 0;
+    const char *a = x.buf, *b = out.buf;
+    if (cols < 1 || x.len != out.len || x.len % (Py_ssize_t)sizeof(float) || (x.len / (Py_ssize_t)sizeof(float)) % cols) {
+        PyErr_Format(PyExc_ValueError, "softmax: expected input and output of equal size, a multiple of %lld "
+                     "float32 rows; got %zd and %zd bytes", (long long)cols, x.len, out.len);
+        goto done;
+    }
+    if (a != b && a < b + out.len && b < a + x.len) {
+        PyErr_SetString(PyExc_ValueError, "softmax: the output overlaps the input without being it");
+        goto done;
+    }
+    if (count < 0) count = rows - first;
+    if (first < 0 || first > rows || count < 0 || count > rows - first) {
+        PyErr_Format(PyExc_ValueError, "softmax: rows [%lld, +%lld) outside the input's %lld", (long long)first,
+                     (long long)count, (long long)rows);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    softmax_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* layernorm(x, out, cols, scale or None, bias or None, epsilon, first_row=0, row_count=-1): layer normalization
+ * over rows of `cols` contiguous floats; scale and bias hold cols floats; out may be x itself, nothing else. */
+PyObject *native_layernorm(PyObject *self, PyObject *args) {
+    Py_buffer x, out, scale = {0}, bias = {0};
+    PyObject *scale_object, *bias_object, *result = NULL;
+    int64_t cols, first = 0, count = -1;
+    float epsilon;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*LOOf|LL", &x, &out, &cols, &scale_object, &bias_object, &epsilon, &first,
+                          &count))
+        return NULL;
+    if ((scale_object != Py_None && PyObject_GetBuffer(scale_object, &scale, PyBUF_C_CONTIGUOUS) < 0)
+        || (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0))
+        goto done;
+    int64_t elements = x.len / (Py_ssize_t)sizeof(float), rows = cols > 0 ? elements / cols : 0;
+    const char *a = x.buf, *b = out.buf;
+    if (cols < 1 || x.len != out.len || x.len % (Py_ssize_t)sizeof(float) || elements % cols
+        || (scale.buf && scale.len != cols * (Py_ssize_t)sizeof(float))
+        || (bias.buf && bias.len != cols * (Py_ssize_t)sizeof(float))) {
+        PyErr_Format(PyExc_ValueError, "layernorm: expected input and output of equal size in rows of %lld float32s "
+                     "and scale/bias of one row; got %zd, %zd, %zd and %zd bytes", (long long)cols, x.len, out.len,
+                     scale.len, bias.len);
+        goto done;
+    }
+    if (a != b && a < b + out.len && b < a + x.len) {
+        PyErr_SetString(PyExc_ValueError, "layernorm: the output overlaps the input without being it");
+        goto done;
+    }
+    if (count < 0) count = rows - first;
+    if (first < 0 || first > rows || count < 0 || count > rows - first) {
+        PyErr_Format(PyExc_ValueError, "layernorm: rows [%lld, +%lld) outside the input's %lld", (long long)first,
+                     (long long)count, (long long)rows);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    layernorm_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols, scale.buf,
+                   bias.buf, epsilon);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    if (scale.buf) PyBuffer_Release(&scale);
+    if (bias.buf) PyBuffer_Release(&bias);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* isa(): the instruction set the kernels run with ("avx2+fma", "baseline" or, on aarch64, "neon") */
+PyObject *native_isa(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(pointwise_isa());
+}

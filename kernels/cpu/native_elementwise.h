@@ -1,0 +1,15 @@
+/* The _native module's per-element and per-row entry points (native_elementwise.c), for _native.c's method table */
+#ifndef EDGERT_NATIVE_ELEMENTWISE_H
+#define EDGERT_NATIVE_ELEMENTWISE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "pointwise_ukernels.h"
+
+PyObject *native_pointwise(PyObject *self, PyObject *args);
+PyObject *native_softmax(PyObject *self, PyObject *args);
+PyObject *native_layernorm(PyObject *self, PyObject *args);
+PyObject *native_isa(PyObject *self, PyObject *unused);
+
+#endif

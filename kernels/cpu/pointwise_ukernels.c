@@ -1,0 +1,78 @@
+/* Fused per-element programs over float32: the baseline build of pointwise_body.h, and the dispatch table
+ * filled once from the CPU's features (x86-64: the AVX2+FMA build of pointwise_ukernels_avx2.c where cpuid
+ * says so; aarch64: NEON is the baseline, so the one build is the vector one). Pure C, no Python: tests/native/
+ * cross-compiles it for aarch64 and runs it under qemu. */
+#include "pointwise_ukernels.h"
+
+#define PW_SUFFIX(name) name##_baseline
+#include "pointwise_body.h"
+
+typedef void (*PointwiseRun)(const PointwiseInstruction *, int, const float *const *, const uint8_t *, int, float *,
+                             int64_t, int64_t);
+typedef void (*SoftmaxRows)(const float *, float *, int64_t, int64_t);
+typedef void (*LayernormRows)(const float *, float *, int64_t, int64_t, const float *, const float *, float);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+void pointwise_run_avx2(const PointwiseInstruction *program, int count, const float *const *inputs,
+                        const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);
+void softmax_rows_avx2(const float *x, float *out, int64_t rows, int64_t cols);
+void layernorm_rows_avx2(const float *x, float *out, int64_t rows, int64_t cols, const float *scale,
+                         const float *bias, float epsilon);
+
+static int has_avx2_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static PointwiseRun choose(void) { return has_avx2_fma() ? pointwise_run_avx2 : pointwise_run_baseline; }
+static SoftmaxRows choose_softmax(void) { return has_avx2_fma() ? softmax_rows_avx2 : softmax_rows_baseline; }
+static LayernormRows choose_layernorm(void) { return has_avx2_fma() ? layernorm_rows_avx2 : layernorm_rows_baseline; }
+#else
+static PointwiseRun choose(void) { return pointwise_run_baseline; }
+static SoftmaxRows choose_softmax(void) { return softmax_rows_baseline; }
+static LayernormRows choose_layernorm(void) { return layernorm_rows_baseline; }
+#endif
+
+/* the dispatch table, filled on first use (a race fills it twice with the same pointers) */
+static PointwiseRun chosen;
+static SoftmaxRows chosen_softmax;
+static LayernormRows chosen_layernorm;
+
+void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, const float *scale, const float *bias,
+                    float epsilon) {
+    if (!chosen_layernorm) chosen_layernorm = choose_layernorm();
+    if (rows > 0 && cols > 0) chosen_layernorm(x, out, rows, cols, scale, bias, epsilon);
+}
+
+void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols) {
+    if (!chosen_softmax) chosen_softmax = choose_softmax();
+    if (rows > 0 && cols > 0) chosen_softmax(x, out, rows, cols);
+}
+
+const char *pointwise_isa(void) {
+    if (!chosen) chosen = choose();
+#if defined(__aarch64__)
+    return "neon";   /* aarch64's baseline */
+#else
+    return chosen == pointwise_run_baseline ? "baseline" : "avx2+fma";
+#endif
+}
+
+int pointwise_check(const PointwiseInstruction *program, int count, int input_count) {
+    if (count < 1 || input_count < 0 || input_count + count > PW_MAX_REGISTERS) return -1;
+    for (int k = 0; k < count; ++k) {
+        const PointwiseInstruction *in = program + k;
+        int available = input_count + k;
+        if (in->op < 0 || in->op >= PW_OP_COUNT || in->arg0 < 0 || in->arg0 >= available) return -1;
+        if (in->op < PW_FIRST_UNARY && (in->arg1 < 0 || in->arg1 >= available)) return -1;
+    }
+    return 0;
+}
+
+int pointwise_run(const PointwiseInstruction *program, int count, const float *const *inputs,
+                  const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end) {
+    if (pointwise_check(program, count, input_count) < 0 || begin < 0 || end < begin) return -1;
+    if (!chosen) chosen = choose();
+    chosen(program, count, inputs, is_scalar, input_count, out, begin, end);
+    return 0;
+}
