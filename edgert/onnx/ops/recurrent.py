@@ -5,7 +5,7 @@ range. The RNN layer always works in layout 0 (seq, batch, ...): for ``layout = 
 transposes X and the initial states in and Y / Y_h / Y_c out with Shuffle layers. Activations are
 resolved here, per direction, to [name, alpha, beta] with alpha and beta consumed in order by the
 functions that take them (as onnxruntime reads ``activation_alpha`` / ``activation_beta``), each
-function's ONNX default otherwise. The layer always computes every output; absent ONNX outputs are
+function's default otherwise (onnxruntime's, see _PARAMETERS). The layer always computes every output; absent ONNX outputs are
 simply not read.
 """
 
@@ -22,10 +22,12 @@ from edgert.onnx.registry import onnx_op
 _DEFAULT_FUNCTIONS = {RNNCell.LSTM: ("Sigmoid", "Tanh", "Tanh"), RNNCell.GRU: ("Sigmoid", "Tanh"),
                       RNNCell.RNN: ("Tanh",)}
 _GATES = {RNNCell.LSTM: 4, RNNCell.GRU: 3, RNNCell.RNN: 1}
-# (uses alpha, uses beta, default alpha, default beta) of each function, as onnxruntime defines them
+# (uses alpha, uses beta, default alpha, default beta) of each function. The defaults are onnxruntime's, which
+# exported models are checked against; they differ from the standalone ONNX ops' for ThresholdedRelu (0, not 1),
+# Affine and ScaledTanh (0 and 0: both give zeros unless alpha is given).
 _PARAMETERS = {
-    F.AFFINE: (True, True, 1.0, 0.0), F.LEAKY_RELU: (True, False, 0.01, 0.0),
-    F.THRESHOLDED_RELU: (True, False, 1.0, 0.0), F.SCALED_TANH: (True, True, 1.0, 1.0),
+    F.AFFINE: (True, True, 0.0, 0.0), F.LEAKY_RELU: (True, False, 0.01, 0.0),
+    F.THRESHOLDED_RELU: (True, False, 0.0, 0.0), F.SCALED_TANH: (True, True, 0.0, 0.0),
     F.HARD_SIGMOID: (True, True, 0.2, 0.5), F.ELU: (True, False, 1.0, 0.0),
 }
 _FLOATS = (DataType.FLOAT, DataType.HALF, DataType.DOUBLE)
