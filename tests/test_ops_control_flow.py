@@ -132,7 +132,12 @@ def test_loop_with_a_runtime_trip_count_or_condition_is_a_clear_error():
     model = loop_model()
     model.graph.initializer.pop(0)
     model.graph.input.append(tensor("M", [], TensorProto.INT64))
-    with pytest.raises(UnsupportedError, match="trip count 'M' is only known at run time"):
+    with pytest.raises(UnsupportedError, match=r"trip count \(Loop is unrolled at build time\) \(input 0, 'M'\) must be a constant"):
+        edgert.build(model)
+    model = loop_model()
+    model.graph.initializer.pop(1)
+    model.graph.input.append(tensor("C", [], TensorProto.BOOL))
+    with pytest.raises(UnsupportedError, match=r"loop condition \(Loop is unrolled at build time\) \(input 1, 'C'\)"):
         edgert.build(model)
 
 

@@ -126,16 +126,15 @@ def _stack(ctx, items: list, axis: int):
 @onnx_op("Loop")
 def loop(ctx, node):
     body = ctx.attrs()["body"]
-    trip, cond = ctx.input(0, required=False), ctx.input(1, required=False)
+    # both must be known at build time (ctx.const_input's error says so, naming the input)
+    trip = ctx.const_input(0, "the trip count (Loop is unrolled at build time)", required=False)
+    cond = ctx.input(1, required=False)
     carried = [ctx.input(i) for i in range(2, len(node.input))]
-    if trip is not None and not trip.is_const:
-        raise UnsupportedError(f"{ctx.where}: trip count {trip.name!r} is only known at run time; edgert unrolls "
-                               "loops at build time and needs it constant (give static input shapes)")
-    trips = int(np.asarray(trip.const).reshape(-1)[0]) if trip is not None else None
-    running = True if cond is None else _scalar_bool(ctx, cond, "condition")
-    if running is None:
-        raise UnsupportedError(f"{ctx.where}: loop condition {cond.name!r} is only known at run time; edgert "
-                               "unrolls loops at build time")
+    trips = int(np.asarray(trip).reshape(-1)[0]) if trip is not None else None
+    if cond is not None:
+        _scalar_bool(ctx, cond, "condition")
+        cond = ctx.const_input(1, "the loop condition (Loop is unrolled at build time)")
+    running = True if cond is None else bool(np.asarray(cond).reshape(-1)[0])
     if len(body.input) != 2 + len(carried) or len(body.output) < 1 + len(carried):
         raise ModelError(f"{ctx.where}: body has {len(body.input)} inputs and {len(body.output)} outputs for "
                          f"{len(carried)} loop-carried values (expected {2 + len(carried)} inputs)")
