@@ -119,8 +119,7 @@ def test_plan_kernels_section_round_trips():
 
 def test_every_layer_kind_has_a_cuda_kernel():
     from edgert.ir.kinds import LayerKind
-    # RNN has no CUDA kernel yet (issue 15): a gpu_kernels build names the layer (tests/test_ops_rnn.py)
-    missing = set(LayerKind) - supported_kinds() - {LayerKind.PLUGIN, LayerKind.RNN}
+    missing = set(LayerKind) - supported_kinds() - {LayerKind.PLUGIN}
     assert not missing, f"no CUDA lowering for {sorted(k.value for k in missing)}"
 
 

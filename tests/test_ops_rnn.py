@@ -188,12 +188,46 @@ def test_rnn_layers_stay_off_the_dla_with_the_reason():
     assert layer["device"] == "gpu" and "recurrent" in layer["reason"]
 
 
-def test_cuda_lowering_names_the_rnn_layer():
-    from edgert.kernels.cuda.plan_kernels import lower_plan
-    model, _, _ = rnn_model("LSTM")
+CUDA_CASES = [
+    ("LSTM", dict(direction="bidirectional", h0=True, c0=True, lens=[5, 2, 3], peepholes=True, attrs={"clip": 0.5})),
+    ("LSTM", dict(attrs={"input_forget": 1}, hidden=300, layout=1)),   # more hidden units than threads
+    ("GRU", dict(direction="bidirectional", lens=[3, 5, 1], h0=True)),
+    ("GRU", dict(attrs={"linear_before_reset": 1}, direction="bidirectional", h0=True, lens=[4, 1, 5])),
+    ("GRU", dict(attrs={"linear_before_reset": 1}, direction="reverse", bias=False)),
+    ("RNN", dict(direction="bidirectional", attrs={"activations": ["Relu", "ScaledTanh"], "activation_alpha": [0.7],
+                                                   "activation_beta": [1.3]})),
+    ("LSTM", dict(direction="bidirectional", attrs={"activations": ["HardSigmoid", "LeakyRelu", "Softsign", "Sigmoid",
+                                                                    "Elu", "Softplus"]})),
+]
+
+
+@pytest.mark.parametrize("op,options", CUDA_CASES)
+def test_cuda_kernel_on_the_emulator(op, options):
+    from edgert.kernels.cuda import emulator
+    from edgert.kernels.cuda.plan_kernels import compile_for_plan
+    from edgert.runtime.cuda import CudaEngine
+    if not emulator.available():
+        pytest.skip("no host C++ compiler for the CUDA emulator")
+    model, feeds, _ = rnn_model(op, **options)
     plan = edgert.build(model, cpu_only_aliases=False)
-    with pytest.raises(UnsupportedError, match=r"no CUDA kernel for RNN"):
-        lower_plan(plan.document, "sm_90")
+    plan.document["kernels"] = {"sm_90": compile_for_plan(plan.document, "sm_90", emulate=True)}
+    context = CudaEngine(plan.document, driver=emulator.EmulatedDriver()).create_execution_context()
+    context.poison()   # an output element the kernel leaves unwritten reads NaN
+    got = context.execute(feeds)
+    want = edgert.load(plan).create_execution_context().execute(feeds)
+    for name in want:
+        assert normwise_error(got[name], want[name]) <= 1e-5, name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op,options", CUDA_CASES)
+def test_cuda_kernel_on_the_gpu(op, options):
+    model, feeds, _ = rnn_model(op, **options)
+    plan = edgert.build(model, gpu_kernels=True)
+    got = edgert.load(plan.to_bytes(), device="cuda").create_execution_context().execute(feeds)
+    want = edgert.load(plan.to_bytes()).create_execution_context().execute(feeds)
+    for name in want:
+        assert normwise_error(got[name], want[name]) <= 1e-4, name
 
 
 # -- models ------------------------------------------------------------------------------------------
