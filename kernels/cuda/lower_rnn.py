@@ -1,8 +1,9 @@
 """RNN (LSTM, GRU, plain RNN cells) on CUDA: one thread block per (direction, batch row) walks the sequence.
 
-Each time step is three short phases separated by barriers: the gate rows (x_t · W + h · R + biases, one
-thread per row, strided over the block) into the workspace; the cell update of each hidden unit into
-registers; then the new h and c written back and y stored. The sequence loop, direction, activations
+Each time step is a few short phases separated by barriers: the gate rows (x_t · W + h · R + biases, one
+thread per row, strided over the block) into the workspace; the cell update of each hidden unit (GRU: the
+gates first, then the candidate that needs the whole reset-scaled h); then the new h and c written back and
+y stored. The sequence loop, direction, activations
 (with alpha, beta and clip), peepholes, input_forget and linear_before_reset are baked into the source.
 The numerics follow the CPU reference (kernels/cpu/recurrent.py): float compute (double for float64),
 clip on every gate's input but not on the cell state, y zero past each sequence's length and the state

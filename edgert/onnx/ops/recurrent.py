@@ -62,8 +62,9 @@ def _recurrent(ctx, cell: RNNCell) -> list:
     hidden = _hidden_size(ctx, attrs, r)
     _check_operands(ctx, cell, x, w, r, directions, hidden)
     swap = [1, 0, 2]   # layout 1 <-> layout 0 for X and the states
+    batch, seq = (x.shape[0], x.shape[1]) if layout else (x.shape[1], x.shape[0])
     inputs = [shuffle(ctx, x, swap) if layout else x, w, r, _optional_input(ctx, 3, x.dtype),
-              _sequence_lens(ctx, x.shape[1 - layout if layout else 1], x.shape[layout])]
+              _sequence_lens(ctx, batch, seq)]
     for index in (5, 6):   # initial_h, initial_c
         state = _optional_input(ctx, index, x.dtype) if index == 5 or cell == RNNCell.LSTM else None
         inputs.append(shuffle(ctx, state, swap) if state is not None and layout else state)
@@ -102,7 +103,7 @@ def _check_operands(ctx, cell, x, w, r, directions: int, hidden: int) -> None:
     rows = _GATES[cell] * hidden
     expected = {"W": (directions, rows, x.shape[2]), "R": (directions, rows, hidden)}
     for name, value in (("W", w), ("R", r)):
-        if tuple(value.shape) != expected[name] and not (name == "W" and value.shape[:2] == expected[name][:2]):
+        if tuple(value.shape) != expected[name]:
             raise ShapeError(f"{ctx.where}: {name} {value.name!r} has shape {value.shape}, expected "
                              f"{expected[name]} (num_directions, gates*hidden_size, ...)")
 
