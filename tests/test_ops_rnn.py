@@ -71,6 +71,8 @@ def test_directions_states_and_sequence_lens(op, direction):
     assert_matches_ort(model, feeds)
     model, feeds, _ = rnn_model(op, direction=direction, bias=False)
     assert_matches_ort(model, feeds)
+    model, feeds, _ = rnn_model(op, direction=direction, h0=True, c0=True, lens=[0, 5, 2])   # empty: zero states
+    assert_matches_ort(model, feeds)
 
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
@@ -191,7 +193,7 @@ def test_rnn_layers_stay_off_the_dla_with_the_reason():
 CUDA_CASES = [
     ("LSTM", dict(direction="bidirectional", h0=True, c0=True, lens=[5, 2, 3], peepholes=True, attrs={"clip": 0.5})),
     ("LSTM", dict(attrs={"input_forget": 1}, hidden=300, layout=1)),   # more hidden units than threads
-    ("GRU", dict(direction="bidirectional", lens=[3, 5, 1], h0=True)),
+    ("GRU", dict(direction="bidirectional", lens=[3, 0, 1], h0=True)),
     ("GRU", dict(attrs={"linear_before_reset": 1}, direction="bidirectional", h0=True, lens=[4, 1, 5])),
     ("GRU", dict(attrs={"linear_before_reset": 1}, direction="reverse", bias=False)),
     ("RNN", dict(direction="bidirectional", attrs={"activations": ["Relu", "ScaledTanh"], "activation_alpha": [0.7],

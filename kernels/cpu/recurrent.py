@@ -3,7 +3,8 @@
 Per direction, the input projections of every time step are one matrix product (x @ W^T, biases
 added once), then a loop over time does the recurrence (h @ R^T and the cell's gates) on the
 batch. ``sequence_lens`` freezes each sequence's state after its last valid step and writes zeros to
-y there; the reverse direction walks each sequence from its own last valid step back to 0.
+y there (a sequence of length 0 ends with zero states); the reverse direction walks each sequence from its
+own last valid step back to 0.
 Computation is float32 (float64 for float64 tensors), whatever the storage type. The prepare hook
 binds all of it to the context's arrays with the projections and states in scratch memory, so a
 run allocates only a few (batch, hidden) temporaries.
@@ -112,6 +113,11 @@ class _Direction:
         np.copyto(y_h[d], self.h, casting="unsafe")
         if y_c is not None:
             np.copyto(y_c[d], self.c, casting="unsafe")
+        if mask is not None:   # a sequence of length 0 has zero final states (as onnxruntime gives)
+            empty = ~mask.any(axis=0)[:, None]
+            np.copyto(y_h[d], 0, where=empty)
+            if y_c is not None:
+                np.copyto(y_c[d], 0, where=empty)
 
     def _reset(self, state, initial) -> None:
         if initial is None:

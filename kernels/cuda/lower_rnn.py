@@ -180,9 +180,10 @@ class _Code:
         return f"h[j] = update[j]; {keep_c} {self.store('y', 'yrow + j', 'h[j]')}"
 
     def finish(self) -> str:
-        state = "(i64(d) * B + n) * H + j"
-        c = self.store("y_c", state, "c[j]") if self.cell == RNNCell.LSTM else ""
-        return f"{self.store('y_h', state, 'h[j]')} {c}"
+        """Final states; a sequence of length 0 ends with zeros (as onnxruntime gives)."""
+        state, zero = "(i64(d) * B + n) * H + j", f"({self.t})0"
+        c = self.store("y_c", state, f"len > 0 ? c[j] : {zero}") if self.cell == RNNCell.LSTM else ""
+        return f"{self.store('y_h', state, f'len > 0 ? h[j] : {zero}')} {c}"
 
 
 _SKELETON = """
