@@ -5,7 +5,6 @@ references, nested subgraphs), with clear errors for what cannot be resolved at 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -43,7 +42,8 @@ def if_model(cond_from_input: bool, else_shape=(2, 3)):
     """y = If(cond) then x * w (outer-scope x and w) else x + 1 (or a differently shaped tensor)."""
     then_g = branch("then", [helper.make_node("Mul", ["x", "w"], ["t"])], [tensor("t", [2, 3])])
     if else_shape == (2, 3):
-        else_nodes = [helper.make_node("Constant", [], ["one"], value_float=1.0), helper.make_node("Add", ["x", "one"], ["e"])]
+        else_nodes = [helper.make_node("Constant", [], ["one"], value_float=1.0),
+                      helper.make_node("Add", ["x", "one"], ["e"])]
     else:
         else_nodes = [helper.make_node("ReduceSum", ["x"], ["e"], keepdims=0)]
     else_g = branch("else", else_nodes, [tensor("e", list(else_shape))])
@@ -78,7 +78,8 @@ def test_if_with_a_runtime_condition_evaluates_both_branches_and_selects():
 
 def test_if_with_a_runtime_condition_and_different_branch_shapes_is_a_clear_error():
     model = if_model(True, else_shape=())
-    with pytest.raises(UnsupportedError, match=r"differs between the branches .*then: float32 \(2, 3\), else: float32 \(\)"):
+    message = r"differs between the branches .*then: float32 \(2, 3\), else: float32 \(\)"
+    with pytest.raises(UnsupportedError, match=message):
         edgert.build(model)
 
 
@@ -111,9 +112,10 @@ def loop_model(trips=5, cond_limit=None, scan=True):
     else:
         body_nodes += [helper.make_node("Add", ["i", "one"], ["next"]),
                        helper.make_node("Less", ["next", "limit"], ["cond_out"])]
-    outputs = [tensor("cond_out", [], TensorProto.BOOL), tensor("acc_out", [4])] + ([tensor("acc_scan", [4])] if scan else [])
-    body = helper.make_graph(body_nodes, "body", [tensor("i", [], TensorProto.INT64), tensor("cond_in", [], TensorProto.BOOL),
-                                                  tensor("acc_in", [4])], outputs)
+    outputs = [tensor("cond_out", [], TensorProto.BOOL), tensor("acc_out", [4])]
+    outputs += [tensor("acc_scan", [4])] if scan else []
+    inputs = [tensor("i", [], TensorProto.INT64), tensor("cond_in", [], TensorProto.BOOL), tensor("acc_in", [4])]
+    body = helper.make_graph(body_nodes, "body", inputs, outputs)
     node = helper.make_node("Loop", ["M", "C", "acc0"], ["acc"] + (["accs"] if scan else []), body=body)
     inits = [("M", np.array(trips, np.int64)), ("C", np.array(True)), ("decay", np.array(0.9, np.float32)),
              ("one", np.array(1, np.int64)), ("limit", np.array(cond_limit or 0, np.int64))]
@@ -132,7 +134,8 @@ def test_loop_with_a_runtime_trip_count_or_condition_is_a_clear_error():
     model = loop_model()
     model.graph.initializer.pop(0)
     model.graph.input.append(tensor("M", [], TensorProto.INT64))
-    with pytest.raises(UnsupportedError, match=r"trip count \(Loop is unrolled at build time\) \(input 0, 'M'\) must be a constant"):
+    with pytest.raises(UnsupportedError,
+                       match=r"trip count \(Loop is unrolled at build time\) \(input 0, 'M'\) must be a constant"):
         edgert.build(model)
     model = loop_model()
     model.graph.initializer.pop(1)
@@ -178,9 +181,9 @@ def test_loop_body_with_a_nested_scan_and_if():
                                    helper.make_node("Mul", ["s_mid", "acc_in"], ["s_out"])],
                                   "scan_body", [tensor("s_in", [2]), tensor("x_t", [2])], [tensor("s_out", [2])])
     is_even = [helper.make_node("Mod", ["i", "two"], ["r"]), helper.make_node("Equal", ["r", "zero"], ["even"])]
-    choose = helper.make_node("If", ["even"], ["picked"],
-                              then_branch=branch("t", [helper.make_node("Tanh", ["scanned"], ["tt"])], [tensor("tt", [2])]),
-                              else_branch=branch("e", [helper.make_node("Sigmoid", ["scanned"], ["ee"])], [tensor("ee", [2])]))
+    then_g = branch("t", [helper.make_node("Tanh", ["scanned"], ["tt"])], [tensor("tt", [2])])
+    else_g = branch("e", [helper.make_node("Sigmoid", ["scanned"], ["ee"])], [tensor("ee", [2])])
+    choose = helper.make_node("If", ["even"], ["picked"], then_branch=then_g, else_branch=else_g)
     body = helper.make_graph(
         is_even + [helper.make_node("Scan", ["acc_in", "xs"], ["scanned"], body=scan_body, num_scan_inputs=1), choose,
                    helper.make_node("Identity", ["cond_in"], ["cond_out"])],

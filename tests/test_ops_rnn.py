@@ -203,22 +203,49 @@ CUDA_CASES = [
 ]
 
 
-@pytest.mark.parametrize("op,options", CUDA_CASES)
-def test_cuda_kernel_on_the_emulator(op, options):
+def run_on_emulator(model, feeds, **build_options):
+    """(emulated CUDA outputs, CPU outputs) of one plan."""
     from edgert.kernels.cuda import emulator
     from edgert.kernels.cuda.plan_kernels import compile_for_plan
     from edgert.runtime.cuda import CudaEngine
     if not emulator.available():
         pytest.skip("no host C++ compiler for the CUDA emulator")
-    model, feeds, _ = rnn_model(op, **options)
-    plan = edgert.build(model, cpu_only_aliases=False)
+    plan = edgert.build(model, cpu_only_aliases=False, **build_options)
     plan.document["kernels"] = {"sm_90": compile_for_plan(plan.document, "sm_90", emulate=True)}
     context = CudaEngine(plan.document, driver=emulator.EmulatedDriver()).create_execution_context()
     context.poison()   # an output element the kernel leaves unwritten reads NaN
-    got = context.execute(feeds)
-    want = edgert.load(plan).create_execution_context().execute(feeds)
+    return context.execute(feeds), edgert.load(plan).create_execution_context().execute(feeds)
+
+
+@pytest.mark.parametrize("op,options", CUDA_CASES)
+def test_cuda_kernel_on_the_emulator(op, options):
+    model, feeds, _ = rnn_model(op, **options)
+    got, want = run_on_emulator(model, feeds)
     for name in want:
         assert normwise_error(got[name], want[name]) <= 1e-5, name
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_rnn_forced_to_fp16_on_cpu_and_cuda(op):
+    model, feeds, _ = rnn_model(op, direction="bidirectional", h0=True, c0=True, lens=[5, 2, 3])
+    got, want = run_on_emulator(model, feeds, precision="fp16", precision_rules=[{"kind": "RNN", "precision": "fp16"}])
+    ref = ort_run(model, feeds)
+    for name in ref:
+        assert normwise_error(want[name], ref[name]) <= 1e-2, name
+        assert normwise_error(got[name], want[name]) <= 1e-3, name
+
+
+def test_cuda_kernels_compile_for_orin_and_hopper(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGERT_CUDA_CACHE", str(tmp_path / "cache"))
+    from edgert.kernels.cuda import compile as cc
+    from edgert.kernels.cuda.plan_kernels import compile_for_plan
+    if not cc.available():
+        pytest.skip("no NVRTC (cuda-bindings) and no nvcc")
+    for op, options in (CUDA_CASES[0], CUDA_CASES[3], CUDA_CASES[5]):
+        plan = edgert.build(rnn_model(op, **options)[0], cpu_only_aliases=False)
+        for arch in ("sm_87", "sm_90"):
+            kernels = compile_for_plan(plan.document, arch)
+            assert any(m.get("cubin") for m in kernels["modules"]), (op, arch)
 
 
 @pytest.mark.gpu
@@ -266,7 +293,8 @@ def streaming_lstm_model(features=12, hidden=20):
     """One audio frame per call; the LSTM's h/c states are graph inputs and outputs."""
     init = {"front": randn(features, features, scale=0.3), "W": randn(1, 4 * hidden, features, scale=0.3),
             "R": randn(1, 4 * hidden, hidden, scale=0.3), "B": randn(1, 8 * hidden, scale=0.1),
-            "P": randn(1, 3 * hidden, scale=0.1), "head": randn(hidden, 4, scale=0.3), "squeeze": np.array([1], np.int64)}
+            "P": randn(1, 3 * hidden, scale=0.1), "head": randn(hidden, 4, scale=0.3),
+            "squeeze": np.array([1], np.int64)}
     nodes = [
         helper.make_node("MatMul", ["frame", "front"], ["x"]),
         helper.make_node("Tanh", ["x"], ["x_t"]),

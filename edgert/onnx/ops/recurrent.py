@@ -5,8 +5,8 @@ range. The RNN layer always works in layout 0 (seq, batch, ...): for ``layout = 
 transposes X and the initial states in and Y / Y_h / Y_c out with Shuffle layers. Activations are
 resolved here, per direction, to [name, alpha, beta] with alpha and beta consumed in order by the
 functions that take them (as onnxruntime reads ``activation_alpha`` / ``activation_beta``), each
-function's default otherwise (onnxruntime's, see _PARAMETERS). The layer always computes every output; absent ONNX outputs are
-simply not read.
+function's default otherwise (onnxruntime's, see _PARAMETERS). The layer always computes every output;
+absent ONNX outputs are simply not read.
 """
 
 from __future__ import annotations
