@@ -204,3 +204,14 @@ def test_if_branch_error_names_the_node():
         opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(EdgeRTError, match="NoSuchOp"):
         edgert.build(model)
+
+
+def test_if_on_a_shape_computed_condition_folds_at_build_time():
+    """Exporters test shapes (e.g. Size(x) == 6) to pick a path: static shapes make that a build-time constant."""
+    then_g = branch("then", [helper.make_node("Relu", ["x"], ["t"])], [tensor("t", [2, 3])])
+    else_g = branch("else", [helper.make_node("Neg", ["x"], ["e"])], [tensor("e", [2, 3])])
+    nodes = [helper.make_node("Size", ["x"], ["n"]), helper.make_node("Equal", ["n", "six"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)]
+    model = make(nodes, [tensor("x", [2, 3])], [tensor("y", [2, 3])], [("six", np.array(6, np.int64))])
+    assert_matches_ort(model)
+    assert [n.kind for n in import_model(model).nodes] == [LayerKind.ACTIVATION]
