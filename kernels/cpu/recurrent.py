@@ -17,7 +17,7 @@ import functools
 import numpy as np
 
 from edgert.ir.kinds import LayerKind, RNNActivation as F, RNNCell
-from edgert.kernels.cpu._math import clip_ufunc, sigmoid, softplus
+from edgert.kernels.cpu._math import clip_ufunc, softplus
 from edgert.kernels.cpu.blas import gemm_threads
 from edgert.kernels.registry import register, register_prepare
 
@@ -62,8 +62,17 @@ def _hard_sigmoid(x, alpha, beta):
     clip_ufunc(x, 0.0, 1.0, out=x)
 
 
+def _sigmoid(x):
+    # not _math.sigmoid: NumPy 2.4's float32 np.negative reads the wrong elements of an (n, 1) column view in
+    # place (a gate of hidden_size 1: it read row 0's neighbour for row 1); a product by -1 does not
+    x *= x.dtype.type(-1)
+    np.exp(x, out=x)
+    x += x.dtype.type(1)
+    np.reciprocal(x, out=x)
+
+
 _IN_PLACE = {
-    F.SIGMOID: lambda x: sigmoid(x, out=x), F.TANH: lambda x: np.tanh(x, out=x),
+    F.SIGMOID: _sigmoid, F.TANH: lambda x: np.tanh(x, out=x),
     F.RELU: lambda x: np.maximum(x, 0.0, out=x), F.AFFINE: _affine, F.SCALED_TANH: _scaled_tanh,
     F.HARD_SIGMOID: _hard_sigmoid,
 }
