@@ -271,6 +271,17 @@ def test_cuda_kernel_on_the_emulator(op, options):
         assert normwise_error(got[name], want[name]) <= 1e-5, name
 
 
+@settings(max_examples=8, deadline=None)
+@given(rnn_configurations())
+def test_random_configurations_on_the_emulator(configuration):
+    op, options = configuration
+    model, feeds, _ = rnn_model(op, **options)
+    got, want = run_on_emulator(model, feeds)
+    for name in want:
+        error = normwise_error(got[name], want[name])
+        assert error <= 1e-5 or np.abs(got[name] - want[name]).max() <= 1e-6, (name, error)
+
+
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_rnn_forced_to_fp16_on_cpu_and_cuda(op):
     model, feeds, _ = rnn_model(op, direction="bidirectional", h0=True, c0=True, lens=[5, 2, 3])
