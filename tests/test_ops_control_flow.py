@@ -215,3 +215,16 @@ def test_if_on_a_shape_computed_condition_folds_at_build_time():
     model = make(nodes, [tensor("x", [2, 3])], [tensor("y", [2, 3])], [("six", np.array(6, np.int64))])
     assert_matches_ort(model)
     assert [n.kind for n in import_model(model).nodes] == [LayerKind.ACTIVATION]
+
+
+def test_loop_carried_value_that_grows_every_iteration():
+    """A carried tensor may change shape between iterations (decoders append a step): unrolling handles it."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Concat", ["seq_in", "step"], ["seq_out"], axis=0)],
+        "body", [tensor("i", [], TensorProto.INT64), tensor("cond_in", [], TensorProto.BOOL), tensor("seq_in", None)],
+        [tensor("cond_out", [], TensorProto.BOOL), tensor("seq_out", None)])
+    model = make([helper.make_node("Loop", ["M", "", "start"], ["seq"], body=body)],
+                 [tensor("start", [1, 3]), tensor("step", [1, 3])], [tensor("seq", None)],
+                 [("M", np.array(4, np.int64))])
+    assert_matches_ort(model)
