@@ -228,3 +228,17 @@ def test_loop_carried_value_that_grows_every_iteration():
                  [tensor("start", [1, 3]), tensor("step", [1, 3])], [tensor("seq", None)],
                  [("M", np.array(4, np.int64))])
     assert_matches_ort(model)
+
+
+def test_scan_8_scans_each_batch_row():
+    """Opset 8's Scan: a batch axis 0 on states and scan inputs (which scan along axis 1), and `directions`."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["a_t", "b_t"], ["p"]), helper.make_node("Add", ["s_in", "p"], ["s_out"]),
+         helper.make_node("Identity", ["s_out"], ["s_scan"])],
+        "body", [tensor("s_in", [3]), tensor("a_t", [3]), tensor("b_t", [3])],
+        [tensor("s_out", [3]), tensor("s_scan", [3])])
+    node = helper.make_node("Scan", ["", "s0", "a", "b"], ["s", "states"], body=body, num_scan_inputs=2,
+                            directions=[0, 1])
+    model = make([node], [tensor("s0", [2, 3]), tensor("a", [2, 4, 3]), tensor("b", [2, 4, 3])],
+                 [tensor("s", [2, 3]), tensor("states", [2, 4, 3])], opset=8)
+    assert_matches_ort(model)

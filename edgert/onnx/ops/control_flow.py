@@ -6,6 +6,7 @@
 - Loop with a constant trip count (or a condition that stays constant) and Scan with scan lengths
   known at build time are unrolled: the body is imported once per iteration with the loop-carried
   values bound to the previous iteration's results; scan outputs are stacked with Concatenation.
+  Scan-8 (opset 8: a batch axis) unrolls each batch row apart, with sequence_lens absent or full.
   Unrolling stops with an UnsupportedError beyond MAX_UNROLLED_NODES layers or iterations.
 
 Bodies and branches see the enclosing scopes' values (outer-scope references, nested subgraphs): a
@@ -160,41 +161,64 @@ def loop(ctx, node):
 
 @onnx_op("Scan")
 def scan(ctx, node):
-    if ctx.opset < 9:
-        raise UnsupportedError(f"{ctx.where}: Scan-8 (batched, with sequence_lens) is not supported; convert the "
-                               "model to opset 9 or later")
     attrs = ctx.attrs()
     body, count = attrs["body"], int(attrs["num_scan_inputs"])
+    if ctx.opset < 9:
+        return _scan_8(ctx, node, body, count, attrs)
     inputs = [ctx.input(i) for i in range(len(node.input))]
     states, scanned = inputs[:len(inputs) - count], inputs[len(inputs) - count:]
-    in_directions = list(attrs.get("scan_input_directions", [0] * count))
     in_axes = [normalize_axis(ctx, a, len(v.shape), "scan_input_axes")
                for a, v in zip(attrs.get("scan_input_axes", [0] * count), scanned)]
-    lengths = {v.shape[a] for v, a in zip(scanned, in_axes)}
+    outputs_count = len(body.output) - len(states)
+    out_directions = list(attrs.get("scan_output_directions", [0] * outputs_count))
+    out_axes = list(attrs.get("scan_output_axes", [0] * outputs_count))
+    states, scans = _unroll_scan(ctx, body, states, scanned, in_axes,
+                                 list(attrs.get("scan_input_directions", [0] * count)))
+    stacked = []
+    for items, reverse, axis in zip(scans, out_directions, out_axes):
+        axis = normalize_axis(ctx, axis, len(items[0].shape) + 1, "scan_output_axes")
+        stacked.append(_stack(ctx, items[::-1] if reverse else items, axis))
+    return states + stacked
+
+
+def _unroll_scan(ctx, body, states: list, scanned: list, axes: list, directions: list):
+    """(final states, per scan output the list of its per-step values) of the body run over the scan inputs."""
+    lengths = {v.shape[a] for v, a in zip(scanned, axes)}
     if len(lengths) != 1:
         raise ShapeError(f"{ctx.where}: scan inputs have different lengths {sorted(lengths)} along their scan axes")
     length = lengths.pop()
     if length == 0:
         raise UnsupportedError(f"{ctx.where}: the scan inputs are empty, so the scan outputs have no known shape")
-    outputs_count = len(body.output) - len(states)
-    scans = [[] for _ in range(outputs_count)]
+    scans = [[] for _ in range(len(body.output) - len(states))]
     unroller = _Unroller(ctx, "Scan")
     for step in range(length):
         bindings = {info.name: value for info, value in zip(body.input, states)}
-        for info, value, axis, reverse in zip(body.input[len(states):], scanned, in_axes, in_directions):
+        for info, value, axis, reverse in zip(body.input[len(states):], scanned, axes, directions):
             bindings[info.name] = _slice_step(ctx, value, axis, length - 1 - step if reverse else step)
         outputs = import_subgraph(ctx, body, bindings)
         states = outputs[:len(states)]
         for items, value in zip(scans, outputs[len(states):]):
             items.append(value)
         unroller.step()
-    out_directions = list(attrs.get("scan_output_directions", [0] * outputs_count))
-    out_axes = list(attrs.get("scan_output_axes", [0] * outputs_count))
-    stacked = []
-    for items, reverse, axis in zip(scans, out_directions, out_axes):
-        axis = normalize_axis(ctx, axis, len(items[0].shape) + 1, "scan_output_axes")
-        stacked.append(_stack(ctx, items[::-1] if reverse else items, axis))
-    return states + stacked
+    return states, scans
+
+
+def _scan_8(ctx, node, body, count: int, attrs) -> list:
+    """Scan-8: every input has a batch axis 0 (scan inputs scan along axis 1), each batch row scanned apart."""
+    lens = ctx.input(0, required=False)
+    inputs = [ctx.input(i) for i in range(1, len(node.input))]
+    states, scanned = inputs[:len(inputs) - count], inputs[len(inputs) - count:]
+    batch, length = scanned[0].shape[0], scanned[0].shape[1]
+    if lens is not None and not (lens.is_const and (np.asarray(lens.const) == length).all()):
+        raise UnsupportedError(f"{ctx.where}: Scan-8 with sequence_lens shorter than the scan inputs "
+                               f"({length} steps) is not supported; convert the model to opset 9 or later")
+    directions = list(attrs.get("directions", [0] * count))
+    rows = []
+    for row in range(batch):
+        row_states, scans = _unroll_scan(ctx, body, [_slice_step(ctx, v, 0, row) for v in states],
+                                         [_slice_step(ctx, v, 0, row) for v in scanned], [0] * count, directions)
+        rows.append(row_states + [_stack(ctx, items, 0) for items in scans])
+    return [_stack(ctx, list(values), 0) for values in zip(*rows)]
 
 
 def _slice_step(ctx, value, axis: int, index: int):
