@@ -3,7 +3,7 @@
 ``apply_precision(graph, precision, rules=..., calibration=...)``:
 - fp16: every eligible layer computes on float16 tensors with float16 weights; Cast layers convert at
   the boundaries. Graph inputs and outputs keep their dtype. Numerically sensitive layers (Softmax,
-  Normalization, Reduce, LRN, and the layers producing graph outputs) stay fp32 unless a rule forces them.
+  Normalization, Reduce, LRN, RNN, and the layers producing graph outputs) stay fp32 unless a rule forces them.
 - int8: layers that can run int8 (``INT8_KINDS`` and their conditions) get ``attrs["int8"] =
   {"input_scales": [...], "output_scale": s, "weight_scales": [...]}`` (the DLA simulator's convention:
   tensors keep holding dequantized float32 values, so one plan runs on the CPU int8 kernels and on the DLA).
@@ -35,7 +35,8 @@ from edgert.ir.kinds import ElementWiseOp, LayerKind
 from edgert.ir.shape_inference import infer_node
 
 PRECISIONS = ("fp32", "fp16", "int8")
-SENSITIVE_KINDS = frozenset({LayerKind.SOFTMAX, LayerKind.NORMALIZATION, LayerKind.REDUCE, LayerKind.LRN})
+SENSITIVE_KINDS = frozenset({LayerKind.SOFTMAX, LayerKind.NORMALIZATION, LayerKind.REDUCE, LayerKind.LRN,
+                             LayerKind.RNN})   # a recurrence compounds fp16 rounding over every step
 # Layers that only move or select data: computing them in a narrower type loses nothing.
 FOLLOW_KINDS = frozenset({LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.CONCATENATION, LayerKind.PADDING,
                           LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.EXPAND, LayerKind.TILE,

@@ -135,15 +135,40 @@ def _build_and_run(model, feeds: dict, baked: set[str]) -> dict:
         return edgert.load(plan).create_execution_context().execute(runtime_feeds)
 
 
+def _all_nodes(graph):
+    """Every node of ``graph`` and of its subgraphs (If branches, Loop/Scan bodies), outermost first."""
+    import onnx
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _all_nodes(sub)
+
+
+def _node_sources(node) -> list[str]:
+    """The tensors a node's outputs are computed from: its inputs, and for If/Loop/Scan its subgraphs' outputs
+    (whose producers, inside the subgraphs, lead on to the outer-scope tensors they read)."""
+    import onnx
+    sources = [n for n in node.input if n]
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        sources += [o.name for g in graphs for o in g.output]
+    return sources
+
+
 def _input_ancestors(model, tensor: str) -> set[str]:
     """The graph inputs whose data ``tensor`` is computed from (itself when it is one)."""
-    producers = {out: node for node in model.graph.node for out in node.output}
+    nodes = list(_all_nodes(model.graph))
+    producers = {out: node for node in nodes for out in node.output}
     graph_inputs = {i.name for i in model.graph.input}
     if tensor not in producers and tensor not in graph_inputs:
         # IR values made by ctx.add are named after their layer ("<node name or first output>_out"):
         # start from every output of that ONNX node.
         layer = re.sub(r"_out\d*$", "", tensor)
-        by_layer = [n for n in model.graph.node if layer in (n.name, n.output[0] if n.output else None)]
+        by_layer = [n for n in nodes if layer in (n.name, n.output[0] if n.output else None)]
         return set().union(*(_input_ancestors(model, out) for n in by_layer for out in n.output if out))
     found, stack, seen = set(), [tensor], set()
     while stack:
@@ -154,7 +179,7 @@ def _input_ancestors(model, tensor: str) -> set[str]:
         if name in graph_inputs:
             found.add(name)
         elif name in producers and producers[name].op_type not in SHAPE_ONLY_OPS:
-            stack.extend(n for n in producers[name].input if n)
+            stack.extend(_node_sources(producers[name]))
     return found
 
 

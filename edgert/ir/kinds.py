@@ -86,6 +86,20 @@ class LayerKind(str, enum.Enum):
     POINTWISE = "PointWise"
     PLUGIN = "Plugin"
 
+    # -- recurrent layers (issue 15; ONNX If / Loop / Scan are unrolled or folded at import into the kinds
+    # above, so control flow adds no kind) -----------------------------------------------------------------
+    # One recurrent layer (TensorRT's IRNNv2Layer), always in ONNX layout 0 (the importer transposes layout 1).
+    # attrs: cell (RNNCell), hidden_size, directions (1 or 2), reverse (bool: the one direction runs backwards),
+    # activations (per direction, the cell's functions in ONNX order (f, g, h), each [RNNActivation, alpha,
+    # beta]), clip (float or None, applied to every activation's input), input_forget (LSTM: f = 1 - i),
+    # linear_before_reset (GRU).
+    # inputs: x (seq, batch, input), w (dirs, gates*hidden, input), r (dirs, gates*hidden, hidden),
+    # [b (dirs, 2*gates*hidden)], [sequence_lens (batch,) int32], [initial_h (dirs, batch, hidden)],
+    # [initial_c (LSTM)], [p (LSTM peepholes, dirs, 3*hidden)].
+    # outputs: y (seq, dirs, batch, hidden; zero past each sequence's length), y_h (dirs, batch, hidden: the
+    # state at each sequence's last valid step), and for LSTM y_c (dirs, batch, hidden).
+    RNN = "RNN"
+
 
 class ActivationType(str, enum.Enum):
     RELU = "relu"
@@ -187,3 +201,25 @@ POINTWISE_KINDS = frozenset({LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerK
 
 # Kinds that only reinterpret their input's memory (candidates for views in the memory planner).
 VIEW_KINDS = frozenset({LayerKind.SHUFFLE})
+
+
+# -- recurrent layers (issue 15): the sub-kinds of LayerKind.RNN -------------------------------------------
+class RNNCell(str, enum.Enum):
+    LSTM = "lstm"     # gates i, o, f, c
+    GRU = "gru"       # gates z, r, h
+    RNN = "rnn"       # one gate
+
+
+class RNNActivation(str, enum.Enum):
+    """The activation functions ONNX's LSTM / GRU / RNN accept (their names, lower-cased)."""
+    RELU = "relu"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
+    AFFINE = "affine"                    # alpha * x + beta
+    LEAKY_RELU = "leakyrelu"             # alpha
+    THRESHOLDED_RELU = "thresholdedrelu"  # alpha
+    SCALED_TANH = "scaledtanh"           # alpha * tanh(beta * x)
+    HARD_SIGMOID = "hardsigmoid"         # alpha, beta
+    ELU = "elu"                          # alpha
+    SOFTSIGN = "softsign"
+    SOFTPLUS = "softplus"

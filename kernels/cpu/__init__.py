@@ -3,5 +3,5 @@
 from edgert.kernels.cpu import (  # noqa: F401
     activation, cast, concatenation, convolution, convolution_prepared, deconvolution, elementwise, expand, gather,
     identity, lrn, matrix_multiply, normalization, padding, parametric_relu, pooling, reduce, resize, scale, select,
-    shuffle, pointwise, quantize, slice, softmax, tile, topk, unary,
+    shuffle, pointwise, quantize, recurrent, slice, softmax, tile, topk, unary,
 )

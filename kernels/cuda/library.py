@@ -198,7 +198,9 @@ def lowering(*kinds: LayerKind):
 
 def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> list[Launch]:
     """Launches for one plan layer; ``fusion`` = {"program", "inputs", "output"} of a folded consumer."""
-    from edgert.kernels.cuda import lower_conv, lower_copy, lower_gemm, lower_int8, lower_reduce  # noqa: F401
+    from edgert.kernels.cuda import (  # noqa: F401
+        lower_conv, lower_copy, lower_gemm, lower_int8, lower_reduce, lower_rnn,
+    )
     kind = LayerKind(layer["kind"])
     if (layer.get("attrs") or {}).get("int8") and not str(layer.get("device", "")).startswith("dla"):
         return lower_int8.lower_int8_layer(ctx, layer, fusion or {})   # the CPU int8 reference's numerics
@@ -213,7 +215,7 @@ def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> l
 
 
 def supported_kinds() -> set[LayerKind]:
-    from edgert.kernels.cuda import lower_conv, lower_copy, lower_gemm, lower_reduce  # noqa: F401
+    from edgert.kernels.cuda import lower_conv, lower_copy, lower_gemm, lower_reduce, lower_rnn  # noqa: F401
     return set(_LOWERINGS)
 
 
