@@ -55,8 +55,8 @@ def _taps(coord: np.ndarray, size: int, attrs) -> list[tuple[np.ndarray, np.ndar
     x = (coord + 1) / 2 * (size - 1) if align else ((coord + 1) * size - 1) / 2
     if mode == "nearest":
         x = np.rint(x)
-    if padding == "border":
-        x = np.clip(x, 0, size - 1)
+    if padding == "border":   # only coordinates beyond the border move (PyTorch/ONNX), those within it stay
+        x = np.where((x < low) | (x > high), np.clip(x, 0, size - 1), x)
     elif padding == "reflection":
         x = reflect(x, low, high)
     if mode == "nearest":
