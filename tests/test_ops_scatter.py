@@ -85,6 +85,18 @@ def test_einsum_matches_ort(equation, shapes):
     assert_matches_ort(model, feeds, tolerance=1e-5)
 
 
+@pytest.mark.parametrize("equation,shapes,lowered", [
+    ("bhqd,bhkd->bhqk", [(1, 2, 5, 8), (1, 2, 6, 8)], True), ("ij,jk", [(3, 4), (4, 5)], True),
+    ("ijk->ki", [(2, 3, 4)], True), ("ij,kj->", [(3, 4), (2, 4)], True), ("ii->i", [(4, 4)], False),
+    ("...ij,...jk", [(2, 3, 4), (2, 4, 2)], False), ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)], False),
+])
+def test_einsum_lowers_to_matrix_multiply_shuffle_reduce_where_it_can(equation, shapes, lowered):
+    inputs = [(f"x{i}", rng.standard_normal(s).astype(np.float32)) for i, s in enumerate(shapes)]
+    model, feeds = op_model("Einsum", inputs, {"equation": equation}, opset=12)
+    kinds = layer_kinds(model)
+    assert (LayerKind.EINSUM.value not in kinds) == lowered, kinds
+
+
 @pytest.mark.parametrize("upper", [0, 1])
 @pytest.mark.parametrize("k", [None, 0, 2, -1, 7])
 def test_trilu_matches_ort_as_a_masked_select(upper, k):

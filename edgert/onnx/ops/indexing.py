@@ -1,5 +1,5 @@
 """ONNX importers: NonZero → NonZero; ScatterND, ScatterElements (and Scatter, opset 9-10) → Scatter;
-CumSum → Cumulative; Einsum → Einsum; Trilu → Select with a constant mask.
+CumSum → Cumulative; Trilu → Select with a constant mask.
 
 NonZero's output size depends on the data: the layer's output is sized to its bound (numel columns)
 and it also yields the real count (see edgert/ir/valid_rows.py); on a constant input it folds here to
@@ -53,13 +53,6 @@ def cumsum(ctx, node):
     attrs = ctx.attrs()
     return ctx.add(LayerKind.CUMULATIVE, [x], {"op": "sum", "axis": axis, "exclusive": bool(attrs.get("exclusive", 0)),
                                                "reverse": bool(attrs.get("reverse", 0))})
-
-
-@onnx_op("Einsum")
-def einsum(ctx, node):
-    equation = ctx.attrs()["equation"]
-    equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
-    return ctx.add(LayerKind.EINSUM, ctx.inputs(), {"equation": equation})
 
 
 @onnx_op("Trilu")
