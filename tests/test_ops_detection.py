@@ -213,3 +213,16 @@ def test_grid_sample_is_its_own_layer_kind():
     x, grid = rng.standard_normal((1, 1, 4, 4)).astype(np.float32), rng.uniform(-1, 1, (1, 2, 2, 2)).astype(np.float32)
     model, _ = op_model("GridSample", [("x", x), ("grid", grid)], {}, opset=16)
     assert [layer["kind"] for layer in edgert.build(model).layers] == [LayerKind.GRID_SAMPLE.value]
+
+
+def test_a_plan_whose_rows_name_a_wrong_tensor_is_a_plan_error():
+    from edgert.errors import PlanError
+    from edgert.plan import Plan
+    model, _ = op_model("NonMaxSuppression", [("boxes", random_boxes(1, 5, 0)), ("scores", rng.random((1, 1, 5),
+                                               np.float32)), ("max", np.array([2], np.int64))], {}, opset=11,
+                        consts=("max",))
+    document = edgert.build(model).document
+    binding = document["bindings"]["outputs"][0]
+    binding["rows"]["tensor"] = binding["tensor"]    # the (bound, 3) output itself, not an int64 scalar
+    with pytest.raises(PlanError, match="rows"):
+        edgert.load(Plan(document).to_bytes())
