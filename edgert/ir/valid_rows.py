@@ -103,6 +103,14 @@ def _per_element(node, inputs):
     return [axis] + [None] * (len(node.outputs) - 1)
 
 
+@_rule(LayerKind.REFORMAT)
+def _reformat(node, inputs):
+    """A precision / device change keeps rows where it keeps the layout."""
+    if node.attrs.get("from_layout") != node.attrs.get("to_layout"):
+        return None
+    return _per_element(node, inputs)
+
+
 def map_axis_through_reshape(shape, target, axis: int) -> int | None:
     """The axis of ``target`` that holds ``shape``'s ``axis`` row for row, or None when the reshape mixes it."""
     before, size, after = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
