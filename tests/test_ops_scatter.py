@@ -176,3 +176,22 @@ def test_bounded_outputs_have_no_cuda_kernel_yet():
     model, _ = op_model("NonZero", [("x", rng.standard_normal((3, 3)).astype(np.float32))], {}, opset=13)
     with pytest.raises(EdgeRTError, match="NonZero"):
         edgert.build(model, gpu_kernels=True, target="jetson-agx-orin")
+
+
+@pytest.mark.parametrize("exclusive,reverse,axis,dtype", [(0, 0, 1, np.float32), (1, 1, 0, np.float32),
+                                                          (1, 0, 2, np.int64), (0, 1, 1, np.float16)])
+def test_cumsum_cuda_kernel_on_the_emulator_matches_the_cpu_reference(exclusive, reverse, axis, dtype):
+    from edgert.kernels.cuda import emulator
+    from edgert.kernels.cuda.plan_kernels import compile_for_plan
+    from edgert.runtime.cuda import CudaEngine
+    if not emulator.available():
+        pytest.skip("no host C++ compiler for the emulator")
+    x = (rng.standard_normal((3, 5, 4)) * 4).astype(dtype)
+    model, feeds = op_model("CumSum", [("x", x), ("axis", np.array(axis, np.int64))],
+                            {"exclusive": exclusive, "reverse": reverse}, opset=14, consts=("axis",))
+    plan = edgert.build(model, cpu_only_aliases=False)
+    plan.document["kernels"] = {"sm_90": compile_for_plan(plan.document, "sm_90", emulate=True)}
+    got = CudaEngine(plan.document, driver=emulator.EmulatedDriver()).create_execution_context().execute(feeds)["y0"]
+    want = edgert.load(plan).create_execution_context().execute(feeds)["y0"]
+    tolerance = 1e-3 if dtype == np.float16 else 1e-6
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tolerance)
