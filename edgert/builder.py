@@ -10,6 +10,7 @@ import numpy as np
 from edgert import __version__
 from edgert.build_options import check_arena, check_build_options
 from edgert.ir.graph import Graph, Node
+from edgert.ir.valid_rows import graph_output_rows
 from edgert.memory import ALIGNMENT, MemoryPlan
 from edgert.plan import Plan, to_plain
 from edgert.schedule import ScheduleSpecs, choose_schedule, plan_graph_memory
@@ -58,12 +59,15 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     # element (see edgert.schedule.step_alias); option cpu_only_aliases=False plans so without compiling them
     compile_cuda = bool(options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
     cpu_kernels = bool(options.pop("cpu_only_aliases", True)) and not compile_cuda
-    schedule_report = choose_schedule(graph, cpu_kernels) if reorder else {"order": "model", "lower_bound_bytes": {}}
+    output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
+    counts = [rows[0] for rows in output_rows if rows is not None]
+    schedule_report = choose_schedule(graph, cpu_kernels, counts) if reorder else {"order": "model",
+                                                                                   "lower_bound_bytes": {}}
     graph.verify()
-    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels)
+    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts)
     memory = plan_graph_memory(specs, reuse=memory_reuse)
     check_arena(memory.arena_bytes, options.get("max_arena"), target)
-    document = _document(graph, specs, memory, schedule_report, target, options)
+    document = _document(graph, specs, memory, schedule_report, target, options, output_rows)
     if compile_cuda:
         _compile_gpu_kernels(document, target, options, timing_cache)
     document["header"]["passes"] = pass_counts
@@ -181,12 +185,15 @@ def warn_unused_dla(report, dla_core, precision: str) -> None:
 
 
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,
-              options: dict) -> dict:
+              options: dict, output_rows=None) -> dict:
     constants, blob = _pack_constants(specs)
     tensors = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in specs.values]
 
-    def binding(value, name):
-        return {"name": name, "dtype": value.dtype.value, "shape": list(value.shape), "tensor": specs.ids[id(value)]}
+    def binding(value, name, rows=None):
+        entry = {"name": name, "dtype": value.dtype.value, "shape": list(value.shape), "tensor": specs.ids[id(value)]}
+        if rows is not None:   # shape is the bound; the runtime trims axis rows[1] to the count in tensor rows[0]
+            entry["rows"] = {"tensor": specs.ids[id(rows[0])], "axis": int(rows[1])}
+        return entry
 
     layers = [{
         "name": node.name, "kind": node.kind.value, "attrs": to_plain(node.attrs),
@@ -197,7 +204,8 @@ def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_r
         "header": {"edgert_version": __version__, "target": target,
                    "options": to_plain({k: v for k, v in options.items() if v is not None})},
         "bindings": {"inputs": [binding(v, v.name) for v in graph.inputs],
-                     "outputs": [binding(v, name) for v, name in zip(graph.outputs, graph.output_names)]},
+                     "outputs": [binding(v, name, rows) for v, name, rows in
+                                 zip(graph.outputs, graph.output_names, output_rows or [None] * len(graph.outputs))]},
         "tensors": tensors, "constants": constants, "kernels": {}, "layers": layers,
         "memory": _memory_section(specs, memory, schedule_report, sum(c["nbytes"] for c in constants)),
         "blob": blob,

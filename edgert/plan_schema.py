@@ -74,6 +74,18 @@ def _validate_bindings(document: dict, tensors: list[dict]) -> None:
             tensor = tensors[_tensor_ref(binding.get("tensor"), len(tensors), where)]
             if binding.get("dtype") != tensor["dtype"] or binding.get("shape") != tensor["shape"]:
                 _fail(where, "disagrees with its tensor's dtype/shape")
+            if "rows" in binding:
+                _validate_rows(binding["rows"], tensor, tensors, where)
+
+
+def _validate_rows(rows, tensor: dict, tensors: list[dict], where: str) -> None:
+    """A data-dependent output: its row count is an int64 scalar tensor, its axis one of the output's."""
+    _expect(rows, dict, f"{where} rows")
+    count = tensors[_tensor_ref(rows.get("tensor"), len(tensors), f"{where} rows")]
+    axis = _expect(rows.get("axis"), int, f"{where} rows axis")
+    if count["dtype"] != "int64" or count["shape"] != [] or not 0 <= axis < len(tensor["shape"]):
+        _fail(where, f"rows must name an int64 scalar count and an axis of shape {tensor['shape']}, found "
+                     f"{count['dtype']} {count['shape']} and axis {axis}")
 
 
 def _validate_constants(document: dict, tensors: list[dict], sizes: list[int]) -> None:

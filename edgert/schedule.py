@@ -91,11 +91,13 @@ def _is_identity_perm(perm) -> bool:
 class ScheduleSpecs:
     """Tensor ids and planner specs for a graph in a given node order."""
 
-    def __init__(self, graph: Graph, order: list[Node], pool_of=lambda node: "cpu", cpu_kernels: bool = True):
+    def __init__(self, graph: Graph, order: list[Node], pool_of=lambda node: "cpu", cpu_kernels: bool = True,
+                 keep=()):
+        """``keep``: values that must survive to the end like graph outputs (the row counts of bounded outputs)."""
         self.ids: dict[int, int] = {}
         self.values: list[Value] = []
         external = {id(v) for v in graph.inputs}
-        outputs = {id(v) for v in graph.outputs}
+        outputs = {id(v) for v in graph.outputs} | {id(v) for v in keep}
         pools: dict[int, str] = {}
         for node in order:
             for v in node.outputs:
@@ -195,10 +197,10 @@ def _node_inputs(node: Node) -> list[Value]:
     return [v for v in node.inputs if v is not None]
 
 
-def choose_schedule(graph: Graph, cpu_kernels: bool = True) -> dict:
+def choose_schedule(graph: Graph, cpu_kernels: bool = True, keep=()) -> dict:
     """Reorder graph.nodes to the candidate with the lowest peak live memory; report the candidates."""
     candidates = {"model": list(graph.nodes), "greedy": greedy_order(graph), "depth-first": depth_first_order(graph)}
-    bounds = {name: ScheduleSpecs(graph, order, cpu_kernels=cpu_kernels).lower_bound()
+    bounds = {name: ScheduleSpecs(graph, order, cpu_kernels=cpu_kernels, keep=keep).lower_bound()
               for name, order in candidates.items()
               if len(order) == len(graph.nodes)}
     best = min(bounds, key=lambda name: (bounds[name], list(candidates).index(name)))

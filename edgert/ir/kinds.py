@@ -64,7 +64,9 @@ class LayerKind(str, enum.Enum):
     GATHER = "Gather"
     # inputs: condition, x, y
     SELECT = "Select"
-    # attrs: op ("max" | "min"), axis, keepdims, select_last_index; output: int64 indices (k = 1)
+    # ArgMax / ArgMin form (no "k" attr): attrs op ("max" | "min"), axis, keepdims, select_last_index; output:
+    # int64 indices (k = 1). Full form (attr "k"): attrs op, axis, k, sorted; outputs values, int64 indices (the
+    # axis cut to k; equal values keep the lower index first, as ONNX says)
     TOPK = "TopK"
     # attrs: shape (broadcast the input to it)
     EXPAND = "Expand"
@@ -99,6 +101,30 @@ class LayerKind(str, enum.Enum):
     # outputs: y (seq, dirs, batch, hidden; zero past each sequence's length), y_h (dirs, batch, hidden: the
     # state at each sequence's last valid step), and for LSTM y_c (dirs, batch, hidden).
     RNN = "RNN"
+
+    # -- detection / tensor ops (issue 15: TopK above, and these) ------------------------------------
+    # Layers marked "bounded" have a data-dependent output size: their outputs are sized to a static upper
+    # bound and their last output is an int64 scalar, the real number of rows (see edgert/ir/valid_rows.py).
+    # bounded. attrs: center_point_box (0 corners y1,x1,y2,x2 / 1 centers), max_output_boxes_per_class,
+    # iou_threshold, score_threshold (None = keep all); inputs: boxes (B, N, 4), scores (B, C, N); outputs:
+    # selected (B*C*max_output_boxes_per_class, 3) int64 rows (batch, class, box), padding rows 0; count
+    NMS = "NonMaxSuppression"
+    # bounded. outputs: indices (rank, numel) int64 of the non-zero elements in row-major order, padding 0; count
+    NON_ZERO = "NonZero"
+    # attrs: mode ("elements" | "nd"), axis (elements), reduction ("none" | "add" | "mul" | "max" | "min");
+    # inputs: data, indices (int64/int32, negatives count from the end), updates
+    SCATTER = "Scatter"
+    # attrs: op ("sum"), axis, exclusive, reverse (TensorRT's ICumulativeLayer)
+    CUMULATIVE = "Cumulative"
+    # attrs: equation (explicit "ab,bc->ac" form with the output written out); any number of inputs
+    EINSUM = "Einsum"
+    # attrs: mode ("linear" | "nearest" | "cubic"), padding_mode ("zeros" | "border" | "reflection"),
+    # align_corners; inputs: x (N, C, H, W), grid (N, Ho, Wo, 2) holding (x, y) in [-1, 1]
+    GRID_SAMPLE = "GridSample"
+    # attrs: mode ("avg" | "max"), output_height, output_width, sampling_ratio, spatial_scale,
+    # half_pixel (bool: coordinate_transformation_mode half_pixel; max mode takes the max of the weighted
+    # bilinear terms, as onnxruntime does); inputs: x (N, C, H, W), rois (R, 4), batch_indices (R,)
+    ROI_ALIGN = "RoiAlign"
 
 
 class ActivationType(str, enum.Enum):
@@ -223,3 +249,7 @@ class RNNActivation(str, enum.Enum):
     ELU = "elu"                          # alpha
     SOFTSIGN = "softsign"
     SOFTPLUS = "softplus"
+
+
+# Kinds with a data-dependent output size: (axis of the bounded rows in output 0); the last output is the count.
+BOUNDED_KINDS = {LayerKind.NMS: 0, LayerKind.NON_ZERO: 1}

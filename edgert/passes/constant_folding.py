@@ -3,7 +3,8 @@
 Rewrites:
 - a layer whose inputs are all constants → its outputs become constants computed by the CPU
   kernels (the numeric reference), and the layer is removed;
-- except an Identity that publishes a constant as a graph output (it gives the output its own buffer).
+- except an Identity that publishes a constant as a graph output (it gives the output its own buffer),
+  and layers with a data-dependent size (NMS, NonZero: the importer folds those to exact constants).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgert.ir.graph import Graph, Node, Value
-from edgert.ir.kinds import LayerKind
+from edgert.ir.kinds import BOUNDED_KINDS, LayerKind
 from edgert.kernels.registry import lookup
 
 
@@ -33,7 +34,7 @@ def fold(graph: Graph, node: Node) -> list[Value]:
 
 
 def foldable(graph: Graph, node: Node) -> bool:
-    if not all(v is None or v.is_const for v in node.inputs):
+    if node.kind in BOUNDED_KINDS or not all(v is None or v.is_const for v in node.inputs):
         return False
     publishes_output = any(v is out for v in node.outputs for out in graph.outputs)
     return not (node.kind == LayerKind.IDENTITY and publishes_output)

@@ -38,13 +38,18 @@ from edgert.runtime.validate import validate_plan
 
 
 class Binding:
-    __slots__ = ("name", "dtype", "shape", "tensor")
+    """A graph input or output. ``rows``: (count tensor, axis) for an output whose size depends on the data
+    (NMS, NonZero): ``shape`` is then its bound, and results are trimmed to the count along the axis."""
+
+    __slots__ = ("name", "dtype", "shape", "tensor", "rows")
 
     def __init__(self, entry: dict):
         self.name = entry["name"]
         self.dtype = np.dtype(entry["dtype"])
         self.shape = tuple(entry["shape"])
         self.tensor = int(entry["tensor"])
+        rows = entry.get("rows")
+        self.rows = (int(rows["tensor"]), int(rows["axis"])) if rows else None
 
     def __repr__(self) -> str:
         return f"Binding({self.name!r}, {self.dtype.name}, {self.shape})"
@@ -136,7 +141,8 @@ class ExecutionContext:
                  for step, outs in self._steps]
         self._runs = [run for run, _ in bound]
         self._prepared = [prepared for _, prepared in bound]
-        self._results = [(b.name, self.buffers[b.tensor]) for b in engine.outputs]
+        self._results = [(b.name, self.buffers[b.tensor], b.rows and (self.buffers[b.rows[0]], b.rows[1]))
+                         for b in engine.outputs]
         # CPU scratch of the prepared kernels (im2col columns, padded copies): per context, beside the
         # arena; the plan's memory report cannot know it (it depends on the runtime's kernels).
         self.scratch_bytes = workspace.allocated_bytes
@@ -148,7 +154,7 @@ class ExecutionContext:
                 np.copyto(staged, array)
             for run in self._runs:
                 run()
-            return {name: np.array(buffer, copy=True) for name, buffer in self._results}
+            return {name: np.array(trimmed(buffer, rows), copy=True) for name, buffer, rows in self._results}
 
     def execute_each(self, inputs: Mapping[str, np.ndarray], after_layer: Callable[[str, list], None],
                      before_layer: Callable[[str, list], None] | None = None) -> dict:
@@ -171,6 +177,14 @@ class ExecutionContext:
 
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return check_inputs(self.engine.inputs, inputs)
+
+
+def trimmed(buffer: np.ndarray, rows) -> np.ndarray:
+    """A bounded output's real rows: the first ``count`` along its axis (``rows`` = (count array, axis))."""
+    if not rows:
+        return buffer
+    count, axis = rows
+    return buffer[(slice(None),) * axis + (slice(0, int(count)),)]
 
 
 class Workspace:

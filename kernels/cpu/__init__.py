@@ -5,3 +5,6 @@ from edgert.kernels.cpu import (  # noqa: F401
     identity, lrn, matrix_multiply, normalization, padding, parametric_relu, pooling, reduce, resize, scale, select,
     shuffle, pointwise, quantize, recurrent, slice, softmax, tile, topk, unary,
 )
+from edgert.kernels.cpu import (  # noqa: F401  (detection / tensor ops, issue 15)
+    cumulative, einsum, grid_sample, nms, non_zero, roi_align, scatter,
+)

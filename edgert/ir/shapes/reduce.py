@@ -1,9 +1,8 @@
-"""Shape rules: Reduce, Softmax and TopK (ArgMax / ArgMin)."""
+"""Shape rules: Reduce and Softmax (TopK is in detection.py)."""
 
 from __future__ import annotations
 
 from edgert.errors import ShapeError
-from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import shape_rule
 
@@ -39,12 +38,3 @@ def softmax(node):
     if not x.dtype.is_float and not node.attrs.get("hard", False):
         raise ShapeError(f"layer {node.name!r} (Softmax): input type {x.dtype.value} is not a float type")
     return [(x.dtype, x.shape)]
-
-
-@shape_rule(LayerKind.TOPK)
-def topk(node):
-    x = node.inputs[0]
-    (axis,) = _check_axes(node, [node.attrs["axis"]], len(x.shape))
-    if x.shape[axis] == 0:
-        raise ShapeError(f"layer {node.name!r} (TopK): axis {axis} of shape {x.shape} is empty, no index to return")
-    return [(DataType.INT64, reduced_shape(x.shape, [axis], bool(node.attrs.get("keepdims", True))))]

@@ -1,0 +1,111 @@
+"""Shape rules: TopK (full form), and the detection / tensor kinds of issue 15 (NMS, NonZero, Scatter,
+Cumulative, Einsum, GridSample, RoiAlign).
+
+NMS and NonZero have data-dependent sizes: their first output is sized to a static upper bound (as
+TensorRT's output allocator bounds it) and their last output is the int64 scalar count of real rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgert.errors import ShapeError
+from edgert.ir.dtypes import DataType
+from edgert.ir.kinds import LayerKind
+from edgert.ir.shape_inference import shape_rule
+from edgert.ir.shapes.reduce import reduced_shape
+
+
+def _fail(node, message: str):
+    raise ShapeError(f"layer {node.name!r} ({node.kind.value}): {message}")
+
+
+@shape_rule(LayerKind.TOPK)
+def topk(node):
+    x = node.inputs[0]
+    axis = int(node.attrs["axis"])
+    if not 0 <= axis < len(x.shape):
+        _fail(node, f"axis {axis} is out of range for an input of shape {x.shape}")
+    if "k" not in node.attrs:   # ArgMax / ArgMin
+        if x.shape[axis] == 0:
+            _fail(node, f"axis {axis} of shape {x.shape} is empty, no index to return")
+        return [(DataType.INT64, reduced_shape(x.shape, [axis], bool(node.attrs.get("keepdims", True))))]
+    k = int(node.attrs["k"])
+    if not 0 <= k <= x.shape[axis]:
+        _fail(node, f"k = {k} must be in [0, {x.shape[axis]}] (the size of axis {axis} of {x.shape})")
+    shape = tuple(k if i == axis else d for i, d in enumerate(x.shape))
+    return [(x.dtype, shape), (DataType.INT64, shape)]
+
+
+@shape_rule(LayerKind.NMS)
+def nms(node):
+    boxes, scores = node.inputs[:2]
+    if len(boxes.shape) != 3 or boxes.shape[2] != 4 or len(scores.shape) != 3 \
+            or scores.shape[0] != boxes.shape[0] or scores.shape[2] != boxes.shape[1]:
+        _fail(node, f"boxes {boxes.shape} and scores {scores.shape} must be (B, N, 4) and (B, C, N)")
+    batch, classes, count = scores.shape
+    bound = batch * classes * min(int(node.attrs["max_output_boxes_per_class"]), count)
+    return [(DataType.INT64, (bound, 3)), (DataType.INT64, ())]
+
+
+@shape_rule(LayerKind.NON_ZERO)
+def non_zero(node):
+    x = node.inputs[0]
+    return [(DataType.INT64, (max(len(x.shape), 1), x.size)), (DataType.INT64, ())]
+
+
+@shape_rule(LayerKind.SCATTER)
+def scatter(node):
+    data, indices, updates = node.inputs
+    if node.attrs["mode"] == "elements":
+        if len(indices.shape) != len(data.shape) or tuple(indices.shape) != tuple(updates.shape):
+            _fail(node, f"indices {indices.shape} and updates {updates.shape} must have one shape, of the rank "
+                        f"of data {data.shape}")
+    else:
+        depth = indices.shape[-1] if indices.shape else 0
+        expected = tuple(indices.shape[:-1]) + tuple(data.shape[depth:])
+        if not indices.shape or depth > len(data.shape) or tuple(updates.shape) != expected:
+            _fail(node, f"indices {indices.shape} must end in a depth <= rank of data {data.shape}, and updates "
+                        f"{updates.shape} must be {expected}")
+    if not indices.dtype.numpy.kind == "i":
+        _fail(node, f"indices must be int32 or int64, found {indices.dtype.value}")
+    return [(data.dtype, data.shape)]
+
+
+@shape_rule(LayerKind.CUMULATIVE)
+def cumulative(node):
+    x = node.inputs[0]
+    if not 0 <= int(node.attrs["axis"]) < max(len(x.shape), 1):
+        _fail(node, f"axis {node.attrs['axis']} is out of range for an input of shape {x.shape}")
+    return [(x.dtype, x.shape)]
+
+
+@shape_rule(LayerKind.EINSUM)
+def einsum(node):
+    operands = [np.lib.stride_tricks.as_strided(np.zeros(1, v.dtype.numpy), v.shape, [0] * len(v.shape))
+                for v in node.inputs]
+    try:
+        result = np.einsum(node.attrs["equation"], *operands)
+    except ValueError as e:
+        _fail(node, f"equation {node.attrs['equation']!r} does not fit inputs "
+                    f"{[tuple(v.shape) for v in node.inputs]}: {e}")
+    return [(node.inputs[0].dtype, np.shape(result))]
+
+
+@shape_rule(LayerKind.GRID_SAMPLE)
+def grid_sample(node):
+    x, grid = node.inputs
+    spatial = len(x.shape) - 2
+    if spatial < 1 or len(grid.shape) != spatial + 2 or grid.shape[0] != x.shape[0] or grid.shape[-1] != spatial:
+        _fail(node, f"x {x.shape} and grid {grid.shape} must be (N, C, D1..Dr) and (N, O1..Or, {max(spatial, 1)})")
+    return [(x.dtype, tuple(x.shape[:2]) + tuple(grid.shape[1:-1]))]
+
+
+@shape_rule(LayerKind.ROI_ALIGN)
+def roi_align(node):
+    x, rois, batch_indices = node.inputs
+    if len(x.shape) != 4 or len(rois.shape) != 2 or rois.shape[1] != 4 or tuple(batch_indices.shape) != rois.shape[:1]:
+        _fail(node, f"x {x.shape}, rois {rois.shape} and batch_indices {batch_indices.shape} must be (N, C, H, W), "
+                    "(R, 4) and (R,)")
+    shape = (rois.shape[0], x.shape[1], int(node.attrs["output_height"]), int(node.attrs["output_width"]))
+    return [(x.dtype, shape)]
