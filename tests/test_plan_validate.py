@@ -204,3 +204,12 @@ def test_every_header_byte_is_covered_by_the_checksum(plan_bytes):
             except PlanError:
                 pass
     assert not accepted, f"{len(accepted)} header flips accepted, e.g. {accepted[:5]}"
+
+
+def test_every_layer_kind_the_cpu_runs_has_an_attr_schema():
+    """A kind added without a schema would make every plan holding it fail to load."""
+    from edgert.ir.kinds import LayerKind
+    from edgert.kernels import registry
+    from edgert.runtime.attr_schema import SCHEMAS
+    missing = sorted(kind.value for kind in registry.kinds("cpu") if kind not in SCHEMAS)
+    assert not missing, f"kinds with CPU kernels but no attr schema: {missing}"

@@ -18,7 +18,7 @@ import math
 from edgert.errors import PlanError
 from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import (ActivationType, ElementWiseOp, LayerKind, PaddingMode, PoolingType, ReduceOp,
-                             UnaryOp)
+                             RNNActivation, RNNCell, UnaryOp)
 from edgert.ir.limits import MAX_DIM   # every size, pad, stride or index fits a signed 32-bit int
 
 MAX_NESTING = 8              # attrs are shallow: a PointWise program's instruction attrs are the deepest
@@ -113,6 +113,23 @@ _COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
                      "tf_half_pixel_for_nn", "tf_crop_and_resize")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple")
 _QUANTIZE = {"axis": integer(), "block_size": integer(0)}
+_RNN_FUNCTION = one_of(RNNActivation)
+
+
+def _rnn_activations(value, where: str) -> None:
+    """Per direction, the cell's functions in ONNX order, each [RNNActivation, alpha, beta]."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 2:
+        fail(where, "should list the activations of one or two directions")
+    for functions in value:
+        if not isinstance(functions, list) or not 1 <= len(functions) <= 3:
+            fail(where, "should hold one to three functions per direction")
+        for function in functions:
+            if not isinstance(function, list) or len(function) != 3:
+                fail(where, "should hold [name, alpha, beta] per function")
+            _RNN_FUNCTION(function[0], where)
+            for number in function[1:]:
+                if number is not None:
+                    _number(number, where)
 
 SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.CONVOLUTION: {**_SPATIAL, "group": integer(1)},
@@ -144,7 +161,7 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.GATHER: {"axis": integer(0)},
     LayerKind.SELECT: {},
     LayerKind.TOPK: {"op": one_of(("max", "min")), "axis": integer(0), "keepdims": _boolean,
-                     "select_last_index": _boolean},
+                     "select_last_index": _boolean, "k": integer(0), "sorted": _boolean},
     LayerKind.EXPAND: {"shape": int_list(0)},
     LayerKind.TILE: {"repeats": int_list(0)},
     LayerKind.IDENTITY: {},
@@ -154,6 +171,20 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.QUANTIZE: {**_QUANTIZE, "to": _DTYPE},
     LayerKind.DEQUANTIZE: dict(_QUANTIZE),
     LayerKind.POINTWISE: {},   # its program is checked instruction by instruction (validate.py)
+    LayerKind.RNN: {"cell": one_of(RNNCell), "hidden_size": integer(1), "directions": integer(1, 2),
+                    "reverse": _boolean, "activations": _rnn_activations, "clip": optional(positive_number),
+                    "input_forget": _boolean, "linear_before_reset": _boolean},
+    LayerKind.NMS: {"center_point_box": integer(0, 1), "max_output_boxes_per_class": integer(0),
+                    "iou_threshold": _number, "score_threshold": optional(_number)},
+    LayerKind.NON_ZERO: {},
+    LayerKind.SCATTER: {"mode": one_of(("elements", "nd")), "axis": integer(0),
+                        "reduction": one_of(("none", "add", "mul", "max", "min"))},
+    LayerKind.CUMULATIVE: {"op": one_of(("sum",)), "axis": integer(0), "exclusive": _boolean, "reverse": _boolean},
+    LayerKind.EINSUM: {"equation": _text},
+    LayerKind.GRID_SAMPLE: {"mode": one_of(("linear", "nearest", "cubic")),
+                            "padding_mode": one_of(("zeros", "border", "reflection")), "align_corners": _boolean},
+    LayerKind.ROI_ALIGN: {"mode": one_of(("avg", "max")), "output_height": integer(1), "output_width": integer(1),
+                          "sampling_ratio": integer(0), "spatial_scale": _number, "half_pixel": _boolean},
 }
 
 REQUIRED: dict[LayerKind, tuple[str, ...]] = {
@@ -165,6 +196,10 @@ REQUIRED: dict[LayerKind, tuple[str, ...]] = {
     LayerKind.LRN: ("size",), LayerKind.CAST: ("to",), LayerKind.GATHER: ("axis",),
     LayerKind.TOPK: ("op", "axis"), LayerKind.EXPAND: ("shape",), LayerKind.TILE: ("repeats",),
     LayerKind.QUANTIZE: ("to",), LayerKind.POINTWISE: ("program",),
+    LayerKind.RNN: ("cell", "hidden_size", "directions", "activations"),
+    LayerKind.NMS: ("max_output_boxes_per_class", "iou_threshold"), LayerKind.SCATTER: ("mode", "reduction"),
+    LayerKind.CUMULATIVE: ("axis",), LayerKind.EINSUM: ("equation",), LayerKind.GRID_SAMPLE: ("mode", "padding_mode"),
+    LayerKind.ROI_ALIGN: ("mode", "output_height", "output_width"),
 }
 
 # Kinds whose epilogue steps may follow their result (kernels/cpu/epilogue.py).

@@ -45,6 +45,10 @@ class _Tensor:
     def is_const(self) -> bool:
         return self.const is not None
 
+    @property
+    def size(self) -> int:
+        return _count(self.shape)
+
 
 class _Layer:
     """What a shape rule reads of a node."""
