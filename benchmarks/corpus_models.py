@@ -77,7 +77,10 @@ def image_classifier(export_fn, path, module, size=224):
 
 def _torchvision(factory: str, **kwargs):
     import torchvision
-    return getattr(torchvision.models, factory)(weights=None, **kwargs)
+    for namespace in (torchvision.models, torchvision.models.detection, torchvision.models.segmentation):
+        if hasattr(namespace, factory):
+            return getattr(namespace, factory)(weights=None, **kwargs)
+    raise AttributeError(f"torchvision has no model {factory!r}")
 
 
 def _small_vit():
@@ -104,7 +107,8 @@ corpus_model("dynamo_vit_ti_16", "dynamo", "torchvision", image())(
 
 # -- torchvision detection and segmentation ----------------------------------------------------------
 
-@corpus_model("tv_ssdlite320_mobilenet_v3_large", "torchscript", "torchvision", uniform_image(320, "images"))
+@corpus_model("tv_ssdlite320_mobilenet_v3_large", "torchscript", "torchvision",
+              lambda rng: {"images": rng.random((3, 320, 320), dtype=np.float32)})
 def _ssdlite(path):
     import torch
     model = _torchvision("ssdlite320_mobilenet_v3_large", weights_backbone=None)
