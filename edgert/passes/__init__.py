@@ -15,6 +15,8 @@ PIPELINE = (
     "constant_folding",
     "identity_elimination",
     "shuffle_cancellation",
+    "activation_patterns",
+    "layernorm_fusion",
     "scale_folding",
     "affine_folding",
     "conv_fusion",
