@@ -54,11 +54,17 @@ def uniform_image(size, name):
 
 # -- the two torch exporters ------------------------------------------------------------------------
 
-def torchscript(module, args, path, input_names, output_names, dynamic_axes, kwargs=None):
+def torchscript(module, args, path, input_names, output_names, dynamic_axes, kwargs=None, opset=None):
     import torch
     with torch.no_grad():
         torch.onnx.export(module.eval(), args, path, kwargs=kwargs, dynamo=False, input_names=input_names,
-                          output_names=output_names, dynamic_axes=dynamic_axes)
+                          output_names=output_names, dynamic_axes=dynamic_axes, opset_version=opset)
+
+
+def torchscript_opset(opset: int):
+    """The TorchScript exporter at an older opset (optimum and many scripts still pin 13/14): LayerNorm, GELU
+    and HardSwish come out written as their primitive ops."""
+    return lambda *args, **kwargs: torchscript(*args, **kwargs, opset=opset)
 
 
 def dynamo(module, args, path, input_names, output_names, dynamic_axes, kwargs=None):
@@ -85,8 +91,11 @@ def _torchvision(factory: str, **kwargs):
 
 def _small_vit():
     """A ViT-Ti/16 (torchvision's VisionTransformer class with DeiT-Tiny's sizes; vit_b_16 is 86 M weights)."""
+    import torch
     from torchvision.models.vision_transformer import VisionTransformer
-    return VisionTransformer(image_size=224, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768)
+    model = VisionTransformer(image_size=224, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768)
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)   # torchvision starts the head at zero: logits 0
+    return model
 
 
 # torchvision classifiers through the TorchScript exporter
@@ -96,6 +105,10 @@ for _factory in ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", 
         lambda path, _f=_factory: image_classifier(torchscript, path, _torchvision(_f)))
 corpus_model("tv_vit_ti_16", "torchscript", "torchvision", image())(
     lambda path: image_classifier(torchscript, path, _small_vit()))
+corpus_model("tv_vit_ti_16_opset14", "torchscript", "torchvision", image())(
+    lambda path: image_classifier(torchscript_opset(14), path, _small_vit()))
+corpus_model("tv_mobilenet_v3_large_opset13", "torchscript", "torchvision", image())(
+    lambda path: image_classifier(torchscript_opset(13), path, _torchvision("mobilenet_v3_large")))
 
 # the dynamo exporter (opset 18+)
 for _factory in ("resnet18", "mobilenet_v3_small", "efficientnet_b0"):
@@ -201,6 +214,9 @@ def _bert_tiny():
 
 corpus_model("hf_bert_tiny", "torchscript", "transformers", _tokens(30522))(
     lambda path: _export_encoder(torchscript, path, _bert_tiny(), ("input_ids", "attention_mask", "token_type_ids")))
+corpus_model("hf_bert_tiny_opset14", "torchscript", "transformers", _tokens(30522))(
+    lambda path: _export_encoder(torchscript_opset(14), path, _bert_tiny(),
+                                 ("input_ids", "attention_mask", "token_type_ids")))
 corpus_model("dynamo_hf_bert_tiny", "dynamo", "transformers", _tokens(30522))(
     lambda path: _export_encoder(dynamo, path, _bert_tiny(), ("input_ids", "attention_mask", "token_type_ids")))
 

@@ -125,3 +125,20 @@ def test_float64_evaluation_matches_the_formulas():
     computed = activation_patterns._EXPECTED[0][2]
     assert np.allclose(computed, activation_patterns.SAMPLES / (1 + np.exp(-activation_patterns.SAMPLES)))
     onnx.checker.check_model(_model(*PATTERNS["gelu_tanh"][:2]))
+
+
+def test_gelu_after_a_bias_add_is_found():
+    """x is itself computed by a per-element layer (MatMul + bias, then GELU written out)."""
+    rng = np.random.default_rng()
+    nodes = [N("MatMul", ["input", "w"], ["mm"]), N("Add", ["mm", "bias"], ["x"])] + PATTERNS["gelu_erf_div"][0]
+    constants = dict(PATTERNS["gelu_erf_div"][1])
+    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in constants.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal((32, 9)).astype(np.float32), "w"),
+              numpy_helper.from_array(rng.standard_normal(9).astype(np.float32), "bias")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 16, 9, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    plan = edgert.build(model)
+    (layer,) = plan.layers
+    assert layer["kind"] == "MatrixMultiply" and layer["attrs"]["epilogue"][-1]["type"] == "gelu_erf"
+    assert_matches_ort(model)

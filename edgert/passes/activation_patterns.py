@@ -128,8 +128,7 @@ def _match(graph: Graph, root: Node) -> list[Node] | None:
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     candidates.sort(key=lambda n: position[id(n)])
     dtype = root.outputs[0].dtype
-    sources = [v for n in candidates for v in n.inputs if v is not None and not v.is_const
-               and (v.producer() is None or v.producer() not in candidates)]
+    sources = [v for n in candidates for v in n.inputs if v is not None and not v.is_const]
     for x in dict.fromkeys(sources):   # farthest first: the largest cluster wins
         if x.dtype != dtype or x.shape != root.outputs[0].shape:
             continue
