@@ -26,12 +26,21 @@ def _widen_type(value_info: onnx.ValueInfoProto) -> None:
         tensor_type.elem_type = _DOUBLE
 
 
+# inputs that ONNX requires to stay float32 whatever the data type (Resize's roi and scales)
+_FLOAT_ONLY_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
 def _widen_graph(graph: onnx.GraphProto) -> None:
+    keep = {node.input[i] for node in graph.node for i in _FLOAT_ONLY_INPUTS.get(node.op_type, ())
+            if i < len(node.input)}
     for tensor in graph.initializer:
-        _widen_tensor(tensor)
+        if tensor.name not in keep:
+            _widen_tensor(tensor)
     for value_info in list(graph.input) + list(graph.output) + list(graph.value_info):
         _widen_type(value_info)
     for node in graph.node:
+        if any(name in keep for name in node.output):
+            continue
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
                 _widen_tensor(attr.t)
