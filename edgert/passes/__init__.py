@@ -17,6 +17,7 @@ PIPELINE = (
     "shuffle_cancellation",
     "activation_patterns",
     "layernorm_fusion",
+    "matmul_scale_folding",
     "scale_folding",
     "affine_folding",
     "conv_fusion",
