@@ -7,16 +7,20 @@ exporters), so every attention head pays two scaling passes. Rewrites:
   factor is computed in float64 and stored in the tensor type; the remaining scale layer keeps the
   removed one's name in ``origin``.
 Does not fire when only one operand is scaled, for a non-scalar or non-constant factor, when a scaled
-operand is also read elsewhere or is a graph output, or for non-float tensors.
+operand is also read elsewhere or is a graph output, or for tensors other than float32/float64.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from edgert.ir.dtypes import DataType
 from edgert.ir.graph import Graph, Node, Value
 from edgert.ir.kinds import ElementWiseOp as E, LayerKind
 from edgert.passes import is_graph_output, single_use
+
+# float16 models keep their two roundings: one factor rounded to float16 moves results by an ulp
+_WIDE_FLOATS = (DataType.FLOAT, DataType.DOUBLE)
 
 
 def _scaled(graph: Graph, value: Value):
@@ -28,7 +32,7 @@ def _scaled(graph: Graph, value: Value):
     a, b = node.inputs
     if op == E.PROD and a.is_const and not b.is_const:
         a, b = b, a
-    if op not in (E.PROD, E.DIV) or not b.is_const or b.size != 1 or a.is_const or not a.dtype.is_float \
+    if op not in (E.PROD, E.DIV) or not b.is_const or b.size != 1 or a.is_const or a.dtype not in _WIDE_FLOATS \
             or a.shape != value.shape or b.dtype != a.dtype:
         return None
     factor = float(np.asarray(b.const, np.float64).reshape(()))
