@@ -57,14 +57,30 @@ def export_cached(spec, cache: str) -> str:
     return path
 
 
-def explain(error: BaseException) -> str:
-    """One line: the error, and when an op another branch adds is the cause, which branch."""
-    text = f"{type(error).__name__}: {error}".splitlines()[0]
-    for branch, ops in IN_PROGRESS.items():
-        for op in ops:
-            if f"op {op} " in text or f"'{op}'" in text or f"op {op}:" in text:
-                return f"needs {op} (in progress on {branch}) — {text}"
-    return text
+def unsupported_ops(model) -> list[str]:
+    """The model's op types (subgraphs included) that edgert's importer does not know."""
+    from edgert.onnx.registry import supported_ops
+    found: set[str] = set()
+
+    def walk(graph):
+        for node in graph.node:
+            found.add(node.op_type)
+            for attr in node.attribute:
+                for subgraph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    walk(subgraph)
+    walk(model.graph)
+    return sorted(found - set(supported_ops()))
+
+
+def explain(error: BaseException, model=None) -> str:
+    """One line: the error, or the ops the model needs and which branch in progress adds each."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0].split("; supported ops")[0]
+    missing = unsupported_ops(model) if model is not None else []
+    if not missing:
+        return text
+    owner = {op: branch for branch, ops in IN_PROGRESS.items() for op in ops}
+    needs = ", ".join(f"{op} ({owner[op]}, in progress)" if op in owner else op for op in missing)
+    return f"needs {needs}"
 
 
 def compare_outputs(outputs: dict, reference: dict) -> dict:
@@ -122,7 +138,7 @@ def run_model(name: str, cache: str) -> dict:
     if missing:
         row["status"] = f"skipped: {', '.join(missing)} not installed"
         return row
-    stage = "export"
+    stage, model = "export", None
     try:
         path = export_cached(spec, cache)
         stage = "load"
@@ -150,7 +166,7 @@ def run_model(name: str, cache: str) -> dict:
         row["errors_float64"] = errors64
         row["status"] = "ok (float64 ref)" if passes(errors64) else "mismatch"
     except Exception as error:  # keep going: the table says where each model stopped
-        row["status"] = f"{stage}: {explain(error)}"
+        row["status"] = f"{stage}: {explain(error, model)}"
         row["traceback"] = traceback.format_exc(limit=-4)
     return row
 
@@ -167,12 +183,12 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
     for row in rows:
         errors = row.get("errors_float64") if row.get("status") == "ok (float64 ref)" else row.get("errors")
         out.append([row["model"], row["exporter"], str(row.get("opset", "")), str(row.get("nodes", "")),
-                    number(row.get("build_s"), ".1f"), number(worst(errors, "max_abs"), ".1e"),
+                    str(row.get("layers", "")), number(row.get("build_s"), ".1f"), number(worst(errors, "max_abs"), ".1e"),
                     number(worst(errors, "normwise"), ".1e"), row["status"]])
     return out
 
 
-HEADER = ["model", "exporter", "opset", "nodes", "build s", "max abs", "normwise", "status"]
+HEADER = ["model", "exporter", "opset", "nodes", "layers", "build s", "max abs", "normwise", "status"]
 
 
 def print_table(rows: list[dict], markdown: bool) -> None:
