@@ -17,7 +17,7 @@ CONST_ALIGNMENT = 64
 _PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float64": "fp64"}
 
 
-def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: str = "host",
+def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=None, target: str = "host",
           precision: str = "fp32", optimize: bool = True, disabled_passes: Sequence[str] = (),
           memory_reuse: bool = True, reorder: bool = True, **options) -> Plan:
     """Import ``model`` (path, bytes or onnx.ModelProto), optimize it and return a Plan.
@@ -26,8 +26,17 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: s
     header records how many rewrites each pass made (``plan.header["passes"]``). A plan without CUDA kernels
     lets pooling, depthwise convolution and LRN write over their input (the CPU runtime's kernels allow it);
     ``cpu_only_aliases=False`` plans its memory for CUDA kernels compiled into it later.
+
+    ``profiles``: optimization profiles, ``[{input: (min, opt, max)}, ...]``: the plan then runs every shape in
+    range (``edgert.dynamic``); ``shapes`` pins inputs in every profile.
     """
     from edgert.onnx.importer import import_model
+
+    if profiles is not None:
+        from edgert.dynamic import build_with_profiles
+        return build_with_profiles(model, profiles, shapes, target=target, precision=precision, optimize=optimize,
+                                   disabled_passes=disabled_passes, memory_reuse=memory_reuse, reorder=reorder,
+                                   **options)
 
     graph = import_model(model, shapes)
     graph.verify()
@@ -55,9 +64,10 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     # element (see edgert.schedule.step_alias); option cpu_only_aliases=False plans so without compiling them
     compile_cuda = bool(options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
     cpu_kernels = bool(options.pop("cpu_only_aliases", True)) and not compile_cuda
+    dynamic = bool(options.pop("dynamic_shapes", False))   # a probe build of edgert.dynamic
     schedule_report = choose_schedule(graph, cpu_kernels) if reorder else {"order": "model", "lower_bound_bytes": {}}
     graph.verify()
-    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels)
+    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, dynamic=dynamic)
     memory = plan_graph_memory(specs, reuse=memory_reuse)
     document = _document(graph, specs, memory, schedule_report, target, options)
     if compile_cuda:

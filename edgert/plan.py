@@ -21,7 +21,9 @@ from edgert.errors import PlanError
 from edgert.plan_schema import validate_document
 
 MAGIC = "EDGERT-PLAN"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 2 added optimization profiles (dynamic shapes); format-1 plans predate them and are refused.
+OLDEST_FORMAT_VERSION = 2
 BLOB_ALIGNMENT = 64
 # Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
 BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")
@@ -95,6 +97,10 @@ def read_header(data: bytes) -> tuple[dict, int, int]:
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
                         f"is newer than this edgert {__version__} reads (format {FORMAT_VERSION}); "
                         f"install an edgert that reads format {version}")
+    if version < OLDEST_FORMAT_VERSION:
+        raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
+                        f"is older than this edgert reads (formats {OLDEST_FORMAT_VERSION}-{FORMAT_VERSION}); "
+                        "rebuild the plan from its model with this edgert")
     return header, count, unpacker.tell()
 
 

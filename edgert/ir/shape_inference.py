@@ -52,6 +52,15 @@ def infer_graph(graph: Graph) -> None:
         infer_node(node)
 
 
+def rule_for(kind: LayerKind) -> ShapeRule:
+    """The shape rule of ``kind`` (the runtime re-runs them when a dynamic plan's input shapes change)."""
+    _load_rules()
+    rule = _RULES.get(kind)
+    if rule is None:
+        raise GraphError(f"no shape rule for layer kind {kind.value}")
+    return rule
+
+
 def registered_kinds() -> set[LayerKind]:
     _load_rules()
     return set(_RULES)

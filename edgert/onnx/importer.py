@@ -79,6 +79,23 @@ def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Gr
     return graph
 
 
+def model_input_dims(model) -> dict[str, list | None]:
+    """{graph input name: its dims (an int where static, None where dynamic), or None with no shape} (for profiles)."""
+    g = load_model(model).graph
+    initializers = {t.name for t in g.initializer}
+    dims = {}
+    for info in g.input:
+        if info.name in initializers:
+            continue
+        tensor_type = info.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            dims[info.name] = None
+            continue
+        dims[info.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                           for d in tensor_type.shape.dim]
+    return dims
+
+
 def _import_constants_and_inputs(g: onnx.GraphProto, ctx: ImportContext, shapes: dict) -> None:
     initializers = {t.name: t for t in g.initializer}
     for tensor in g.initializer:
