@@ -36,9 +36,9 @@ from edgert.plan import Plan
 from edgert.profiles import is_static, normalize_profiles
 
 _UNSUPPORTED_OPTIONS = {
-    "gpu_kernels": "CUDA kernels need static shapes (not yet: the CUDA lowering bakes dims into the kernels)",
-    "timing_cache": "CUDA kernels need static shapes (not yet: the CUDA lowering bakes dims into the kernels)",
-    "autotune": "CUDA kernels need static shapes (not yet: the CUDA lowering bakes dims into the kernels)",
+    "gpu_kernels": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
+    "timing_cache": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
+    "autotune": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
 }
 
 
@@ -90,20 +90,28 @@ def _shown(probe: dict) -> str:
 
 
 def probe_shapes(profiles: list[dict]) -> list[tuple[int, str, dict]]:
-    """(profile index, label, {input: shape}) for the shapes each profile is built at, duplicates removed."""
+    """(profile index, label, {input: shape}) for the shapes each profile is built at, duplicates removed.
+
+    The staggered and random probes move each dynamic dim on its own, except that the same axis of different
+    inputs with the same (min, opt, max) moves together (a batch shared by several inputs).
+    """
     probes, seen = [], set()
     rng = np.random.default_rng(0)
     for index, profile in enumerate(profiles):
         names = list(profile)
-        dynamic = [(n, a) for n in names for a, (lo, hi) in enumerate(zip(profile[n][0], profile[n][2])) if lo != hi]
+        groups: dict[tuple, list] = {}
+        for n in names:
+            for a, triple in enumerate(zip(*profile[n])):
+                if triple[0] != triple[2]:
+                    groups.setdefault((a, triple), []).append((n, a))
         candidates = [("min", {n: profile[n][0] for n in names}), ("opt", {n: profile[n][1] for n in names}),
                       ("max", {n: profile[n][2] for n in names})]
         for label, parity in (("stagger-a", 0), ("stagger-b", 1), ("random", None)):
             shapes = {n: list(profile[n][0]) for n in names}
-            for j, (n, a) in enumerate(dynamic):
-                lo, hi = profile[n][0][a], profile[n][2][a]
+            for j, ((_, (lo, _, hi)), members) in enumerate(groups.items()):
                 pick = int(rng.integers(lo, hi + 1)) if parity is None else (lo if (j + parity) % 2 else hi)
-                shapes[n][a] = pick
+                for n, a in members:
+                    shapes[n][a] = pick
             candidates.append((label, {n: tuple(s) for n, s in shapes.items()}))
         for label, shapes in candidates:
             key = tuple(sorted(shapes.items()))

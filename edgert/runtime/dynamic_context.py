@@ -44,8 +44,14 @@ class DynamicExecutionContext(ExecutionContext):
         self._overwrite = set(memory.get("overwrite", []))
         self._workspace = Workspace(engine)
         self._cache: OrderedDict = OrderedDict()
-        for profile in reversed(engine.profiles):   # largest shapes first: scratch sized once
-            self._bind_shapes(tuple(profile[b.name][2] for b in engine.inputs))
+        # Bind every profile's max shapes once to learn the scratch they need, then again over one buffer of
+        # that size, so that smaller shapes later bind without growing it.
+        for _ in range(2):
+            for profile in engine.profiles:
+                self._bind_shapes(tuple(profile[b.name][2] for b in engine.inputs))
+            needed = self._workspace.allocated_bytes
+            self._workspace.reserve(needed)
+            self._cache.clear()
         self._profile = 0
         self.set_optimization_profile(0)
 

@@ -208,6 +208,12 @@ class Workspace:
     def begin_layer(self) -> None:
         self._used = 0
 
+    def reserve(self, nbytes: int) -> None:
+        """Start over with one buffer of ``nbytes`` (a dynamic context sizes it once for its largest shapes)."""
+        self._buffer = np.empty(int(nbytes) + self.ALIGNMENT, np.uint8)
+        self._used = 0
+        self.allocated_bytes = self._buffer.size
+
     def scratch(self, shape, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         shape = tuple(int(d) for d in shape)
@@ -331,8 +337,8 @@ def _read_profiles(section, inputs: list) -> list[dict] | None:
         profile = {}
         for binding in inputs:
             shapes = tuple(tuple(int(d) for d in ranges[binding.name][k]) for k in ("min", "opt", "max"))
-            if any(len(s) != len(binding.shape) for s in shapes) or \
-                    any(not (0 <= a <= b <= c <= m) for a, b, c, m in zip(*shapes, binding.shape)):
+            if any(len(s) != len(binding.shape) for s in shapes) or math.prod(shapes[2]) > math.prod(binding.shape) \
+                    or any(not (0 <= a <= b <= c) for a, b, c in zip(*shapes)):
                 raise PlanError(f"plan is corrupt: optimization profile {index} gives input {binding.name!r} "
                                 f"shapes {shapes} that do not fit its tensor of {binding.shape}")
             profile[binding.name] = shapes
