@@ -221,3 +221,37 @@ def test_format_1_plans_are_refused():
     data[at] = 1
     with pytest.raises(PlanError, match="plan format version 1 .*older than this edgert reads.*rebuild"):
         edgert.load(bytes(data))
+
+
+def test_runtime_of_a_profile_plan_imports_neither_onnx_nor_the_builder(tmp_path):
+    path = tmp_path / "ocr.plan"
+    edgert.build(build_text_recognizer(), profiles=[{"image": ((1, 3, 48, 64), (1, 3, 48, 96), (2, 3, 48, 128))}]
+                 ).save(path)
+    script = f"""
+import sys
+import numpy as np
+import edgert.runtime
+context = edgert.runtime.load({str(path)!r}).create_execution_context()
+assert context.execute({{"image": np.ones((2, 3, 48, 100), np.float32)}})["probs"].shape == (2, 25, 37)
+bad = sorted(m for m in sys.modules if m == "onnx" or m.startswith(("onnx.", "edgert.onnx", "edgert.passes",
+                                                                    "edgert.builder", "edgert.dynamic", "onnxruntime")))
+assert not bad, bad
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (lambda d: next(l for l in d["layers"] if l.get("dynamic"))["dynamic"][0].__setitem__(1, ["cube", 0]),
+     "is not a known expression"),
+    (lambda d: next(l for l in d["layers"] if l.get("dynamic"))["dynamic"][0].__setitem__(0, ["nope"]),
+     "names attr path"),
+    (lambda d: d["profiles"][0]["inputs"]["image"].__setitem__("max", [2, 3, 48, 4000]),
+     "do not fit its tensor"),
+])
+def test_corrupt_profile_plans_are_plan_errors(corrupt, message):
+    from edgert.plan import write_plan
+    plan = edgert.build(build_text_recognizer(), profiles=[{"image": ((1, 3, 48, 64), (1, 3, 48, 96), (2, 3, 48, 128))}])
+    corrupt(plan.document)
+    with pytest.raises(PlanError, match=message):
+        edgert.load(write_plan(plan.document))

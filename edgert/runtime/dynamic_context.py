@@ -29,7 +29,7 @@ from edgert.runtime.shapes import check_in_profile, format_range, specialize
 class _Bound:
     """Everything bound for one set of input shapes."""
 
-    __slots__ = ("shapes", "staged", "steps", "runs", "prepared", "results")
+    __slots__ = ("shapes", "buffers", "staged", "steps", "runs", "prepared", "results")
 
 
 class DynamicExecutionContext(ExecutionContext):
@@ -102,6 +102,12 @@ class DynamicExecutionContext(ExecutionContext):
             return {name: np.array(buffer, copy=True) for name, buffer in bound.results}
 
     @property
+    def buffers(self) -> list:
+        """Every tensor's array at the plan's tensor shapes (the largest profile's max), whose attrs the plan's
+        layers carry: what ``edgert compare`` runs layer by layer."""
+        return self._bind_shapes(tuple(b.shape for b in self.engine.inputs)).buffers
+
+    @property
     def _runs(self):
         return self._bound.runs
 
@@ -161,7 +167,7 @@ class DynamicExecutionContext(ExecutionContext):
             count = int(np.prod(shapes[tensor_id], dtype=np.int64))
             buffers[tensor_id] = flat[:count].reshape(shapes[tensor_id])
         bound = _Bound()
-        bound.shapes = shapes
+        bound.shapes, bound.buffers = shapes, buffers
         bound.staged = [buffers[b.tensor] for b in engine.inputs]
         bound.steps, bound.runs, bound.prepared = [], [], []
         for index, step in enumerate(engine.steps):
