@@ -58,7 +58,7 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
     if qdq_folded:
         pass_counts["qdq_folding"] = qdq_folded
-    partition_report = _partition(graph, target, options)
+    partition_report = _partition(graph, target, options, options.pop("dynamic_layers", None))
     precision_report = _precision(graph, options, rules)
     # CUDA kernels are compiled over this memory plan: layers may then only write over their input element for
     # element (see edgert.schedule.step_alias); option cpu_only_aliases=False plans so without compiling them
@@ -79,8 +79,9 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     return Plan(document)
 
 
-def _partition(graph: Graph, target: str, options: dict):
-    """Assign layers to the target's GPU / DLA cores (host builds without a DLA request stay on the CPU)."""
+def _partition(graph: Graph, target: str, options: dict, dynamic_layers: dict | None = None):
+    """Assign layers to the target's GPU / DLA cores (host builds without a DLA request stay on the CPU);
+    ``dynamic_layers`` (profile builds: {layer: shape range}) cannot go to a DLA."""
     if target == "host" and options.get("dla_core") is None:
         return None
     from edgert.partitioner.assign import partition
@@ -89,7 +90,7 @@ def _partition(graph: Graph, target: str, options: dict):
     precision = options.get("precision", "fp32")
     report = partition(graph, load_profile(target), dla_core=options.get("dla_core"),
                        gpu_fallback=bool(options.get("gpu_fallback", False)), placement=options.get("placement"),
-                       precision=precision)
+                       precision=precision, dynamic_layers=dynamic_layers)
     for node in graph.nodes:
         if node.device.startswith("dla"):
             node.precision = precision  # the DLA computes in the build precision (fp16 / int8), never fp32

@@ -22,6 +22,12 @@ tensor's max size, and a smaller tensor of the same schedule fits its slot, so o
 every shape in every profile. Layouts whose offsets depend on shapes (a concat written in place by its
 producers, a slice viewed at an offset) are not used in profile builds. ``profiles`` in the plan records each
 profile's ranges and the arena the probe builds at its min/opt/max would need.
+
+DLA: the DLA needs static shapes (as in TensorRT). With ``dla_core`` the probes are first built for the CPU to
+find the layers whose shapes vary; those fail the DLA's capability check with that reason (``--gpu-fallback``
+moves them to the GPU, else the build fails naming the layer), and the static layers stay on the DLA. CUDA
+kernels (``gpu_kernels``, ``timing_cache``, ``autotune``) are not yet possible in a profile plan: the CUDA
+lowering bakes dims into the kernels as compile-time constants; such a build is an UnsupportedError.
 """
 
 from __future__ import annotations
@@ -56,13 +62,13 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
     reorder = build_options.pop("reorder", True)
     main_index = max((i for i, (_, label, _) in enumerate(probes) if label == "max"),
                      key=lambda i: sum(int(np.prod(s)) for s in probes[i][2].values()))
-    documents = []
-    for index, (_, label, probe) in enumerate(probes):
-        try:
-            plan = build(proto, shapes=probe, dynamic_shapes=True, reorder=reorder and index == main_index, **build_options)
-        except EdgeRTError as e:
-            raise type(e)(f"at probe shapes {_shown(probe)} ({label} of a profile): {e}") from e
-        documents.append(plan.document)
+    if build_options.get("dla_core") is not None:
+        # The DLA needs static shapes: find the layers whose shapes vary (CPU probe builds), then build again
+        # with those layers failing the DLA's capability check (GPU fallback with that reason, or an error).
+        host_options = {k: v for k, v in build_options.items() if k not in ("dla_core", "gpu_fallback", "placement")}
+        host = _probe_documents(proto, probes, main_index, False, dict(host_options, target="host"))
+        build_options["dynamic_layers"] = _dynamic_layers(host)
+    documents = _probe_documents(proto, probes, main_index, reorder, build_options)
     main = documents[main_index]
     _check_same_graph(main, documents, probes)
     for layer in main["layers"]:
@@ -75,14 +81,43 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
     return Plan(main)
 
 
+def _probe_documents(proto, probes: list, main_index: int, reorder: bool, build_options: dict) -> list[dict]:
+    from edgert.builder import build
+
+    documents = []
+    for index, (_, label, probe) in enumerate(probes):
+        try:
+            plan = build(proto, shapes=probe, dynamic_shapes=True, reorder=reorder and index == main_index,
+                         **build_options)
+        except EdgeRTError as e:
+            raise type(e)(f"at probe shapes {_shown(probe)} ({label} of a profile): {e}") from e
+        documents.append(plan.document)
+    return documents
+
+
+def _dynamic_layers(documents: list[dict]) -> dict[str, str]:
+    """{layer name: its output shape range} of the layers whose input or output shapes differ between probes."""
+    from edgert.runtime.shapes import format_range
+
+    seen: dict[str, list] = {}
+    for document in documents:
+        tensors = document["tensors"]
+        for layer in document["layers"]:
+            shapes = [tuple(tensors[i]["shape"]) for i in layer["inputs"] + layer["outputs"] if i >= 0]
+            seen.setdefault(layer["name"], []).append(shapes)
+    dynamic = {}
+    for name, per_probe in seen.items():
+        if any(shapes != per_probe[0] for shapes in per_probe):
+            outputs = [shapes[-1] for shapes in per_probe]
+            dynamic[name] = format_range([min(d) for d in zip(*outputs)], [max(d) for d in zip(*outputs)])
+    return dynamic
+
+
 def _check_options(options: dict) -> None:
     for key, reason in _UNSUPPORTED_OPTIONS.items():
         if options.get(key):
             raise UnsupportedError(f"a plan with optimization profiles cannot use {key}: {reason}; build with "
                                    "static shapes (--shape) for CUDA kernels")
-    if options.get("dla_core") is not None:
-        raise UnsupportedError("a plan with optimization profiles cannot place layers on a DLA core (the DLA "
-                               "needs static shapes, min = opt = max); build with --shape for DLA layers")
 
 
 def _shown(probe: dict) -> str:

@@ -205,13 +205,46 @@ def test_shapes_used_as_data_are_a_build_error():
     assert plan.document["layers"]
 
 
-def test_cuda_kernels_and_dla_need_static_shapes():
+def test_cuda_kernels_need_static_shapes():
     profile = [{"image": ((1, 3, 48, 64), (1, 3, 48, 320), (2, 3, 48, 960))}]
     with pytest.raises(UnsupportedError, match="not yet: CUDA kernels need static shapes"):
         edgert.build(build_text_recognizer(), profiles=profile, gpu_kernels=True)
-    with pytest.raises(UnsupportedError, match="DLA needs static shapes"):
-        edgert.build(build_text_recognizer(), profiles=profile, target="jetson-agx-orin", dla_core=0,
-                     gpu_fallback=True, precision="fp16")
+
+
+def _static_and_dynamic_branches():
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng()
+    weights = [numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), "w"),
+               numpy_helper.from_array((rng.standard_normal((8, 4)) * 0.3).astype(np.float32), "fc")]
+    nodes = [helper.make_node("Conv", ["a", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["image_out"], name="relu"),
+             helper.make_node("MatMul", ["b", "fc"], ["m"], name="fc"),
+             helper.make_node("Sigmoid", ["m"], ["seq_out"], name="sig")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 16, 16]),
+                                           helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("image_out", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("seq_out", TensorProto.FLOAT, None)], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_dynamic_layers_fall_back_from_the_dla_to_the_gpu():
+    model = _static_and_dynamic_branches()
+    profile = [{"b": ((1, 8), (4, 8), (16, 8))}]
+    options = dict(target="jetson-agx-orin", dla_core=0, precision="fp16")
+    plan = edgert.build(model, profiles=profile, gpu_fallback=True, **options)
+    devices = {layer["name"]: layer["device"] for layer in plan.document["layers"]}
+    reasons = {layer["name"]: layer["reason"] for layer in plan.document["header"]["partition"]["layers"]}
+    assert devices["conv"] == "dla:0"   # static shapes: stays on the DLA
+    dynamic = next(name for name, device in devices.items() if device == "gpu")
+    assert "DLA does not support dynamic dimensions" in reasons[dynamic] and "1-16x4" in reasons[dynamic]
+    context = edgert.load(plan).create_execution_context()
+    for batch in (1, 7, 16):
+        feeds = random_inputs(model, {"b": (batch, 8)})
+        ours, reference = context.execute(feeds), ort_run(model, feeds)
+        assert normwise_error(ours["seq_out"], reference["seq_out"]) <= TOLERANCE
+        assert normwise_error(ours["image_out"], reference["image_out"]) <= 1e-2   # fp16 on the DLA
+    with pytest.raises(edgert.errors.PlacementError, match="cannot run on DLA core 0: DLA does not support dynamic"):
+        edgert.build(model, profiles=profile, **options)
 
 
 def test_format_1_plans_are_refused():
