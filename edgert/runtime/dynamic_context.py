@@ -165,6 +165,10 @@ class DynamicExecutionContext(ExecutionContext):
             buffers[tensor_id] = array
         for tensor_id, flat in self._slots.items():
             count = int(np.prod(shapes[tensor_id], dtype=np.int64))
+            if count > flat.size:   # a tensor larger than at the max shapes: its size is not monotone in them
+                raise InputError(f"input shapes {key}: tensor {engine.tensors[tensor_id]['name']!r} needs "
+                                 f"{count} elements, more than its arena slot of {flat.size} (planned at the "
+                                 "profile's max shapes); narrow the profile")
             buffers[tensor_id] = flat[:count].reshape(shapes[tensor_id])
         bound = _Bound()
         bound.shapes, bound.buffers = shapes, buffers
