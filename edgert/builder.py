@@ -38,7 +38,7 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=
                                    disabled_passes=disabled_passes, memory_reuse=memory_reuse, reorder=reorder,
                                    **options)
 
-    graph = import_model(model, shapes)
+    graph = import_model(model, shapes, options.pop("initializer_cache", None))
     graph.verify()
     return build_graph(graph, target=target, optimize=optimize, disabled_passes=disabled_passes,
                        memory_reuse=memory_reuse, reorder=reorder, options={"precision": precision, **options})

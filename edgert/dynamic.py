@@ -84,11 +84,11 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
 def _probe_documents(proto, probes: list, main_index: int, reorder: bool, build_options: dict) -> list[dict]:
     from edgert.builder import build
 
-    documents = []
+    documents, cache = [], {}
     for index, (_, label, probe) in enumerate(probes):
         try:
             plan = build(proto, shapes=probe, dynamic_shapes=True, reorder=reorder and index == main_index,
-                         **build_options)
+                         initializer_cache=cache, **build_options)
         except EdgeRTError as e:
             raise type(e)(f"at probe shapes {_shown(probe)} ({label} of a profile): {e}") from e
         documents.append(plan.document)
