@@ -19,6 +19,8 @@ BUILD_OPTIONS = frozenset({
     "gpu_kernels", "autotune", "gpu_archs", "ptx", "tf32", "dla_core", "gpu_fallback", "cpu_only_aliases",
     "max_arena",
 })
+# Passed by edgert.dynamic to its probe builds; accepted, not offered to users.
+INTERNAL_OPTIONS = frozenset({"initializer_cache", "dynamic_shapes", "dynamic_layers"})
 HOST_MAX_ARENA = 16 << 30
 DEVICE_MEMORY_FRACTION = 0.5   # the rest: weights, the OS, the application, the CUDA context
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
@@ -27,7 +29,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20
 
 def check_build_options(options: dict, named: tuple = ()) -> None:
     """EdgeRTError naming each unknown option, a close match, and every valid option."""
-    unknown = sorted(set(options) - BUILD_OPTIONS)
+    unknown = sorted(set(options) - BUILD_OPTIONS - INTERNAL_OPTIONS)
     if not unknown:
         if options.get("max_arena") is not None:
             parse_size(options["max_arena"])   # a bad size fails before the build's work

@@ -19,7 +19,7 @@ CONST_ALIGNMENT = 64
 _PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float64": "fp64"}
 
 
-def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: str = "host",
+def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=None, target: str = "host",
           precision: str = "fp32", optimize: bool = True, disabled_passes: Sequence[str] = (),
           memory_reuse: bool = True, reorder: bool = True, **options) -> Plan:
     """Import ``model`` (path, bytes or onnx.ModelProto), optimize it and return a Plan.
@@ -28,12 +28,21 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, target: s
     header records how many rewrites each pass made (``plan.header["passes"]``). A plan without CUDA kernels
     lets pooling, depthwise convolution and LRN write over their input (the CPU runtime's kernels allow it);
     ``cpu_only_aliases=False`` plans its memory for CUDA kernels compiled into it later.
+
+    ``profiles``: optimization profiles, ``[{input: (min, opt, max)}, ...]``: the plan then runs every shape in
+    range (``edgert.dynamic``); ``shapes`` pins inputs in every profile.
     """
     from edgert.onnx.importer import import_model
 
-    check_build_options(options, named=("shapes", "target", "precision", "optimize", "disabled_passes",
+    check_build_options(options, named=("shapes", "profiles", "target", "precision", "optimize", "disabled_passes",
                                         "memory_reuse", "reorder"))
-    graph = import_model(model, shapes)
+    if profiles is not None:
+        from edgert.dynamic import build_with_profiles
+        return build_with_profiles(model, profiles, shapes, target=target, precision=precision, optimize=optimize,
+                                   disabled_passes=disabled_passes, memory_reuse=memory_reuse, reorder=reorder,
+                                   **options)
+
+    graph = import_model(model, shapes, options.pop("initializer_cache", None))
     graph.verify()
     return build_graph(graph, target=target, optimize=optimize, disabled_passes=disabled_passes,
                        memory_reuse=memory_reuse, reorder=reorder, options={"precision": precision, **options})
@@ -53,18 +62,19 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
     if qdq_folded:
         pass_counts["qdq_folding"] = qdq_folded
-    partition_report = _partition(graph, target, options)
+    partition_report = _partition(graph, target, options, options.pop("dynamic_layers", None))
     precision_report = _precision(graph, options, rules)
     # CUDA kernels are compiled over this memory plan: layers may then only write over their input element for
     # element (see edgert.schedule.step_alias); option cpu_only_aliases=False plans so without compiling them
     compile_cuda = bool(options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
     cpu_kernels = bool(options.pop("cpu_only_aliases", True)) and not compile_cuda
+    dynamic = bool(options.pop("dynamic_shapes", False))   # a probe build of edgert.dynamic
     output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
     counts = [rows[0] for rows in output_rows if rows is not None]
     schedule_report = choose_schedule(graph, cpu_kernels, counts) if reorder else {"order": "model",
                                                                                    "lower_bound_bytes": {}}
     graph.verify()
-    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts)
+    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts, dynamic=dynamic)
     memory = plan_graph_memory(specs, reuse=memory_reuse)
     check_arena(memory.arena_bytes, options.get("max_arena"), target)
     document = _document(graph, specs, memory, schedule_report, target, options, output_rows)
@@ -77,8 +87,9 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     return Plan(document)
 
 
-def _partition(graph: Graph, target: str, options: dict):
-    """Assign layers to the target's GPU / DLA cores (host builds without a DLA request stay on the CPU)."""
+def _partition(graph: Graph, target: str, options: dict, dynamic_layers: dict | None = None):
+    """Assign layers to the target's GPU / DLA cores (host builds without a DLA request stay on the CPU);
+    ``dynamic_layers`` (profile builds: {layer: shape range}) cannot go to a DLA."""
     if target == "host" and options.get("dla_core") is None:
         return None
     from edgert.partitioner.assign import partition
@@ -87,7 +98,7 @@ def _partition(graph: Graph, target: str, options: dict):
     precision = options.get("precision", "fp32")
     report = partition(graph, load_profile(target), dla_core=options.get("dla_core"),
                        gpu_fallback=bool(options.get("gpu_fallback", False)), placement=options.get("placement"),
-                       precision=precision)
+                       precision=precision, dynamic_layers=dynamic_layers)
     for node in graph.nodes:
         if node.device.startswith("dla"):
             node.precision = precision  # the DLA computes in the build precision (fp16 / int8), never fp32

@@ -23,7 +23,7 @@ from edgert.plan_schema import validate_document
 from edgert.safe_write import atomic_write
 
 MAGIC = "EDGERT-PLAN"
-FORMAT_VERSION = 2   # 2: the checksum covers the header too
+FORMAT_VERSION = 2   # 2: the checksum covers the header too, and plans may hold optimization profiles
 BLOB_ALIGNMENT = 64
 # Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
 BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")

@@ -141,6 +141,38 @@ def _validate_memory(document: dict, count: int, sizes: list[int]) -> None:
                 _fail(f"memory.{key}", f"names layer {step}, but the plan has {layers}")
 
 
+# Dim expressions of plans with optimization profiles (edgert.runtime.shapes): op -> number of int arguments.
+_EXPRESSION_ARITY = {"const": 1, "dim": 2, "dim_add": 3, "dim_mul": 3, "dim_div": 3, "prod": 3, "infer": 0}
+
+
+def _validate_profiles(document: dict) -> None:
+    profiles = document.get("profiles")
+    if profiles is None:
+        return
+    for index, profile in enumerate(_expect(profiles, list, "profiles")):
+        where = f"optimization profile {index}"
+        for name, ranges in _expect(_expect(profile, dict, where).get("inputs"), dict, f"{where} inputs").items():
+            for key in ("min", "opt", "max"):
+                for dim in _expect(_expect(ranges, dict, f"{where} {name!r}").get(key), list, f"{where} {name!r} {key}"):
+                    _expect(dim, int, f"{where} {name!r} {key} dim")
+    for index, layer in enumerate(document["layers"]):
+        for entry in _expect(layer.get("dynamic", []), list, f"layer {index} dynamic"):
+            where = f"layer {index} dim expression"
+            if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], list) or \
+                    not isinstance(entry[1], list) or not entry[1]:
+                _fail(where, "is not a [path, expression] pair")
+            path, expr = entry
+            if _EXPRESSION_ARITY.get(expr[0]) != len(expr) - 1 or any(not isinstance(a, int) for a in expr[1:]):
+                _fail(where, f"{expr!r} is not a known expression")
+            target = layer.get("attrs", {})
+            for key in path:
+                ok = (isinstance(target, dict) and key in target) or \
+                    (isinstance(target, list) and isinstance(key, int) and 0 <= key < len(target))
+                if not ok:
+                    _fail(where, f"names attr path {path!r}, which the layer does not have")
+                target = target[key]
+
+
 def validate_document(document: dict) -> None:
     header = _expect(document.get("header"), dict, "header")
     _expect(header.get("edgert_version", ""), str, "header edgert_version")
@@ -151,4 +183,5 @@ def validate_document(document: dict) -> None:
     _validate_constants(document, tensors, sizes)
     _validate_layers(document, len(tensors))
     _validate_memory(document, len(tensors), sizes)
+    _validate_profiles(document)
     _expect(document.get("kernels", {}), dict, "kernels")

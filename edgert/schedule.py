@@ -19,7 +19,7 @@ _INPLACE_KINDS = {LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.UNARY, 
                   LayerKind.PARAMETRIC_RELU}
 
 
-def step_alias(node: Node, cpu_kernels: bool = True) -> tuple[str | None, int, int]:
+def step_alias(node: Node, cpu_kernels: bool = True, dynamic: bool = False) -> tuple[str | None, int, int]:
     """How the memory planner may alias this layer's output: (alias, concat axis, view byte offset).
 
     ``cpu_kernels``: the plan runs this layer with the CPU runtime's kernels (no CUDA kernels compiled, not on a
@@ -31,6 +31,8 @@ def step_alias(node: Node, cpu_kernels: bool = True) -> tuple[str | None, int, i
     if node.kind == LayerKind.SHUFFLE and _is_identity_perm(node.attrs.get("first_perm")) \
             and _is_identity_perm(node.attrs.get("second_perm")):
         return "view", 0, 0
+    if dynamic and node.kind in (LayerKind.SLICE, LayerKind.CONCATENATION):
+        return None, 0, 0
     if node.kind == LayerKind.SLICE:
         offset = contiguous_slice_offset(node.inputs[0].shape, node.attrs, node.inputs[0].dtype.itemsize)
         return ("view", 0, offset) if offset is not None else (None, 0, 0)
@@ -92,7 +94,7 @@ class ScheduleSpecs:
     """Tensor ids and planner specs for a graph in a given node order."""
 
     def __init__(self, graph: Graph, order: list[Node], pool_of=lambda node: "cpu", cpu_kernels: bool = True,
-                 keep=()):
+                 keep=(), dynamic: bool = False):
         """``keep``: values that must survive to the end like graph outputs (the row counts of bounded outputs)."""
         self.ids: dict[int, int] = {}
         self.values: list[Value] = []
@@ -107,8 +109,8 @@ class ScheduleSpecs:
         self.steps = []
         self.cpu_only_steps = []   # steps given an alias that only the CPU runtime's kernels support
         for index, node in enumerate(order):
-            alias, axis, offset = step_alias(node, cpu_kernels)
-            if cpu_kernels and alias != step_alias(node, False)[0]:
+            alias, axis, offset = step_alias(node, cpu_kernels, dynamic)
+            if cpu_kernels and alias != step_alias(node, False, dynamic)[0]:
                 self.cpu_only_steps.append(index)
             self.steps.append(StepSpec(tuple(self._id(v) for v in node.inputs),
                                        tuple(self._id(v) for v in node.outputs), alias, axis, offset))

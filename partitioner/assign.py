@@ -36,11 +36,14 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def partition(graph: Graph, profile, *, dla_core: int | None = None, gpu_fallback: bool = False,
-              placement=None, precision: str = "fp16", insert_reformats: bool = True) -> PartitionReport:
+              placement=None, precision: str = "fp16", insert_reformats: bool = True,
+              dynamic_layers: dict[str, str] | None = None) -> PartitionReport:
     """Assign every layer of ``graph`` to a device of ``profile`` (a TargetProfile or a profile name).
 
     ``placement`` is a placement file path or parsed rules; ``precision`` the build precision
     (the DLA runs FP16 and INT8 only). Raises PlacementError when a layer cannot go where it must.
+    ``dynamic_layers``: {layer name: its shapes as a range} of a build with optimization profiles; the DLA
+    needs static shapes, so those layers fail its capability check (TensorRT's rule).
     """
     profile = profile if isinstance(profile, TargetProfile) else load_profile(profile)
     if precision not in PRECISIONS:
@@ -54,6 +57,7 @@ def partition(graph: Graph, profile, *, dla_core: int | None = None, gpu_fallbac
     if not profile.has_gpu:
         return _on_cpu(graph, profile, dla_core, rules, options)
     assigner = _Assigner(graph, profile, dla_core, gpu_fallback, precision)
+    assigner.dynamic_layers = dict(dynamic_layers or {})
     assigner.assign(rules)
     if gpu_fallback:
         assigner.return_islands()
@@ -85,6 +89,7 @@ class _Assigner:
         self.warnings: list[str] = []
         self._verdicts: dict[int, Verdict] = {}
         self._gpu_ms: dict[int, float] = {}
+        self.dynamic_layers: dict[str, str] = {}   # {name: shape range} of layers whose shapes vary (profiles)
 
     # -- step 1 and 2: rules and default device -----------------------------------------------
     def _checked_core(self, core, what: str) -> int | None:
@@ -99,6 +104,11 @@ class _Assigner:
         return int(core)
 
     def verdict(self, node: Node) -> Verdict:
+        shapes = self.dynamic_layers.get(node.name)
+        if shapes is not None:
+            return Verdict(False, "DLA does not support dynamic dimensions; every dimension must be fixed at build "
+                                  f"time (this layer's shapes vary over the optimization profiles: {shapes})",
+                           "static_shapes")
         if id(node) not in self._verdicts:
             self._verdicts[id(node)] = self.table.check(from_node(node), self.precision)
         return self._verdicts[id(node)]

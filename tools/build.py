@@ -8,6 +8,7 @@ import time
 
 from edgert.tools.args import add_shape_options, check_output_file, parse_shapes, require_modules
 from edgert.tools.memory import report, summary_line
+from edgert.tools.profile_args import add_profile_options, parse_profiles
 
 HELP = "build a plan from an ONNX model"
 
@@ -16,6 +17,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("-o", "--output", required=True, help="plan file to write")
     add_shape_options(parser)
+    add_profile_options(parser)
     parser.add_argument("--target", default="host", help="device profile to build for (default: host)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
                         help="build precision (the DLA runs fp16 and int8 only)")
@@ -50,10 +52,11 @@ def main(args) -> int:
     require_modules("build", "onnx")
     check_output_file(args.output, "-o")
     import edgert
+    from edgert.runtime.shapes import format_range
 
     started = time.perf_counter()
     disabled = [p for p in args.no_opt if p != "all"]
-    plan = edgert.build(args.model, shapes=parse_shapes(args.shape), target=args.target,
+    plan = edgert.build(args.model, shapes=parse_shapes(args.shape), profiles=parse_profiles(args), target=args.target,
                         precision=args.precision, optimize="all" not in args.no_opt, disabled_passes=disabled,
                         dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement,
                         calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
@@ -65,6 +68,9 @@ def main(args) -> int:
     print(f"built {args.output}: {len(plan.layers)} layers, {size / 1024:.1f} KiB, target {args.target}, "
           f"{seconds:.2f} s")
     print(summary_line(report(plan.document)))
+    for index, profile in enumerate(plan.document.get("profiles") or []):
+        print(f"profile {index}: " + ", ".join(f"{name} {format_range(r['min'], r['max'])} (opt "
+                                               f"{'x'.join(map(str, r['opt']))})" for name, r in profile["inputs"].items()))
     for arch, sources in plan.header.get("tactics", {}).items():
         counts = ", ".join(f"{count} {source}" for source, count in sources.items()) or "no choices"
         print(f"tactics for {arch}: {counts}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edgert.tools.memory import report as memory_report, summary_line
+from edgert.tools.memory import profile_lines, report as memory_report, summary_line
 
 HELP = "show a plan's header, bindings and layers"
 
@@ -22,7 +22,10 @@ def describe(document: dict) -> dict:
         if index < 0:
             return None
         entry = tensors[index]
-        return {"name": entry["name"], "dtype": entry["dtype"], "shape": list(entry["shape"])}
+        shown = {"name": entry["name"], "dtype": entry["dtype"], "shape": list(entry["shape"])}
+        if entry.get("range"):   # plans with optimization profiles: smallest and largest dims
+            shown["range"] = entry["range"]
+        return shown
 
     memory = document.get("memory") or {}
     elided, overwrite = set(memory.get("elided", [])), set(memory.get("overwrite", []))
@@ -40,8 +43,9 @@ def describe(document: dict) -> dict:
         "format_version": header.get("format_version"), "edgert_version": header.get("edgert_version"),
         "target": header.get("target"), "options": header.get("options", {}),
         "constants_bytes": len(document.get("blob", b"")),
-        "inputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["inputs"]],
-        "outputs": [{k: b[k] for k in ("name", "dtype", "shape")} for b in bindings["outputs"]],
+        "inputs": [tensor(b["tensor"]) | {"name": b["name"]} for b in bindings["inputs"]],
+        "outputs": [tensor(b["tensor"]) | {"name": b["name"]} for b in bindings["outputs"]],
+        "profiles": document.get("profiles") or [],
         "memory": {k: v for k, v in memory_report(document).items() if k != "tensors"},
         "partition": header.get("partition"),
         "tactics": header.get("tactics", {}),   # per GPU arch: layers per tactic source
@@ -49,9 +53,17 @@ def describe(document: dict) -> dict:
     }
 
 
+def _shape(tensor: dict) -> str:
+    """``1x3x224x224``; with a range, ``1-8x3x48x64-960`` (each varying dim as min-max)."""
+    if tensor.get("range"):
+        from edgert.runtime.shapes import format_range
+        return format_range(*tensor["range"])
+    return "x".join(map(str, tensor["shape"])) or "scalar"
+
+
 def _shapes(tensors) -> str:
-    """'name 1x3x224x224' per tensor (constants included: weights are tensors too)."""
-    return ", ".join(f"{t['name']} {'x'.join(map(str, t['shape'])) or 'scalar'}" for t in tensors if t is not None)
+    """'name 1x3x224x224' per tensor (constants included: weights are tensors too; ranges as min-max)."""
+    return ", ".join(f"{t['name']} {_shape(t)}" for t in tensors if t is not None)
 
 
 def _cost(layer: dict) -> str:
@@ -66,9 +78,11 @@ def print_tables(info: dict) -> None:
     print(summary_line(info["memory"]))
     for arch, sources in info["tactics"].items():
         print(f"tactics for {arch}: " + ", ".join(f"{count} {source}" for source, count in sources.items()))
+    for line in profile_lines(info["memory"]):
+        print(line)
     for direction in ("inputs", "outputs"):
         for binding in info[direction]:
-            print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {tuple(binding['shape'])}")
+            print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {_shape(binding)}")
     rows = [("#", "name", "kind", "device", "precision", "tactic", "inputs", "outputs", "cost", "fused from")]
     for index, layer in enumerate(info["layers"]):
         fused = " + ".join(layer["origin"]) if layer["origin"] != [layer["name"]] else ""

@@ -37,6 +37,10 @@ def report(document: dict) -> dict:
     result.update(pools=pools, elided_layers=[document["layers"][i]["name"] for i in memory.get("elided", [])],
                   overwrite_layers=[document["layers"][i]["name"] for i in memory.get("overwrite", [])],
                   schedule=memory.get("schedule", {}), tensors=sorted(entries, key=lambda e: e["offset"]))
+    # plans with optimization profiles: the arena is planned at the largest profile's max shapes; what the
+    # same schedule would need at each profile's min / opt / max shapes
+    result["profiles"] = [{"inputs": p["inputs"], "arena_bytes": p.get("arena_bytes", {})}
+                          for p in document.get("profiles") or []]
     return result
 
 
@@ -60,10 +64,25 @@ def summary_line(info: dict) -> str:
             f"weights {_mib(info['weights_bytes'])}, I/O {_mib(info['io_bytes'])}")
 
 
+def profile_lines(info: dict) -> list[str]:
+    """One line per optimization profile: input ranges and the arena at its min / opt / max shapes."""
+    from edgert.runtime.shapes import format_range
+    lines = []
+    for index, profile in enumerate(info.get("profiles") or []):
+        ranges = ", ".join(f"{name} {format_range(r['min'], r['max'])} (opt {'x'.join(map(str, r['opt']))})"
+                           for name, r in profile["inputs"].items())
+        arena = ", ".join(f"{label} {_mib(profile['arena_bytes'][label])}" for label in ("min", "opt", "max")
+                          if label in profile["arena_bytes"])
+        lines.append(f"  profile {index}: {ranges}; arena at {arena} (allocated: the largest profile's max)")
+    return lines
+
+
 def print_report(info: dict, top: int) -> None:
     print(summary_line(info))
     for name, pool in info["pools"].items():
         print(f"  pool {name}: arena {_mib(pool['arena_bytes'])} (placement: {pool['strategy']})")
+    for line in profile_lines(info):
+        print(line)
     schedule = info.get("schedule") or {}
     if schedule.get("lower_bound_bytes"):
         shown = ", ".join(f"{k} {_mib(v)}" for k, v in schedule["lower_bound_bytes"].items())

@@ -55,7 +55,8 @@ def infer_graph(graph: Graph) -> None:
 
 
 def rule_for(kind: LayerKind) -> ShapeRule | None:
-    """The shape rule of ``kind`` (the runtime re-checks plans with it), None when there is none."""
+    """The shape rule of ``kind`` (the runtime re-checks plans with it and re-runs it when a dynamic plan's
+    input shapes change), None when there is none."""
     _load_rules()
     return _RULES.get(kind)
 

@@ -65,7 +65,9 @@ def default_opset(proto: onnx.ModelProto) -> int:
                      "names only other domains); is the file truncated?")
 
 
-def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None, initializer_cache: dict | None = None) -> Graph:
+    """``initializer_cache`` ({name: read-only array}) lets several imports of one model (the probe shapes of a
+    profile build) convert each initializer once; read-only, so a rewrite that wrote into one would fail loudly."""
     proto = load_model(model)
     opset = default_opset(proto)
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -74,7 +76,7 @@ def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Gr
     check_supported_ops(proto.graph, opset)
     graph = Graph(proto.graph.name or "graph")
     ctx = ImportContext(graph, opset)
-    _import_constants_and_inputs(proto.graph, ctx, dict(shapes or {}))
+    _import_constants_and_inputs(proto.graph, ctx, dict(shapes or {}), initializer_cache)
     for node in ordered_nodes(proto.graph):   # ModelError on two writers of a tensor or a cycle
         _import_node(ctx, node)
     _bind_outputs(proto.graph, ctx)
@@ -82,11 +84,33 @@ def import_model(model, shapes: Mapping[str, Sequence[int]] | None = None) -> Gr
     return graph
 
 
-def _import_constants_and_inputs(g: onnx.GraphProto, ctx: ImportContext, shapes: dict) -> None:
+def model_input_dims(model) -> dict[str, list | None]:
+    """{graph input name: its dims (an int where static, None where dynamic), or None with no shape} (for profiles)."""
+    g = load_model(model).graph
+    initializers = {t.name for t in g.initializer}
+    dims = {}
+    for info in g.input:
+        if info.name in initializers:
+            continue
+        tensor_type = info.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            dims[info.name] = None
+            continue
+        dims[info.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                           for d in tensor_type.shape.dim]
+    return dims
+
+
+def _import_constants_and_inputs(g: onnx.GraphProto, ctx: ImportContext, shapes: dict, cache: dict | None) -> None:
     initializers = {t.name: t for t in g.initializer}
     for tensor in g.initializer:
-        ctx.values[tensor.name] = ctx.constant(tensor_to_array(tensor, f"initializer {tensor.name!r}"),
-                                               name=tensor.name)
+        array = cache.get(tensor.name) if cache is not None else None
+        if array is None:
+            array = tensor_to_array(tensor, f"initializer {tensor.name!r}")
+            if cache is not None:
+                array.flags.writeable = False
+                cache[tensor.name] = array
+        ctx.values[tensor.name] = ctx.constant(array, name=tensor.name)
     real_inputs = [i for i in g.input if i.name not in initializers]
     known = {i.name for i in real_inputs}
     for name in shapes:

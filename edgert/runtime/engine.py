@@ -30,6 +30,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from edgert.errors import DeviceError, InputError, PlanError
+from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import lookup, lookup_prepare
@@ -58,7 +59,7 @@ class Binding:
 class _Step:
     """One layer ready to run: its kernel, attrs and tensor ids."""
 
-    __slots__ = ("name", "kind", "kernel", "prepare", "attrs", "inputs", "outputs")
+    __slots__ = ("name", "kind", "kernel", "prepare", "attrs", "inputs", "outputs", "dynamic")
 
     def __init__(self, layer: dict, device: str):
         self.name = layer["name"]
@@ -81,6 +82,7 @@ class _Step:
             self.prepare = lookup_prepare(self.kind, device)
         self.inputs = [int(i) for i in layer["inputs"]]
         self.outputs = [int(i) for i in layer["outputs"]]
+        self.dynamic = layer.get("dynamic") or []   # dim expressions of shape-dependent attrs (runtime.shapes)
 
 
 class Engine:
@@ -96,6 +98,26 @@ class Engine:
         self.constants = self._load_constants(document)
         self.steps = [_Step(layer, device) for layer in document["layers"]]
         self.derived: dict = {}   # arrays that prepare hooks derive from constants, shared by every context
+        # optimization profiles: [{input name: (min, opt, max)}]; None for a plan of static shapes
+        self.profiles = _read_profiles(document.get("profiles"), self.inputs)
+        self.tensor_dtypes = [DataType(t["dtype"]) for t in self.tensors]
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self.profiles) if self.profiles else 1
+
+    def get_tensor_profile_shape(self, name: str, profile: int = 0) -> tuple[tuple, tuple, tuple]:
+        """(min, opt, max) shapes of input ``name`` in optimization profile ``profile`` (TensorRT 10's name)."""
+        binding = next((b for b in self.inputs if b.name == name), None)
+        if binding is None:
+            raise InputError(f"unknown input {name!r}; the plan's inputs are: "
+                             f"{', '.join(b.name for b in self.inputs)}")
+        if not 0 <= profile < self.num_optimization_profiles:
+            raise InputError(f"optimization profile {profile} does not exist; the plan has "
+                             f"{self.num_optimization_profiles} (0..{self.num_optimization_profiles - 1})")
+        if not self.profiles:
+            return binding.shape, binding.shape, binding.shape
+        return self.profiles[profile][name]
 
     def _load_constants(self, document: dict) -> dict[int, np.ndarray]:
         blob = document["blob"]
@@ -109,6 +131,9 @@ class Engine:
         return constants
 
     def create_execution_context(self) -> "ExecutionContext":
+        if self.profiles:
+            from edgert.runtime.dynamic_context import DynamicExecutionContext
+            return DynamicExecutionContext(self)
         return ExecutionContext(self)
 
     def __repr__(self) -> str:
@@ -213,6 +238,12 @@ class Workspace:
     def begin_layer(self) -> None:
         self._used = 0
 
+    def reserve(self, nbytes: int) -> None:
+        """Start over with one buffer of ``nbytes`` (a dynamic context sizes it once for its largest shapes)."""
+        self._buffer = np.empty(int(nbytes) + self.ALIGNMENT, np.uint8)
+        self._used = 0
+        self.allocated_bytes = self._buffer.size
+
     def scratch(self, shape, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         shape = tuple(int(d) for d in shape)
@@ -241,28 +272,31 @@ class Workspace:
 
 
 def _bind(step: _Step, buffers: list, outs: list, workspace: Workspace,
-          new_layer: bool = True) -> tuple[Callable[[], None], bool]:
-    """(run, prepared): the prepare hook's run() when there is one that applies, else the kernel over bound lists."""
+          new_layer: bool = True, attrs: dict | None = None) -> tuple[Callable[[], None], bool]:
+    """(run, prepared): the prepare hook's run() when there is one that applies, else the kernel over bound lists.
+    ``attrs``: the layer's attrs resolved for the current input shapes (dynamic plans), else the plan's."""
     inputs = [buffers[i] if i >= 0 else None for i in step.inputs]
+    attrs = step.attrs if attrs is None else attrs
     if step.prepare is not None:
         if new_layer:
             workspace.begin_layer()
-        run = step.prepare(step.attrs, inputs, outs, workspace)
+        run = step.prepare(attrs, inputs, outs, workspace)
         if run is not None:
             return run, True
-    return functools.partial(step.kernel, step.attrs, inputs, outs), False
+    return functools.partial(step.kernel, attrs, inputs, outs), False
 
 
-def _bind_over_input(step: _Step, buffers: list, outs: list, workspace: Workspace) -> tuple[Callable[[], None], bool]:
+def _bind_over_input(step: _Step, buffers: list, outs: list, workspace: Workspace,
+                     attrs: dict | None = None) -> tuple[Callable[[], None], bool]:
     """A layer whose output the memory planner started over its input (the plan's memory.overwrite): the
     native kernels read each plane before writing over it (their runs say so: ``overlap_safe``); any other
     kernel writes into scratch, copied to the output after."""
-    run, prepared = _bind(step, buffers, outs, workspace)
+    run, prepared = _bind(step, buffers, outs, workspace, attrs=attrs)
     if getattr(run, "overlap_safe", False):
         return run, prepared
     workspace.begin_layer()
     targets = [workspace.scratch(out.shape, out.dtype) for out in outs]
-    run, prepared = _bind(step, buffers, targets, workspace, new_layer=False)
+    run, prepared = _bind(step, buffers, targets, workspace, new_layer=False, attrs=attrs)
     return sequence([run] + [functools.partial(np.copyto, out, target) for out, target in zip(outs, targets)]), \
         prepared
 
@@ -327,6 +361,27 @@ def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
                 tensor = tensors[tensor_id]
                 buffers[tensor_id] = np.empty(tuple(tensor["shape"]), np.dtype(tensor["dtype"]))
     return raw, buffers
+
+
+def _read_profiles(section, inputs: list) -> list[dict] | None:
+    """The plan's profiles as [{input: (min, opt, max)}], checked against the input bindings."""
+    if not section:
+        return None
+    profiles = []
+    for index, entry in enumerate(section):
+        ranges = entry.get("inputs") if isinstance(entry, dict) else None
+        if not isinstance(ranges, dict) or set(ranges) != {b.name for b in inputs}:
+            raise PlanError(f"plan is corrupt: optimization profile {index} does not give every input a range")
+        profile = {}
+        for binding in inputs:
+            shapes = tuple(tuple(int(d) for d in ranges[binding.name][k]) for k in ("min", "opt", "max"))
+            if any(len(s) != len(binding.shape) for s in shapes) or math.prod(shapes[2]) > math.prod(binding.shape) \
+                    or any(not (0 <= a <= b <= c) for a, b, c in zip(*shapes)):
+                raise PlanError(f"plan is corrupt: optimization profile {index} gives input {binding.name!r} "
+                                f"shapes {shapes} that do not fit its tensor of {binding.shape}")
+            profile[binding.name] = shapes
+        profiles.append(profile)
+    return profiles
 
 
 def load(plan, device: str | None = None):
