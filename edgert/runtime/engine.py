@@ -194,7 +194,7 @@ class ExecutionContext:
                     before_layer(step.name, outs)
                 run()
                 after_layer(step.name, outs)
-            return {name: np.array(buffer, copy=True) for name, buffer in self._results}
+            return {name: np.array(trimmed(buffer, rows), copy=True) for name, buffer, rows in self._results}
 
     def unprepared_layers(self) -> list[str]:
         """Names of the layers that run their kernel as is, with no prepared fast path (a performance hint)."""
