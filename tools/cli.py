@@ -10,10 +10,11 @@ import sys
 import traceback
 
 from edgert.errors import EdgeRTError
-from edgert.tools import bench, build, compare, inspect, memory, partition, run, targets, tune
+from edgert.tools import bench, build, compare, inspect, memory, partition, run, targets, triton, tune
 
 TOOLS = {"build": build, "run": run, "bench": bench, "inspect": inspect, "memory": memory,
-         "partition": partition, "targets": targets, "compare": compare, "tune": tune}
+         "partition": partition, "targets": targets, "compare": compare, "tune": tune,
+         "triton": triton}
 
 
 class _Parser(argparse.ArgumentParser):
