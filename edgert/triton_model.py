@@ -50,7 +50,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"missing input {name!r}")
-            array = tensor.as_numpy()
+            array = _array(tensor)
             if array.dtype != dtype:
                 raise ValueError(f"input {name!r}: expected {dtype.name}, got {array.dtype.name}")
             arrays.append(array)
@@ -75,7 +75,7 @@ class TritonPythonModel:
         answered, start = [], 0
         for index, arrays in members:
             count = arrays[0].shape[0] if self.batched else 1
-            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(out[start:start + count] if self.batched else out))
+            tensors = [_tensor(name, out[start:start + count] if self.batched else out)
                        for name, out in outputs.items()]
             answered.append((index, pb_utils.InferenceResponse(output_tensors=tensors)))
             start += count
@@ -84,3 +84,14 @@ class TritonPythonModel:
     def finalize(self):
         self.context = None
         self.engine = None
+
+
+def _tensor(name, array):
+    """An output tensor for Triton, passed by DLPack: the backend's own NumPy conversion reads NumPy 2's dtype
+    descriptors wrongly (it was compiled against NumPy 1) and would send empty tensors."""
+    return pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(array))
+
+
+def _array(tensor):
+    """An input tensor as NumPy, by DLPack (see _tensor); a copy, since the request's memory is Triton's."""
+    return np.array(np.from_dlpack(tensor), copy=True)

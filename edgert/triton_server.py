@@ -10,6 +10,7 @@ instead (docs/serving.md).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -31,12 +32,11 @@ class ServerError(EdgeRTError):
 
 def bundled_server() -> tuple[Path, Path]:
     """(the wheel's tritonserver folder, its shared libraries) or ServerError saying what to install."""
-    try:
-        import pytriton
-    except ImportError:
-        raise ServerError("no Triton server here: pip install 'edgert[serving]' (nvidia-pytriton bundles "
-                          "tritonserver) or run NVIDIA's Triton container") from None
-    package = Path(pytriton.__file__).parent
+    spec = importlib.util.find_spec("pytriton")   # located, not imported: only its bundled server is used
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("no Triton server here: pip install --no-deps nvidia-pytriton (it bundles tritonserver; "
+                          "see docs/serving.md) or run NVIDIA's Triton container") from None
+    package = Path(next(iter(spec.submodule_search_locations)))
     server, libs = package / "tritonserver", package.parent / "nvidia_pytriton.libs"
     if not (server / "bin" / "tritonserver").is_file():
         raise ServerError(f"nvidia-pytriton at {package} has no tritonserver binary (a CPU-only or broken install)")

@@ -19,13 +19,14 @@ from edgert.triton import RepositoryError, model_config, write_repository
 from models import MODELS
 
 try:
-    import pytriton  # noqa: F401  (the bundled server)
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
+    from edgert.triton_server import bundled_server
+    bundled_server()
     SERVER_MISSING = None
-except ImportError as e:
-    SERVER_MISSING = f"needs nvidia-pytriton and tritonclient[http,grpc] ({e})"
+except (ImportError, edgert.EdgeRTError) as e:
+    SERVER_MISSING = f"needs tritonclient[http,grpc] and nvidia-pytriton's server ({e})"
 
 
 @pytest.fixture(scope="module")
