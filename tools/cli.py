@@ -11,7 +11,7 @@ import traceback
 
 import importlib
 
-TOOL_NAMES = ("build", "run", "bench", "inspect", "memory", "partition", "targets", "compare", "tune")
+TOOL_NAMES = ("build", "run", "bench", "inspect", "memory", "partition", "targets", "compare", "tune", "triton")
 
 
 class _Parser(argparse.ArgumentParser):
