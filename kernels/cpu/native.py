@@ -165,7 +165,8 @@ def encode_program(program: list) -> bytes | None:
         code = _opcode(instruction["kind"], attrs)
         if code is None or len(args) != (2 if code < 6 else 1) or any(a is None or a < 0 for a in args):
             return None
-        alpha, beta = float(attrs.get("alpha") or 0.0), float(attrs.get("beta") or 0.0)
+        with np.errstate(over="ignore"):   # a huge alpha is inf in float32, as the kernels compute it
+            alpha, beta = (float(np.float32(attrs.get(name) or 0.0)) for name in ("alpha", "beta"))
         records.append(_INSTRUCTION.pack(code, args[0], args[1] if len(args) > 1 else -1, alpha, beta))
     return b"".join(records)
 
