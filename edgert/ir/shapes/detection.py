@@ -58,6 +58,8 @@ def non_zero(node):
 def scatter(node):
     data, indices, updates = node.inputs
     if node.attrs["mode"] == "elements":
+        if not 0 <= int(node.attrs.get("axis", 0)) < max(len(data.shape), 1):
+            _fail(node, f"axis {node.attrs.get('axis')} is out of range for data of shape {data.shape}")
         if len(indices.shape) != len(data.shape) or tuple(indices.shape) != tuple(updates.shape):
             _fail(node, f"indices {indices.shape} and updates {updates.shape} must have one shape, of the rank "
                         f"of data {data.shape}")
