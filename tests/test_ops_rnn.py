@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper
 
 import edgert
 from edgert.errors import EdgeRTError, UnsupportedError
-from tests.helpers import (assert_matches_ort, assert_runs_allocate_nothing, edgert_run, normwise_error, ort_run)
+from helpers import (assert_matches_ort, assert_runs_allocate_nothing, edgert_run, normwise_error, ort_run)
 
 rng = np.random.default_rng()
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
