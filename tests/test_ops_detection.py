@@ -226,3 +226,39 @@ def test_a_plan_whose_rows_name_a_wrong_tensor_is_a_plan_error():
     binding["rows"]["tensor"] = binding["tensor"]    # the (bound, 3) output itself, not an int64 scalar
     with pytest.raises(PlanError, match="rows"):
         edgert.load(Plan(document).to_bytes())
+
+
+def nonzero_then(op_nodes, output, opset=15):
+    """x (3, 10) > 0 → NonZero → ``op_nodes`` (reading "nz", writing ``output``)."""
+    nodes = [helper.make_node("Greater", ["x", "zero_f"], ["mask"]), helper.make_node("NonZero", ["mask"], ["nz"])]
+    consts = {"zero_f": np.array(0.0, np.float32), "minus_one": np.array([-1], np.int64),
+              "one": np.array([1], np.int64), "two": np.array([2], np.int64)}
+    graph = helper.make_graph(nodes + op_nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [3, 10])],
+                              [helper.make_tensor_value_info(output, T.INT64, None)],
+                              [numpy_helper.from_array(a, n) for n, a in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("op_nodes", [
+    [helper.make_node("Shape", ["nz"], ["y"])],
+    [helper.make_node("Shape", ["nz"], ["y"], start=1)],
+    [helper.make_node("Shape", ["nz"], ["y"], end=1)],    # the static dim alone: folds
+    [helper.make_node("Size", ["nz"], ["y"])],
+    [helper.make_node("Transpose", ["nz"], ["t"], perm=[1, 0]), helper.make_node("Shape", ["t"], ["s"]),
+     helper.make_node("Mul", ["s", "minus_one"], ["y"])],   # arithmetic on the count runs at run time too
+])
+def test_shape_and_size_of_data_dependent_rows_are_the_real_ones(op_nodes):
+    """The size along a NonZero result's rows is its count, not the static bound the arena holds."""
+    model = nonzero_then(op_nodes, "y")
+    context = edgert.load(edgert.build(model).to_bytes()).create_execution_context()
+    for _ in range(3):
+        feeds = {"x": rng.standard_normal((3, 10)).astype(np.float32)}
+        np.testing.assert_array_equal(context.execute(feeds)["y"], ort_run(model, feeds)["y"])
+
+
+def test_a_build_time_input_computed_from_a_data_dependent_count_is_a_clear_error():
+    model = nonzero_then([helper.make_node("Shape", ["nz"], ["s"]), helper.make_node("Slice", ["s", "one", "two"], ["n"]),
+                          helper.make_node("Concat", ["n", "one"], ["target"], axis=0),
+                          helper.make_node("Reshape", ["nz", "target"], ["y"])], "y")   # (2, n) -> (n, 1): no
+    with pytest.raises(UnsupportedError, match="depends on the number of rows NonZero layer"):
+        edgert.build(model)

@@ -41,13 +41,15 @@ def _rule(*kinds: LayerKind):
     return register
 
 
-def bounded_values(graph: Graph) -> dict[int, Rows]:
+def bounded_values(graph: Graph, strict: bool = True) -> dict[int, Rows]:
     """{id(value): (count, axis)} for every value with a data-dependent row count; UnsupportedError naming
-    the layer when one is read by a layer that is not row-wise along its axis."""
+    the layer when one is read by a layer that is not row-wise along its axis (``strict=False``: such a
+    layer's outputs are left out instead, for the importer's questions about a graph still being built)."""
     rows: dict[int, Rows] = {}
     for node in graph.nodes:
         if node.kind in BOUNDED_KINDS:
-            _reject_bounded_inputs(node, rows)
+            if strict:
+                _reject_bounded_inputs(node, rows)
             rows[id(node.outputs[0])] = (node.outputs[-1], BOUNDED_KINDS[node.kind])
             continue
         inputs = {i: rows[id(v)] for i, v in enumerate(node.inputs) if v is not None and id(v) in rows}
@@ -57,6 +59,8 @@ def bounded_values(graph: Graph) -> dict[int, Rows]:
         rule = _RULES.get(node.kind)
         axes = rule(node, inputs) if rule is not None and len(counts) == 1 else None
         if axes is None:
+            if not strict:
+                continue
             _fail(node, inputs, "mixes different row counts" if len(counts) > 1 else None)
         count = next(iter(inputs.values()))[0]
         for value, axis in zip(node.outputs, axes):
