@@ -257,7 +257,8 @@ def test_shape_and_size_of_data_dependent_rows_are_the_real_ones(op_nodes):
 
 
 def test_a_build_time_input_computed_from_a_data_dependent_count_is_a_clear_error():
-    model = nonzero_then([helper.make_node("Shape", ["nz"], ["s"]), helper.make_node("Slice", ["s", "one", "two"], ["n"]),
+    model = nonzero_then([helper.make_node("Shape", ["nz"], ["s"]),
+                          helper.make_node("Slice", ["s", "one", "two"], ["n"]),
                           helper.make_node("Concat", ["n", "one"], ["target"], axis=0),
                           helper.make_node("Reshape", ["nz", "target"], ["y"])], "y")   # (2, n) -> (n, 1): no
     with pytest.raises(UnsupportedError, match="depends on the number of rows NonZero layer"):
