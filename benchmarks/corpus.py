@@ -348,6 +348,9 @@ def main(argv=None) -> int:
             except Exception as error:  # the worker died (out of memory, a crash in native code)
                 rows.append({"model": name, "exporter": CORPUS[name].exporter, "status": f"worker died: {error}"})
             print(f"{name}: {rows[-1]['status'][:200]}", file=sys.stderr, flush=True)
+            if args.json:   # after every model: a run cut short by a time limit keeps what it finished
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1, default=str)
     if args.markdown:
         where = machine() + (f", {gpu_name()} ({arch})" if args.device == "cuda" and not args.build_only else "")
         print(f"Machine: {where}\n\nCommand: `python benchmarks/corpus.py {' '.join(argv or sys.argv[1:])}`\n")
@@ -355,9 +358,6 @@ def main(argv=None) -> int:
         print_table(HEADER, table_rows(rows), args.markdown)
     else:
         print_table(*gpu_table(rows, precisions), args.markdown)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1, default=str)
     return 0
 
 

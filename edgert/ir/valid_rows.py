@@ -12,10 +12,12 @@ module follows each bounded value through such layers, tracking (count value, ax
 - Shuffle: transposes carry the axis along, reshapes keep it when the dims before and after it
   regroup on their own (squeeze, unsqueeze, flatten of the other axes);
 - Slice and Concatenation on other axes (the bounded axis taken whole);
-- Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis;
+- Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis,
+  or both: bounded rows picked by indices bounded by another count (valid indices address valid rows);
 - Reduce, Softmax and TopK over other axes; MatrixMultiply with bounded rows of A.
 
-Two bounded inputs must share their count. Anything else that reads a bounded value (a reduction over
+Two bounded inputs must share their count (but for that Gather). A bounded layer may read bounded
+rows only where it reads their count too: NMS over data-dependent boxes (its input 2). Anything else that reads a bounded value (a reduction over
 the rows, a slice of them, a convolution...) is a build error naming the layer. The runtime returns
 each bounded graph output trimmed to its count (plan: ``bindings.outputs[i].rows``).
 """
@@ -48,11 +50,13 @@ def bounded_values(graph: Graph, strict: bool = True) -> dict[int, Rows]:
     rows: dict[int, Rows] = {}
     for node in graph.nodes:
         if node.kind in BOUNDED_KINDS:
-            if strict:
+            if strict and not _reads_its_valid_rows(node, rows):
                 _reject_bounded_inputs(node, rows)
             rows[id(node.outputs[0])] = (node.outputs[-1], BOUNDED_KINDS[node.kind])
             continue
         inputs = {i: rows[id(v)] for i, v in enumerate(node.inputs) if v is not None and id(v) in rows}
+        if node.kind == LayerKind.GATHER and len(inputs) == 2 and inputs[0][1] == int(node.attrs["axis"]):
+            del inputs[0]   # bounded rows picked by bounded indices: valid indices address valid rows only
         if not inputs:
             continue
         counts = {id(count) for count, _ in inputs.values()}
@@ -73,6 +77,14 @@ def graph_output_rows(graph: Graph) -> list[Rows | None]:
     """Per graph output, its (count, axis) when its size is data-dependent, else None."""
     rows = bounded_values(graph)
     return [rows.get(id(value)) for value in graph.outputs]
+
+
+def _reads_its_valid_rows(node: Node, rows: dict[int, Rows]) -> bool:
+    """An NMS whose boxes (axis 1) and scores (axis 2) are bounded rows, with their count as its input 2."""
+    if node.kind != LayerKind.NMS or len(node.inputs) < 3:
+        return False
+    boxes, scores, count = node.inputs[:3]
+    return rows.get(id(boxes)) == (count, 1) and rows.get(id(scores)) == (count, 2)
 
 
 def _reject_bounded_inputs(node: Node, rows: dict[int, Rows]) -> None:
