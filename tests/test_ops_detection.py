@@ -326,3 +326,27 @@ def test_nms_over_data_dependent_scores_only_along_their_box_axis_is_an_error():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(UnsupportedError, match="same count on both|data-dependent"):
         edgert.build(model)
+
+
+@pytest.mark.parametrize("first", [3, 100])
+def test_the_first_rows_of_a_data_dependent_result_and_their_count(first):
+    """A prefix Slice of NMS's rows (``selected[:first]``, as Ultralytics keeps max_det boxes): the valid rows
+    are the first min(count, first); Shape of them says so."""
+    nodes = [helper.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou"], ["selected"]),
+             helper.make_node("Slice", ["selected", "zero", "first"], ["kept"]),
+             helper.make_node("Shape", ["kept"], ["kept_shape"]),
+             helper.make_node("Size", ["kept"], ["kept_size"])]
+    consts = {"max": np.array([10], np.int64), "iou": np.array([0.4], np.float32), "zero": np.array([0], np.int64),
+              "first": np.array([first], np.int64)}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("boxes", T.FLOAT, [1, 40, 4]),
+                     helper.make_tensor_value_info("scores", T.FLOAT, [1, 2, 40])],
+        [helper.make_tensor_value_info(n, T.INT64, None) for n in ("kept", "kept_shape", "kept_size")],
+        [numpy_helper.from_array(a, n) for n, a in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    context = edgert.load(edgert.build(model).to_bytes()).create_execution_context()
+    for _ in range(3):
+        feeds = {"boxes": random_boxes(1, 40, 0), "scores": rng.random((1, 2, 40)).astype(np.float32)}
+        ours, ref = context.execute(feeds), ort_run(model, feeds)
+        for name in ref:
+            np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)

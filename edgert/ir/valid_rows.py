@@ -11,12 +11,13 @@ module follows each bounded value through such layers, tracking (count value, ax
   broadcasting (the axis shifts by the rank difference; other inputs may be full-size or broadcast);
 - Shuffle: transposes carry the axis along, reshapes keep it when the dims before and after it
   regroup on their own (squeeze, unsqueeze, flatten of the other axes);
-- Slice and Concatenation on other axes (the bounded axis taken whole);
+- Slice on other axes or of the first rows, and Concatenation on other axes;
 - Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis,
   or both: bounded rows picked by indices bounded by another count (valid indices address valid rows);
 - Reduce, Softmax and TopK over other axes; MatrixMultiply with bounded rows of A.
 
-Two bounded inputs must share their count (but for that Gather). A bounded layer may read bounded
+A value's valid rows are the first min(count, its static size) along the axis: a prefix Slice keeps the
+count of its input, and the runtime's trimming, Shape and NMS clamp it. Two bounded inputs must share their count (but for that Gather). A bounded layer may read bounded
 rows only where it reads their count too: NMS over data-dependent boxes (its input 2). Anything else that reads a bounded value (a reduction over
 the rows, a slice of them, a convolution...) is a build error naming the layer. The runtime returns
 each bounded graph output trimmed to its count (plan: ``bindings.outputs[i].rows``).
@@ -154,10 +155,11 @@ def _shuffle(node, inputs):
 
 @_rule(LayerKind.SLICE)
 def _slice(node, inputs):
+    """The whole bounded axis, or its first rows (``[:k]``: the valid rows are then the first min(count, k))."""
     (_, axis), = inputs.values()
-    attrs, dim = node.attrs, node.inputs[0].shape[axis]
-    whole = attrs["starts"][axis] == 0 and attrs["sizes"][axis] == dim and attrs["steps"][axis] == 1
-    return [axis] if whole else None
+    attrs = node.attrs
+    prefix = attrs["starts"][axis] == 0 and attrs["steps"][axis] == 1
+    return [axis] if prefix else None
 
 
 @_rule(LayerKind.CONCATENATION)

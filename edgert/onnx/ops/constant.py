@@ -65,6 +65,14 @@ def data_dependent_rows(ctx, x):
     return bounded_values(ctx.graph, strict=False).get(id(x))
 
 
+def valid_rows(ctx, count, size: int):
+    """min(count, size): the rows of a value ``size`` long that are valid (after a prefix slice, fewer than the
+    count of the layer that bounded them)."""
+    (clamped,) = ctx.add(LayerKind.ELEMENTWISE, [count, ctx.constant(np.array(size, np.int64))],
+                         {"op": ElementWiseOp.MIN})
+    return clamped
+
+
 @onnx_op("Shape")
 def shape(ctx, node):
     attrs = ctx.attrs()
@@ -80,7 +88,7 @@ def shape(ctx, node):
     for static, part in itertools.groupby(axes, key=lambda a: a != axis):
         part = list(part)
         pieces += ([ctx.constant(np.array([x.shape[a] for a in part], dtype=np.int64))] if static
-                   else [reshape_to(ctx, count, [1])])
+                   else [reshape_to(ctx, valid_rows(ctx, count, x.shape[axis]), [1])])
     return [pieces[0]] if len(pieces) == 1 else ctx.add(LayerKind.CONCATENATION, pieces, {"axis": 0})
 
 
@@ -91,6 +99,7 @@ def size(ctx, node):
     if rows is None:
         return [ctx.constant(np.array(math.prod(x.shape), dtype=np.int64), name=node.output[0])]
     count, axis = rows   # the count times the other dims, at run time
+    count = valid_rows(ctx, count, x.shape[axis])
     other = np.array(math.prod(x.shape[:axis] + x.shape[axis + 1:]), dtype=np.int64)
     return ctx.add(LayerKind.ELEMENTWISE, [count, ctx.constant(other)], {"op": ElementWiseOp.PROD})
 
