@@ -384,7 +384,6 @@ def test_streaming_lstm_state_loop_is_allocation_free_and_matches_ort():
     context = edgert.load(edgert.build(model).to_bytes()).create_execution_context()
     assert context.unprepared_layers() == []
     ours = {"h_in": np.zeros((1, batch, hidden), np.float32), "c_in": np.zeros((1, batch, hidden), np.float32)}
-    ref = dict(ours)
     for step, frame in enumerate(randn(100, 1, batch, 12)):
         if step >= 10:
             assert_runs_allocate_nothing(context, limit=one_temporary)
@@ -395,8 +394,9 @@ def test_streaming_lstm_state_loop_is_allocation_free_and_matches_ort():
             assert peak < sum(array.nbytes for array in got.values()) + one_temporary, (step, peak)
         else:
             got = context.execute({"frame": frame, **ours})
-        want = dict(zip(["scores", "h_out", "c_out"], session.run(None, {"frame": frame, **ref})))
+        # each step against onnxruntime from the same states: 100 steps of two float32 rounding paths would
+        # drift apart through the recurrence, which says nothing about either
+        want = dict(zip(["scores", "h_out", "c_out"], session.run(None, {"frame": frame, **ours})))
         for name in want:
             assert normwise_error(got[name], want[name]) <= 1e-5, (step, name)
         ours = {"h_in": got["h_out"], "c_in": got["c_out"]}
-        ref = {"h_in": want["h_out"], "c_in": want["c_out"]}
