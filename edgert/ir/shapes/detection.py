@@ -40,6 +40,8 @@ def topk(node):
 @shape_rule(LayerKind.NMS)
 def nms(node):
     boxes, scores = node.inputs[:2]
+    if len(node.inputs) > 2 and (node.inputs[2].shape != () or node.inputs[2].dtype != DataType.INT64):
+        _fail(node, f"the count of valid boxes must be an int64 scalar, found {node.inputs[2].shape}")
     if len(boxes.shape) != 3 or boxes.shape[2] != 4 or len(scores.shape) != 3 \
             or scores.shape[0] != boxes.shape[0] or scores.shape[2] != boxes.shape[1]:
         _fail(node, f"boxes {boxes.shape} and scores {scores.shape} must be (B, N, 4) and (B, C, N)")
