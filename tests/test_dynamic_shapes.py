@@ -211,12 +211,6 @@ def test_shapes_used_as_data_are_a_build_error():
     assert plan.document["layers"]
 
 
-def test_cuda_kernels_need_static_shapes():
-    profile = [{"image": ((1, 3, 48, 64), (1, 3, 48, 320), (2, 3, 48, 960))}]
-    with pytest.raises(UnsupportedError, match="not yet: CUDA kernels need static shapes"):
-        edgert.build(build_text_recognizer(), profiles=profile, gpu_kernels=True)
-
-
 def _static_and_dynamic_branches():
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng()

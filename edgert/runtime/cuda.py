@@ -238,10 +238,19 @@ class CudaEngine:
             buffer = self.driver.alloc(len(data))
             self.driver.upload(buffer.ptr, bytes(data))
             self._aux.append(buffer)
-        self._derived = [self._upload_derived(entry) for entry in section.get("derived", [])]
+        self._derived_entries = list(section.get("derived", []))
+        self._derived = [self._upload_derived(entry) for entry in self._derived_entries]
         self.workspace_bytes = int(section.get("workspace_bytes", 0))
         self.counter_bytes = 4 * int(section.get("counters", 0))
-        self.launches = self._schedule(section)
+        self.section = section
+        self.dynamic = "dynamic" in section and bool(document.get("profiles"))
+        if self.dynamic:   # optimization profiles: contexts lower the plan at the shapes they run
+            from edgert.runtime.engine import Engine
+            self.shape_engine = Engine(document)
+            self.profiles = self.shape_engine.profiles
+            self.launches = []
+        else:
+            self.launches = self._schedule(section)
 
     def _constant(self, tensor: int) -> np.ndarray:
         offset = self._constants.get(tensor)
@@ -278,6 +287,15 @@ class CudaEngine:
                 launches.append((index, entry))
         return launches
 
+    def derived_for(self, entry: dict) -> int:
+        """Device address of a derived constant (a profile plan's runtime lowering names them by entry)."""
+        if entry in self._derived_entries:
+            return self._derived[self._derived_entries.index(entry)].ptr
+        buffer = self._upload_derived(entry)   # a shape the build did not lower: derive it now, once
+        self._derived_entries.append(entry)
+        self._derived.append(buffer)
+        return buffer.ptr
+
     def constant_ptr(self, tensor: int) -> int | None:
         offset = self._constants.get(tensor)
         return None if offset is None else self._weights.ptr + offset
@@ -293,7 +311,14 @@ class CudaEngine:
         return self._aux[index].ptr
 
     def create_execution_context(self, use_graph: bool = True) -> "CudaExecutionContext":
+        if self.dynamic:
+            from edgert.runtime.cuda_dynamic import DynamicCudaExecutionContext
+            return DynamicCudaExecutionContext(self, use_graph)
         return CudaExecutionContext(self, use_graph)
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self.profiles) if self.dynamic else 1
 
     def __repr__(self) -> str:
         return f"CudaEngine({self.arch}, {len(self.launches)} launches, {self.driver.device_name()})"
