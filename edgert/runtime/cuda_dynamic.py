@@ -57,6 +57,11 @@ class DynamicCudaExecutionContext(CudaExecutionContext):
     _check_range = DynamicExecutionContext._check_range
     _check_inputs = DynamicExecutionContext._check_inputs
 
+    def poison(self, byte: int = 0xFF) -> None:
+        """Fill arena, input buffers and kernel tables with ``byte``; the next run uploads its tables again."""
+        super().poison(byte)
+        self._aux_owner = None
+
     # -- running ---------------------------------------------------------------------------------
     def execute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run at the shapes of the given arrays (each in the current profile's range); outputs at their shapes."""

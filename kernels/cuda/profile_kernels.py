@@ -57,11 +57,12 @@ class _Collector:
         self.workspace = self.counters = self.aux = 0
         self.derived: list[dict] = []
 
-    def add(self, ctx, launches: list) -> None:
+    def add(self, ctx, launches: list, profile: int) -> None:
         layers = self.document["layers"]
         for (index, position), _, unit in launch_units(ctx, launches, layers):
-            # one launch of one layer: units of different layers may share a form with other constants
-            key = (index, position, unit.form)
+            # one launch of one layer in one profile: units of other layers (or of this layer with another
+            # profile's tactic) may share the form with other constants
+            key = (profile, index, position, unit.form)
             self.forms.setdefault(key, []).append(unit)
             self.where.setdefault(key, f"layer {layers[index]['name']!r} ({layers[index]['kind']})")
         self.headers += [h for h in ctx.headers if h not in self.headers]
@@ -93,7 +94,7 @@ def compile_profile_kernels(document: dict, arch, *, policy=None, ptx: bool = Fa
         pinned = pinned_tactics(document, ctx.tactic_policy.decisions)
         pinned_per_profile.append(pinned)
         opt_lowering = opt_lowering or (launches, fused, ctx.tactic_policy)
-        collector.add(ctx, launches)
+        collector.add(ctx, launches, index)
         high = {name: triple[2] for name, triple in profile.items()}
         lowerings = [(s, False) for s in profile_shapes(profile, seed=index)] + [(opt, True), (high, True)]
         for shapes, general in lowerings:
@@ -103,7 +104,7 @@ def compile_profile_kernels(document: dict, arch, *, policy=None, ptx: bool = Fa
             except EdgeRTError as e:
                 shown = ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
                 raise type(e)(f"CUDA kernels at shapes {shown} (profile {index}): {e}") from e
-            collector.add(ctx, launches)
+            collector.add(ctx, launches, index)
     return _section(document, arch, collector, pinned_per_profile, opt_lowering, sm_count,
                     ptx=ptx, emulate=emulate, jobs=jobs)
 
