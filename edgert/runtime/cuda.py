@@ -26,6 +26,7 @@ from edgert.runtime.engine import check_inputs
 
 _SCALARS = {"i32": ("<i", 4), "i64": ("<q", 8), "f32": ("<f", 4), "f64": ("<d", 8)}
 _POINTERS = ("t", "a", "d", "w", "c", "0")
+KERNELS_FORMAT = 2   # 1: static launches; 2: shape-generic kernels of a plan with optimization profiles
 # Highest PTX ISA each driver release JIT-compiles (CUDA major.minor -> ISA).
 _PTX_ISA = {(12, 0): (8, 0), (12, 1): (8, 1), (12, 2): (8, 2), (12, 3): (8, 3), (12, 4): (8, 4), (12, 5): (8, 5),
             (12, 6): (8, 5), (12, 8): (8, 7), (12, 9): (8, 8), (13, 0): (9, 0), (13, 1): (9, 1), (13, 2): (9, 2)}
@@ -222,6 +223,9 @@ class CudaEngine:
         arch = self.driver.arch()
         key, jit = select_arch(document.get("kernels") or {}, arch, self.driver.device_name(), self.driver.ptx_isa())
         self.arch, section = key, document["kernels"][key]
+        if int(section.get("format", 1)) > KERNELS_FORMAT:
+            raise PlanError(f"the plan's CUDA kernels section has format {section.get('format')}, this edgert reads "
+                            f"formats up to {KERNELS_FORMAT}: update edgert (or rebuild the plan with this one)")
         self.inputs = [_Binding(b) for b in document["bindings"]["inputs"]]
         self.outputs = [_Binding(b) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]

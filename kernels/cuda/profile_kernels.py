@@ -22,8 +22,9 @@ from edgert.errors import EdgeRTError
 from edgert.kernels.cuda.compile import normalize_arch
 from edgert.kernels.cuda.generic import PinnedPolicy, generalize, launch_units, lower_at, pinned_tactics
 from edgert.kernels.cuda.library import SM_COUNTS, LowerContext
-from edgert.kernels.cuda.plan_kernels import FORMAT, compile_context, layer_tactics
+from edgert.kernels.cuda.plan_kernels import compile_context, layer_tactics
 
+FORMAT_DYNAMIC = 2           # the kernels section format: 2 adds "dynamic" (runtimes reading only 1 refuse it)
 EXTRA_RANDOM_SHAPES = 3
 AUX_ALIGNMENT = 256
 
@@ -120,7 +121,7 @@ def _section(document, arch, collector: _Collector, pinned_per_profile, opt_lowe
     module.headers = list(collector.headers)
     modules, kernel_modules = compile_context(module, arch, **compile_options)
     launches, fused, recorder = opt_lowering
-    return {"arch": arch, "format": FORMAT, "modules": modules, "kernel_modules": kernel_modules,
+    return {"arch": arch, "format": FORMAT_DYNAMIC, "modules": modules, "kernel_modules": kernel_modules,
             "launches": [[] for _ in document["layers"]], "fused": fused, "aux": [],
             "derived": collector.derived, "workspace_bytes": collector.workspace, "counters": collector.counters,
             "tactics": layer_tactics(document, launches, fused, recorder),
