@@ -25,14 +25,18 @@ profile's ranges and the arena the probe builds at its min/opt/max would need.
 
 DLA: the DLA needs static shapes (as in TensorRT). With ``dla_core`` the probes are first built for the CPU to
 find the layers whose shapes vary; those fail the DLA's capability check with that reason (``--gpu-fallback``
-moves them to the GPU, else the build fails naming the layer), and the static layers stay on the DLA. CUDA
-kernels (``gpu_kernels``, ``timing_cache``, ``autotune``) are not yet possible in a profile plan: the CUDA
-lowering bakes dims into the kernels as compile-time constants; such a build is an UnsupportedError.
+moves them to the GPU, else the build fails naming the layer), and the static layers stay on the DLA.
+
+CUDA kernels (``gpu_kernels``, ``timing_cache``, ``autotune``): the probes are built without kernels but with
+their memory planned for them; the kernels are compiled once, for the final plan, shape-generic
+(``edgert.kernels.cuda.generic``): tactics chosen at each profile's opt shape, the runtime lowering the plan at
+the shapes it runs and passing the dims that vary to the kernels as arguments.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 
@@ -41,11 +45,7 @@ from edgert.ir.kinds import LayerKind
 from edgert.plan import Plan
 from edgert.profiles import is_static, normalize_profiles
 
-_UNSUPPORTED_OPTIONS = {
-    "gpu_kernels": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
-    "timing_cache": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
-    "autotune": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
-}
+_CUDA_OPTIONS = ("gpu_kernels", "timing_cache", "autotune")
 
 
 def build_with_profiles(model, profiles, shapes=None, **build_options):
@@ -57,7 +57,11 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
     profiles = normalize_profiles(profiles, model_input_dims(proto), shapes)
     if is_static(profiles):
         return build(proto, shapes={name: opt for name, (_, opt, _) in profiles[0].items()}, **build_options)
-    _check_options(build_options)
+    cuda_options = {key: build_options.pop(key) for key in _CUDA_OPTIONS if key in build_options}
+    compile_cuda = bool(cuda_options.get("gpu_kernels") or cuda_options.get("timing_cache") is not None
+                        or cuda_options.get("autotune"))
+    if compile_cuda:
+        build_options["cpu_only_aliases"] = False   # memory planned for parallel CUDA kernels
     probes = probe_shapes(profiles)
     reorder = build_options.pop("reorder", True)
     main_index = max((i for i, (_, label, _) in enumerate(probes) if label == "max"),
@@ -78,7 +82,21 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
     main["profiles"] = _profiles_section(profiles, probes, documents)
     _annotate_ranges(main, documents)
     _verify(main, documents, probes)
+    if compile_cuda:
+        _compile_cuda(main, build_options, cuda_options)
     return Plan(main)
+
+
+def _compile_cuda(main: dict, build_options: dict, cuda_options: dict) -> None:
+    from edgert.builder import _compile_gpu_kernels
+
+    timing_cache = cuda_options.get("timing_cache")
+    options = dict(build_options, **{k: v for k, v in cuda_options.items() if k != "timing_cache"})
+    recorded = main["header"].setdefault("options", {})
+    recorded.update({k: v for k, v in cuda_options.items() if k != "timing_cache" and v is not None})
+    if isinstance(timing_cache, (str, os.PathLike)):
+        recorded["timing_cache"] = os.fspath(timing_cache)
+    _compile_gpu_kernels(main, build_options.get("target", "host"), options, timing_cache)
 
 
 def _probe_documents(proto, probes: list, main_index: int, reorder: bool, build_options: dict) -> list[dict]:
@@ -111,13 +129,6 @@ def _dynamic_layers(documents: list[dict]) -> dict[str, str]:
             outputs = [shapes[-1] for shapes in per_probe]
             dynamic[name] = format_range([min(d) for d in zip(*outputs)], [max(d) for d in zip(*outputs)])
     return dynamic
-
-
-def _check_options(options: dict) -> None:
-    for key, reason in _UNSUPPORTED_OPTIONS.items():
-        if options.get(key):
-            raise UnsupportedError(f"a plan with optimization profiles cannot use {key}: {reason}; build with "
-                                   "static shapes (--shape) for CUDA kernels")
 
 
 def _shown(probe: dict) -> str:
