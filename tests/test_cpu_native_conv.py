@@ -73,22 +73,55 @@ def test_direct_split_by_rows(case, pool_of_three, monkeypatch):
     assert normwise_error(out, want) <= 1e-5
 
 
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+EPILOGUES = {   # name: (epilogue steps, what they compute from the convolution's result and the residual)
+    "relu": ([{"op": "activation", "type": "relu"}], lambda y, r: np.maximum(y, 0)),
+    "silu-clip": ([{"op": "activation", "type": "swish", "alpha": 1.0},
+                   {"op": "activation", "type": "clip", "alpha": -0.2, "beta": 1.5}],
+                  lambda y, r: np.clip(y * _sigmoid(y), -0.2, 1.5)),
+    "hardswish": ([{"op": "activation", "type": "hard_swish"}], lambda y, r: y * np.clip(y / 6 + 0.5, 0, 1)),
+    "add-relu": ([{"op": "add", "input": 3}, {"op": "activation", "type": "relu"}], lambda y, r: np.maximum(y + r, 0)),
+    "silu-add": ([{"op": "activation", "type": "swish", "alpha": 1.0}, {"op": "add", "input": 3}],
+                 lambda y, r: y * _sigmoid(y) + r),
+}
+
+
 @pytest.mark.parametrize("direct", [True, False])
-def test_prepare_hook_uses_it_where_it_pays(direct, monkeypatch):
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+def test_prepare_hook_uses_it_where_it_pays(direct, epilogue, monkeypatch):
     monkeypatch.setattr(convolution_prepared, "_direct_pays", lambda *args: direct)
     calls = []
     real = native.bind_conv_direct
-    monkeypatch.setattr(native, "bind_conv_direct", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(native, "bind_conv_direct", lambda *args: calls.append(args[-1]) or real(*args))
     x, w, b, out, want, attrs, _ = direct_case(*CASES[2])
-    attrs["epilogue"] = [{"op": "activation", "type": "relu"}]
-    run = convolution_prepared.prepare_convolution(attrs, [x, w, b], [out], workspace(w, b))
-    run()
+    steps, expected = EPILOGUES[epilogue]
+    residual = randn(*out.shape)
+    attrs["epilogue"] = steps
+    inputs = [x, w, b, residual]
+    convolution_prepared.prepare_convolution(attrs, inputs, [out], workspace(w, b))()
     assert bool(calls) == direct
-    assert normwise_error(out, np.maximum(want, 0)) <= 1e-5
+    if direct:   # leading activations run inside the kernel, tile by tile; what follows a residual add stays apart
+        assert (calls[0] is None) == (epilogue == "add-relu")
+    assert normwise_error(out, expected(want.astype(np.float64), residual)) <= 1e-5
     if direct:   # weights that are no constant (they may change between runs) are never packed once
         calls.clear()
-        convolution_prepared.prepare_convolution(attrs, [x, w, b], [out], workspace())()
-        assert not calls and normwise_error(out, np.maximum(want, 0)) <= 1e-5
+        out.fill(np.nan)
+        convolution_prepared.prepare_convolution(attrs, inputs, [out], workspace())()
+        assert not calls and normwise_error(out, expected(want.astype(np.float64), residual)) <= 1e-5
+
+
+def test_malformed_epilogue_programs_are_errors():
+    x, w, b, out, _, _, params = direct_case(*CASES[0])
+    packed = native.pack_direct_weights(w)
+    geometry = native._geometry(x, out.shape[2:], x.shape[1], *params[:4])
+    good = native.activation_program([{"type": "relu"}])
+    for program in (good[:-1], native.encode_program([{"kind": "Activation", "attrs": {"type": "relu"}, "args": [1]}]),
+                    good * 40):
+        with pytest.raises(ValueError, match="epilogue program"):
+            native._native.conv2d_direct(x, packed, b, out, geometry, out.shape[1], 0, -1, program)
 
 
 def test_direct_pays_for_full_rows_only():

@@ -30,6 +30,7 @@
 
 #include "conv_ukernels.h"
 #include "native_elementwise.h"
+#include "pointwise_ukernels.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2+FMA and for the baseline (SSE2), and the loader picks one
  * by cpuid at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on
@@ -476,20 +477,44 @@ static void fill_direct_rows(const Geometry *g, Scratch *s, const float *input, 
  * about half a core's L2, so a tile's rows stay cached while every output channel block reads them) */
 #define DIRECT_TILE_FLOATS ((int64_t)1 << 15)
 
-/* conv2d_direct(x, packed, bias or None, out, geometry, out_channels, row_begin=0, row_count=-1): a single-image,
- * single-group 2-D convolution computed straight from padded input planes (conv_ukernels.h's ConvDirect), for output
- * rows [row_begin, row_begin + row_count); packed: the weights as (ceil(M / CONV_BLOCK), C x taps, CONV_BLOCK). */
+/* The epilogue program over output rows [first, last) of every output channel, while they are still in cache */
+static void direct_epilogue(const Geometry *g, int64_t out_channels, float *out, const Py_buffer *program, int64_t first,
+                            int64_t last) {
+    int count = (int)(program->len / (Py_ssize_t)sizeof(PointwiseInstruction));
+    const uint8_t vector[1] = {0};
+    int64_t plane = g->out_height * g->out_width;
+    for (int64_t m = 0; m < out_channels; ++m) {
+        float *rows = out + m * plane + first * g->out_width;
+        const float *inputs[1] = {rows};
+        pointwise_run(program->buf, count, inputs, vector, 1, rows, 0, (last - first) * g->out_width);
+    }
+}
+
+/* conv2d_direct(x, packed, bias or None, out, geometry, out_channels, row_begin=0, row_count=-1, program=None): a
+ * single-image, single-group 2-D convolution computed straight from padded input planes (conv_ukernels.h's
+ * ConvDirect), for output rows [row_begin, row_begin + row_count); packed: the weights as (ceil(M / CONV_BLOCK),
+ * C x taps, CONV_BLOCK); program: a per-element program of one input (pointwise_ukernels.h's records: an activation
+ * epilogue) applied to each row tile right after it is computed. */
 static PyObject *conv2d_direct(PyObject *self, PyObject *args) {
-    Py_buffer x, packed, out, geometry, bias = {0};
-    PyObject *bias_object, *result = NULL;
+    Py_buffer x, packed, out, geometry, bias = {0}, program = {0};
+    PyObject *bias_object, *program_object = Py_None, *result = NULL;
     Geometry g;
     Scratch s;
     (void)self;
     int64_t out_channels, row_begin = 0, row_count = -1, blocks, block_rows;
-    if (!PyArg_ParseTuple(args, "y*y*Ow*y*L|LL", &x, &packed, &bias_object, &out, &geometry, &out_channels,
-                          &row_begin, &row_count))
+    if (!PyArg_ParseTuple(args, "y*y*Ow*y*L|LLO", &x, &packed, &bias_object, &out, &geometry, &out_channels,
+                          &row_begin, &row_count, &program_object))
         return NULL;
     if (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (program_object != Py_None && PyObject_GetBuffer(program_object, &program, PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (program.buf && (program.len % (Py_ssize_t)sizeof(PointwiseInstruction)
+                        || program.len > (Py_ssize_t)(PW_MAX_REGISTERS * sizeof(PointwiseInstruction))
+                        || pointwise_check(program.buf, (int)(program.len / (Py_ssize_t)sizeof(PointwiseInstruction)),
+                                           1) < 0)) {
+        PyErr_Format(PyExc_ValueError, "conv2d_direct: malformed epilogue program of %zd bytes (one input, at most %d "
+                     "registers, each argument an earlier register)", program.len, PW_MAX_REGISTERS);
+        goto done;
+    }
     if (read_geometry(&geometry, &g) < 0) goto done;
     if (out_channels < 1 || g.planes != g.channels) {
         PyErr_Format(PyExc_ValueError, "conv2d_direct: expected one image and >= 1 output channels, got %lld planes of "
@@ -537,6 +562,7 @@ static PyObject *conv2d_direct(PyObject *self, PyObject *args) {
         ConvDirect p = {s.data, s.elements, g.channels, g.kernel_h * g.kernel_w, g.stride_h * s.row_stride, first,
                         s.taps, packed.buf, bias.buf, out_channels, g.out_height, g.out_width, out.buf};
         conv_direct_rows(&p, first, last);
+        if (program.buf) direct_epilogue(&g, out_channels, out.buf, &program, first, last);
     }
     Py_END_ALLOW_THREADS
     free_scratch(&s);
@@ -547,6 +573,7 @@ done:
     PyBuffer_Release(&out);
     PyBuffer_Release(&geometry);
     if (bias.buf) PyBuffer_Release(&bias);
+    if (program.buf) PyBuffer_Release(&program);
     return result;
 }
 
@@ -564,7 +591,7 @@ static PyMethodDef methods[] = {
     {"pointwise", native_pointwise, METH_VARARGS, "pointwise(program, inputs, out, first=0, count=-1)"},
     {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry, first=0, count=-1, row_begin=0, row_count=-1)"},
     {"conv2d_direct", conv2d_direct, METH_VARARGS,
-     "conv2d_direct(x, packed, bias, out, geometry, out_channels, row_begin=0, row_count=-1)"},
+     "conv2d_direct(x, packed, bias, out, geometry, out_channels, row_begin=0, row_count=-1, program=None)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},

@@ -341,12 +341,19 @@ def _direct_pays(x, w, out) -> bool:
 
 
 def _bind_direct(x, w, bias, attrs, inputs, params, out, workspace):
-    """The native direct kernel (no column matrix; the bias in its accumulators), then the epilogue."""
+    """The native direct kernel (no column matrix; the bias in its accumulators; the epilogue's leading activations
+    applied to each row tile in cache), then the rest of the epilogue."""
     packed = workspace.derived((w,), "convolution weights, direct kernel blocks", native.pack_direct_weights)
     if packed is None or (bias is not None and bias.dtype != np.float32):
         return None
-    bound = native.bind_conv_direct(x, packed, bias, out, params)
-    return None if bound is None else sequence([bound, bind_epilogue(attrs, inputs, out)])
+    steps = list(attrs.get("epilogue") or [])
+    leading = next((i for i, step in enumerate(steps) if step["op"] != "activation"), len(steps))
+    program = native.activation_program(steps[:leading])
+    bound = native.bind_conv_direct(x, packed, bias, out, params, program)
+    if bound is None:
+        return None
+    rest = steps[leading:] if program is not None else steps   # such as a residual add after the activation
+    return sequence([bound, bind_epilogue({"epilogue": rest}, inputs, out)])
 
 
 def _column_elements(x, kernel, out) -> int:

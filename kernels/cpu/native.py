@@ -152,22 +152,30 @@ def direct_span() -> int:
     return 0 if not enabled() else (32 if _native.conv_isa() == "avx512" else 16)
 
 
-def bind_conv_direct(x, packed, bias, out, params):
-    """out = conv2d(x, w) + bias straight from padded input rows (no column matrix) for a single-image,
-    single-group 2-D float32 convolution, ``packed`` from pack_direct_weights; split by output rows over the
-    worker pool when the work deserves it. None when the module is off or the arrays do not fit."""
+def activation_program(activations: list) -> bytes | None:
+    """The records of a chain of activations ([{"type", "alpha", "beta"}...]) over one input, for a kernel that applies
+    them in its own pass (conv2d_direct); None when one is not covered."""
+    return encode_program([{"kind": "Activation", "attrs": step, "args": [index]}
+                           for index, step in enumerate(activations)]) if activations else None
+
+
+def bind_conv_direct(x, packed, bias, out, params, program: bytes | None = None):
+    """out = activations(conv2d(x, w) + bias) straight from padded input rows (no column matrix) for a single-image,
+    single-group 2-D float32 convolution, ``packed`` from pack_direct_weights, ``program`` from activation_program
+    (applied to each row tile while it is in cache); split by output rows over the worker pool when the work
+    deserves it. None when the module is off or the arrays do not fit."""
     kernel, strides, dilations, begins, _ = params
     if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, packed, bias, out) or min(begins) < 0 \
             or np.may_share_memory(x, out):
         return None
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
-    call = functools.partial(_native.conv2d_direct, x, packed, bias, out, geometry, out.shape[1])
     rows, workers = out.shape[2], threads.thread_count()
+    call = functools.partial(_native.conv2d_direct, x, packed, bias, out, geometry, out.shape[1])
     if workers == 1 or out.size * x.shape[1] * kernel[0] * kernel[1] < PARALLEL_MIN_WORK or rows < 2:
-        return call
+        return functools.partial(call, 0, rows, program)
     # parts of a few rows, dealt as they come: a worker that another process delays holds up less of the layer
     ranges = threads.split(rows, max(workers, rows // DIRECT_ROWS_PER_PART))
-    parts = [functools.partial(call, lo, hi - lo) for lo, hi in ranges]
+    parts = [functools.partial(call, lo, hi - lo, program) for lo, hi in ranges]
     return functools.partial(threads.pool().run_parts, parts)
 
 
