@@ -7,6 +7,11 @@
 
 #include "conv_ukernels.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+/* keep the few-lane store loops as loops: GCC would make them memcpy calls, which cost more than the row */
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
+
 #ifndef CONV_BODY_LANES
 #define CONV_BODY_LANES CONV_LANES   /* the AVX-512 build works on 16 */
 #endif
@@ -19,42 +24,63 @@ typedef float ConvVector __attribute__((vector_size(CONV_BODY_LANES * sizeof(flo
     do {                                                                                \
         if ((lanes) >= CONV_BODY_LANES) {                                               \
             memcpy((to), &(vector), sizeof(ConvVector));                                \
-        } else {                                                                        \
-            float spill_[CONV_BODY_LANES];                                              \
-            memcpy(spill_, &(vector), sizeof(ConvVector));                              \
-            memcpy((to), spill_, (size_t)(lanes) * sizeof(float));                      \
+        } else { /* lane by lane: a memcpy call of a few floats costs more than the row */ \
+            for (int64_t lane_ = 0; lane_ < (lanes); ++lane_) (to)[lane_] = (vector)[lane_];   \
         }                                                                               \
     } while (0)
 #endif
 
+#ifndef CONV_BODY_GROUP
+#define CONV_BODY_GROUP 4   /* output channels (direct) or output vectors (depthwise) per pass; AVX-512 (32 registers): 8 */
+#endif
+
+/* `units` vectors of outputs (unit u: CONV_BODY_LANES outputs from input in[u] + offsets[k] to out[u], `lanes[u]` of
+ * them real), up to CONV_BODY_GROUP at once: per tap, one weight and one offset serve them all */
+static inline void CONV_SUFFIX(depthwise_units)(const float *const *in, float *const *out, const int64_t *lanes,
+                                                int units, const int64_t *offsets, int64_t taps, const float *w,
+                                                float start) {
+    ConvVector acc[CONV_BODY_GROUP];
+    for (int u = 0; u < CONV_BODY_GROUP; ++u) acc[u] = (ConvVector){0} + start;
+    if (units == CONV_BODY_GROUP) {
+        for (int64_t k = 0; k < taps; ++k) {
+            float wk = w[k];
+            int64_t offset = offsets[k];
+            for (int u = 0; u < CONV_BODY_GROUP; ++u) {
+                ConvVector x;
+                CONV_LOAD(x, in[u] + offset);
+                acc[u] += wk * x;
+            }
+        }
+    } else {
+        for (int64_t k = 0; k < taps; ++k)
+            for (int u = 0; u < units; ++u) {
+                ConvVector x;
+                CONV_LOAD(x, in[u] + offsets[k]);
+                acc[u] += w[k] * x;
+            }
+    }
+    for (int u = 0; u < units; ++u) CONV_STORE(out[u], acc[u], lanes[u]);
+}
+
 void CONV_SUFFIX(conv_depthwise_rows)(float *out, int64_t rows, int64_t out_w, const float *plane, int64_t row_step,
                                       const int64_t *offsets, int64_t taps, const float *w, float start) {
-    for (int64_t oy = 0; oy < rows; ++oy) {
-        const float *base = plane + oy * row_step;
-        for (int64_t ox = 0; ox < out_w; ox += CONV_BODY_LANES) {
-            /* two accumulators: the taps' additions form two chains, not one */
-            ConvVector even = (ConvVector){0} + start, odd = (ConvVector){0};
-            int64_t k = 0;
-            ConvVector a, b;
-            for (; k + 1 < taps; k += 2) {
-                CONV_LOAD(a, base + offsets[k] + ox);
-                CONV_LOAD(b, base + offsets[k + 1] + ox);
-                even += w[k] * a;
-                odd += w[k + 1] * b;
-            }
-            if (k < taps) {
-                CONV_LOAD(a, base + offsets[k] + ox);
-                even += w[k] * a;
-            }
-            even += odd;
-            CONV_STORE(out + oy * out_w + ox, even, out_w - ox);
+    /* the plane's output vectors in row order, CONV_BODY_GROUP at a time (several rows at once when they are narrow) */
+    int64_t per_row = (out_w + CONV_BODY_LANES - 1) / CONV_BODY_LANES, total = rows * per_row;
+    for (int64_t first = 0; first < total; first += CONV_BODY_GROUP) {
+        const float *in[CONV_BODY_GROUP];
+        float *target[CONV_BODY_GROUP];
+        int64_t lanes[CONV_BODY_GROUP];
+        int units = total - first < CONV_BODY_GROUP ? (int)(total - first) : CONV_BODY_GROUP;
+        for (int u = 0; u < units; ++u) {
+            int64_t oy = (first + u) / per_row, ox = (first + u) % per_row * CONV_BODY_LANES;
+            in[u] = plane + oy * row_step + ox;
+            target[u] = out + oy * out_w + ox;
+            lanes[u] = out_w - ox;
         }
+        CONV_SUFFIX(depthwise_units)(in, target, lanes, units, offsets, taps, w, start);
     }
 }
 
-#ifndef CONV_BODY_GROUP
-#define CONV_BODY_GROUP 4   /* output channels per pass; the AVX-512 build (32 registers) takes 8 */
-#endif
 
 /* CONV_BODY_GROUP output channels over two vectors of outputs of one row: per weight, 2 loads and CONV_BODY_GROUP
  * broadcasts feed 2 x CONV_BODY_GROUP multiply-adds (the accumulators fit AVX2's 16 registers and NEON's 32 with

@@ -33,6 +33,7 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
     _native, _ERROR = None, error
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
+DIRECT_SWITCH = "EDGERT_CPU_DIRECT"
 KERNELS = ("depthwise convolution", "direct convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
            "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax", "layer normalization")
 
@@ -148,8 +149,11 @@ def pack_direct_weights(w: np.ndarray) -> np.ndarray:
 
 
 def direct_span() -> int:
-    """Outputs of a row the direct kernel computes at once (two vectors: 32 with AVX-512, else 16), 0 without it."""
-    return 0 if not enabled() else (32 if _native.conv_isa() == "avx512" else 16)
+    """Outputs of a row the direct kernel computes at once (two vectors: 32 with AVX-512, else 16), 0 without it
+    (or with EDGERT_CPU_DIRECT=0, to compare it with im2col + GEMM)."""
+    if not enabled() or os.environ.get(DIRECT_SWITCH, "1") == "0":
+        return 0
+    return 32 if _native.conv_isa() == "avx512" else 16
 
 
 def activation_program(activations: list) -> bytes | None:
