@@ -124,12 +124,15 @@ def test_malformed_epilogue_programs_are_errors():
             native._native.conv2d_direct(x, packed, b, out, geometry, out.shape[1], 0, -1, program)
 
 
-def test_direct_pays_for_full_rows_only():
+def test_direct_pays_for_full_rows_or_unit_strides_and_few_taps():
     span = native.direct_span()
     wide, narrow = np.empty((1, 8, 1, 4 * span)), np.empty((1, 8, 1, span // 2 + 1))
-    x = np.empty((1, 64, 4, 4))
-    assert convolution_prepared._direct_pays(x, np.empty((8, 64, 3, 3)), wide)
-    assert not convolution_prepared._direct_pays(x, np.empty((8, 64, 3, 3)), narrow)
+    x, w = np.empty((1, 64, 4, 4)), np.empty((8, 64, 3, 3))
+    pays = convolution_prepared._direct_pays
+    assert pays(x, w, wide, (2, 2)) and pays(x, w, wide)
+    assert not pays(x, w, narrow, (2, 2))   # half its lanes idle
+    assert pays(x, w, narrow, (1, 1))       # one flat run over padded rows
+    assert not pays(x, np.empty((8, 256, 3, 3)), wide)   # its taps outgrow L1: GEMM's
 
 
 def test_bad_calls_are_errors():

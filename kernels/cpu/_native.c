@@ -491,6 +491,20 @@ static void direct_epilogue(const Geometry *g, int64_t out_channels, float *out,
     }
 }
 
+/* Output rows [first, last) of a unit-stride convolution as one flat run over the scratch window's rows (into `flat`:
+ * out_channels x rows x row_stride floats), then each row's real columns copied out */
+static void direct_flat_tile(const Geometry *g, const Scratch *s, const float *packed, const float *bias,
+                             int64_t out_channels, float *flat, float *out, int64_t first, int64_t last) {
+    int64_t positions = (last - first) * s->row_stride, plane = g->out_height * g->out_width;
+    ConvDirect p = {s->data, s->elements, g->channels, g->kernel_h * g->kernel_w, positions, 0, s->taps, packed, bias,
+                    out_channels, 1, positions, flat};
+    conv_direct_rows(&p, 0, 1);
+    for (int64_t m = 0; m < out_channels; ++m)
+        for (int64_t row = first; row < last; ++row)
+            memcpy(out + m * plane + row * g->out_width, flat + m * positions + (row - first) * s->row_stride,
+                   g->out_width * sizeof(float));
+}
+
 /* conv2d_direct(x, packed, bias or None, out, geometry, out_channels, row_begin=0, row_count=-1, program=None): a
  * single-image, single-group 2-D convolution computed straight from padded input planes (conv_ukernels.h's
  * ConvDirect), for output rows [row_begin, row_begin + row_count); packed: the weights as (ceil(M / CONV_BLOCK),
@@ -556,16 +570,33 @@ static PyObject *conv2d_direct(PyObject *self, PyObject *args) {
     if (tile > row_count) tile = row_count;
     window = (tile - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 2;   /* tile > 1 only for small strides */
     if (make_scratch(&g, 0.0f, g.channels, window, 0, &s) < 0) goto done;
+    /* Unit strides: the scratch rows are as wide as the padded input, so a tile's output rows can be computed as one
+     * flat run over them (the padding columns computed too, then dropped): narrow rows then fill whole vectors */
+    int64_t span = conv_direct_span(), flat_bytes = 0;
+    float *flat = NULL;
+    if (g.stride_h == 1 && g.stride_w == 1 && s.row_stride < (g.out_width + span - 1) / span * span) {
+        if (checked_product(4, (int64_t[]){out_channels, tile, s.row_stride, sizeof(float)}, &flat_bytes) < 0
+            || !(flat = malloc(flat_bytes))) {
+            free_scratch(&s);
+            if (!PyErr_Occurred()) PyErr_NoMemory();
+            goto done;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
     for (int64_t first = row_begin; first < row_begin + row_count; first += tile) {
         int64_t last = first + tile < row_begin + row_count ? first + tile : row_begin + row_count;
         fill_direct_rows(&g, &s, x.buf, first, last);
-        ConvDirect p = {s.data, s.elements, g.channels, g.kernel_h * g.kernel_w, g.stride_h * s.row_stride, first,
-                        s.taps, packed.buf, bias.buf, out_channels, g.out_height, g.out_width, out.buf};
-        conv_direct_rows(&p, first, last);
+        if (flat)
+            direct_flat_tile(&g, &s, packed.buf, bias.buf, out_channels, flat, out.buf, first, last);
+        else {
+            ConvDirect p = {s.data, s.elements, g.channels, g.kernel_h * g.kernel_w, g.stride_h * s.row_stride, first,
+                            s.taps, packed.buf, bias.buf, out_channels, g.out_height, g.out_width, out.buf};
+            conv_direct_rows(&p, first, last);
+        }
         if (program.buf) direct_epilogue(&g, out_channels, out.buf, &program, first, last);
     }
     Py_END_ALLOW_THREADS
+    free(flat);
     free_scratch(&s);
     result = Py_NewRef(Py_None);
 done:

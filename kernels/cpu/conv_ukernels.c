@@ -65,6 +65,14 @@ void conv_direct_rows(const ConvDirect *p, int64_t row_begin, int64_t row_end) {
     if (row_end > row_begin && p->out_w > 0 && p->out_channels > 0) chosen_direct(p, row_begin, row_end);
 }
 
+int64_t conv_direct_span(void) {
+    if (!chosen_direct) chosen_direct = choose_direct();
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (chosen_direct == conv_direct_rows_avx512) return 32;
+#endif
+    return 2 * CONV_LANES;
+}
+
 const char *conv_isa(void) {
     if (!chosen_direct) chosen_direct = choose_direct();
 #if defined(__aarch64__)

@@ -37,6 +37,9 @@ typedef struct {
 
 void conv_direct_rows(const ConvDirect *p, int64_t row_begin, int64_t row_end);
 
+/* outputs of a row conv_direct_rows computes at once (two vectors of the chosen build) */
+int64_t conv_direct_span(void);
+
 /* which build runs: "avx512", "avx2+fma", "baseline" or "neon" */
 const char *conv_isa(void);
 
