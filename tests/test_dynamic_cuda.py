@@ -98,6 +98,19 @@ def test_fp16_models_with_a_profile_on_the_emulator(name):
 
 
 @needs_cxx
+def test_layers_whose_fast_kernel_was_not_compiled_run_the_conservative_one():
+    """MobileNetV2 at 37x41: two 1x1 convolutions lose their vector loader (odd pixel counts) and take a kernel
+    form the build never lowered; they bind the conservative lowering's kernels, the other layers their own."""
+    model, profile = dynamic_case("mobilenetv2")
+    context = CudaEngine(profile_plan(model, [profile], "sm_90", emulate=True),
+                         driver=emulator.EmulatedDriver()).create_execution_context()
+    assert_matches(context, model, {"input": (1, 3, 37, 41)}, TOLERANCE["float32"])
+    assert context._bind_shapes(((1, 3, 37, 41),)).conservative
+    assert_matches(context, model, {"input": (1, 3, 34, 34)}, TOLERANCE["float32"])
+    assert not context._bind_shapes(((1, 3, 34, 34),)).conservative
+
+
+@needs_cxx
 def test_text_recognizer_kernels_are_generic_and_shapes_allocate_nothing():
     model = build_text_recognizer()
     document = profile_plan(model, [OCR_PROFILE], "sm_90", emulate=True)

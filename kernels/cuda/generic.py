@@ -283,7 +283,9 @@ class PinnedPolicy:
             raise UnsupportedError(f"layer {name!r}: the plan records no tactic for its matrix product {index}; "
                                    "the plan is corrupt or from another edgert version")
         bm, bn, splits, loader, bk, nj = choices[index]
-        if self.general or loader not in dict(problem.algorithms):
+        if self.general:   # the general loader, K unsplit: the same kernel form at every shape
+            loader, splits = problem.algorithms[-1][0], 1
+        elif loader not in dict(problem.algorithms):
             loader = problem.algorithms[-1][0]
         return make_tactic(problem, bm, bn, splits, loader, bk, nj), "pinned"
 
@@ -298,12 +300,13 @@ def pinned_tactics(document: dict, decisions) -> dict:
     return pinned
 
 
-def lower_at(document: dict, shapes: list, arch, sm_count: int | None, policy):
-    """(context, launches per layer, fused) of the plan lowered at these tensor shapes."""
+def lower_at(document: dict, shapes: list, arch, sm_count: int | None, policy, conservative: bool = False):
+    """(context, launches per layer, fused) of the plan lowered at these tensor shapes; ``conservative``:
+    without the parity-dependent fast paths (the fallback that serves shapes whose fast form was not compiled)."""
     from edgert.kernels.cuda.lowering import lower_plan
 
     resolved = resolved_document(document, shapes, layer_attrs(document, shapes))
-    return lower_plan(resolved, arch, sm_count=sm_count, policy=policy)
+    return lower_plan(resolved, arch, sm_count=sm_count, policy=policy, conservative=conservative)
 
 
 def launch_units(ctx, launches: list, layers: list):
