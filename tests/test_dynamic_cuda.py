@@ -223,6 +223,34 @@ def test_build_with_profiles_and_gpu_kernels(tmp_path):
     assert "[cost-model]" in conv["tactic"]
 
 
+@needs_compiler
+def test_tactics_come_from_the_timing_cache_at_the_opt_shape(tmp_path):
+    """A timing cache keyed at the profile's opt shape (as `edgert tune` at that shape records it) decides the
+    tactics; they are pinned for every other shape of the profile."""
+    from edgert.kernels.cuda import autotune
+    from edgert.kernels.cuda.profile_kernels import opt_document
+    from edgert.kernels.cuda.tactics import candidates
+    from edgert.kernels.cuda.timing_cache import TimingCache
+
+    model = build_text_recognizer()
+    cpu_plan = edgert.build(model, profiles=[OCR_PROFILE], cpu_only_aliases=False)
+    cache = TimingCache({"name": "Jetson AGX Orin", "arch": "sm_87", "sm_count": 16, "driver": "13.0"})
+    chosen = {}
+    for key, decision in autotune.gemm_layers(opt_document(cpu_plan.document), "sm_87").items():
+        other = next(t for t in candidates(decision.problem) if t.name != decision.tactic.name)
+        cache.record(key, {decision.tactic.name: 20.0, other.name: 5.0})
+        chosen[cpu_plan.document["layers"][decision.layer]["name"]] = other
+    cache.save(tmp_path / "orin.json")
+    plan = edgert.build(model, profiles=[OCR_PROFILE], target="jetson-agx-orin", timing_cache=tmp_path / "orin.json",
+                        autotune=False)
+    layers = {layer["name"]: layer for layer in plan.document["layers"]}
+    pinned = plan.document["kernels"]["sm_87"]["dynamic"]["tactics"][0]
+    assert chosen and plan.header["tactics"] == {"sm_87": {"timing-cache": len(chosen)}}
+    for name, tactic in chosen.items():
+        assert layers[name]["tactic"] == f"{tactic.name} [timing-cache]"
+        assert pinned[name] == [[tactic.bm, tactic.bn, tactic.splits, tactic.loader, tactic.bk, tactic.nj]]
+
+
 # -- on the GPU ---------------------------------------------------------------------------------------------
 def _gpu_driver():
     from edgert.runtime.cuda import CupyDriver
