@@ -164,11 +164,26 @@ def test_profiles_shape_api_and_range_errors():
         context.set_input_shape("image", (3, 3, 48, 256))
 
 
-def test_a_dim_needed_as_a_constant_is_a_build_error_naming_the_layer():
-    template = 'extern "C" __global__ void __launch_bounds__(256) KERNEL(float* o) {{ float t[{n}]; o[{n}] = 0; }}'
+@pytest.mark.parametrize("body", [
+    "float t[{n}]; o[0] = t[0];",                       # a local array's size
+    "o[0] = tile<{n}>(o);",                             # a template argument
+    "switch (threadIdx.x) {{ case {n}: o[0] = 1; }}",   # a case label
+    "constexpr int width = {n}; o[0] = width;",
+])
+def test_a_dim_needed_as_a_constant_is_a_build_error_naming_the_layer(body):
+    template = 'extern "C" __global__ void __launch_bounds__(256) KERNEL(float* o) {{ ' + body + ' }}'
     units = [Unit(template.format(n=n), "pool") for n in (4, 8)]
     with pytest.raises(UnsupportedError, match=r"layer 'pool1'.*compile-time constant"):
         generalize(units, "layer 'pool1' (Pooling)")
+
+
+@pytest.mark.parametrize("body", ["o[i % {n}] = 0;", "if (i < {n}) o[i] = w * x[i * {n}];", "o[0] = float({n}) / 2.5f;"])
+def test_dims_in_expressions_are_hoisted(body):
+    template = 'extern "C" __global__ void __launch_bounds__(256) KERNEL(float* o, float* x, float w) ' \
+               '{{ const i32 i = threadIdx.x; ' + body + ' }}'
+    units = [Unit(template.format(n=n), "copy") for n in (4, 8)]
+    source, entry = generalize(units, "layer 'x'")
+    assert "__launch_bounds__(256)" in source and entry["types"] and "__dd.v[0]" in source
 
 
 def test_generic_kernels_take_the_dims_that_vary_as_arguments():

@@ -109,10 +109,11 @@ def _hoistable(texts: list[str], kinds: list[str], spaced: list[bool]) -> list[b
             case = True
         elif text == ":" and case:
             case = False
-        constant = template_depth or case or (paren_stop is not None and i <= paren_stop) or _declarator(texts, kinds, i)
+        if kinds[i] == "int":
+            constant = template_depth or case or (paren_stop is not None and i <= paren_stop)
+            flags[i] = not constant and not _declarator(texts, kinds, i) and not _in_constexpr(texts, i)
         if paren_stop is not None and i >= paren_stop:
             paren_stop = None
-        flags[i] = kinds[i] == "int" and not constant and not _in_constexpr(texts, i)
     return flags
 
 
@@ -134,7 +135,7 @@ def _declarator(texts, kinds, i) -> bool:
             depth += 1
         elif texts[j] == "[":
             if depth == 0:
-                return j >= 2 and kinds[j - 1] == "ident" and (kinds[j - 2] == "ident" or texts[j - 2] in ("*", "&")) \
+                return j >= 2 and kinds[j - 1] == "ident" and kinds[j - 2] == "ident" \
                     and texts[j - 2] not in ("return", "else", "case")
             depth -= 1
         elif texts[j] in (";", "{", "}"):
