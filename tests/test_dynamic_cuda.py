@@ -238,6 +238,21 @@ def test_build_with_profiles_and_gpu_kernels(tmp_path):
     assert "[cost-model]" in conv["tactic"]
 
 
+@needs_cxx
+@pytest.mark.parametrize("corrupt", [
+    lambda d: d["tactics"].append({}),
+    lambda d: next(iter(d["forms"].values()))[0].__setitem__("kernel", "nope"),
+    lambda d: next(e for es in d["forms"].values() for e in es if e["types"])["types"].append("float"),
+    lambda d: d.pop("sm_count"),
+])
+def test_a_corrupt_dynamic_kernels_section_is_a_plan_error(corrupt):
+    from edgert.errors import PlanError
+    document = profile_plan(build_text_recognizer(), [OCR_PROFILE], "sm_90", emulate=True)
+    corrupt(document["kernels"]["sm_90"]["dynamic"])
+    with pytest.raises(PlanError, match="malformed; rebuild the plan"):
+        CudaEngine(document, driver=emulator.EmulatedDriver())
+
+
 @needs_compiler
 def test_tactics_come_from_the_timing_cache_at_the_opt_shape(tmp_path):
     """A timing cache keyed at the profile's opt shape (as `edgert tune` at that shape records it) decides the

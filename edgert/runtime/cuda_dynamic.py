@@ -29,6 +29,29 @@ from edgert.runtime.shapes import specialize
 AUX_ALIGNMENT = 256
 
 
+_C_TYPES = ("int", "unsigned", "long long", "unsigned long long")
+
+
+def check_section(section: dict, functions: dict, profiles: int) -> None:
+    """PlanError unless the ``dynamic`` part of a kernels section has the shape the runtime reads."""
+    dynamic = section.get("dynamic")
+    try:
+        forms, tactics = dynamic["forms"], dynamic["tactics"]
+        int(dynamic["sm_count"]), int(dynamic.get("aux_bytes", 0))
+        assert isinstance(forms, dict) and isinstance(tactics, list) and len(tactics) == profiles
+        for entries in forms.values():
+            for entry in entries:
+                assert entry["kernel"] in functions
+                assert all(t in _C_TYPES for t in entry["types"])
+                assert sum(literal is None for literal in entry["literals"]) == len(entry["types"])
+        for pinned in tactics:
+            for choices in pinned.values():
+                assert all(len(choice) == 6 for choice in choices)
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
+        raise PlanError("plan is corrupt: its CUDA kernels section for optimization profiles (\"dynamic\") is "
+                        "malformed; rebuild the plan") from None
+
+
 class _Bound:
     """Everything bound for one set of input shapes in one profile."""
 
