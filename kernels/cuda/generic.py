@@ -233,9 +233,10 @@ def match(forms: dict, unit: Unit, where: str) -> tuple[str, list]:
                 break
         else:
             return entry["kernel"], values
-    raise UnsupportedError(f"{where}: no CUDA kernel of this plan fits these input shapes (the kernel's form at "
-                           "these shapes was not seen when the plan was built); rebuild the plan with a profile "
-                           "whose probe shapes include them, or pin the dims")
+    raise UnsupportedError(f"{where}: no CUDA kernel of this plan fits these input shapes (its kernel's form at "
+                           "these shapes did not occur at the shapes the build lowered each profile at: min, opt, "
+                           "max, staggered and random ones); please report it, and meanwhile narrow the profile "
+                           "or pin the dims")
 
 
 # -- lowering at given input shapes (builder and runtime alike) -----------------------------------------------
