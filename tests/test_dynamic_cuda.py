@@ -98,6 +98,19 @@ def test_fp16_models_with_a_profile_on_the_emulator(name):
 
 
 @needs_cxx
+def test_layers_whose_fast_kernel_was_not_compiled_run_the_conservative_one():
+    """MobileNetV2 at 37x41: two 1x1 convolutions lose their vector loader (odd pixel counts) and take a kernel
+    form the build never lowered; they bind the conservative lowering's kernels, the other layers their own."""
+    model, profile = dynamic_case("mobilenetv2")
+    context = CudaEngine(profile_plan(model, [profile], "sm_90", emulate=True),
+                         driver=emulator.EmulatedDriver()).create_execution_context()
+    assert_matches(context, model, {"input": (1, 3, 37, 41)}, TOLERANCE["float32"])
+    assert context._bind_shapes(((1, 3, 37, 41),)).conservative
+    assert_matches(context, model, {"input": (1, 3, 34, 34)}, TOLERANCE["float32"])
+    assert not context._bind_shapes(((1, 3, 34, 34),)).conservative
+
+
+@needs_cxx
 def test_text_recognizer_kernels_are_generic_and_shapes_allocate_nothing():
     model = build_text_recognizer()
     document = profile_plan(model, [OCR_PROFILE], "sm_90", emulate=True)
@@ -151,11 +164,26 @@ def test_profiles_shape_api_and_range_errors():
         context.set_input_shape("image", (3, 3, 48, 256))
 
 
-def test_a_dim_needed_as_a_constant_is_a_build_error_naming_the_layer():
-    template = 'extern "C" __global__ void __launch_bounds__(256) KERNEL(float* o) {{ float t[{n}]; o[{n}] = 0; }}'
+@pytest.mark.parametrize("body", [
+    "float t[{n}]; o[0] = t[0];",                       # a local array's size
+    "o[0] = tile<{n}>(o);",                             # a template argument
+    "switch (threadIdx.x) {{ case {n}: o[0] = 1; }}",   # a case label
+    "constexpr int width = {n}; o[0] = width;",
+])
+def test_a_dim_needed_as_a_constant_is_a_build_error_naming_the_layer(body):
+    template = 'extern "C" __global__ void __launch_bounds__(256) KERNEL(float* o) {{ ' + body + ' }}'
     units = [Unit(template.format(n=n), "pool") for n in (4, 8)]
     with pytest.raises(UnsupportedError, match=r"layer 'pool1'.*compile-time constant"):
         generalize(units, "layer 'pool1' (Pooling)")
+
+
+@pytest.mark.parametrize("body", ["o[i % {n}] = 0;", "if (i < {n}) o[i] = w * x[i * {n}];", "o[0] = float({n}) / 2.5f;"])
+def test_dims_in_expressions_are_hoisted(body):
+    template = 'extern "C" __global__ void __launch_bounds__(256) KERNEL(float* o, float* x, float w) ' \
+               '{{ const i32 i = threadIdx.x; ' + body + ' }}'
+    units = [Unit(template.format(n=n), "copy") for n in (4, 8)]
+    source, entry = generalize(units, "layer 'x'")
+    assert "__launch_bounds__(256)" in source and entry["types"] and "__dd.v[0]" in source
 
 
 def test_generic_kernels_take_the_dims_that_vary_as_arguments():
@@ -208,6 +236,49 @@ def test_build_with_profiles_and_gpu_kernels(tmp_path):
     assert document["header"]["options"]["gpu_kernels"] is True
     conv = next(layer for layer in document["layers"] if layer["name"] == "conv1")
     assert "[cost-model]" in conv["tactic"]
+
+
+@needs_cxx
+@pytest.mark.parametrize("corrupt", [
+    lambda d: d["tactics"].append({}),
+    lambda d: next(iter(d["forms"].values()))[0].__setitem__("kernel", "nope"),
+    lambda d: next(e for es in d["forms"].values() for e in es if e["types"])["types"].append("float"),
+    lambda d: d.pop("sm_count"),
+])
+def test_a_corrupt_dynamic_kernels_section_is_a_plan_error(corrupt):
+    from edgert.errors import PlanError
+    document = profile_plan(build_text_recognizer(), [OCR_PROFILE], "sm_90", emulate=True)
+    corrupt(document["kernels"]["sm_90"]["dynamic"])
+    with pytest.raises(PlanError, match="malformed; rebuild the plan"):
+        CudaEngine(document, driver=emulator.EmulatedDriver())
+
+
+@needs_compiler
+def test_tactics_come_from_the_timing_cache_at_the_opt_shape(tmp_path):
+    """A timing cache keyed at the profile's opt shape (as `edgert tune` at that shape records it) decides the
+    tactics; they are pinned for every other shape of the profile."""
+    from edgert.kernels.cuda import autotune
+    from edgert.kernels.cuda.profile_kernels import opt_document
+    from edgert.kernels.cuda.tactics import candidates
+    from edgert.kernels.cuda.timing_cache import TimingCache
+
+    model = build_text_recognizer()
+    cpu_plan = edgert.build(model, profiles=[OCR_PROFILE], cpu_only_aliases=False)
+    cache = TimingCache({"name": "Jetson AGX Orin", "arch": "sm_87", "sm_count": 16, "driver": "13.0"})
+    chosen = {}
+    for key, decision in autotune.gemm_layers(opt_document(cpu_plan.document), "sm_87").items():
+        other = next(t for t in candidates(decision.problem) if t.name != decision.tactic.name)
+        cache.record(key, {decision.tactic.name: 20.0, other.name: 5.0})
+        chosen[cpu_plan.document["layers"][decision.layer]["name"]] = other
+    cache.save(tmp_path / "orin.json")
+    plan = edgert.build(model, profiles=[OCR_PROFILE], target="jetson-agx-orin", timing_cache=tmp_path / "orin.json",
+                        autotune=False)
+    layers = {layer["name"]: layer for layer in plan.document["layers"]}
+    pinned = plan.document["kernels"]["sm_87"]["dynamic"]["tactics"][0]
+    assert chosen and plan.header["tactics"] == {"sm_87": {"timing-cache": len(chosen)}}
+    for name, tactic in chosen.items():
+        assert layers[name]["tactic"] == f"{tactic.name} [timing-cache]"
+        assert pinned[name] == [[tactic.bm, tactic.bn, tactic.splits, tactic.loader, tactic.bk, tactic.nj]]
 
 
 # -- on the GPU ---------------------------------------------------------------------------------------------

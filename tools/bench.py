@@ -89,7 +89,9 @@ def _cuda_layer_times(context, feeds: dict, runs: int) -> dict[str, list[float]]
     times: dict[str, list[float]] = {}
     for _ in range(runs):
         marks = []
-        for (layer, _), (function, grid, block, smem, params) in zip(engine.launches, context._calls):
+        calls = context.layer_calls() if hasattr(context, "layer_calls") else \
+            [(layer, call) for (layer, _), call in zip(engine.launches, context._calls)]   # profile plans: per shape
+        for layer, (function, grid, block, smem, params) in calls:
             start, end = cupy.cuda.Event(), cupy.cuda.Event()
             start.record(stream)
             context.driver.launch(function, grid, block, smem, params, stream)

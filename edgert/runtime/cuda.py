@@ -250,8 +250,10 @@ class CudaEngine:
         self.dynamic = "dynamic" in section and bool(document.get("profiles"))
         if self.dynamic:   # optimization profiles: contexts lower the plan at the shapes they run
             from edgert.runtime.engine import Engine
+            from edgert.runtime.cuda_dynamic import check_section
             self.shape_engine = Engine(document)
             self.profiles = self.shape_engine.profiles
+            check_section(section, self.functions, len(self.profiles))
             self.launches = []
         else:
             self.launches = self._schedule(section)

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from edgert.errors import EdgeRTError, InputError, UnsupportedError
+from edgert.errors import EdgeRTError, InputError, PlanError, UnsupportedError
 from edgert.runtime.cuda import CudaExecutionContext, PackedParams, pack_params
 from edgert.runtime.dynamic_context import DynamicExecutionContext
 from edgert.runtime.shapes import specialize
@@ -29,10 +29,33 @@ from edgert.runtime.shapes import specialize
 AUX_ALIGNMENT = 256
 
 
+_C_TYPES = ("int", "unsigned", "long long", "unsigned long long")
+
+
+def check_section(section: dict, functions: dict, profiles: int) -> None:
+    """PlanError unless the ``dynamic`` part of a kernels section has the shape the runtime reads."""
+    dynamic = section.get("dynamic")
+    try:
+        forms, tactics = dynamic["forms"], dynamic["tactics"]
+        int(dynamic["sm_count"]), int(dynamic.get("aux_bytes", 0))
+        assert isinstance(forms, dict) and isinstance(tactics, list) and len(tactics) == profiles
+        for entries in forms.values():
+            for entry in entries:
+                assert entry["kernel"] in functions
+                assert all(t in _C_TYPES for t in entry["types"])
+                assert sum(literal is None for literal in entry["literals"]) == len(entry["types"])
+        for pinned in tactics:
+            for choices in pinned.values():
+                assert all(len(choice) == 6 for choice in choices)
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
+        raise PlanError("plan is corrupt: its CUDA kernels section for optimization profiles (\"dynamic\") is "
+                        "malformed; rebuild the plan") from None
+
+
 class _Bound:
     """Everything bound for one set of input shapes in one profile."""
 
-    __slots__ = ("shapes", "calls", "aux", "aux_offsets", "graph")
+    __slots__ = ("shapes", "calls", "layers", "aux", "aux_offsets", "graph", "conservative")
 
 
 class DynamicCudaExecutionContext(CudaExecutionContext):
@@ -41,6 +64,7 @@ class DynamicCudaExecutionContext(CudaExecutionContext):
     def __init__(self, engine, use_graph: bool = True):
         dynamic = engine.section["dynamic"]
         self._aux_capacity = int(dynamic.get("aux_bytes", 0))
+        self._workspace_capacity, self._counter_capacity = engine.workspace_bytes, engine.counter_bytes
         super().__init__(engine, use_graph)
         self._aux_region = self._allocate(max(self._aux_capacity, 1))
         self._aux_owner = None
@@ -164,60 +188,105 @@ class DynamicCudaExecutionContext(CudaExecutionContext):
                                  "slot (planned at the profile's max shapes); narrow the profile")
 
     def _lower(self, shapes: list) -> _Bound:
-        from edgert.kernels.cuda.generic import PinnedPolicy, launch_units, lower_at, match
-
-        engine, dynamic = self.engine, self.engine.section["dynamic"]
-        policy = PinnedPolicy(dynamic["tactics"][self._profile])
-        ctx, launches, _ = lower_at(engine.document, shapes, engine.arch, int(dynamic["sm_count"]), policy)
-        self._reserve(ctx)
+        """Bind the plan lowered at ``shapes`` with the profile's tactics. A layer whose kernel at these shapes
+        was not compiled (a fast path that the build's shapes did not take) runs as the conservative lowering
+        has it (no parity-dependent fast path; the build compiled those forms for every shape)."""
+        lowerings = [self._lowering(shapes, conservative=False)]
+        matched = [self._matched(*lowerings[0])]
+        if any(isinstance(entries, Exception) for entries in matched[0]):
+            lowerings.append(self._lowering(shapes, conservative=True))
+            matched.append(self._matched(*lowerings[1]))
+        self._reserve([ctx for ctx, _ in lowerings])
         bound = _Bound()
-        bound.shapes, bound.graph, bound.aux = shapes, None, list(ctx.aux)
-        bound.aux_offsets, offset = [], 0
+        bound.shapes, bound.graph, bound.calls, bound.layers = shapes, None, [], []
+        bound.conservative = len(lowerings) > 1
+        bound.aux, bound.aux_offsets, resolvers = [], [], []
+        for ctx, _ in lowerings:
+            resolvers.append(self._resolver(bound, len(bound.aux), [self.engine.derived_for(e) for e in ctx.derived]))
+            bound.aux += list(ctx.aux)
+        offset = 0
         for data in bound.aux:
             bound.aux_offsets.append(offset)
             offset += -(-len(data) // AUX_ALIGNMENT) * AUX_ALIGNMENT
-        derived = [engine.derived_for(entry) for entry in ctx.derived]
-        layers, bound.calls = engine.document["layers"], []
-        for (index, _), launch, unit in launch_units(ctx, launches, layers):
-            name, dims = match(dynamic["forms"], unit, f"layer {layers[index]['name']!r} ({layers[index]['kind']})")
-            if name not in engine.functions:
-                raise UnsupportedError(f"plan is corrupt: generic kernel {name!r} is not in its modules")
-            params = list(launch["params"]) + ([["align", 8]] + [["i64", v] for v in dims] if dims else [])
-            resolve = self._resolver(bound, derived)
-            bound.calls.append((engine.functions[name], tuple(launch["grid"]), tuple(launch["block"]),
-                                int(launch.get("smem", 0)), PackedParams(pack_params(params, resolve))))
+        functions = self.engine.functions
+        for index, entries in enumerate(matched[0]):
+            source = 0
+            if isinstance(entries, Exception):
+                source, entries = 1, matched[1][index]
+                if isinstance(entries, Exception):
+                    raise entries
+            for launch, name, dims in entries:
+                params = list(launch["params"]) + ([["align", 8]] + [["i64", v] for v in dims] if dims else [])
+                bound.layers.append(index)
+                bound.calls.append((functions[name], tuple(launch["grid"]), tuple(launch["block"]),
+                                    int(launch.get("smem", 0)), PackedParams(pack_params(params, resolvers[source]))))
         return bound
 
-    def _resolver(self, bound: _Bound, derived: list):
+    def _lowering(self, shapes: list, conservative: bool) -> tuple:
+        from edgert.kernels.cuda.generic import PinnedPolicy, lower_at
+
+        engine, dynamic = self.engine, self.engine.section["dynamic"]
+        policy = PinnedPolicy(dynamic["tactics"][self._profile], general=conservative)
+        ctx, launches, _ = lower_at(engine.document, shapes, engine.arch, int(dynamic["sm_count"]), policy,
+                                    conservative=conservative)
+        return ctx, launches
+
+    def _matched(self, ctx, launches: list) -> list:
+        """Per layer: [(launch, generic kernel, dim values)], or the error naming a launch with no kernel."""
+        from edgert.kernels.cuda.generic import launch_units, match
+
+        layers, forms = self.engine.document["layers"], self.engine.section["dynamic"]["forms"]
+        per_layer: list = [[] for _ in launches]
+        for (index, _), launch, unit in launch_units(ctx, launches, layers):
+            if isinstance(per_layer[index], Exception):
+                continue
+            try:
+                name, dims = match(forms, unit, f"layer {layers[index]['name']!r} ({layers[index]['kind']})")
+            except UnsupportedError as error:
+                per_layer[index] = error
+                continue
+            if name not in self.engine.functions:
+                raise PlanError(f"plan is corrupt: generic kernel {name!r} is not in its modules")
+            per_layer[index].append((launch, name, dims))
+        return per_layer
+
+    def _resolver(self, bound: _Bound, aux_base: int, derived: list):
         def resolve(entry) -> int:
             if entry[0] == "a":
-                return self._aux_region.ptr + bound.aux_offsets[int(entry[1])] + int(entry[2])
+                return self._aux_region.ptr + bound.aux_offsets[aux_base + int(entry[1])] + int(entry[2])
             if entry[0] == "d":
                 return derived[int(entry[1])] + int(entry[2])
             return self._resolve(entry)
         return resolve
 
-    def _reserve(self, ctx) -> None:
+    def _reserve(self, contexts: list) -> None:
         """Grow workspace, counters or the table region when a shape needs more than the build saw."""
-        needed_aux = sum(-(-len(d) // AUX_ALIGNMENT) * AUX_ALIGNMENT for d in ctx.aux)
+        needed_aux = sum(-(-len(d) // AUX_ALIGNMENT) * AUX_ALIGNMENT for ctx in contexts for d in ctx.aux)
         if needed_aux > self._aux_capacity:
             self._aux_capacity = needed_aux
             self._aux_region = self._allocate(needed_aux)
             self._forget_bindings()
-        if ctx.workspace_bytes > self.engine.workspace_bytes:
-            self.engine.workspace_bytes = ctx.workspace_bytes
-            self._workspace = self._allocate(ctx.workspace_bytes)
+        workspace = max(ctx.workspace_bytes for ctx in contexts)
+        if workspace > self._workspace_capacity:
+            self._workspace_capacity = workspace
+            self._workspace = self._allocate(workspace)
             self._forget_bindings()
-        if 4 * ctx.counters > self.engine.counter_bytes:
-            self.engine.counter_bytes = 4 * ctx.counters
-            self._counters = self._allocate(self.engine.counter_bytes)
-            self.driver.memset(self._counters.ptr, 0, self.engine.counter_bytes, self.stream)
+        counters = 4 * max(ctx.counters for ctx in contexts)
+        if counters > self._counter_capacity:
+            self._counter_capacity = counters
+            self._counters = self._allocate(counters)
+            self.driver.memset(self._counters.ptr, 0, counters, self.stream)
             self.driver.synchronize(self.stream)
             self._forget_bindings()
 
     def _forget_bindings(self) -> None:
         self._cache.clear()
         self._aux_owner = None
+
+    def layer_calls(self) -> list[tuple]:
+        """(layer index, launch) of every launch at the current input shapes (``edgert bench --profile``)."""
+        bound = self._bind_shapes(self._key())
+        return list(zip(bound.layers, bound.calls))
 
     @property
     def bound_shapes(self) -> int:

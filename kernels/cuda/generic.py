@@ -109,10 +109,11 @@ def _hoistable(texts: list[str], kinds: list[str], spaced: list[bool]) -> list[b
             case = True
         elif text == ":" and case:
             case = False
-        constant = template_depth or case or (paren_stop is not None and i <= paren_stop) or _declarator(texts, kinds, i)
+        if kinds[i] == "int":
+            constant = template_depth or case or (paren_stop is not None and i <= paren_stop)
+            flags[i] = not constant and not _declarator(texts, kinds, i) and not _in_constexpr(texts, i)
         if paren_stop is not None and i >= paren_stop:
             paren_stop = None
-        flags[i] = kinds[i] == "int" and not constant and not _in_constexpr(texts, i)
     return flags
 
 
@@ -134,7 +135,7 @@ def _declarator(texts, kinds, i) -> bool:
             depth += 1
         elif texts[j] == "[":
             if depth == 0:
-                return j >= 2 and kinds[j - 1] == "ident" and (kinds[j - 2] == "ident" or texts[j - 2] in ("*", "&")) \
+                return j >= 2 and kinds[j - 1] == "ident" and kinds[j - 2] == "ident" \
                     and texts[j - 2] not in ("return", "else", "case")
             depth -= 1
         elif texts[j] in (";", "{", "}"):
@@ -232,9 +233,10 @@ def match(forms: dict, unit: Unit, where: str) -> tuple[str, list]:
                 break
         else:
             return entry["kernel"], values
-    raise UnsupportedError(f"{where}: no CUDA kernel of this plan fits these input shapes (the kernel's form at "
-                           "these shapes was not seen when the plan was built); rebuild the plan with a profile "
-                           "whose probe shapes include them, or pin the dims")
+    raise UnsupportedError(f"{where}: no CUDA kernel of this plan fits these input shapes (its kernel's form at "
+                           "these shapes did not occur at the shapes the build lowered each profile at: min, opt, "
+                           "max, staggered and random ones); please report it, and meanwhile narrow the profile "
+                           "or pin the dims")
 
 
 # -- lowering at given input shapes (builder and runtime alike) -----------------------------------------------
@@ -283,7 +285,9 @@ class PinnedPolicy:
             raise UnsupportedError(f"layer {name!r}: the plan records no tactic for its matrix product {index}; "
                                    "the plan is corrupt or from another edgert version")
         bm, bn, splits, loader, bk, nj = choices[index]
-        if self.general or loader not in dict(problem.algorithms):
+        if self.general:   # the general loader, K unsplit: the same kernel form at every shape
+            loader, splits = problem.algorithms[-1][0], 1
+        elif loader not in dict(problem.algorithms):
             loader = problem.algorithms[-1][0]
         return make_tactic(problem, bm, bn, splits, loader, bk, nj), "pinned"
 
@@ -298,12 +302,13 @@ def pinned_tactics(document: dict, decisions) -> dict:
     return pinned
 
 
-def lower_at(document: dict, shapes: list, arch, sm_count: int | None, policy):
-    """(context, launches per layer, fused) of the plan lowered at these tensor shapes."""
+def lower_at(document: dict, shapes: list, arch, sm_count: int | None, policy, conservative: bool = False):
+    """(context, launches per layer, fused) of the plan lowered at these tensor shapes; ``conservative``:
+    without the parity-dependent fast paths (the fallback that serves shapes whose fast form was not compiled)."""
     from edgert.kernels.cuda.lowering import lower_plan
 
     resolved = resolved_document(document, shapes, layer_attrs(document, shapes))
-    return lower_plan(resolved, arch, sm_count=sm_count, policy=policy)
+    return lower_plan(resolved, arch, sm_count=sm_count, policy=policy, conservative=conservative)
 
 
 def launch_units(ctx, launches: list, layers: list):

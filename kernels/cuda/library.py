@@ -71,6 +71,9 @@ class LowerContext:
         options = (document.get("header") or {}).get("options") or {}
         self.tf32 = bool(options.get("tf32")) and arch >= 80
         self.tactic_policy = None               # kernels.cuda.tactics policy; None: the cost model
+        # Profile plans: no fast path whose use depends on a dim's parity (vector loads of rows, pixel pairs,
+        # swapped operands), so that one kernel form serves every shape of the profile (kernels/cuda/generic.py)
+        self.conservative = False
 
     # -- tensors --
     def shape(self, tensor: int) -> tuple:

@@ -166,7 +166,8 @@ def lower_convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Laun
     M, N, K = oc_total // group, n_img * OH * OW, cg_in * kh * kw
     itemsize = np.dtype(dtype).itemsize
     vec = 16 // itemsize
-    pointwise = (kh == kw == 1 and sh == sw == 1 and not any(geometry["begins"]) and (OH * OW) % vec == 0
+    pointwise = (not ctx.conservative and kh == kw == 1 and sh == sw == 1 and not any(geometry["begins"])
+                 and (OH * OW) % vec == 0
                  and ctx.aligned(x) and (cg_in * H * W * itemsize) % 16 == 0)
     bk = 32 if dtype == "float16" else 16
     tap_major = not pointwise and cg_in % bk == 0 and ctx.is_constant(w)
@@ -188,7 +189,7 @@ def lower_convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Laun
     # The 1x1 vector loader and the tap-major one are faster where they apply; im2col always does.
     algorithms = [("pointwise", "conv1x1")] if pointwise else [("tapmajor", "implicit-gemm-tap")] if tap_major else []
     algorithms.append(("im2col", "implicit-gemm"))
-    pair = (OH * OW) % 2 == 0 and ctx.aligned(out, alignment=2 * itemsize)
+    pair = not ctx.conservative and (OH * OW) % 2 == 0 and ctx.aligned(out, alignment=2 * itemsize)
     signature = (f"conv {','.join(map(str, conv_fields))} kh{kh} in{c_total * H * W} out{oc_total * OH * OW}",
                  f"w {ctx.dtype(w)}{' aligned' if ctx.aligned(w) else ''}", f"pair {int(pair)}")
     return emit_gemm(ctx, layer, dtype=dtype, M=M, N=N, K=K, Z=group, epilogue=epilogue, conv=True,
@@ -242,7 +243,7 @@ def lower_matrix_multiply(ctx: LowerContext, layer: dict, fusion: dict) -> list[
     out_shape = ctx.shape(out)
     last = len(out_shape) - 1
     # Weights stored (N, K) as in Gemm(transB=1): compute out^T = B^T A^T so the big operand loads in vectors.
-    swap = not batch and b_sn != 1 and b_sk == 1 and K % vec == 0 and M < N
+    swap = not ctx.conservative and not batch and b_sn != 1 and b_sk == 1 and K % vec == 0 and M < N
     o_sm, o_sn = N, 1
     if swap:
         M, N = N, M
@@ -254,9 +255,9 @@ def lower_matrix_multiply(ctx: LowerContext, layer: dict, fusion: dict) -> list[
     if fusion:
         epilogue.add_consumer(fusion)
     aligned_batches = all((s * itemsize) % 16 == 0 for s in a_bs)
-    avec = vec if a_sk == 1 and K % vec == 0 and a_sm % vec == 0 and (ctx.aligned(a) or ctx.dtype(a) != dtype) \
+    avec = vec if not ctx.conservative and a_sk == 1 and K % vec == 0 and a_sm % vec == 0 and (ctx.aligned(a) or ctx.dtype(a) != dtype) \
         and aligned_batches else 1
-    bvec = (b_sn == 1 and N % vec == 0 and b_sk % vec == 0 and (ctx.aligned(b) or ctx.dtype(b) != dtype)
+    bvec = (not ctx.conservative and b_sn == 1 and N % vec == 0 and b_sk % vec == 0 and (ctx.aligned(b) or ctx.dtype(b) != dtype)
             and all((s * itemsize) % 16 == 0 for s in b_bs))
     a_param, b_param = ctx.operand(a, dtype), ctx.operand(b, dtype)
     fields = {"a": a_param, "b": b_param, "out": ptr(out), "a_sm": a_sm, "a_sk": a_sk, "b_sk": b_sk, "b_sn": b_sn,
@@ -265,7 +266,7 @@ def lower_matrix_multiply(ctx: LowerContext, layer: dict, fusion: dict) -> list[
         fields["a_bs"], fields["b_bs"] = b_bs, a_bs
     if ctx.dtype(out) != dtype:
         raise UnsupportedError(f"layer {layer['name']!r}: matrix product from {dtype} to {ctx.dtype(out)} on CUDA")
-    pair = o_sn == 1 and N % 2 == 0 and all(b % 2 == 0 for b in o_bs) and ctx.aligned(out, alignment=2 * itemsize)
+    pair = not ctx.conservative and o_sn == 1 and N % 2 == 0 and all(b % 2 == 0 for b in o_bs) and ctx.aligned(out, alignment=2 * itemsize)
     signature = (f"strides {a_sm},{a_sk},{b_sk},{b_sn},{o_sm},{o_sn}", f"batch {batch} {a_bs} {b_bs} {o_bs}",
                  f"avec {avec}", f"pair {int(pair)}")
     algorithms = [("strided_vec" if bvec else "strided", "gemm-swapped" if swap else "gemm")]

@@ -53,15 +53,18 @@ def plan_fusions(ctx: LowerContext, document: dict) -> dict[int, dict]:
     return fusions
 
 
-def lower_plan(document: dict, arch, *, sm_count: int | None = None, fuse: bool = True, policy=None):
+def lower_plan(document: dict, arch, *, sm_count: int | None = None, fuse: bool = True, policy=None,
+               conservative: bool = False):
     """(context with kernel sources, launches per layer, fused map) for ``arch``; ``policy`` picks the
-    tactics (default: the cost model), and ``ctx.tactic_policy.decisions`` records each choice."""
+    tactics (default: the cost model), and ``ctx.tactic_policy.decisions`` records each choice; ``conservative``
+    turns off the fast paths that depend on a shape's parity (see ``LowerContext.conservative``)."""
     cpu_only = (document.get("memory") or {}).get("cpu_only", [])
     if cpu_only:   # parallel CUDA threads would read input another thread already overwrote
         names = ", ".join(document["layers"][i]["name"] for i in cpu_only[:4]) + (" ..." if len(cpu_only) > 4 else "")
         raise PlanError(f"this plan's memory was planned for the CPU runtime: {names} may write over their input, "
                         "which parallel CUDA kernels cannot; build with gpu_kernels=True (or cpu_only_aliases=False)")
     ctx = LowerContext(document, arch_number(arch), sm_count)
+    ctx.conservative = conservative
     recorder = ctx.tactic_policy = Recorder(policy or CostModel(GpuRates.for_arch(ctx.arch, ctx.sm_count)))
     fusions = plan_fusions(ctx, document) if fuse else {}
     consumers = {f["consumer"]: producer for producer, f in fusions.items()}

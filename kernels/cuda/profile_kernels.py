@@ -58,12 +58,12 @@ class _Collector:
         self.workspace = self.counters = self.aux = 0
         self.derived: list[dict] = []
 
-    def add(self, ctx, launches: list, profile: int) -> None:
+    def add(self, ctx, launches: list, profile: int, conservative: bool = False) -> None:
         layers = self.document["layers"]
         for (index, position), _, unit in launch_units(ctx, launches, layers):
-            # one launch of one layer in one profile: units of other layers (or of this layer with another
-            # profile's tactic) may share the form with other constants
-            key = (profile, index, position, unit.form)
+            # one launch of one layer in one profile and lowering mode: units of other layers (or of this layer
+            # with another profile's tactic or mode) may share the form with other constants
+            key = (profile, conservative, index, position, unit.form)
             self.forms.setdefault(key, []).append(unit)
             self.where.setdefault(key, f"layer {layers[index]['name']!r} ({layers[index]['kind']})")
         self.headers += [h for h in ctx.headers if h not in self.headers]
@@ -96,16 +96,17 @@ def compile_profile_kernels(document: dict, arch, *, policy=None, ptx: bool = Fa
         pinned_per_profile.append(pinned)
         opt_lowering = opt_lowering or (launches, fused, ctx.tactic_policy)
         collector.add(ctx, launches, index)
-        high = {name: triple[2] for name, triple in profile.items()}
-        lowerings = [(s, False) for s in profile_shapes(profile, seed=index)] + [(opt, True), (high, True)]
-        for shapes, general in lowerings:
+        # each shape with the opt shape's tactics, then without the parity-dependent fast paths (general loader,
+        # K unsplit): that lowering's kernel forms serve any shape whose fast forms were not compiled
+        shapes_list = profile_shapes(profile, seed=index)
+        for shapes, general in [(s, False) for s in shapes_list] + [(s, True) for s in shapes_list]:
             try:
                 ctx, launches, _ = lower_at(document, tensor_shapes(shapes), arch, sm_count,
-                                            PinnedPolicy(pinned, general))
+                                            PinnedPolicy(pinned, general), conservative=general)
             except EdgeRTError as e:
                 shown = ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
                 raise type(e)(f"CUDA kernels at shapes {shown} (profile {index}): {e}") from e
-            collector.add(ctx, launches, index)
+            collector.add(ctx, launches, index, general)
     return _section(document, arch, collector, pinned_per_profile, opt_lowering, sm_count,
                     ptx=ptx, emulate=emulate, jobs=jobs)
 
@@ -126,7 +127,7 @@ def _section(document, arch, collector: _Collector, pinned_per_profile, opt_lowe
             "derived": collector.derived, "workspace_bytes": collector.workspace, "counters": collector.counters,
             "tactics": layer_tactics(document, launches, fused, recorder),
             "dynamic": {"forms": table, "tactics": pinned_per_profile, "sm_count": sm_count,
-                        "aux_bytes": collector.aux}}
+                        "aux_bytes": 2 * collector.aux}}   # a shape may bind layers of two lowerings
 
 
 def compile_kernels(document: dict, archs, *, policies: dict | None = None, **options) -> dict:
