@@ -261,7 +261,7 @@ static void fill_plane(const Geometry *g, const Scratch *s, const float *source)
 }
 
 /* NaN wins, as in np.maximum (a macro, not a function: an inline function is not inlined into the AVX2 clones) */
-#define larger(v, current) (((v) > (current) || (v) != (v)) ? (v) : (current))
+#define larger(v, current) ((v) != (v) ? (v) : (v) > (current) ? (v) : (current))   /* selects, no branches */
 
 /* row = the maximum of row and `group` (1-4) tap runs (NaN wins) */
 SIMD_CLONES static void maximum_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
