@@ -5,7 +5,9 @@ added once), then a loop over time does the recurrence (h @ R^T and the cell's g
 batch. ``sequence_lens`` freezes each sequence's state after its last valid step and writes zeros to
 y there (a sequence of length 0 ends with zero states); the reverse direction walks each sequence from its
 own last valid step back to 0.
-Computation is float32 (float64 for float64 tensors), whatever the storage type. The prepare hook
+Computation is float32 (float64 for float64 tensors), whatever the storage type. ONNX's default LSTM cell
+(sigmoid / tanh / tanh, no clip, peepholes, coupled gates or sequence lengths) in float32 runs its time
+loop natively (native.lstm_steps) when the module is built. The prepare hook
 binds all of it to the context's arrays with the projections and states in scratch memory, so a
 run allocates only a few (batch, hidden) temporaries.
 """
@@ -17,6 +19,7 @@ import functools
 import numpy as np
 
 from edgert.ir.kinds import LayerKind, RNNActivation as F, RNNCell
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu._math import clip_ufunc, softplus
 from edgert.kernels.cpu.blas import gemm_threads
 from edgert.kernels.registry import register, register_prepare
@@ -115,6 +118,10 @@ class _Direction:
         if self.cell == RNNCell.LSTM:
             self.c = scratch((batch, hidden), dtype)
             self.c_new = scratch((batch, hidden), dtype)
+        # ONNX's default LSTM cell in float32 runs its whole time loop in one native call (native.py)
+        default = [[F.SIGMOID], [F.TANH], [F.TANH]]
+        self.native = self.cell == RNNCell.LSTM and dtype == np.float32 and clip is None and native.enabled() \
+            and not self.input_forget and [[F(f[0])] for f in functions] == default
 
     def run(self, x, w_t, r_t, b, mask, h0, c0, p, y, y_h, y_c) -> None:
         """One direction over the sequence; w_t (dirs, input, rows) and r_t (dirs, hidden, rows) are W and R
@@ -142,6 +149,10 @@ class _Direction:
         else:
             step = functools.partial(self._rnn, r_t[d])
         out = y[:, d]
+        if self.native and peepholes is None and mask is None and y.dtype == np.float32 and y.flags.c_contiguous:
+            native.lstm_steps(self.projection, r_t[d], self.h, self.c, y, d, self.reverse)
+            self._finish(y_h[d], y_c[d] if y_c is not None else None, mask)
+            return
         valid = None if mask is None else mask[:, :, None]
         gemm_threads(2 * self.gates.size * hidden)   # the per-step products: small, one thread unless huge
         for position in range(seq):
