@@ -2,7 +2,7 @@
 
     python benchmarks/cpu.py [MODEL.onnx ...] [--models resnet unet ...] [--zoo] [--corpus [NAME ...]]
                              [--corpus-cache DIR] [--reps 30] [--threads 2] [--layers N] [--kinds] [--load]
-                             [--contexts 4] [--no-opt]
+                             [--contexts 4] [--no-opt] [--no-direct]
 
 Issue 16's three targets, on an otherwise idle machine (2 cores, 2 threads each; every command prints both
 onnxruntime columns, spinning off and on):
@@ -20,7 +20,8 @@ spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over ea
   issue's kinds of model: ``yolov8n yolo11n`` (anchor-free SiLU detectors), ``tv_mobilenet_v3_small timm_lcnet_050``
   (HardSwish / depthwise / squeeze-excite classifiers), ``tv_lraspp_mobilenet_v3_large`` (segmentation head),
   ``crnn_bilstm_ctc`` (text recognizer), ``tv_vit_ti_16`` (GELU transformer blocks).
-- ``EDGERT_CPU_DIRECT=0`` (environment) keeps every convolution on im2col + GEMM, to compare with the direct kernel.
+- ``--no-direct`` adds a column: edgert with the native direct convolution off (``EDGERT_CPU_DIRECT=0``: im2col +
+  GEMM for every convolution), a second context of the same engine interleaved with the others.
 - ``--layers N`` lists each model's N slowest edgert layers (``*``: no prepared fast path).
 - ``--kinds`` prints time per layer kind: edgert's (its layers timed one by one) beside onnxruntime's
   profile per op type (both medians over --reps runs).
@@ -220,6 +221,7 @@ def parse_args():
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-opt", action="store_true", help="also time edgert with every graph pass off")
+    parser.add_argument("--no-direct", action="store_true", help="also time edgert with the direct convolution off")
     parser.add_argument("--layers", type=int, default=0, metavar="N", help="list each model's N slowest layers")
     parser.add_argument("--kinds", action="store_true", help="time per layer kind against onnxruntime's profile")
     parser.add_argument("--load", action="store_true", help="p50/p99 with one core kept busy vs idle p50")
@@ -244,9 +246,9 @@ def header(args) -> None:
     from edgert.kernels.cpu import native
     print(f"# edgert vs onnxruntime {ort.__version__} on CPU — {_models.machine()}, {datetime.date.today()}, "
           f"{args.threads} threads each, {args.reps} interleaved runs; edgert kernels: {native.status()}")
-    print("| model | edgert ms (p10-p90) | ort ms | ort-spin ms | ratio vs ort | ratio vs ort-spin |"
-          + (" unoptimized ms |" if args.no_opt else ""))
-    print("| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if args.no_opt else ""))
+    extra = (" unoptimized ms |" if args.no_opt else "") + (" no direct conv ms |" if args.no_direct else "")
+    print("| model | edgert ms (p10-p90) | ort ms | ort-spin ms | ratio vs ort | ratio vs ort-spin |" + extra)
+    print("| --- | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * extra.count("|"))
 
 
 def main() -> None:
@@ -266,12 +268,18 @@ def main() -> None:
         if args.no_opt:
             runs["plain"] = edgert.load(edgert.build(model, shapes=shapes, optimize=False)) \
                 .create_execution_context().execute
+        if args.no_direct:   # kernels are chosen when a context binds its layers
+            before = os.environ.get("EDGERT_CPU_DIRECT")
+            os.environ["EDGERT_CPU_DIRECT"] = "0"
+            runs["im2col"] = engine.create_execution_context().execute
+            os.environ.pop("EDGERT_CPU_DIRECT") if before is None else os.environ.update(EDGERT_CPU_DIRECT=before)
         times = interleaved(runs, feeds, args.reps)
         p50 = {key: percentile(value, 50) for key, value in times.items()}
         row = (f"| {name} | {p50['edgert']:.2f} ({percentile(times['edgert'], 10):.2f}-"
                f"{percentile(times['edgert'], 90):.2f}) | {p50['ort']:.2f} | {p50['ort-spin']:.2f} | "
                f"{p50['edgert'] / p50['ort']:.2f}x | {p50['edgert'] / p50['ort-spin']:.2f}x |")
-        print(row + (f" {p50['plain']:.2f} |" if args.no_opt else ""), flush=True)
+        print(row + (f" {p50['plain']:.2f} |" if args.no_opt else "")
+              + (f" {p50['im2col']:.2f} |" if args.no_direct else ""), flush=True)
         extras.append((name, engine, context, feeds, model_bytes, runs))
     for name, engine, context, feeds, model_bytes, runs in extras:
         report_extras(args, name, engine, context, feeds, model_bytes, runs)

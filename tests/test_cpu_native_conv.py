@@ -34,6 +34,8 @@ CASES = [   # x shape, output channels, kernel, strides, dilations, pads (top, l
     ((1, 6, 16, 16), 8, (3, 3), (2, 2), (1, 1), (0, 0, 1, 1)),      # TF 'same' padding of stride 2
     ((1, 3, 13, 12), 5, (3, 2), (2, 1), (1, 2), (1, 0, 2, 1)),
     ((1, 2, 3, 1), 3, (3, 1), (1, 1), (1, 1), (1, 0, 1, 0)),        # one column
+    ((1, 70, 12, 19), 9, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),     # 630 taps: two input-channel blocks
+    ((1, 40, 11, 40), 12, (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),    # 1000 taps, rows of two spans
 ]
 
 

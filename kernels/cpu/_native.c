@@ -261,7 +261,7 @@ static void fill_plane(const Geometry *g, const Scratch *s, const float *source)
 }
 
 /* NaN wins, as in np.maximum (a macro, not a function: an inline function is not inlined into the AVX2 clones) */
-#define larger(v, current) (((v) > (current) || (v) != (v)) ? (v) : (current))
+#define larger(v, current) ((v) != (v) ? (v) : (v) > (current) ? (v) : (current))   /* selects, no branches */
 
 /* row = the maximum of row and `group` (1-4) tap runs (NaN wins) */
 SIMD_CLONES static void maximum_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
@@ -622,6 +622,8 @@ static PyMethodDef methods[] = {
     {"conv_isa", native_conv_isa, METH_NOARGS, "conv_isa() -> the instruction set the convolution microkernels run with"},
     {"pointwise", native_pointwise, METH_VARARGS, "pointwise(program, inputs, out, first=0, count=-1)"},
     {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry, first=0, count=-1, row_begin=0, row_count=-1)"},
+    {"lstm", native_lstm, METH_VARARGS,
+     "lstm(projection, r_t, h, c, y, y_offset, y_step, steps, batch, hidden, reverse)"},
     {"conv2d_direct", conv2d_direct, METH_VARARGS,
      "conv2d_direct(x, packed, bias, out, geometry, out_channels, row_begin=0, row_count=-1, program=None)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},

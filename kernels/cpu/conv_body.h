@@ -82,16 +82,31 @@ void CONV_SUFFIX(conv_depthwise_rows)(float *out, int64_t rows, int64_t out_w, c
 }
 
 
-/* CONV_BODY_GROUP output channels over two vectors of outputs of one row: per weight, 2 loads and CONV_BODY_GROUP
- * broadcasts feed 2 x CONV_BODY_GROUP multiply-adds (the accumulators fit AVX2's 16 registers and NEON's 32 with
- * room for the operands, 4 channels; AVX-512's 32, 8 channels). */
+/* CONV_BODY_GROUP output channels over two vectors of outputs of one row, input channels [c_begin, c_end): per
+ * weight, 2 loads and CONV_BODY_GROUP broadcasts feed 2 x CONV_BODY_GROUP multiply-adds (the accumulators fit
+ * AVX2's 16 registers and NEON's 32 with room for the operands, 4 channels; AVX-512's 32, 8 channels). The first
+ * channel block starts from the bias, later ones from the partial sums already in the output. */
 static inline void CONV_SUFFIX(direct_group)(const ConvDirect *p, const float *weights, int64_t channels,
-                                             int64_t first_channel, int64_t oy, int64_t ox) {
+                                             int64_t first_channel, int64_t oy, int64_t ox, int64_t c_begin,
+                                             int64_t c_end) {
     ConvVector acc[CONV_BODY_GROUP][2];
-    for (int b = 0; b < CONV_BODY_GROUP; ++b)
-        acc[b][0] = acc[b][1] = (ConvVector){0} + (p->bias && b < channels ? p->bias[first_channel + b] : 0.0f);
-    const float *row = p->planes + (oy - p->first_row) * p->row_step + ox;
-    for (int64_t c = 0; c < p->channels; ++c, row += p->plane_elements)
+    int64_t plane = p->out_h * p->out_w, lanes = p->out_w - ox;
+    float *target = p->out + first_channel * plane + oy * p->out_w + ox;
+    for (int b = 0; b < CONV_BODY_GROUP; ++b) {
+        acc[b][0] = acc[b][1] = (ConvVector){0} + (p->bias && b < channels && c_begin == 0 ? p->bias[first_channel + b]
+                                                                                           : 0.0f);
+        if (c_begin == 0 || b >= channels) continue;
+        if (lanes >= 2 * CONV_BODY_LANES) {
+            CONV_LOAD(acc[b][0], target + b * plane);
+            CONV_LOAD(acc[b][1], target + b * plane + CONV_BODY_LANES);
+        } else {   /* lane by lane: the row (or the output) may end inside the span */
+            for (int64_t lane = 0; lane < lanes; ++lane)
+                acc[b][lane / CONV_BODY_LANES][lane % CONV_BODY_LANES] = target[b * plane + lane];
+        }
+    }
+    const float *row = p->planes + (oy - p->first_row) * p->row_step + ox + c_begin * p->plane_elements;
+    weights += c_begin * p->taps * CONV_BLOCK;
+    for (int64_t c = c_begin; c < c_end; ++c, row += p->plane_elements)
         for (int64_t k = 0; k < p->taps; ++k, weights += CONV_BLOCK) {
             ConvVector x0, x1;
             CONV_LOAD(x0, row + p->offsets[k]);
@@ -101,22 +116,27 @@ static inline void CONV_SUFFIX(direct_group)(const ConvDirect *p, const float *w
                 acc[b][1] += weights[b] * x1;
             }
         }
-    int64_t plane = p->out_h * p->out_w, lanes = p->out_w - ox;
-    float *target = p->out + first_channel * plane + oy * p->out_w + ox;
     for (int b = 0; b < channels && b < CONV_BODY_GROUP; ++b) {
         CONV_STORE(target + b * plane, acc[b][0], lanes);
         if (lanes > CONV_BODY_LANES) CONV_STORE(target + b * plane + CONV_BODY_LANES, acc[b][1], lanes - CONV_BODY_LANES);
     }
 }
 
+/* input channels x taps per pass over the outputs: one span's taps (2 vectors each) stay within L1 */
+#define CONV_CHANNEL_BLOCK_TAPS 576
+
 void CONV_SUFFIX(conv_direct_rows)(const ConvDirect *p, int64_t row_begin, int64_t row_end) {
     int64_t per_block = p->channels * p->taps * CONV_BLOCK;
-    for (int64_t m = 0; m < p->out_channels; m += CONV_BLOCK) {
-        const float *weights = p->packed + (m / CONV_BLOCK) * per_block;
-        int64_t block_channels = p->out_channels - m < CONV_BLOCK ? p->out_channels - m : CONV_BLOCK;
-        for (int64_t oy = row_begin; oy < row_end; ++oy)
-            for (int64_t ox = 0; ox < p->out_w; ox += 2 * CONV_BODY_LANES)
-                for (int b = 0; b < block_channels; b += CONV_BODY_GROUP)
-                    CONV_SUFFIX(direct_group)(p, weights + b, block_channels - b, m + b, oy, ox);
+    int64_t channel_block = CONV_CHANNEL_BLOCK_TAPS / p->taps > 1 ? CONV_CHANNEL_BLOCK_TAPS / p->taps : 1;
+    for (int64_t c = 0; c < p->channels; c += channel_block) {
+        int64_t c_end = c + channel_block < p->channels ? c + channel_block : p->channels;
+        for (int64_t m = 0; m < p->out_channels; m += CONV_BLOCK) {
+            const float *weights = p->packed + (m / CONV_BLOCK) * per_block;
+            int64_t block_channels = p->out_channels - m < CONV_BLOCK ? p->out_channels - m : CONV_BLOCK;
+            for (int64_t oy = row_begin; oy < row_end; ++oy)
+                for (int64_t ox = 0; ox < p->out_w; ox += 2 * CONV_BODY_LANES)
+                    for (int b = 0; b < block_channels; b += CONV_BODY_GROUP)
+                        CONV_SUFFIX(direct_group)(p, weights + b, block_channels - b, m + b, oy, ox, c, c_end);
+        }
     }
 }

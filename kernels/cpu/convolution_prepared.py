@@ -62,7 +62,7 @@ COLUMN_TILE_BYTES = 1 << 21
 TILED_MAX_OUTPUT_CHANNELS = 64
 TILED_MIN_COLUMN_BYTES = 1 << 20
 # the direct kernel's limit on input channels x kernel taps (see _direct_pays)
-DIRECT_MAX_TAPS = 1280
+DIRECT_MAX_TAPS = 1536
 
 
 def _bind_product(weights, cols, target, flops):
@@ -335,9 +335,9 @@ def _direct_pays(x, w, out, strides=(1, 1), dilations=(1, 1)) -> bool:
     columns. Measured on one AVX-512 core against OpenBLAS (2026-12-05): rows filling >= 80 % of their spans win
     1.1-2.6x at any channel count (64->64 at 56x56 1.63 vs 2.21 ms, 64->144 at 80x80 7.0 vs 7.8 ms), as do
     few-input-channel layers (the 3->16 stride-2 stem at 640: 0.95 vs 2.4 ms) down to 60 %; 40-wide rows of 128
-    or more channels lose as rows (4.1 vs 3.8 ms) and win as flat runs (2.9 vs 3.8 ms). Above ~1280 multiply-adds
-    per output (256 input channels of 3x3) the taps of one span outgrow L1 and GEMM wins (256->256 at 20x20: 4.7 vs
-    3.0 ms)."""
+    or more channels lose as rows (4.1 vs 3.8 ms) and win as flat runs (2.9 vs 3.8 ms). The kernel takes input
+    channels in blocks of 576 taps (one span's inputs stay in L1), and still GEMM is as fast or faster from 256
+    input channels of 3x3 up (256->256 at 20x20: 8.1 vs 7.4 ms; 160->160 at 40x40: direct 8.3 vs 9.6 ms)."""
     span = native.direct_span()
     if not span or x.ndim != 4 or math.prod(w.shape[1:]) > DIRECT_MAX_TAPS:
         return False

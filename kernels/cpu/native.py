@@ -246,6 +246,17 @@ def bind_program(program: list, inputs: list, out):
     return functools.partial(threads.pool().run_parts, parts)
 
 
+def lstm_steps(projection, r_t, h, c, y, direction: int, reverse: bool) -> None:
+    """The time loop of one LSTM direction with ONNX's default cell: projection (steps, batch, 4 hidden) = the
+    inputs' projections with both biases, r_t (hidden, 4 hidden) = R transposed, h and c (batch, hidden) the state
+    (updated in place), y (steps, directions, batch, hidden) written at ``direction``. All float32, contiguous."""
+    steps, batch, width = projection.shape
+    hidden = width // 4
+    stride = y.shape[1] * batch * hidden
+    _native.lstm(projection, np.ascontiguousarray(r_t), h, c, y.reshape(-1), direction * batch * hidden, stride,
+                 steps, batch, hidden, bool(reverse))
+
+
 def isa() -> str:
     """The instruction set the native kernels run with, or "" without the module."""
     return _native.isa() if _native is not None else ""

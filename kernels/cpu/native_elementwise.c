@@ -153,3 +153,53 @@ PyObject *native_isa(PyObject *self, PyObject *unused) {
     (void)unused;
     return PyUnicode_FromString(pointwise_isa());
 }
+
+/* the float count of a buffer, or -1 when it is not whole float32s */
+static int64_t floats_in(const Py_buffer *buffer) {
+    return buffer->len % (Py_ssize_t)sizeof(float) ? -1 : (int64_t)(buffer->len / (Py_ssize_t)sizeof(float));
+}
+
+/* lstm(projection, r_t, h, c, y, y_offset, y_step, steps, batch, hidden, reverse): one LSTM direction with ONNX's
+ * default cell (lstm_steps); projection (steps, batch, 4 hidden), r_t (hidden, 4 hidden), h and c (batch, hidden)
+ * updated in place, y written at y_offset + t * y_step + b * hidden. Every size is checked against its buffer. */
+PyObject *native_lstm(PyObject *self, PyObject *args) {
+    Py_buffer projection, r_t, h, c, y;
+    int64_t y_offset, y_step, steps, batch, hidden, width, rows, last;
+    int reverse;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*w*LLLLLp", &projection, &r_t, &h, &c, &y, &y_offset, &y_step, &steps, &batch,
+                          &hidden, &reverse))
+        return NULL;
+    int bad = steps < 1 || batch < 1 || hidden < 1 || y_offset < 0 || y_step < 0
+              || __builtin_mul_overflow(hidden, 4, &width) || __builtin_mul_overflow(steps, batch, &rows)
+              || __builtin_mul_overflow(rows, width, &rows) || floats_in(&projection) != rows
+              || __builtin_mul_overflow(hidden, width, &rows) || floats_in(&r_t) != rows
+              || __builtin_mul_overflow(batch, hidden, &rows) || floats_in(&h) != rows || floats_in(&c) != rows
+              || __builtin_mul_overflow(steps - 1, y_step, &last) || __builtin_add_overflow(last, y_offset, &last)
+              || __builtin_add_overflow(last, rows, &last) || floats_in(&y) < last;
+    if (bad) {
+        PyErr_Format(PyExc_ValueError, "lstm: buffers of %zd, %zd, %zd, %zd and %zd bytes do not fit %lld steps of "
+                     "batch %lld, hidden %lld (y at %lld + t x %lld)", projection.len, r_t.len, h.len, c.len, y.len,
+                     (long long)steps, (long long)batch, (long long)hidden, (long long)y_offset, (long long)y_step);
+        goto done;
+    }
+    float *gates = malloc(batch * width * sizeof(float));
+    if (!gates) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    lstm_steps(projection.buf, r_t.buf, h.buf, c.buf, (float *)y.buf + y_offset, y_step, steps, batch, hidden,
+               reverse, gates);
+    Py_END_ALLOW_THREADS
+    free(gates);
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&projection);
+    PyBuffer_Release(&r_t);
+    PyBuffer_Release(&h);
+    PyBuffer_Release(&c);
+    PyBuffer_Release(&y);
+    return result;
+}

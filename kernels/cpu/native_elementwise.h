@@ -11,5 +11,6 @@ PyObject *native_pointwise(PyObject *self, PyObject *args);
 PyObject *native_softmax(PyObject *self, PyObject *args);
 PyObject *native_layernorm(PyObject *self, PyObject *args);
 PyObject *native_isa(PyObject *self, PyObject *unused);
+PyObject *native_lstm(PyObject *self, PyObject *args);
 
 #endif

@@ -263,3 +263,37 @@ void PW_SUFFIX(layernorm_rows)(const float *x, float *out, int64_t rows, int64_t
             for (i = 0; i < cols; ++i) row[i] = (in[i] - mean) * inv_std;
     }
 }
+
+/* An LSTM direction with ONNX's default cell (sigmoid gates, tanh candidate and output, no peepholes, clip or
+ * coupled gates) over `steps` steps: per step t (from the last when reverse), gates = projection[t] + h @ r_t
+ * (gates i, o, f, c of `hidden` each; r_t is R transposed, hidden x 4 hidden), c = f c + i c~, h = o tanh(c),
+ * y[t * y_step + batch row] = h. h and c (batch x hidden) are the state, updated in place; gates is scratch of
+ * batch x 4 hidden. */
+void PW_SUFFIX(lstm_steps)(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,
+                           int64_t steps, int64_t batch, int64_t hidden, int reverse, float *restrict gates) {
+    int64_t width = 4 * hidden;
+    for (int64_t position = 0; position < steps; ++position) {
+        int64_t t = reverse ? steps - 1 - position : position;
+        for (int64_t b = 0; b < batch; ++b) {
+            float *restrict g = gates + b * width;
+            const float *state = h + b * hidden;
+            memcpy(g, projection + (t * batch + b) * width, width * sizeof(float));
+            for (int64_t k = 0; k < hidden; ++k) {   /* g += h[k] x row k of R^T: contiguous, vectorized */
+                const float *restrict row = r_t + k * width;
+                float hk = state[k];
+                for (int64_t j = 0; j < width; ++j) g[j] += hk * row[j];
+            }
+        }
+        for (int64_t b = 0; b < batch; ++b) {
+            float *restrict g = gates + b * width, *restrict cell = c + b * hidden, *restrict out = h + b * hidden;
+            for (int64_t j = 0; j < 3 * hidden; ++j) g[j] = PW_SUFFIX(sigmoid_approx)(g[j]);
+            for (int64_t j = 3 * hidden; j < width; ++j) g[j] = PW_SUFFIX(tanh_approx)(g[j]);
+            for (int64_t j = 0; j < hidden; ++j) {
+                cell[j] = g[2 * hidden + j] * cell[j] + g[j] * g[3 * hidden + j];
+                out[j] = PW_SUFFIX(tanh_approx)(cell[j]);
+            }
+            for (int64_t j = 0; j < hidden; ++j) out[j] *= g[hidden + j];
+            memcpy(y + t * y_step + b * hidden, out, hidden * sizeof(float));
+        }
+    }
+}

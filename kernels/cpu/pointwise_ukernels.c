@@ -11,6 +11,8 @@ typedef void (*PointwiseRun)(const PointwiseInstruction *, int, const float *con
                              int64_t, int64_t);
 typedef void (*SoftmaxRows)(const float *, float *, int64_t, int64_t);
 typedef void (*LayernormRows)(const float *, float *, int64_t, int64_t, const float *, const float *, float);
+typedef void (*LstmSteps)(const float *, const float *, float *, float *, float *, int64_t, int64_t, int64_t, int64_t,
+                          int, float *);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 void pointwise_run_avx2(const PointwiseInstruction *program, int count, const float *const *inputs,
@@ -24,11 +26,15 @@ static int has_avx2_fma(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+void lstm_steps_avx2(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,
+                     int64_t steps, int64_t batch, int64_t hidden, int reverse, float *gates);
+static LstmSteps choose_lstm(void) { return has_avx2_fma() ? lstm_steps_avx2 : lstm_steps_baseline; }
 static PointwiseRun choose(void) { return has_avx2_fma() ? pointwise_run_avx2 : pointwise_run_baseline; }
 static SoftmaxRows choose_softmax(void) { return has_avx2_fma() ? softmax_rows_avx2 : softmax_rows_baseline; }
 static LayernormRows choose_layernorm(void) { return has_avx2_fma() ? layernorm_rows_avx2 : layernorm_rows_baseline; }
 #else
 static PointwiseRun choose(void) { return pointwise_run_baseline; }
+static LstmSteps choose_lstm(void) { return lstm_steps_baseline; }
 static SoftmaxRows choose_softmax(void) { return softmax_rows_baseline; }
 static LayernormRows choose_layernorm(void) { return layernorm_rows_baseline; }
 #endif
@@ -37,6 +43,14 @@ static LayernormRows choose_layernorm(void) { return layernorm_rows_baseline; }
 static PointwiseRun chosen;
 static SoftmaxRows chosen_softmax;
 static LayernormRows chosen_layernorm;
+static LstmSteps chosen_lstm;
+
+void lstm_steps(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,
+                int64_t steps, int64_t batch, int64_t hidden, int reverse, float *gates) {
+    if (!chosen_lstm) chosen_lstm = choose_lstm();
+    if (steps > 0 && batch > 0 && hidden > 0)
+        chosen_lstm(projection, r_t, h, c, y, y_step, steps, batch, hidden, reverse, gates);
+}
 
 void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, const float *scale, const float *bias,
                     float epsilon) {

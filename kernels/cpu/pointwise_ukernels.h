@@ -34,6 +34,11 @@ void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols);
 void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, const float *scale, const float *bias,
                     float epsilon);
 
+/* An LSTM direction with ONNX's default cell over `steps` steps (pointwise_body.h says what it computes);
+ * gates: scratch of batch x 4 hidden floats */
+void lstm_steps(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,
+                int64_t steps, int64_t batch, int64_t hidden, int reverse, float *gates);
+
 /* which build runs: "avx2+fma" or "baseline" (the dispatch table is filled on first use) */
 const char *pointwise_isa(void);
 

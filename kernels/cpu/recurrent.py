@@ -5,7 +5,9 @@ added once), then a loop over time does the recurrence (h @ R^T and the cell's g
 batch. ``sequence_lens`` freezes each sequence's state after its last valid step and writes zeros to
 y there (a sequence of length 0 ends with zero states); the reverse direction walks each sequence from its
 own last valid step back to 0.
-Computation is float32 (float64 for float64 tensors), whatever the storage type. The prepare hook
+Computation is float32 (float64 for float64 tensors), whatever the storage type. ONNX's default LSTM cell
+(sigmoid / tanh / tanh, no clip, peepholes, coupled gates or sequence lengths) in float32 runs its time
+loop natively (native.lstm_steps) when the module is built. The prepare hook
 binds all of it to the context's arrays with the projections, states and peephole terms in scratch
 memory, so a run allocates no arrays (a streaming loop of single steps is allocation-free).
 """
@@ -17,6 +19,7 @@ import functools
 import numpy as np
 
 from edgert.ir.kinds import LayerKind, RNNActivation as F, RNNCell
+from edgert.kernels.cpu import native
 from edgert.kernels.cpu._math import clip_ufunc, softplus
 from edgert.kernels.cpu.blas import gemm_threads
 from edgert.kernels.registry import register, register_prepare
@@ -130,6 +133,10 @@ class _Direction:
             self.c_new = scratch((batch, hidden), dtype)
             self.peephole_rows = scratch((3, batch, hidden), dtype)
             self.peephole_term = scratch((batch, hidden), dtype)   # p * c
+        # ONNX's default LSTM cell in float32 runs its whole time loop in one native call (native.py)
+        default = [[F.SIGMOID], [F.TANH], [F.TANH]]
+        self.native = self.cell == RNNCell.LSTM and dtype == np.float32 and clip is None and native.enabled() \
+            and not self.input_forget and [[F(f[0])] for f in functions] == default
 
     def _by_gate(self, side_by_side, out) -> None:
         """(..., batch, k * hidden) -> (..., k, batch, hidden): a plain copy, which allocates nothing."""
@@ -154,6 +161,9 @@ class _Direction:
         seq, batch, width = x.shape
         gemm_threads(2 * self.projection.size * width)
         np.matmul(x.reshape(seq * batch, -1), w_t[d], out=self.projection.reshape(seq * batch, -1))
+        if self.native and p is None and mask is None and y.dtype == np.float32 and y.flags.c_contiguous:
+            self._run_native(r_t[d], b, h0, c0, y, y_h, y_c)
+            return
         self._by_gate(self.projection, self.projection_by_gate)
         if b is not None:
             self._add_bias(b[d])
@@ -182,6 +192,17 @@ class _Direction:
             step(self.projection_by_gate[t])
             self._commit(out[t], None if valid is None else valid[t])
         self._finish(y_h[d], y_c[d] if y_c is not None else None, mask)
+
+    def _run_native(self, r_t, b, h0, c0, y, y_h, y_c) -> None:
+        """The default LSTM cell's time loop in one native call, over the side-by-side projection."""
+        if b is not None:
+            width = self.bias.shape[0]
+            np.add(b[self.index, :width], b[self.index, width:], out=self.bias)
+            np.add(self.projection, self.bias, out=self.projection)
+        self._reset(self.h, h0)
+        self._reset(self.c, c0)
+        native.lstm_steps(self.projection, r_t, self.h, self.c, y, self.index, self.reverse)
+        self._finish(y_h[self.index], y_c[self.index] if y_c is not None else None, None)
 
     def _reset(self, state, initial) -> None:
         if initial is None:

@@ -111,6 +111,7 @@ int main(void) {
     const Case cases[] = {
         {3, 20, 37, 16, 3, 2, 1, 1}, {16, 9, 16, 24, 3, 1, 1, 1}, {5, 7, 7, 7, 5, 1, 1, 2}, {4, 11, 45, 9, 3, 1, 2, 2},
         {2, 8, 33, 13, 2, 2, 1, 0}, {1, 5, 3, 1, 3, 1, 1, 1}, {8, 6, 64, 40, 1, 1, 1, 0},
+        {70, 5, 19, 9, 3, 1, 1, 1}, {30, 4, 37, 5, 5, 2, 1, 2},   /* input channels in several blocks of 576 taps */
     };
     int failures = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
