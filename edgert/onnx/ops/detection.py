@@ -63,7 +63,8 @@ def non_max_suppression(ctx, node):
     center = int(ctx.attrs().get("center_point_box", 0))
     if center not in (0, 1):
         raise ModelError(f"{ctx.where}: center_point_box must be 0 or 1, found {center}")
-    attrs = {"center_point_box": center, "max_output_boxes_per_class": max(limit, 0), "iou_threshold": iou_threshold,
+    limit = min(max(limit, 0), boxes.shape[1])   # no class keeps more boxes than there are (exporters write INT64_MAX)
+    attrs = {"center_point_box": center, "max_output_boxes_per_class": limit, "iou_threshold": iou_threshold,
              "score_threshold": None if score_threshold is None else float(score_threshold)}
     return [bounded_layer(ctx, LayerKind.NMS, [boxes, scores] + _valid_boxes(ctx, boxes, scores), attrs)]
 
@@ -75,13 +76,13 @@ def _valid_boxes(ctx, boxes, scores) -> list:
     box_rows, score_rows = data_dependent_rows(ctx, boxes), data_dependent_rows(ctx, scores)
     if box_rows is None and score_rows is None:
         return []
-    if box_rows is None or score_rows is None or box_rows[0] is not score_rows[0] or box_rows[1] != 1 \
-            or score_rows[1] != 2:
+    if box_rows is None or score_rows is None or box_rows.count is not score_rows.count or box_rows.axis != 1 \
+            or score_rows.axis != 2 or box_rows.scale != 1 or score_rows.scale != 1:
         raise UnsupportedError(
             f"{ctx.where}: boxes {boxes.name!r} and scores {scores.name!r} have data-dependent sizes along axes "
             f"{box_rows and box_rows[1]} and {score_rows and score_rows[1]}; NMS takes data-dependent rows only as "
             "its box axis (1 of boxes, 2 of scores), with the same count on both")
-    return [box_rows[0]]
+    return [box_rows.count]
 
 
 @onnx_op("RoiAlign")
