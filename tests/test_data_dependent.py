@@ -208,6 +208,53 @@ def test_a_reshape_that_mixes_the_counted_rows_is_still_an_error():
         edgert.build(model)
 
 
+# -- (6): Scatter of data-dependent indices and updates --------------------------------------------------
+@pytest.mark.parametrize("reduction", ["none", "add"])
+def test_scatter_nd_of_the_rows_a_nonzero_found_matches_ort(reduction):
+    """out = base; out[x > 0] = 10 x there (ScatterND at NonZero's coordinates): only the valid rows apply."""
+    nodes = [
+        helper.make_node("Greater", ["x", "zero_f"], ["mask"]),
+        helper.make_node("NonZero", ["mask"], ["nz"]),                          # (2, n)
+        helper.make_node("Transpose", ["nz"], ["coords"], perm=[1, 0]),         # (n, 2)
+        helper.make_node("GatherND", ["x", "coords"], ["values"]),              # (n,)
+        helper.make_node("Mul", ["values", "ten"], ["updates"]),
+        helper.make_node("ScatterND", ["base", "coords", "updates"], ["y"], reduction=reduction),
+    ]
+    model = make_model(nodes, [("x", T.FLOAT, [6, 7]), ("base", T.FLOAT, [6, 7])], [("y", T.FLOAT)],
+                       {"zero_f": np.array(0.0, np.float32), "ten": np.array(10.0, np.float32)}, opset=16)
+    draw_x = fraction_positive("x", (6, 7))
+    plan = assert_runs_match_ort(model, lambda: dict(draw_x(), base=rng.standard_normal((6, 7)).astype(np.float32)))
+    scatter = next(layer for layer in plan.layers if layer["kind"] == LayerKind.SCATTER.value)
+    assert len(scatter["inputs"]) == 4 and scatter["attrs"]["rows_axis"] == 0
+
+
+def test_scatter_elements_of_the_rows_a_nonzero_found_matches_ort():
+    nodes = [
+        helper.make_node("Greater", ["scores", "zero_f"], ["mask"]),
+        helper.make_node("NonZero", ["mask"], ["nz"]),                          # (1, n)
+        helper.make_node("Reshape", ["nz", "minus_one1"], ["where"]),           # (n,)
+        helper.make_node("Gather", ["scores", "where"], ["kept"], axis=0),
+        helper.make_node("Neg", ["kept"], ["negated"]),
+        helper.make_node("ScatterElements", ["scores", "where", "negated"], ["y"], axis=0),
+    ]
+    model = make_model(nodes, [("scores", T.FLOAT, [50])], [("y", T.FLOAT)],
+                       {"zero_f": np.array(0.0, np.float32), "minus_one1": np.array([-1], np.int64)}, opset=16)
+    assert_runs_match_ort(model, fraction_positive("scores", (50,)))
+
+
+def test_scatter_of_bounded_updates_at_static_indices_is_still_an_error():
+    """Updates with data-dependent rows but indices of a static size: the bound's rows would all be written."""
+    nodes = [helper.make_node("Greater", ["x", "zero_f"], ["mask"]), helper.make_node("NonZero", ["mask"], ["nz"]),
+             helper.make_node("Reshape", ["nz", "minus_one1"], ["where"]),
+             helper.make_node("Cast", ["where"], ["updates"], to=T.FLOAT),
+             helper.make_node("ScatterElements", ["x", "static_index", "updates"], ["y"], axis=0)]
+    model = make_model(nodes, [("x", T.FLOAT, [8])], [("y", T.FLOAT)],
+                       {"zero_f": np.array(0.0, np.float32), "minus_one1": np.array([-1], np.int64),
+                        "static_index": np.arange(8, dtype=np.int64)}, opset=16)
+    with pytest.raises(UnsupportedError, match="data-dependent"):
+        edgert.build(model)
+
+
 # -- the plans stay safe to load: fuzzed fields of a plan with run-time pads --------------------------------
 @pytest.fixture(scope="module")
 def padded_document():

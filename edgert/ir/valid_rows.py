@@ -18,7 +18,8 @@ module follows each bounded value through such layers, tracking ``Rows`` (count 
 - Slice on other axes or of the first rows, and Concatenation on other axes;
 - Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis,
   or both: bounded rows picked by indices bounded by another count (valid indices address valid rows);
-- Reduce, Softmax and TopK over other axes; MatrixMultiply with bounded rows of A.
+- Reduce, Softmax and TopK over other axes; MatrixMultiply with bounded rows of A;
+- Scatter of bounded indices and updates that reads their count (input 3): a static output.
 
 A value's valid rows are the first min(count * scale, its static size) along the axis: a prefix Slice keeps the
 count of its input, and the runtime's trimming, Shape and NMS clamp it. Two bounded inputs must share their count (but for that Gather). A bounded layer may read bounded
@@ -284,3 +285,14 @@ def _padding(node, inputs):
     (_, axis, _), = inputs.values()
     pads, rank = node.attrs["pads"], len(node.inputs[0].shape)
     return None if pads[axis] or pads[rank + axis] else [axis]
+
+
+@_rule(LayerKind.SCATTER)
+def _scatter(node, inputs):
+    """Indices and updates with data-dependent rows along ``rows_axis``, their count as input 3: only the valid
+    rows apply, and the output (data's shape) is static."""
+    if sorted(inputs) != [1, 2] or len(node.inputs) < 4:
+        return None
+    count, axis = node.inputs[3], node.attrs.get("rows_axis")
+    valid = all(r.count is count and r.axis == axis and r.scale == 1 for r in inputs.values())
+    return [None] if valid else None
