@@ -208,6 +208,42 @@ def test_a_reshape_that_mixes_the_counted_rows_is_still_an_error():
         edgert.build(model)
 
 
+# -- TopK with k = min(K, n) over the n rows a NonZero kept (torchvision's detection heads) --------------------
+def topk_of_kept_model(most: int, largest: int):
+    nodes = [
+        helper.make_node("Greater", ["scores", "zero_f"], ["mask"]),
+        helper.make_node("NonZero", ["mask"], ["nz"]),
+        helper.make_node("Reshape", ["nz", "minus_one1"], ["where"]),                    # (n,)
+        helper.make_node("Gather", ["scores", "where"], ["kept"], axis=0),
+        helper.make_node("Shape", ["kept"], ["kept_shape"]),
+        helper.make_node("Min", ["kept_shape", "most"], ["k"]),                          # [min(K, n)]
+        helper.make_node("TopK", ["kept", "k"], ["best", "best_index"], largest=largest),
+        helper.make_node("Gather", ["where", "best_index"], ["best_where"], axis=0),     # indices into scores
+    ]
+    consts = {"zero_f": np.array(0.0, np.float32), "minus_one1": np.array([-1], np.int64),
+              "most": np.array([most], np.int64)}
+    return make_model(nodes, [("scores", T.FLOAT, [60])],
+                      [("best", T.FLOAT), ("best_index", T.INT64), ("best_where", T.INT64)], consts, opset=13)
+
+
+@pytest.mark.parametrize("most,largest", [(5, 1), (40, 1), (100, 0)])
+def test_topk_with_k_from_the_count_of_its_rows_matches_ort(most, largest):
+    """Only the valid rows compete (the bound's rows past the count hold other values), and k = min(K, n)."""
+    plan = assert_runs_match_ort(topk_of_kept_model(most, largest), fraction_positive("scores", (60,)), runs=6)
+    topk = next(layer for layer in plan.layers if layer["kind"] == LayerKind.TOPK.value)
+    assert len(topk["inputs"]) == 2 and topk["attrs"]["k"] == min(most, 60)
+
+
+def test_topk_whose_k_outgrows_its_rows_count_is_a_clear_error():
+    """k = n + 1 can never be the valid rows of n: a build error naming the NonZero."""
+    model = topk_of_kept_model(5, 1)
+    minimum = next(node for node in model.graph.node if node.op_type == "Min")
+    minimum.op_type, minimum.input[1] = "Add", "one"   # k = n + 1
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    with pytest.raises(UnsupportedError, match="depends on the number of rows NonZero layer"):
+        edgert.build(model)
+
+
 # -- (6): Scatter of data-dependent indices and updates --------------------------------------------------
 @pytest.mark.parametrize("reduction", ["none", "add"])
 def test_scatter_nd_of_the_rows_a_nonzero_found_matches_ort(reduction):

@@ -18,7 +18,9 @@ module follows each bounded value through such layers, tracking ``Rows`` (count 
 - Slice on other axes or of the first rows, and Concatenation on other axes;
 - Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis,
   or both: bounded rows picked by indices bounded by another count (valid indices address valid rows);
-- Reduce, Softmax and TopK over other axes; MatrixMultiply with bounded rows of A;
+- Reduce, Softmax and TopK over other axes, and TopK along the rows when it reads their count (input 1:
+  a k computed from the count, k = min(K, n), as torchvision's detection heads do); MatrixMultiply with
+  bounded rows of A;
 - Scatter of bounded indices and updates that reads their count (input 3): a static output.
 
 A value's valid rows are the first min(count * scale, its static size) along the axis: a prefix Slice keeps the
@@ -253,9 +255,13 @@ def _softmax(node, inputs):
 
 @_rule(LayerKind.TOPK)
 def _topk(node, inputs):
-    (_, axis, _), = inputs.values()
+    (count, axis, scale), = inputs.values()
     if "k" in node.attrs:
-        return None if axis == int(node.attrs["axis"]) else [axis, axis]
+        if axis != int(node.attrs["axis"]):
+            return [axis, axis]
+        # the best of the valid rows, given their count (input 1): the first min(count, k) rows are valid
+        reads_count = list(inputs) == [0] and len(node.inputs) > 1 and node.inputs[1] is count and scale == 1
+        return [axis, axis] if reads_count else None
     result = _after_reducing(axis, [int(node.attrs["axis"])], bool(node.attrs.get("keepdims", True)))
     return None if result is None else [result]
 

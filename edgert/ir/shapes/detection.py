@@ -31,6 +31,9 @@ def topk(node):
             _fail(node, f"axis {axis} of shape {x.shape} is empty, no index to return")
         return [(DataType.INT64, reduced_shape(x.shape, [axis], bool(node.attrs.get("keepdims", True))))]
     k = int(node.attrs["k"])
+    if len(node.inputs) > 1 and (node.inputs[1] is None or node.inputs[1].shape != ()
+                                 or node.inputs[1].dtype != DataType.INT64):
+        _fail(node, "the count of valid rows (input 1) must be an int64 scalar")
     if not 0 <= k <= x.shape[axis]:
         _fail(node, f"k = {k} must be in [0, {x.shape[axis]}] (the size of axis {axis} of {x.shape})")
     shape = tuple(k if i == axis else d for i, d in enumerate(x.shape))
