@@ -292,21 +292,19 @@ def test_scatter_of_bounded_updates_at_static_indices_is_still_an_error():
 
 
 # -- the plans stay safe to load: fuzzed fields of a plan with run-time pads --------------------------------
-@pytest.fixture(scope="module")
-def padded_document():
-    from plan_models import decoded
-    return decoded(edgert.build(padded_detections_model(30, opset=18)).to_bytes())
-
-
-def test_fuzz_decoded_fields_of_a_plan_with_run_time_pads(padded_document):
+@pytest.mark.parametrize("model", [lambda: padded_detections_model(30, opset=18), lambda: topk_of_kept_model(40, 1)],
+                         ids=["run_time_pads", "topk_with_count"])
+def test_fuzz_decoded_fields_of_plans_with_counted_shapes(model):
     """Every mutated plan loads and runs with outputs within their bindings, or fails with one EdgeRTError line."""
     from hypothesis import HealthCheck, given, settings, strategies as st
+    from plan_models import decoded
     from test_plan_fuzz import _written, mutate_fields
     from test_plan_fuzz_kinds import EXAMPLES, _outcome
-    assert _outcome(_written(padded_document)) == "ran"
+    document = decoded(edgert.build(model()).to_bytes())
+    assert _outcome(_written(document)) == "ran"
 
     @settings(max_examples=max(EXAMPLES // 4, 1), deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def fuzz(data):
-        _outcome(_written(mutate_fields(padded_document, data)))
+        _outcome(_written(mutate_fields(document, data)))
     fuzz()
