@@ -25,7 +25,7 @@ NO_OPS = {
     LayerKind.SHUFFLE: lambda node: _identity_perm(node.attrs.get("first_perm"))
     and _identity_perm(node.attrs.get("second_perm")),
     LayerKind.SLICE: lambda node: all(s == 0 for s in node.attrs["starts"]) and all(s == 1 for s in node.attrs["steps"]),
-    LayerKind.PADDING: lambda node: not any(node.attrs["pads"]),
+    LayerKind.PADDING: lambda node: not any(node.attrs["pads"]) and len(node.inputs) == 1,   # else run-time pads
     LayerKind.EXPAND: lambda node: True,
     LayerKind.TILE: lambda node: all(r == 1 for r in node.attrs["repeats"]),
     LayerKind.CONCATENATION: lambda node: len(node.inputs) == 1,

@@ -178,7 +178,8 @@ SCHEMAS: dict[LayerKind, dict] = {
                     "iou_threshold": _number, "score_threshold": optional(_number)},
     LayerKind.NON_ZERO: {},
     LayerKind.SCATTER: {"mode": one_of(("elements", "nd")), "axis": integer(0),
-                        "reduction": one_of(("none", "add", "mul", "max", "min"))},
+                        "reduction": one_of(("none", "add", "mul", "max", "min")),
+                        "rows_axis": optional(integer(0))},   # with a row count (input 3): its axis
     LayerKind.CUMULATIVE: {"op": one_of(("sum",)), "axis": integer(0), "exclusive": _boolean, "reverse": _boolean},
     LayerKind.EINSUM: {"equation": _text},
     LayerKind.GRID_SAMPLE: {"mode": one_of(("linear", "nearest", "cubic")),
@@ -201,6 +202,7 @@ REQUIRED: dict[LayerKind, tuple[str, ...]] = {
 REQUIRED.update({kind: tuple(SCHEMAS[kind]) for kind in (
     LayerKind.RNN, LayerKind.NMS, LayerKind.SCATTER, LayerKind.CUMULATIVE, LayerKind.EINSUM, LayerKind.GRID_SAMPLE,
     LayerKind.ROI_ALIGN)})
+REQUIRED[LayerKind.SCATTER] = ("mode", "axis", "reduction")   # rows_axis only with a row count
 
 # Kinds whose epilogue steps may follow their result (kernels/cpu/epilogue.py).
 EPILOGUE_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY})

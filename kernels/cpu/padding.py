@@ -1,4 +1,9 @@
-"""CPU kernel: Padding (attrs: mode, pads (begin..., end...), value). Negative pads crop."""
+"""CPU kernel: Padding (attrs: mode, pads (begin..., end...), value). Negative pads crop.
+
+With a second input, the pads are computed at run time (from the count of a NonZero / NMS result: see
+edgert/onnx/count_inputs.py): the output keeps its static shape (the attrs' pads, those at the bound), and
+along each axis the input's real extent is what the output size leaves after the run-time pads; that part
+of the input lands where the pads put it, the value fills the rest (constant mode only)."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edgert.errors import ShapeError
 from edgert.ir.kinds import LayerKind, PaddingMode
 from edgert.kernels.registry import register
 
@@ -65,9 +71,30 @@ def fill_border(out: np.ndarray, inner: tuple, lead: int, value) -> None:
         index[axis] = slice(None)
 
 
+def pad_run_time(x: np.ndarray, pads: np.ndarray, out: np.ndarray, value) -> None:
+    """Constant padding by pads known at run time into an ``out`` of static shape (views only: no allocation)."""
+    rank = x.ndim
+    source, target = [], []
+    for axis in range(rank):
+        begin, end, size = int(pads[axis]), int(pads[rank + axis]), out.shape[axis]
+        extent = size - begin - end   # the real input's size along the axis
+        if not 0 <= extent <= x.shape[axis]:
+            raise ShapeError(f"Padding: run-time pads {pads.tolist()} leave {extent} input elements along axis {axis} "
+                             f"for an output of {size}, but the input holds 0..{x.shape[axis]}; the plan's pads "
+                             "computation does not match its shapes (rebuild the plan)")
+        start, stop = max(0, -begin), extent - max(0, -end)
+        source.append(slice(start, max(start, stop)))
+        target.append(slice(max(0, begin), max(0, begin) + max(0, stop - start)))
+    out[...] = value
+    out[tuple(target)] = x[tuple(source)]
+
+
 @register(LayerKind.PADDING)
 def padding(attrs, inputs, outputs):
     x, out = inputs[0], outputs[0]
+    if len(inputs) > 1 and inputs[1] is not None:
+        pad_run_time(x, inputs[1], out, attrs.get("value", 0) or 0)
+        return
     rank = x.ndim
     pads = [int(p) for p in attrs["pads"]]
     begins, ends = pads[:rank], pads[rank:]

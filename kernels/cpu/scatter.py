@@ -1,4 +1,5 @@
-"""CPU kernel: Scatter (attrs: mode "elements" | "nd", axis, reduction; inputs: data, indices, updates).
+"""CPU kernel: Scatter (attrs: mode "elements" | "nd", axis, reduction, rows_axis; inputs: data, indices, updates
+and, when the indices and updates are data-dependent rows along ``rows_axis``, their count: only those rows apply).
 
 The output starts as a copy of ``data``; "elements" writes ``updates[i]`` at ``i`` with its ``axis``
 coordinate replaced by ``indices[i]`` (ScatterElements), "nd" writes ``updates[p]`` (a slice) at the
@@ -35,7 +36,10 @@ def _positions(attrs, data: np.ndarray, indices: np.ndarray) -> tuple:
 
 @register(LayerKind.SCATTER)
 def scatter(attrs, inputs, outputs):
-    data, indices, updates = inputs
+    data, indices, updates = inputs[:3]
+    if len(inputs) > 3 and inputs[3] is not None:   # data-dependent rows: only the first ``count`` apply
+        rows = (slice(None),) * int(attrs["rows_axis"]) + (slice(0, max(int(inputs[3]), 0)),)
+        indices, updates = indices[rows], updates[rows]
     out = outputs[0]
     np.copyto(out, data)
     positions = _positions(attrs, data, indices)

@@ -31,6 +31,9 @@ def topk(node):
             _fail(node, f"axis {axis} of shape {x.shape} is empty, no index to return")
         return [(DataType.INT64, reduced_shape(x.shape, [axis], bool(node.attrs.get("keepdims", True))))]
     k = int(node.attrs["k"])
+    if len(node.inputs) > 1 and (node.inputs[1] is None or node.inputs[1].shape != ()
+                                 or node.inputs[1].dtype != DataType.INT64):
+        _fail(node, "the count of valid rows (input 1) must be an int64 scalar")
     if not 0 <= k <= x.shape[axis]:
         _fail(node, f"k = {k} must be in [0, {x.shape[axis]}] (the size of axis {axis} of {x.shape})")
     shape = tuple(k if i == axis else d for i, d in enumerate(x.shape))
@@ -56,9 +59,21 @@ def non_zero(node):
     return [(DataType.INT64, (max(len(x.shape), 1), x.size)), (DataType.INT64, ())]
 
 
+def _check_counted_rows(node, indices) -> None:
+    """Input 3, when present, counts the valid rows of indices and updates along ``rows_axis`` (an int64 scalar)."""
+    count, axis = node.inputs[3], node.attrs.get("rows_axis")
+    last = len(indices.shape) - (1 if node.attrs["mode"] == "nd" else 0)
+    if count is None or count.dtype != DataType.INT64 or tuple(count.shape) != () or not isinstance(axis, int) \
+            or not 0 <= axis < last:
+        _fail(node, f"a row count (input 3) needs an int64 scalar and rows_axis in 0..{last - 1}, found "
+                    f"{count and count.dtype.value} {count and tuple(count.shape)} and rows_axis {axis}")
+
+
 @shape_rule(LayerKind.SCATTER)
 def scatter(node):
-    data, indices, updates = node.inputs
+    data, indices, updates = node.inputs[:3]
+    if len(node.inputs) > 3:
+        _check_counted_rows(node, indices)
     if node.attrs["mode"] == "elements":
         if not 0 <= int(node.attrs.get("axis", 0)) < max(len(data.shape), 1):
             _fail(node, f"axis {node.attrs.get('axis')} is out of range for data of shape {data.shape}")

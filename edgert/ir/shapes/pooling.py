@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgert.errors import ShapeError
 from edgert.ir.dtypes import DataType
-from edgert.ir.kinds import LayerKind, PoolingType
+from edgert.ir.kinds import LayerKind, PaddingMode, PoolingType
 from edgert.ir.shape_inference import shape_rule
 from edgert.ir.shapes.conv import spatial_attrs
 
@@ -58,6 +58,16 @@ def resize(node):
     return [(x.dtype, out_shape)]
 
 
+def _check_run_time_pads(node, rank: int) -> None:
+    """Input 1, when present, holds the pads computed at run time: int64 begins then ends, constant mode."""
+    pads = node.inputs[1]
+    if pads is None or pads.dtype != DataType.INT64 or tuple(pads.shape) != (2 * rank,) \
+            or node.attrs.get("mode", PaddingMode.CONSTANT) != PaddingMode.CONSTANT:
+        raise ShapeError(f"layer {node.name!r} (Padding): run-time pads (input 1) must be int64 of shape "
+                         f"({2 * rank},) with mode constant, found {pads and pads.dtype.value} "
+                         f"{pads and tuple(pads.shape)}, mode {node.attrs.get('mode')}")
+
+
 @shape_rule(LayerKind.PADDING)
 def padding(node):
     x = node.inputs[0]
@@ -67,6 +77,8 @@ def padding(node):
         raise ShapeError(f"layer {node.name!r} (Padding): pads {pads} has {len(pads)} values, expected "
                          f"{2 * rank} (begins then ends) for input shape {x.shape}")
     shape = tuple(x.shape[a] + pads[a] + pads[rank + a] for a in range(rank))
+    if len(node.inputs) > 1:
+        _check_run_time_pads(node, rank)
     if min(shape, default=0) < 0:
         raise ShapeError(f"layer {node.name!r} (Padding): pads {pads} crop more than input {x.name!r} "
                          f"{x.shape} holds")

@@ -65,9 +65,14 @@ def data_dependent_rows(ctx, x):
     return bounded_values(ctx.graph, strict=False).get(id(x))
 
 
-def valid_rows(ctx, count, size: int):
-    """min(count, size): the rows of a value ``size`` long that are valid (after a prefix slice, fewer than the
-    count of the layer that bounded them)."""
+def valid_rows(ctx, rows, size: int):
+    """min(count * scale, size): the rows of a value ``size`` long that are valid (after a prefix slice, fewer
+    than the count of the layer that bounded them; after a reshape merged them with the axes after them,
+    ``scale`` per counted row)."""
+    count = rows.count
+    if rows.scale != 1:
+        (count,) = ctx.add(LayerKind.ELEMENTWISE, [count, ctx.constant(np.array(rows.scale, np.int64))],
+                           {"op": ElementWiseOp.PROD})
     (clamped,) = ctx.add(LayerKind.ELEMENTWISE, [count, ctx.constant(np.array(size, np.int64))],
                          {"op": ElementWiseOp.MIN})
     return clamped
@@ -80,15 +85,15 @@ def shape(ctx, node):
     # Python slicing clamps start/end exactly as Shape-15 specifies (negative counts from the end).
     axes = list(range(len(x.shape)))[attrs.get("start", 0):attrs.get("end", None)]
     rows = data_dependent_rows(ctx, x)
-    if rows is None or rows[1] not in axes:
+    if rows is None or rows.axis not in axes:
         return [ctx.constant(np.array([x.shape[a] for a in axes], dtype=np.int64), name=node.output[0])]
     # the size along the data-dependent axis is the count, known only at run time (the static dim is its bound)
-    count, axis = rows
+    axis = rows.axis
     pieces = []
     for static, part in itertools.groupby(axes, key=lambda a: a != axis):
         part = list(part)
         pieces += ([ctx.constant(np.array([x.shape[a] for a in part], dtype=np.int64))] if static
-                   else [reshape_to(ctx, valid_rows(ctx, count, x.shape[axis]), [1])])
+                   else [reshape_to(ctx, valid_rows(ctx, rows, x.shape[axis]), [1])])
     return [pieces[0]] if len(pieces) == 1 else ctx.add(LayerKind.CONCATENATION, pieces, {"axis": 0})
 
 
@@ -98,8 +103,8 @@ def size(ctx, node):
     rows = data_dependent_rows(ctx, x)
     if rows is None:
         return [ctx.constant(np.array(math.prod(x.shape), dtype=np.int64), name=node.output[0])]
-    count, axis = rows   # the count times the other dims, at run time
-    count = valid_rows(ctx, count, x.shape[axis])
+    axis = rows.axis   # the count times the other dims, at run time
+    count = valid_rows(ctx, rows, x.shape[axis])
     other = np.array(math.prod(x.shape[:axis] + x.shape[axis + 1:]), dtype=np.int64)
     return ctx.add(LayerKind.ELEMENTWISE, [count, ctx.constant(other)], {"op": ElementWiseOp.PROD})
 

@@ -1,5 +1,8 @@
 """ONNX importers: TopK → TopK; NonMaxSuppression → NMS; RoiAlign → RoiAlign; GridSample → GridSample.
 
+TopK's k may be computed from the count of data-dependent rows it selects from (k = min(K, n)): the layer then
+reads that count as its input 1 (edgert/onnx/count_inputs.py).
+
 NonMaxSuppression's output size depends on the data: the layer's output is sized to its static bound
 (batch × classes × max_output_boxes_per_class rows) and it also yields the real row count (see
 edgert/ir/valid_rows.py). Its limits and thresholds must be constants, as TensorRT's INMSLayer wants.
@@ -13,6 +16,7 @@ import numpy as np
 
 from edgert.errors import ModelError, UnsupportedError
 from edgert.ir.kinds import BOUNDED_KINDS, LayerKind
+from edgert.onnx.count_inputs import CountInput, check_probes, count_input, counts_of, real_shape, rows_of
 from edgert.onnx.ops.reduce import normalize_axes
 from edgert.onnx.registry import onnx_op
 
@@ -41,15 +45,41 @@ def bounded_layer(ctx, kind, inputs, attrs):
 def topk(ctx, node):
     x = ctx.input(0)
     attrs = ctx.attrs()
+    (axis,) = normalize_axes(ctx, [attrs.get("axis", -1)], len(x.shape), "axis")
+    counted = None
     if ctx.opset < 10:
         k = int(attrs.get("k", 1))
     else:
         ctx.input(1)  # required
-        k = int(scalar_input(ctx, 1, "k", 0))
-    (axis,) = normalize_axes(ctx, [attrs.get("axis", -1)], len(x.shape), "axis")
+        counted = count_input(ctx, 1, "k")
+        if not isinstance(counted, CountInput):
+            counted, k = None, int(scalar_input(ctx, 1, "k", 0))
+        else:
+            k = int(np.asarray(counted.at_bound()).reshape(-1)[0])
     largest = bool(attrs.get("largest", 1)) if ctx.opset >= 11 else True
-    return ctx.add(LayerKind.TOPK, [x], {"op": "max" if largest else "min", "axis": axis, "k": k,
-                                         "sorted": bool(attrs.get("sorted", 1))}, num_outputs=2)
+    attrs = {"op": "max" if largest else "min", "axis": axis, "k": k, "sorted": bool(attrs.get("sorted", 1))}
+    if counted is None:
+        return ctx.add(LayerKind.TOPK, [x], attrs, num_outputs=2)
+    return _topk_of_counted_rows(ctx, x, counted, attrs)
+
+
+def _topk_of_counted_rows(ctx, x, k: CountInput, attrs):
+    """k computed from a count (torchvision: k = min(300, n) over the n rows a NonZero kept): the layer is sized
+    by k at the bound and reads the rows' count (its input 1); the probes check that the real k is always the
+    valid rows of that bound."""
+    axis = attrs["axis"]
+    rows = rows_of(ctx, x)
+    inputs = [x, rows.count] if rows is not None and rows.axis == axis and rows.scale == 1 else [x]
+    if not 0 <= attrs["k"] <= x.shape[axis]:
+        ctx.const_input(1, "k")   # k at the bound exceeds the rows: say which count it comes from
+    outputs = ctx.add(LayerKind.TOPK, inputs, attrs, num_outputs=2)
+
+    def real_out(probe):
+        shape = list(real_shape(x, rows, probe))
+        shape[axis] = int(np.asarray(k.at(probe)).reshape(-1)[0])
+        return shape
+    check_probes(ctx, outputs[0], real_out, counts_of(ctx, x) + k.counts, "k (input 1)")
+    return outputs
 
 
 @onnx_op("NonMaxSuppression")
@@ -63,7 +93,8 @@ def non_max_suppression(ctx, node):
     center = int(ctx.attrs().get("center_point_box", 0))
     if center not in (0, 1):
         raise ModelError(f"{ctx.where}: center_point_box must be 0 or 1, found {center}")
-    attrs = {"center_point_box": center, "max_output_boxes_per_class": max(limit, 0), "iou_threshold": iou_threshold,
+    limit = min(max(limit, 0), boxes.shape[1])   # no class keeps more boxes than there are (exporters write INT64_MAX)
+    attrs = {"center_point_box": center, "max_output_boxes_per_class": limit, "iou_threshold": iou_threshold,
              "score_threshold": None if score_threshold is None else float(score_threshold)}
     return [bounded_layer(ctx, LayerKind.NMS, [boxes, scores] + _valid_boxes(ctx, boxes, scores), attrs)]
 
@@ -75,13 +106,13 @@ def _valid_boxes(ctx, boxes, scores) -> list:
     box_rows, score_rows = data_dependent_rows(ctx, boxes), data_dependent_rows(ctx, scores)
     if box_rows is None and score_rows is None:
         return []
-    if box_rows is None or score_rows is None or box_rows[0] is not score_rows[0] or box_rows[1] != 1 \
-            or score_rows[1] != 2:
+    if box_rows is None or score_rows is None or box_rows.count is not score_rows.count or box_rows.axis != 1 \
+            or score_rows.axis != 2 or box_rows.scale != 1 or score_rows.scale != 1:
         raise UnsupportedError(
             f"{ctx.where}: boxes {boxes.name!r} and scores {scores.name!r} have data-dependent sizes along axes "
             f"{box_rows and box_rows[1]} and {score_rows and score_rows[1]}; NMS takes data-dependent rows only as "
             "its box axis (1 of boxes, 2 of scores), with the same count on both")
-    return [box_rows[0]]
+    return [box_rows.count]
 
 
 @onnx_op("RoiAlign")

@@ -1,7 +1,8 @@
 """ONNX importers: NonZero → NonZero; ScatterND, ScatterElements (and Scatter, opset 9-10) → Scatter;
 CumSum → Cumulative; Trilu → Select with a constant mask.
 
-NonZero's output size depends on the data: the layer's output is sized to its bound (numel columns)
+Scatter of data-dependent rows of indices and updates (their count as the layer's input 3) applies the valid
+rows only. NonZero's output size depends on the data: the layer's output is sized to its bound (numel columns)
 and it also yields the real count (see edgert/ir/valid_rows.py); on a constant input it folds here to
 the exact constant.
 """
@@ -35,15 +36,27 @@ def _reduction(ctx) -> str:
 @onnx_op("ScatterND")
 def scatter_nd(ctx, node):
     data, indices, updates = ctx.input(0), ctx.input(1), ctx.input(2)
-    return ctx.add(LayerKind.SCATTER, [data, indices, updates], {"mode": "nd", "axis": 0, "reduction": _reduction(ctx)})
+    return _scatter(ctx, [data, indices, updates], {"mode": "nd", "axis": 0, "reduction": _reduction(ctx)})
 
 
 @onnx_op("ScatterElements", "Scatter")
 def scatter_elements(ctx, node):
     data, indices, updates = ctx.input(0), ctx.input(1), ctx.input(2)
     axis = normalize_axis(ctx, ctx.attrs().get("axis", 0), len(data.shape))
-    return ctx.add(LayerKind.SCATTER, [data, indices, updates],
-                   {"mode": "elements", "axis": axis, "reduction": _reduction(ctx)})
+    return _scatter(ctx, [data, indices, updates], {"mode": "elements", "axis": axis, "reduction": _reduction(ctx)})
+
+
+def _scatter(ctx, inputs, attrs):
+    """A Scatter layer; when its indices and updates are data-dependent rows (say, positions a NonZero found and
+    values gathered there), only their valid rows apply: the count is its input 3 and ``rows_axis`` their axis."""
+    from edgert.onnx.ops.constant import data_dependent_rows
+    _, indices, updates = inputs
+    index_rows, update_rows = data_dependent_rows(ctx, indices), data_dependent_rows(ctx, updates)
+    rows_axis = None
+    if index_rows is not None and index_rows == update_rows and index_rows.scale == 1 and \
+            (attrs["mode"] == "elements" or index_rows.axis < len(indices.shape) - 1):
+        inputs, rows_axis = inputs + [index_rows.count], index_rows.axis
+    return ctx.add(LayerKind.SCATTER, inputs, dict(attrs, rows_axis=rows_axis))
 
 
 @onnx_op("CumSum")

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgert.errors import ModelError, ShapeError
 from edgert.ir.kinds import ElementWiseOp, LayerKind
+from edgert.onnx.count_inputs import CountInput, check_probes, count_input, counts_of, real_shape, rows_of
 from edgert.onnx.registry import onnx_op
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -86,12 +87,40 @@ def _axes_input_or_attr(ctx, first_input_opset: int, input_index: int, required:
 
 
 # -- shuffles ------------------------------------------------------------------------------------
+def _shape_input(ctx, index: int, what: str):
+    """(a constant 1-D integer input as ints — evaluated at the bound when it is computed from run-time counts —,
+    its CountInput or None)."""
+    value = count_input(ctx, index, what)
+    if not isinstance(value, CountInput):
+        return _ints(ctx, index, what), None
+    return [int(v) for v in np.asarray(value.at_bound()).reshape(-1)], value
+
+
+def _at(value: CountInput | None, static, probe):
+    return static if value is None else [int(v) for v in np.asarray(value.at(probe)).reshape(-1)]
+
+
 @onnx_op("Reshape")
 def reshape(ctx, node):
     x = ctx.input(0)
-    target = _ints(ctx, 1, "the target shape")
+    target, counted = _shape_input(ctx, 1, "the target shape")
     allow_zero = ctx.opset >= 14 and ctx.attrs().get("allowzero", 0) == 1
-    return [reshape_to(ctx, x, resolve_reshape(ctx, x.shape, target, allow_zero))]
+    out = reshape_to(ctx, x, _resolve_at_bound(ctx, x.shape, target, allow_zero, counted))
+    x_rows = rows_of(ctx, x)
+    if counted is not None or x_rows is not None:   # the real reshape at every count is the static one's rows
+        check_probes(ctx, out, lambda p: resolve_reshape(ctx, real_shape(x, x_rows, p), _at(counted, target, p),
+                                                         allow_zero),
+                     counts_of(ctx, x) + (counted.counts if counted else []), "the reshape of data-dependent rows")
+    return [out]
+
+
+def _resolve_at_bound(ctx, shape, target, allow_zero: bool, counted) -> list[int]:
+    try:
+        return resolve_reshape(ctx, shape, target, allow_zero)
+    except ShapeError:
+        if counted is not None:   # a target the static rows do not fit: say where it comes from
+            ctx.const_input(1, "the target shape")
+        raise
 
 
 def resolve_reshape(ctx, shape, target, allow_zero: bool) -> list[int]:
@@ -379,15 +408,18 @@ def _add_base(ctx, flat, base: np.ndarray):
 @onnx_op("Expand")
 def expand(ctx, node):
     x = ctx.input(0)
-    target = _ints(ctx, 1, "the target shape")
+    target, counted = _shape_input(ctx, 1, "the target shape")
     try:
         shape = tuple(int(d) for d in np.broadcast_shapes(x.shape, tuple(target)))
     except ValueError:
         raise ShapeError(f"{ctx.where}: input of shape {x.shape} and target shape {target} do not broadcast") \
             from None
-    if shape == tuple(x.shape):
-        return [x]
-    return ctx.add(LayerKind.EXPAND, [x], {"shape": list(shape)})
+    out = x if shape == tuple(x.shape) else ctx.add(LayerKind.EXPAND, [x], {"shape": list(shape)})[0]
+    if counted is not None:   # e.g. [n, 4] from Shape of n rows: the static layer expands the bound's rows
+        x_rows = rows_of(ctx, x)
+        check_probes(ctx, out, lambda p: np.broadcast_shapes(real_shape(x, x_rows, p), tuple(_at(counted, target, p))),
+                     counts_of(ctx, x) + counted.counts, "the target shape (input 1)")
+    return [out]
 
 
 @onnx_op("Tile")
