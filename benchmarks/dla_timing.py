@@ -35,11 +35,19 @@ def light_resnet50_graph():
     return graph
 
 
+def default_graphs() -> dict:
+    """model name (as in targets/measurements.toml) -> IR graph, for every network edgert can build."""
+    import dla_networks
+    return {"resnet50": light_resnet50_graph(),
+            "resnet34-backbone-1280x768": dla_networks.resnet34_backbone_graph(768, 1280),
+            "ssd-resnet34-1200": dla_networks.ssd_resnet34_graph(1200)}
+
+
 def evaluate(iterations: int = 4000, graphs: dict | None = None) -> dict:
     """{"fit": FitResult, "rows": [...], "held_out": [(measurement, prediction)], "workloads": ...}."""
     from edgert.targets import fit as fitting
 
-    graphs = graphs or {"resnet50": light_resnet50_graph()}
+    graphs = graphs or default_graphs()
     measurements = fitting.load_measurements()
     workloads = fitting.build_workloads(measurements, graphs)
     used = [m for m in measurements if m.fit and (m.device, m.model) in workloads]
