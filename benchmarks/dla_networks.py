@@ -14,6 +14,9 @@ as `edgert partition` does. Only the networks whose structure is public and plai
   feature map a location and a class 3x3 convolution with stride 3 (81 classes; 4, 6, 6, 6, 4, 4 boxes).
   The graph ends at the twelve head convolutions, as DLA-SW's prepared model does (NMS runs on the GPU
   and is not part of the measured DLA engine).
+- ``dla_tutorial_model_bn``: ModelBN of NVIDIA-AI-IOT/jetson_dla_tutorial (four 3x3/2 convolutions with
+  BatchNorm and ReLU, 3-64-128-256-512 channels, global average pool, Linear 512-10) at 32x32: a network
+  whose time is almost all fixed costs (recorded, not fitted).
 """
 
 from __future__ import annotations
@@ -110,6 +113,20 @@ def ssd_resnet34_model(size: int = 1200, seed: int = 0):
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
                               b.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def dla_tutorial_model_bn_model(size: int = 32, seed: int = 0):
+    from onnx import TensorProto, helper
+    b = _Builder(seed)
+    x, c_in = "input", 3
+    for channels in (64, 128, 256, 512):
+        x, c_in = b.conv_bn(x, c_in, channels, 3, stride=2), channels
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1)
+    x = b.node("Gemm", [x, b.weight(b.rng.normal(0, 0.05, (10, 512))), b.weight(np.zeros(10))], transB=1)
+    graph = helper.make_graph(b.nodes, "dla_tutorial_model_bn",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], b.initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 

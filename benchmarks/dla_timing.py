@@ -40,7 +40,8 @@ def default_graphs() -> dict:
     import dla_networks
     return {"resnet50": light_resnet50_graph(),
             "resnet34-backbone-1280x768": dla_networks.resnet34_backbone_graph(768, 1280),
-            "ssd-resnet34-1200": dla_networks.ssd_resnet34_graph(1200)}
+            "ssd-resnet34-1200": dla_networks.ssd_resnet34_graph(1200),
+            "dla-tutorial-model-bn-32x32": dla_networks.optimized_graph(dla_networks.dla_tutorial_model_bn_model())}
 
 
 def evaluate(iterations: int = 4000, graphs: dict | None = None) -> dict:
