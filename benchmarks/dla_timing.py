@@ -2,7 +2,8 @@
 
 Reads targets/measurements.toml (MLPerf Inference log summaries, NVIDIA's Deep-Learning-Accelerator-SW
 tables; harness *targets* are listed there too, marked and never fitted), predicts every row edgert can
-build a graph for (ResNet-50: ONNX's light model, optimized as `edgert partition` optimizes it), fits
+build a graph for (ResNet-50: ONNX's light model; the DLA-SW and DLA-tutorial networks of dla_networks.py;
+all optimized as `edgert partition` optimizes them), fits
 the timing model's free constants to the rows marked `fit`, and reports:
 
 - the fitted constants (with --write, stored in targets/fitted.toml, which TimingModel reads);
