@@ -14,6 +14,7 @@ as `edgert partition` does. Only the networks whose structure is public and plai
   feature map a location and a class 3x3 convolution with stride 3 (81 classes; 4, 6, 6, 6, 4, 4 boxes).
   The graph ends at the twelve head convolutions, as DLA-SW's prepared model does (NMS runs on the GPU
   and is not part of the measured DLA engine).
+- ``ssd_mobilenet_v1``: MLPerf's SSD-MobileNetV1 at 300x300 without pre/post-processing (see the function).
 - ``dla_tutorial_model_bn``: ModelBN of NVIDIA-AI-IOT/jetson_dla_tutorial (four 3x3/2 convolutions with
   BatchNorm and ReLU, 3-64-128-256-512 channels, global average pool, Linear 512-10) at 32x32: a network
   whose time is almost all fixed costs (recorded, not fitted).
@@ -49,13 +50,17 @@ class _Builder:
         self.initializers.append(numpy_helper.from_array(array.astype(np.float32), name))
         return name
 
-    def conv_bn(self, x: str, c_in: int, c_out: int, kernel: int, stride: int = 1, relu: bool = True) -> str:
-        w = self.rng.normal(0.0, math.sqrt(2.0 / (c_in * kernel * kernel)), (c_out, c_in, kernel, kernel))
+    def conv_bn(self, x: str, c_in: int, c_out: int, kernel: int, stride: int = 1, relu: bool = True,
+                group: int = 1, relu6: bool = False) -> str:
+        w = self.rng.normal(0.0, math.sqrt(2.0 / (c_in // group * kernel * kernel)),
+                            (c_out, c_in // group, kernel, kernel))
         y = self.node("Conv", [x, self.weight(w)], kernel_shape=[kernel, kernel], strides=[stride, stride],
-                      pads=[kernel // 2] * 4)
+                      pads=[kernel // 2] * 4, group=group)
         bn = [self.rng.uniform(0.5, 1.5, c_out), self.rng.normal(0, 0.1, c_out), self.rng.normal(0, 0.1, c_out),
               self.rng.uniform(0.5, 1.5, c_out)]
         y = self.node("BatchNormalization", [y] + [self.weight(a) for a in bn], epsilon=1e-5)
+        if relu6:
+            return self.node("Clip", [y, self.weight(np.array(0.0)), self.weight(np.array(6.0))])
         return self.node("Relu", [y]) if relu else y
 
     def basic_block(self, x: str, c_in: int, c_out: int, stride: int) -> str:
@@ -110,6 +115,39 @@ def ssd_resnet34_model(size: int = 1200, seed: int = 0):
             outputs.append(b.node("Conv", [feature, w, b.weight(np.zeros(boxes * per_box))], kernel_shape=[3, 3],
                                   strides=[3, 3], pads=[1, 1, 1, 1]))
     graph = helper.make_graph(b.nodes, "ssd_resnet34",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              b.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+MOBILENET_V1 = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)) + ((512, 1),) * 5 + ((1024, 2), (1024, 1))
+
+
+def ssd_mobilenet_v1_model(size: int = 300, seed: int = 0):
+    """MLPerf's SSD-MobileNetV1 (TF object detection ssd_mobilenet_v1_coco_2018_01_28) without preprocessing,
+    box decoding and NMS: MobileNetV1 with ReLU6, feature maps at conv 11 (19x19x512) and conv 13
+    (10x10x1024), four extra 1x1 + 3x3/2 blocks, and 1x1 box predictors (3 anchors on the first map, 6 on
+    the others; 4 coordinates, 91 classes)."""
+    from onnx import TensorProto, helper
+    b = _Builder(seed)
+    x, c_in = b.conv_bn("input", 3, 32, 3, stride=2, relu6=True), 32
+    features = []
+    for i, (channels, stride) in enumerate(MOBILENET_V1):
+        x = b.conv_bn(x, c_in, c_in, 3, stride=stride, group=c_in, relu6=True)
+        x, c_in = b.conv_bn(x, c_in, channels, 1, relu6=True), channels
+        if i in (10, 12):
+            features.append((x, channels))
+    for middle, c_out in ((256, 512), (128, 256), (128, 256), (64, 128)):
+        y = b.conv_bn(x, c_in, middle, 1, relu6=True)
+        x, c_in = b.conv_bn(y, middle, c_out, 3, stride=2, relu6=True), c_out
+        features.append((x, c_out))
+    outputs = []
+    for (feature, channels), anchors in zip(features, (3, 6, 6, 6, 6, 6)):
+        for per_anchor in (4, 91):
+            w = b.weight(b.rng.normal(0, 0.05, (anchors * per_anchor, channels, 1, 1)))
+            outputs.append(b.node("Conv", [feature, w, b.weight(np.zeros(anchors * per_anchor))], kernel_shape=[1, 1]))
+    graph = helper.make_graph(b.nodes, "ssd_mobilenet_v1",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
                               b.initializers)

@@ -42,6 +42,7 @@ def default_graphs() -> dict:
     return {"resnet50": light_resnet50_graph(),
             "resnet34-backbone-1280x768": dla_networks.resnet34_backbone_graph(768, 1280),
             "ssd-resnet34-1200": dla_networks.ssd_resnet34_graph(1200),
+            "ssd-mobilenetv1-300": dla_networks.optimized_graph(dla_networks.ssd_mobilenet_v1_model(300)),
             "dla-tutorial-model-bn-32x32": dla_networks.optimized_graph(dla_networks.dla_tutorial_model_bn_model())}
 
 

@@ -325,6 +325,10 @@ def test_published_dla_networks_have_the_published_shapes():
     expected = [(1, c, s, s) for s, boxes in ((50, 4), (25, 6), (13, 6), (7, 6), (3, 4), (3, 4)) for c in (boxes * 4, boxes * 81)]
     assert heads == sorted(expected)
     assert 2 * sum(layer_macs(from_node(n)) for n in ssd.nodes) / 1e9 == pytest.approx(433, rel=0.01)
+    ssd_mobilenet = dla_networks.optimized_graph(dla_networks.ssd_mobilenet_v1_model(300))
+    expected = [(1, c, s, s) for s, anchors in ((19, 3), (10, 6), (5, 6), (3, 6), (2, 6), (1, 6))
+                for c in (anchors * 4, anchors * 91)]
+    assert sorted(tuple(v.shape) for v in ssd_mobilenet.outputs) == sorted(expected)
     body = dla_networks.resnet34_backbone_graph(768, 1280)
     assert [tuple(v.shape) for v in body.outputs] == [(1, 512, 24, 40)]
     assert all(n.kind in (LayerKind.CONVOLUTION, LayerKind.POOLING) for n in body.nodes)
