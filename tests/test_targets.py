@@ -322,7 +322,8 @@ def test_published_dla_networks_have_the_published_shapes():
         sys.path.remove(BENCHMARKS)
     ssd = dla_networks.ssd_resnet34_graph(1200)
     heads = sorted(tuple(v.shape) for v in ssd.outputs)
-    expected = [(1, c, s, s) for s, boxes in ((50, 4), (25, 6), (13, 6), (7, 6), (3, 4), (3, 4)) for c in (boxes * 4, boxes * 81)]
+    expected = [(1, c, s, s) for s, boxes in ((50, 4), (25, 6), (13, 6), (7, 6), (3, 4), (3, 4))
+                for c in (boxes * 4, boxes * 81)]
     assert heads == sorted(expected)
     assert 2 * sum(layer_macs(from_node(n)) for n in ssd.nodes) / 1e9 == pytest.approx(433, rel=0.01)
     ssd_mobilenet = dla_networks.optimized_graph(dla_networks.ssd_mobilenet_v1_model(300))
