@@ -2,7 +2,8 @@
 
 Reads targets/measurements.toml (MLPerf Inference log summaries, NVIDIA's Deep-Learning-Accelerator-SW
 tables; harness *targets* are listed there too, marked and never fitted), predicts every row edgert can
-build a graph for (ResNet-50: ONNX's light model, optimized as `edgert partition` optimizes it), fits
+build a graph for (ResNet-50: ONNX's light model; the DLA-SW and DLA-tutorial networks of dla_networks.py;
+all optimized as `edgert partition` optimizes them), fits
 the timing model's free constants to the rows marked `fit`, and reports:
 
 - the fitted constants (with --write, stored in targets/fitted.toml, which TimingModel reads);
@@ -35,11 +36,21 @@ def light_resnet50_graph():
     return graph
 
 
+def default_graphs() -> dict:
+    """model name (as in targets/measurements.toml) -> IR graph, for every network edgert can build."""
+    import dla_networks
+    return {"resnet50": light_resnet50_graph(),
+            "resnet34-backbone-1280x768": dla_networks.resnet34_backbone_graph(768, 1280),
+            "ssd-resnet34-1200": dla_networks.ssd_resnet34_graph(1200),
+            "ssd-mobilenetv1-300": dla_networks.optimized_graph(dla_networks.ssd_mobilenet_v1_model(300)),
+            "dla-tutorial-model-bn-32x32": dla_networks.optimized_graph(dla_networks.dla_tutorial_model_bn_model())}
+
+
 def evaluate(iterations: int = 4000, graphs: dict | None = None) -> dict:
     """{"fit": FitResult, "rows": [...], "held_out": [(measurement, prediction)], "workloads": ...}."""
     from edgert.targets import fit as fitting
 
-    graphs = graphs or {"resnet50": light_resnet50_graph()}
+    graphs = graphs or default_graphs()
     measurements = fitting.load_measurements()
     workloads = fitting.build_workloads(measurements, graphs)
     used = [m for m in measurements if m.fit and (m.device, m.model) in workloads]

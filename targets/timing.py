@@ -49,6 +49,11 @@ DEFAULTS = {
     "dla_channel_align_int8": 64,
     "dla_channel_align_fp16": 32,
     "dla_depthwise_utilization": 0.0,  # 0: depthwise runs as a grouped convolution (one channel per atom)
+    # Inferred from the data (docs/benchmarks.md): a first convolution on few channels runs in NVDLA's image
+    # input mode, where the pixels (padded to 4 channels: TensorRT's DLA_HWC4 input, which NVIDIA's DLA
+    # measurements use) are "channel pre-extended" by the kernel width, so kernel_w x 4 input channels fill
+    # the MAC atoms instead of 3 of 64 (nvdla.org/hw/format.html, "Channel pre-extension for image input").
+    "dla_image_input_channels": 4,
     "dla_elements_per_clock": 32,      # per-element engines (SDP, PDP, CDP): elements per clock
     "dla_layer_overhead_us": 2.0,      # per hardware operation, scheduled by the DLA's own sequencer
     "dla_submit_us": 60.0,             # submitting one loadable and waiting for it (per segment per run)
@@ -164,8 +169,12 @@ class TimingModel:
         precision = _int8_or_fp16(precision)  # DLA computes FP32 requests in FP16
         if macs:
             align = c[f"dla_channel_align_{precision}"]
-            utilization = (c["dla_depthwise_utilization"] or 1.0 / align) if _is_depthwise(info) \
-                else _channel_utilization(info, align)
+            if _is_depthwise(info):
+                utilization = c["dla_depthwise_utilization"] or 1.0 / align
+            elif _is_image_input(info, c["dla_image_input_channels"]):
+                utilization = _image_input_utilization(info, align, c["dla_image_input_channels"])
+            else:
+                utilization = _channel_utilization(info, align)
             compute = macs / (dla.rate_tops(precision) * 1e12 / 2 * c["dla_mac_efficiency"] * utilization)
         else:
             elements = sum(t.size for t in info.inputs if t is not None and not t.is_const) * batch
@@ -239,6 +248,19 @@ def _is_depthwise(info: LayerInfo) -> bool:
         return False
     group = int(info.attrs.get("group", 1))
     return group > 1 and group == info.input(0).shape[1]
+
+
+def _is_image_input(info: LayerInfo, pixel_channels: int) -> bool:
+    return info.kind == LayerKind.CONVOLUTION and int(info.attrs.get("group", 1)) == 1 and \
+        0 < info.input(1).shape[1] <= pixel_channels
+
+
+def _image_input_utilization(info: LayerInfo, align: int, pixel_channels: int) -> float:
+    """Image input mode: input channels x kernel width of real data in atoms sized for pixel_channels x width."""
+    weights = info.input(1).shape
+    kernel_w = int(weights[3]) if len(weights) > 3 else 1
+    extended = pixel_channels * kernel_w
+    return weights[1] * kernel_w / (-(-extended // align) * align) * _fill(info.output.shape[1], align)
 
 
 def _channel_utilization(info: LayerInfo, align: int, small_input_align: int = 0) -> float:

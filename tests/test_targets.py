@@ -208,7 +208,8 @@ def _random_constants(rng) -> dict:
     return {"gpu_mac_efficiency": rng.uniform(0.3, 0.9), "dla_mac_efficiency": rng.uniform(0.3, 0.9),
             "gpu_layer_overhead_kcycles": rng.uniform(1, 10), "gpu_submit_us": rng.uniform(5, 60),
             "gpu_memory_efficiency": rng.uniform(0.5, 0.9), "dla_submit_us": rng.uniform(20, 80),
-            "shared_memory_efficiency": rng.uniform(0.4, 0.9)}
+            "shared_memory_efficiency": rng.uniform(0.4, 0.9), "dla_memory_efficiency": rng.uniform(0.15, 0.6),
+            "dla_layer_overhead_us": rng.uniform(1, 10)}
 
 
 def test_fast_predictions_equal_the_throughput_report(resnet50):
@@ -230,7 +231,7 @@ def test_fast_predictions_equal_the_throughput_report(resnet50):
 
 
 def test_fit_recovers_the_predictions_of_known_constants(resnet50):
-    rows = [m for m in fitting.load_measurements() if m.fit]
+    rows = [m for m in fitting.load_measurements() if m.fit and m.model == "resnet50"]
     workloads = fitting.build_workloads(rows, {"resnet50": resnet50})
     truth = {"gpu_mac_efficiency": 0.55, "dla_mac_efficiency": 0.5, "gpu_layer_overhead_kcycles": 6.0,
              "gpu_submit_us": 30.0, "gpu_memory_efficiency": 0.75, "dla_submit_us": 40.0,
@@ -241,7 +242,8 @@ def test_fit_recovers_the_predictions_of_known_constants(resnet50):
 
 
 def test_leave_one_out_never_sees_the_held_out_measurement(resnet50):
-    rows = [m for m in fitting.load_measurements() if m.fit and m.device in ("jetson-agx-orin", "jetson-orin-nx")]
+    rows = [m for m in fitting.load_measurements()
+            if m.fit and m.model == "resnet50" and m.device in ("jetson-agx-orin", "jetson-orin-nx")]
     workloads = fitting.build_workloads(rows, {"resnet50": resnet50})
     first = fitting.leave_one_out(rows, workloads, iterations=600)
     moved = [dataclasses.replace(m, value=m.value * 10) if m.id == "orin-nx-v3.0-singlestream" else m for m in rows]
@@ -286,3 +288,48 @@ def test_benchmark_report_and_written_fit_round_trip(resnet50, tmp_path, monkeyp
             assert orin.c[key] == pytest.approx(value, rel=1e-5) and orin.basis(key) == "fitted", key
     finally:
         timing.fitted_constants.cache_clear()
+
+
+def _stem(c_in: int, kernel: int = 7) -> LayerInfo:
+    w = np.zeros((64, c_in, kernel, kernel), np.float32)
+    return LayerInfo("stem", LayerKind.CONVOLUTION, {"group": 1}, (TensorInfo((1, c_in, 224, 224), "float32"),
+                     TensorInfo(w.shape, "float32", w)), (TensorInfo((1, 64, 112, 112), "float32"),))
+
+
+def test_dla_first_convolution_runs_in_image_input_mode():
+    """3 RGB channels x kernel width 7 fill 21 of 64 int8 atom lanes (pre-extended to 4 x 7 = 28), not 3 of 64;
+    a 5-channel input is not a pixel format and pads to 64 channels as before."""
+    model = TimingModel(load_profile("jetson-agx-orin"), overrides={"dla_mac_efficiency": 1.0})
+    rate = load_profile("jetson-agx-orin").dla.rate_tops("int8") * 1e12 / 2
+    rgb = model.layer(_stem(3), "dla:0", "int8")
+    assert rgb.compute_ms == pytest.approx(rgb.macs / (rate * 21 / 64) * 1e3)
+    five = model.layer(_stem(5), "dla:0", "int8")
+    assert five.compute_ms == pytest.approx(five.macs / (rate * 5 / 64) * 1e3)
+    no_mode = TimingModel(load_profile("jetson-agx-orin"), overrides={"dla_mac_efficiency": 1.0,
+                                                                       "dla_image_input_channels": 0})
+    assert no_mode.layer(_stem(3), "dla:0", "int8").compute_ms == pytest.approx(rgb.macs / (rate * 3 / 64) * 1e3)
+
+
+def test_published_dla_networks_have_the_published_shapes():
+    """SSD-ResNet-34 at 1200x1200: the 12 head outputs of MLPerf's resnet34-ssd1200.onnx (50x50 ... 3x3;
+    4 or 6 boxes x 4 coordinates / 81 classes), about 433 GFLOP; ResNet-34's body: 1/32 of the input."""
+    from edgert.targets.layers import from_node
+    from edgert.targets.timing import layer_macs
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import dla_networks
+    finally:
+        sys.path.remove(BENCHMARKS)
+    ssd = dla_networks.ssd_resnet34_graph(1200)
+    heads = sorted(tuple(v.shape) for v in ssd.outputs)
+    expected = [(1, c, s, s) for s, boxes in ((50, 4), (25, 6), (13, 6), (7, 6), (3, 4), (3, 4))
+                for c in (boxes * 4, boxes * 81)]
+    assert heads == sorted(expected)
+    assert 2 * sum(layer_macs(from_node(n)) for n in ssd.nodes) / 1e9 == pytest.approx(433, rel=0.01)
+    ssd_mobilenet = dla_networks.optimized_graph(dla_networks.ssd_mobilenet_v1_model(300))
+    expected = [(1, c, s, s) for s, anchors in ((19, 3), (10, 6), (5, 6), (3, 6), (2, 6), (1, 6))
+                for c in (anchors * 4, anchors * 91)]
+    assert sorted(tuple(v.shape) for v in ssd_mobilenet.outputs) == sorted(expected)
+    body = dla_networks.resnet34_backbone_graph(768, 1280)
+    assert [tuple(v.shape) for v in body.outputs] == [(1, 512, 24, 40)]
+    assert all(n.kind in (LayerKind.CONVOLUTION, LayerKind.POOLING) for n in body.nodes)
