@@ -14,7 +14,8 @@
  * lets the worker pool (threads.py) split a layer. Every size product is checked for 64-bit overflow and every
  * buffer's length against it, and scratch planes are capped, so a crafted geometry is a ValueError or an
  * OverflowError, never a crash. The fused per-element programs and row kernels live in pointwise_ukernels.c (pure C), their
- * Python entry points in native_elementwise.c.
+ * Python entry points in native_elementwise.c; the direct convolution's microkernels in conv_ukernels.c (pure C, also
+ * the depthwise rows here), its entry point in native_conv.c (sharing this file's geometry and scratch: native_conv.h).
  *
  * Output may overlap input when it starts where the input starts and its planes are no larger than the
  * input's (the memory planner puts such a layer's output over its input when the input dies there): output
@@ -29,8 +30,8 @@
 #include <string.h>
 
 #include "conv_ukernels.h"
+#include "native_conv.h"
 #include "native_elementwise.h"
-#include "pointwise_ukernels.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
  * at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on recent ones
@@ -44,25 +45,8 @@
 #define SIMD_CLONES
 #endif
 
-typedef struct {
-    int64_t planes, channels, height, width, out_height, out_width;
-    int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
-} Geometry;
-
-enum { GEOMETRY_FIELDS = 14 };
-
-/* The scratch plane: padded rows, each split into stride_w phases of phase_width columns (padded column j at
- * phase j % stride_w, index j / stride_w), and per kernel tap its offset from an output row's first input row. */
-typedef struct {
-    int64_t rows, phase_width, row_stride;
-    int64_t top, elements;   /* the padded row data[0] holds; one plane's floats (its rows x row_stride) */
-    float *data;
-    int64_t *taps;
-    int64_t *phases;   /* per phase: its first input column, where that lands in a scratch row, its columns */
-} Scratch;
-
 /* a * b, or -1 with OverflowError set when it does not fit an int64 (operands are >= 0) */
-static int checked_multiply(int64_t a, int64_t b, int64_t *product) {
+NATIVE_INTERNAL int checked_multiply(int64_t a, int64_t b, int64_t *product) {
     if (__builtin_mul_overflow(a, b, product)) {
         PyErr_Format(PyExc_OverflowError, "size product %lld x %lld overflows 64 bits: the geometry is not a real "
                      "layer's", (long long)a, (long long)b);
@@ -81,7 +65,7 @@ static int checked_add(int64_t a, int64_t b, int64_t *sum) {
 }
 
 /* the product of count sizes, checked */
-static int checked_product(int count, const int64_t *sizes, int64_t *product) {
+NATIVE_INTERNAL int checked_product(int count, const int64_t *sizes, int64_t *product) {
     *product = 1;
     for (int i = 0; i < count; ++i)
         if (checked_multiply(*product, sizes[i], product) < 0) return -1;
@@ -92,7 +76,7 @@ static const char *const FIELD_NAMES[GEOMETRY_FIELDS] = {
     "planes", "channels", "height", "width", "out_height", "out_width", "kernel_h", "kernel_w",
     "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left"};
 
-static int read_geometry(Py_buffer *buffer, Geometry *g) {
+NATIVE_INTERNAL int read_geometry(Py_buffer *buffer, Geometry *g) {
     if (buffer->len != (Py_ssize_t)(GEOMETRY_FIELDS * sizeof(int64_t))) {
         PyErr_Format(PyExc_ValueError, "geometry: expected %d int64s, got %zd bytes", GEOMETRY_FIELDS, buffer->len);
         return -1;
@@ -113,7 +97,7 @@ static int read_geometry(Py_buffer *buffer, Geometry *g) {
 }
 
 /* element count of a buffer of `count` dims, checked for overflow and against the buffer's length */
-static int check_size(Py_buffer *buffer, const char *what, int count, const int64_t *dims) {
+NATIVE_INTERNAL int check_size(Py_buffer *buffer, const char *what, int count, const int64_t *dims) {
     int64_t elements, bytes;
     if (checked_product(count, dims, &elements) < 0 || checked_multiply(elements, sizeof(float), &bytes) < 0)
         return -1;
@@ -124,8 +108,6 @@ static int check_size(Py_buffer *buffer, const char *what, int count, const int6
     }
     return 0;
 }
-#define CHECK_SIZE(buffer, what, ...)                                                                    \
-    check_size(buffer, what, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
 
 /* The planes [first, first + count) one call works on (count -1: through the last), so that a worker pool can
  * split a layer by planes; -1 with ValueError when the range leaves [0, planes) */
@@ -152,15 +134,12 @@ static int check_overlap(const Geometry *g, Py_buffer *x, Py_buffer *out) {
     return -1;
 }
 
-static void free_scratch(Scratch *s) {
+NATIVE_INTERNAL void free_scratch(Scratch *s) {
     free(s->data);
     free(s->taps);
     free(s->phases);
 }
 
-/* A scratch plane larger than this is no real layer's (a 16k x 16k plane is 1 GiB): refused before malloc, since
- * an overcommitting kernel would grant it and kill the process on first touch */
-#define MAX_SCRATCH_FLOATS ((int64_t)1 << 28)
 
 /* the padded extent one axis needs: (out - 1) * stride + (kernel - 1) * dilation + 1, at least pad + size */
 static int padded_extent(int64_t out, int64_t stride, int64_t kernel, int64_t dilation, int64_t pad, int64_t size,
@@ -177,7 +156,7 @@ static int padded_extent(int64_t out, int64_t stride, int64_t kernel, int64_t di
 /* The scratch of `copies` planes (elements apart, CONV_READ_SLACK spare floats after the last: the microkernels
  * read whole vectors) of all padded rows or, window_rows > 0, of that many (a window that moves down: s->top), each
  * filled with `padding` when fill is set. */
-static int make_scratch(const Geometry *g, float padding, int64_t copies, int64_t window_rows, int fill, Scratch *s) {
+NATIVE_INTERNAL int make_scratch(const Geometry *g, float padding, int64_t copies, int64_t window_rows, int fill, Scratch *s) {
     int64_t width, elements, taps, total;
     s->data = NULL;
     s->taps = s->phases = NULL;
@@ -224,7 +203,7 @@ static int make_scratch(const Geometry *g, float padding, int64_t copies, int64_
 }
 
 /* input rows [first_row, end_row) of a plane -> the scratch plane's interior */
-SIMD_CLONES static void fill_rows(const Geometry *g, const Scratch *s, const float *source, int64_t first_row,
+NATIVE_INTERNAL SIMD_CLONES void fill_rows(const Geometry *g, const Scratch *s, const float *source, int64_t first_row,
                                   int64_t end_row) {
     int64_t step = g->stride_w;
     for (int64_t iy = first_row; iy < end_row; ++iy) {
@@ -452,167 +431,6 @@ done:
     PyBuffer_Release(&columns);
     PyBuffer_Release(&geometry);
     return result;
-}
-
-/* The padded rows output rows [row_begin, row_end) read, per input channel, into the scratch window (whose top
- * becomes the first of them): zeroed (one row more, which the microkernel's spare lanes may reach), then the input
- * rows among them copied in. */
-static void fill_direct_rows(const Geometry *g, Scratch *s, const float *input, int64_t row_begin, int64_t row_end) {
-    int64_t top = row_begin * g->stride_h, bottom = (row_end - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h + 2;
-    int64_t window = s->elements / s->row_stride;
-    if (bottom > s->rows) bottom = s->rows;
-    if (bottom > top + window) bottom = top + window;
-    int64_t first_row = top - g->pad_top, end_row = bottom - g->pad_top;
-    if (first_row < 0) first_row = 0;
-    if (end_row > g->height) end_row = g->height;
-    s->top = top;
-    for (int64_t c = 0; c < g->channels; ++c) {
-        Scratch plane = *s;
-        plane.data = s->data + c * s->elements;
-        memset(plane.data, 0, (bottom - top) * s->row_stride * sizeof(float));
-        if (end_row > first_row) fill_rows(g, &plane, input + c * g->height * g->width, first_row, end_row);
-    }
-}
-
-/* scratch rows per input channel that one tile of a direct convolution aims at (C x rows x row_stride floats:
- * about half a core's L2, so a tile's rows stay cached while every output channel block reads them) */
-#define DIRECT_TILE_FLOATS ((int64_t)1 << 15)
-
-/* The epilogue program over output rows [first, last) of every output channel, while they are still in cache */
-static void direct_epilogue(const Geometry *g, int64_t out_channels, float *out, const Py_buffer *program, int64_t first,
-                            int64_t last) {
-    int count = (int)(program->len / (Py_ssize_t)sizeof(PointwiseInstruction));
-    const uint8_t vector[1] = {0};
-    int64_t plane = g->out_height * g->out_width;
-    for (int64_t m = 0; m < out_channels; ++m) {
-        float *rows = out + m * plane + first * g->out_width;
-        const float *inputs[1] = {rows};
-        pointwise_run(program->buf, count, inputs, vector, 1, rows, 0, (last - first) * g->out_width);
-    }
-}
-
-/* Output rows [first, last) of a unit-stride convolution as one flat run over the scratch window's rows (into `flat`:
- * out_channels x rows x row_stride floats), then each row's real columns copied out */
-static void direct_flat_tile(const Geometry *g, const Scratch *s, const float *packed, const float *bias,
-                             int64_t out_channels, float *flat, float *out, int64_t first, int64_t last) {
-    int64_t positions = (last - first) * s->row_stride, plane = g->out_height * g->out_width;
-    ConvDirect p = {s->data, s->elements, g->channels, g->kernel_h * g->kernel_w, positions, 0, s->taps, packed, bias,
-                    out_channels, 1, positions, flat};
-    conv_direct_rows(&p, 0, 1);
-    for (int64_t m = 0; m < out_channels; ++m)
-        for (int64_t row = first; row < last; ++row)
-            memcpy(out + m * plane + row * g->out_width, flat + m * positions + (row - first) * s->row_stride,
-                   g->out_width * sizeof(float));
-}
-
-/* conv2d_direct(x, packed, bias or None, out, geometry, out_channels, row_begin=0, row_count=-1, program=None): a
- * single-image, single-group 2-D convolution computed straight from padded input planes (conv_ukernels.h's
- * ConvDirect), for output rows [row_begin, row_begin + row_count); packed: the weights as (ceil(M / CONV_BLOCK),
- * C x taps, CONV_BLOCK); program: a per-element program of one input (pointwise_ukernels.h's records: an activation
- * epilogue) applied to each row tile right after it is computed. */
-static PyObject *conv2d_direct(PyObject *self, PyObject *args) {
-    Py_buffer x, packed, out, geometry, bias = {0}, program = {0};
-    PyObject *bias_object, *program_object = Py_None, *result = NULL;
-    Geometry g;
-    Scratch s;
-    (void)self;
-    int64_t out_channels, row_begin = 0, row_count = -1, blocks, block_rows;
-    if (!PyArg_ParseTuple(args, "y*y*Ow*y*L|LLO", &x, &packed, &bias_object, &out, &geometry, &out_channels,
-                          &row_begin, &row_count, &program_object))
-        return NULL;
-    if (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
-    if (program_object != Py_None && PyObject_GetBuffer(program_object, &program, PyBUF_C_CONTIGUOUS) < 0) goto done;
-    if (program.buf && (program.len % (Py_ssize_t)sizeof(PointwiseInstruction)
-                        || program.len > (Py_ssize_t)(PW_MAX_REGISTERS * sizeof(PointwiseInstruction))
-                        || pointwise_check(program.buf, (int)(program.len / (Py_ssize_t)sizeof(PointwiseInstruction)),
-                                           1) < 0)) {
-        PyErr_Format(PyExc_ValueError, "conv2d_direct: malformed epilogue program of %zd bytes (one input, at most %d "
-                     "registers, each argument an earlier register)", program.len, PW_MAX_REGISTERS);
-        goto done;
-    }
-    if (read_geometry(&geometry, &g) < 0) goto done;
-    if (out_channels < 1 || g.planes != g.channels) {
-        PyErr_Format(PyExc_ValueError, "conv2d_direct: expected one image and >= 1 output channels, got %lld planes of "
-                     "%lld channels and %lld output channels", (long long)g.planes, (long long)g.channels,
-                     (long long)out_channels);
-        goto done;
-    }
-    if (row_count < 0) row_count = g.out_height - row_begin;
-    if (row_begin < 0 || row_begin > g.out_height || row_count < 0 || row_count > g.out_height - row_begin) {
-        PyErr_Format(PyExc_ValueError, "conv2d_direct: output rows [%lld, +%lld) outside the output's %lld",
-                     (long long)row_begin, (long long)row_count, (long long)g.out_height);
-        goto done;
-    }
-    blocks = out_channels / CONV_BLOCK + (out_channels % CONV_BLOCK != 0);
-    if (checked_product(3, (int64_t[]){g.channels, g.kernel_h, g.kernel_w}, &block_rows) < 0
-        || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
-        || CHECK_SIZE(&packed, "packed weights", blocks, block_rows, CONV_BLOCK) < 0
-        || CHECK_SIZE(&out, "output", out_channels, g.out_height, g.out_width) < 0
-        || (bias.buf && CHECK_SIZE(&bias, "bias", out_channels) < 0))
-        goto done;
-    if ((char *)out.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)out.buf + out.len) {
-        PyErr_SetString(PyExc_ValueError, "conv2d_direct: the output overlaps the input");
-        goto done;
-    }
-    if (row_count == 0) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    /* output rows per tile, and the padded rows a tile reads (one spare) */
-    int64_t per_row = g.channels * g.stride_h * g.width, tile, window;   /* input floats per output row, roughly */
-    if (g.channels > MAX_SCRATCH_FLOATS || g.stride_h > MAX_SCRATCH_FLOATS || g.width > MAX_SCRATCH_FLOATS
-        || g.channels * g.stride_h > MAX_SCRATCH_FLOATS || (g.kernel_h - 1) > MAX_SCRATCH_FLOATS / g.dilation_h) {
-        PyErr_SetString(PyExc_ValueError, "conv2d_direct: channels, stride, width or kernel reach beyond any real "
-                        "layer's (check the geometry)");
-        goto done;
-    }
-    tile = DIRECT_TILE_FLOATS / per_row > 1 ? DIRECT_TILE_FLOATS / per_row : 1;   /* per_row < 2^56: no overflow */
-    if (tile > row_count) tile = row_count;
-    window = (tile - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 2;   /* tile > 1 only for small strides */
-    if (make_scratch(&g, 0.0f, g.channels, window, 0, &s) < 0) goto done;
-    /* Unit strides: the scratch rows are as wide as the padded input, so a tile's output rows can be computed as one
-     * flat run over them (the padding columns computed too, then dropped): narrow rows then fill whole vectors */
-    int64_t span = conv_direct_span(), flat_bytes = 0;
-    float *flat = NULL;
-    if (g.stride_h == 1 && g.stride_w == 1 && s.row_stride < (g.out_width + span - 1) / span * span) {
-        if (checked_product(4, (int64_t[]){out_channels, tile, s.row_stride, sizeof(float)}, &flat_bytes) < 0
-            || !(flat = malloc(flat_bytes))) {
-            free_scratch(&s);
-            if (!PyErr_Occurred()) PyErr_NoMemory();
-            goto done;
-        }
-    }
-    Py_BEGIN_ALLOW_THREADS
-    for (int64_t first = row_begin; first < row_begin + row_count; first += tile) {
-        int64_t last = first + tile < row_begin + row_count ? first + tile : row_begin + row_count;
-        fill_direct_rows(&g, &s, x.buf, first, last);
-        if (flat)
-            direct_flat_tile(&g, &s, packed.buf, bias.buf, out_channels, flat, out.buf, first, last);
-        else {
-            ConvDirect p = {s.data, s.elements, g.channels, g.kernel_h * g.kernel_w, g.stride_h * s.row_stride, first,
-                            s.taps, packed.buf, bias.buf, out_channels, g.out_height, g.out_width, out.buf};
-            conv_direct_rows(&p, first, last);
-        }
-        if (program.buf) direct_epilogue(&g, out_channels, out.buf, &program, first, last);
-    }
-    Py_END_ALLOW_THREADS
-    free(flat);
-    free_scratch(&s);
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&packed);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&geometry);
-    if (bias.buf) PyBuffer_Release(&bias);
-    if (program.buf) PyBuffer_Release(&program);
-    return result;
-}
-
-static PyObject *native_conv_isa(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyUnicode_FromString(conv_isa());
 }
 
 static PyMethodDef methods[] = {

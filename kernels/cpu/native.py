@@ -1,5 +1,6 @@
-"""The native CPU kernels (``_native.c``, ``pointwise_ukernels.c``): depthwise convolution, windowed 2-D pooling,
-the im2col of 2-D convolutions (whole or by output-row tiles) and fused per-element programs, over float32.
+"""The native CPU kernels (``_native.c``, ``native_conv.c``, ``conv_ukernels.c``, ``pointwise_ukernels.c``): depthwise
+and direct convolution, windowed 2-D pooling, the im2col of 2-D convolutions (whole or by output-row tiles), fused
+per-element programs and the LSTM time loop, over float32.
 
 NumPy has no formulation of the first three that is not several times slower than their arithmetic (each
 gathers every window first or makes one strided pass per tap); the C module walks each plane once. A chain of
@@ -35,7 +36,8 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
 DIRECT_SWITCH = "EDGERT_CPU_DIRECT"
 KERNELS = ("depthwise convolution", "direct convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
-           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax", "layer normalization")
+           "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax", "layer normalization",
+           "LSTM time loop")
 
 
 def enabled() -> bool:
