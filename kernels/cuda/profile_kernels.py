@@ -40,6 +40,24 @@ def profile_shapes(profile: dict, seed: int) -> list[dict]:
         shapes.append({name: tuple(drawn.setdefault((axis, lo, hi), int(rng.integers(lo, hi + 1)))
                                    for axis, (lo, hi) in enumerate(zip(low, high)))
                        for name, (low, _, high) in profile.items()})
+    return shapes + parity_shapes(profile)
+
+
+def parity_shapes(profile: dict, limit: int = 8) -> list[dict]:
+    """Shapes near opt with every combination of odd and even varying dims (a kernel's fast paths depend on
+    parities: vector loads of even pixel counts, pixel-pair stores), so that some lowering covers each form."""
+    varying = sorted({(axis, lo, hi) for low, _, high in profile.values()
+                      for axis, (lo, hi) in enumerate(zip(low, high)) if lo != hi})
+    shapes = []
+    for combo in range(min(1 << len(varying), limit)):
+        chosen = {}
+        for bit, (axis, lo, hi) in enumerate(varying):
+            opt = next(o[axis] for low, o, high in profile.values() if low[axis] == lo and high[axis] == hi)
+            value = opt if opt % 2 == (combo >> bit) & 1 else opt + 1 if opt + 1 <= hi else opt - 1
+            chosen[(axis, lo, hi)] = value if lo <= value <= hi else opt
+        shapes.append({name: tuple(chosen.get((axis, lo, hi), o)
+                                   for axis, (lo, o, hi) in enumerate(zip(low, opt, high)))
+                       for name, (low, opt, high) in profile.items()})
     return shapes
 
 
