@@ -54,9 +54,17 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
     from edgert.onnx.importer import load_model, model_input_dims
 
     proto = load_model(model)
-    profiles = normalize_profiles(profiles, model_input_dims(proto), shapes)
+    return build_profiles(lambda **options: build(proto, **options), model_input_dims(proto), profiles, shapes,
+                          **build_options)
+
+
+def build_profiles(build_at, input_dims, profiles, shapes=None, **build_options):
+    """``build_with_profiles`` for any model source: ``build_at(shapes=..., **options) -> Plan`` builds it at
+    static shapes (an ONNX model, or a TensorRT-style network's graph, ``edgert.api``); ``input_dims``:
+    {input name: dims, None where dynamic}."""
+    profiles = normalize_profiles(profiles, input_dims, shapes)
     if is_static(profiles):
-        return build(proto, shapes={name: opt for name, (_, opt, _) in profiles[0].items()}, **build_options)
+        return build_at(shapes={name: opt for name, (_, opt, _) in profiles[0].items()}, **build_options)
     _check_options(build_options)
     probes = probe_shapes(profiles)
     reorder = build_options.pop("reorder", True)
@@ -66,9 +74,9 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
         # The DLA needs static shapes: find the layers whose shapes vary (CPU probe builds), then build again
         # with those layers failing the DLA's capability check (GPU fallback with that reason, or an error).
         host_options = {k: v for k, v in build_options.items() if k not in ("dla_core", "gpu_fallback", "placement")}
-        host = _probe_documents(proto, probes, main_index, False, dict(host_options, target="host"))
+        host = _probe_documents(build_at, probes, main_index, False, dict(host_options, target="host"))
         build_options["dynamic_layers"] = _dynamic_layers(host)
-    documents = _probe_documents(proto, probes, main_index, reorder, build_options)
+    documents = _probe_documents(build_at, probes, main_index, reorder, build_options)
     main = documents[main_index]
     _check_same_graph(main, documents, probes)
     for layer in main["layers"]:
@@ -81,13 +89,11 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
     return Plan(main)
 
 
-def _probe_documents(proto, probes: list, main_index: int, reorder: bool, build_options: dict) -> list[dict]:
-    from edgert.builder import build
-
+def _probe_documents(build_at, probes: list, main_index: int, reorder: bool, build_options: dict) -> list[dict]:
     documents, cache = [], {}
     for index, (_, label, probe) in enumerate(probes):
         try:
-            plan = build(proto, shapes=probe, dynamic_shapes=True, reorder=reorder and index == main_index,
+            plan = build_at(shapes=probe, dynamic_shapes=True, reorder=reorder and index == main_index,
                          initializer_cache=cache, **build_options)
         except EdgeRTError as e:
             raise type(e)(f"at probe shapes {_shown(probe)} ({label} of a profile): {e}") from e
