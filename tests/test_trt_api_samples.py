@@ -42,8 +42,9 @@ def mnist_weights(rng) -> dict:
             "fc2.bias": rng.standard_normal(10).astype(np.float32) * 0.1}
 
 
-def populate_mnist_network(network, weights) -> None:
-    """TensorRT's sample ``network_api_pytorch_mnist/model.py`` (plus softmax and top-k on its output)."""
+def populate_mnist_network(network, weights, with_topk: bool = True) -> None:
+    """TensorRT's sample ``network_api_pytorch_mnist/model.py`` (plus softmax and top-k on its output; CUDA
+    plans run top-k with k > 1 on the CPU backend only, so the GPU variant leaves it out)."""
     def add_matmul_as_fc(net, input, outputs, w, b):
         assert len(input.shape) >= 3
         m = 1 if len(input.shape) == 3 else input.shape[0]
@@ -82,9 +83,10 @@ def populate_mnist_network(network, weights) -> None:
     softmax.axes = 1 << 1
     softmax.get_output(0).name = "prob"
     network.mark_output(tensor=softmax.get_output(0))
-    topk = network.add_topk(softmax.get_output(0), trt.TopKOperation.MAX, 3, 1 << 1)
-    topk.get_output(1).name = "top3"
-    network.mark_output(topk.get_output(1))
+    if with_topk:
+        topk = network.add_topk(softmax.get_output(0), trt.TopKOperation.MAX, 3, 1 << 1)
+        topk.get_output(1).name = "top3"
+        network.mark_output(topk.get_output(1))
 
 
 def mnist_reference(weights, image) -> np.ndarray:

@@ -25,17 +25,22 @@ class INetworkDefinition(NetworkBase):
         self._refresh()
         node = self._graph.add_node(kind, [t._value if t is not None else None for t in inputs], attrs,
                                     name=f"{kind.value}_{len(self._layers)}", num_outputs=num_outputs)
-        view = make_view(node)
         try:
-            view._sync()
-            infer_node(node)
+            view = make_view(node)
         except Exception:
             node._detach()
             self._graph.nodes.remove(node)
             raise
         self._layers.append(view)
         self._changed()
-        self._dirty = False   # everything before was refreshed and this layer was just inferred
+        try:
+            view._sync()
+            infer_node(node)
+            self._dirty = False   # everything before was refreshed and this layer was just inferred
+        except ShapeError:
+            # TensorRT scripts set attributes after add_* (num_groups, axis ...): the shapes are checked again
+            # at the next use (a shape query, another add_*, the build), which raises if they still do not fit
+            pass
         return view
 
     def _generic(self, kind: LayerKind, inputs, attrs: dict | None = None, num_outputs: int = 1) -> ILayer:

@@ -194,6 +194,7 @@ class IExecutionContext:
         self.engine = engine
         self._context = engine._engine.create_execution_context()
         self._addresses: dict[str, int] = {}
+        self._written_shapes: dict[str, tuple] = {}   # bounded outputs: the shape of the last run's rows
         self.profiler = None
         self.debug_sync = False
         self.name = ""
@@ -221,6 +222,10 @@ class IExecutionContext:
         return True
 
     def get_tensor_shape(self, name: str) -> tuple:
+        """An input's shape, an output's at the current input shapes; for an output whose size depends on the
+        data (NonZero, NMS) its bound until a run, then the real shape that run wrote (contiguously)."""
+        if name in self._written_shapes:
+            return self._written_shapes[name]
         if self._dynamic:
             return tuple(self._context.get_tensor_shape(name))
         return tuple(self.engine._binding(name).shape)
@@ -264,6 +269,9 @@ class IExecutionContext:
             raise InputError(f"no address for tensor(s) {', '.join(missing)}; call set_tensor_address(name, "
                              "array.ctypes.data) for every input and output")
         if self.engine.device.startswith("cuda"):
+            if self.profiler is not None:
+                raise UnsupportedError("per-layer times (context.profiler) are measured on the CPU backend only "
+                                       "for now; time CUDA layers with `edgert bench`")
             from edgert.api.cuda_io import execute_device
             execute_device(self, stream_handle)
         else:
@@ -276,11 +284,14 @@ class IExecutionContext:
                                    "synchronously)")
         feeds = {b.name: host_array(self._addresses[b.name], self.get_tensor_shape(b.name), b.dtype)
                  for b in self.engine._engine.inputs}
+        self._written_shapes.clear()
         outputs = self._run(feeds)
         for binding in self.engine._engine.outputs:
             result = outputs[binding.name]
             shape = result.shape if binding.rows else self.get_tensor_shape(binding.name)
             np.copyto(host_array(self._addresses[binding.name], shape, binding.dtype), result.reshape(shape))
+            if binding.rows:
+                self._written_shapes[binding.name] = tuple(result.shape)
 
     def _run(self, feeds: dict) -> dict:
         if self.profiler is None:
