@@ -167,7 +167,7 @@ def test_identity_network_with_a_dynamic_profile_runs_execute_v2():
     assert config.add_optimization_profile(profile) == 0
     engine = build_engine(network, builder, config, logger)
     output_name = engine.get_tensor_name(1)
-    assert engine.get_tensor_shape("input") == (-1, 3, -1)
+    assert engine.get_tensor_shape("input") == engine.get_tensor_shape(output_name) == (-1, 3, -1)
     assert engine.get_tensor_profile_shape("input", 0) == [(1, 3, 2), (2, 3, 8), (4, 3, 16)]
     context = engine.create_execution_context()
     rng = np.random.default_rng()
@@ -199,15 +199,14 @@ def test_onnx_model_through_parser_and_execute_async_v3(tmp_path):
     path = tmp_path / "model.onnx"
     onnx.save(model, path)
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse_from_file(str(path)), [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    assert parser.num_errors == 0
-    assert [network.get_layer(i).type for i in range(network.num_layers)] == \
-        [trt.LayerType.CONVOLUTION, trt.LayerType.ACTIVATION, trt.LayerType.POOLING]
-    config = builder.create_builder_config()
-    serialized = builder.build_serialized_network(network, config)
+    trt.init_libnvinfer_plugins(logger, "")
+    with trt.Builder(logger) as builder, builder.create_network(0) as network, \
+            builder.create_builder_config() as config, trt.OnnxParser(network, logger) as parser:
+        assert parser.parse_from_file(str(path)), [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        assert parser.num_errors == 0
+        assert [network.get_layer(i).type for i in range(network.num_layers)] == \
+            [trt.LayerType.CONVOLUTION, trt.LayerType.ACTIVATION, trt.LayerType.POOLING]
+        serialized = builder.build_serialized_network(network, config)
     with open(tmp_path / "model.plan", "wb") as f:
         f.write(serialized)
     with open(tmp_path / "model.plan", "rb") as f, trt.Runtime(logger) as runtime:

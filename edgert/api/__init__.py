@@ -5,7 +5,7 @@ builder, the runtime is edgert's runtime. What differs from TensorRT is written 
 docs/coming-from-tensorrt.md.
 """
 
-from edgert.api.builder import Builder, IHostMemory
+from edgert.api.builder import Builder, IHostMemory, init_libnvinfer_plugins
 from edgert.api.config import (IBuilderConfig, IInt8Calibrator, IInt8EntropyCalibrator, IInt8EntropyCalibrator2,
                                IInt8LegacyCalibrator, IInt8MinMaxCalibrator, IOptimizationProfile, ITimingCache)
 from edgert.api.definition import INetworkDefinition
@@ -23,8 +23,10 @@ from edgert.api.network import IConstantLayer, ILayer, ITensor
 from edgert.api.parser import OnnxParser, ParserError
 from edgert.api.runtime import ICudaEngine, IEngineInspector, IExecutionContext, IProfiler, Runtime
 
+BuilderConfig = IBuilderConfig   # DESIGN.md's name for the same object
+
 __all__ = [
-    "ActivationType", "Builder", "Dims", "Dims2", "Dims3", "Dims4", "DimsHW", "Weights", "BuilderFlag", "CumulativeOperation", "DataType", "DeviceType",
+    "ActivationType", "Builder", "BuilderConfig", "Dims", "Dims2", "Dims3", "Dims4", "DimsHW", "Weights", "BuilderFlag", "CumulativeOperation", "DataType", "DeviceType",
     "ElementWiseOperation", "GatherMode", "IBuilderConfig", "IConstantLayer", "ICudaEngine", "IEngineInspector",
     "IExecutionContext", "IHostMemory", "IInt8Calibrator", "IInt8EntropyCalibrator", "IInt8EntropyCalibrator2",
     "IInt8LegacyCalibrator", "IInt8MinMaxCalibrator", "ILayer", "ILogger", "INetworkDefinition",
@@ -33,5 +35,5 @@ __all__ = [
     "PaddingMode", "PaddingType", "ParserError", "PoolingType", "ProfilingVerbosity", "RNNOperation",
     "ReduceOperation", "ResizeCoordinateTransformation", "ResizeMode", "ResizeRoundMode", "Runtime", "SampleMode",
     "ScaleMode", "ScatterMode", "TensorIOMode", "TensorLocation", "TopKOperation", "UnaryOperation", "bool_",
-    "float16", "float32", "int8", "int32", "int64", "nptype", "uint8", "volume",
+    "float16", "float32", "init_libnvinfer_plugins", "int8", "int32", "int64", "nptype", "uint8", "volume",
 ]

@@ -103,6 +103,17 @@ class Builder:
                                f"({options['precision']})")
         return IHostMemory(plan.to_bytes())
 
+    def build_engine_with_config(self, network: INetworkDefinition, config: IBuilderConfig):
+        """Build and deserialize in one step (an ICudaEngine, or None on failure)."""
+        from edgert.api.runtime import Runtime
+        plan = self.build_serialized_network(network, config)
+        return Runtime(self.logger).deserialize_cuda_engine(plan) if plan is not None else None
+
+
+def init_libnvinfer_plugins(logger, namespace: str = "") -> bool:
+    """TensorRT scripts call this first; edgert has no plugin library to register."""
+    return True
+
 
 def build_network(network: INetworkDefinition, options: dict):
     """A Plan of ``network`` with builder ``options`` (``IBuilderConfig.build_options``)."""

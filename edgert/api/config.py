@@ -118,6 +118,12 @@ class IBuilderConfig:
         self.placement = None
         self.gpu_kernels = False
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
     # -- flags ---------------------------------------------------------------------------------------
     def set_flag(self, flag) -> None:
         flag = BuilderFlag(flag)

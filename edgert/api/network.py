@@ -253,6 +253,12 @@ class NetworkBase:
         self.onnx_model = None   # set by OnnxParser: a dynamic ONNX network builds through the ONNX path
         self._edited_after_parse = False
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
     # -- TensorRT's queries ------------------------------------------------------------------------
     @property
     def num_layers(self) -> int:

@@ -118,9 +118,8 @@ class ICudaEngine:
         if name in self._inputs:
             ranges = [p[name] for p in profiles]
             return tuple(-1 if any(r[0][a] != r[2][a] for r in ranges) else d for a, d in enumerate(ranges[0][0]))
-        ranges = [t.get("range") for t in self._engine.tensors if t["name"] == name]
-        return tuple(binding.shape) if not ranges or not ranges[0] else \
-            tuple(-1 if low != high else low for low, high in zip(*ranges[0]))
+        span = self._engine.tensors[binding.tensor].get("range")   # [smallest dims, largest dims]
+        return tuple(binding.shape) if not span else tuple(-1 if low != high else low for low, high in zip(*span))
 
     def get_tensor_dtype(self, name: str) -> DataType:
         return DataType.of(self._binding(name).dtype.name)
