@@ -261,3 +261,25 @@ def test_onnx_sample_saved_engine_round_trips(tmp_path):
     engine = trt.Runtime(None).deserialize_cuda_engine(plan)
     assert engine.device_memory_size > 0 and engine.num_layers >= 1
     assert trt.Runtime(CollectingLogger()).deserialize_cuda_engine(b"junk") is None
+
+
+def test_inputs_and_constants_marked_as_outputs_and_build_report_at_info():
+    logger = CollectingLogger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    x = network.add_input("x", trt.float32, (2, 3))
+    constant = network.add_constant((3,), np.arange(3, dtype=np.float32))
+    with pytest.raises(trt.GraphError, match="add_identity"):
+        network.mark_output(x)
+    network.mark_output(network.add_identity(x).get_output(0))
+    network.mark_output(constant.get_output(0))   # a constant as an output gets its own copy, as from ONNX
+    shuffle = network.add_shuffle(x)
+    with pytest.raises(trt.UnsupportedError, match="shape tensors"):
+        shuffle.set_input(1, constant.get_output(0))
+    engine = builder.build_engine_with_config(network, builder.create_builder_config())
+    data = rng.standard_normal((2, 3)).astype(np.float32)
+    outputs = run(engine, {"x": data})
+    np.testing.assert_array_equal(outputs[network.get_output(0).name], data)
+    np.testing.assert_array_equal(outputs[constant.get_output(0).name], np.arange(3, dtype=np.float32))
+    assert any(s == trt.Logger.INFO and m.startswith("built a plan") for s, m in logger.messages)
+    assert any(s == trt.Logger.VERBOSE and m.startswith("layer ") for s, m in logger.messages)

@@ -99,8 +99,7 @@ class Builder:
             self.last_error = e
             report(self.logger, 1, str(e))
             return None
-        report(self.logger, 3, f"built a plan of {len(plan.layers)} layers for target {options['target']} "
-                               f"({options['precision']})")
+        _report_build(self.logger, plan, options)
         return IHostMemory(plan.to_bytes())
 
     def build_engine_with_config(self, network: INetworkDefinition, config: IBuilderConfig):
@@ -108,6 +107,21 @@ class Builder:
         from edgert.api.runtime import Runtime
         plan = self.build_serialized_network(network, config)
         return Runtime(self.logger).deserialize_cuda_engine(plan) if plan is not None else None
+
+
+def _report_build(logger, plan, options: dict) -> None:
+    """What the build did, at INFO (summary, rewrites per pass) and VERBOSE (each layer's device and precision)."""
+    header = plan.header
+    report(logger, 3, f"built a plan of {len(plan.layers)} layers for target {options['target']} "
+                      f"({options['precision']}), activation arena {plan.document['memory']['arena_bytes']} bytes")
+    passes = ", ".join(f"{name} {count}" for name, count in (header.get("passes") or {}).items() if count)
+    if passes:
+        report(logger, 3, f"graph rewrites: {passes}")
+    for note in (header.get("precision") or {}).get("notes", []):
+        report(logger, 3, note)
+    for layer in plan.layers:
+        report(logger, 4, f"layer {layer['name']} ({layer['kind']}): {layer.get('device', 'cpu')}, "
+                          f"{layer.get('precision')}")
 
 
 def init_libnvinfer_plugins(logger, namespace: str = "") -> bool:

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from edgert.api.enums import DataType, dims
-from edgert.errors import GraphError, ShapeError
+from edgert.errors import GraphError, ShapeError, UnsupportedError
 from edgert.ir.graph import Graph, Node, Value
 from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import infer_node
@@ -164,6 +164,12 @@ class ILayer:
         return self._network._tensor(value) if value is not None else None
 
     def set_input(self, index: int, tensor: ITensor) -> None:
+        """Replace input ``index`` (TensorRT's extra shape-tensor inputs, e.g. a shuffle's dynamic reshape
+        dims, are not supported: edgert resolves shapes at build time)."""
+        if not 0 <= int(index) < len(self._node.inputs):
+            raise UnsupportedError(f"layer {self.name!r}: set_input({index}) adds an input the {self._node.kind.value}"
+                                   f" layer does not have here (it takes {len(self._node.inputs)}); shape tensors "
+                                   "as layer inputs are not supported, set the layer's attributes instead")
         self._node.set_input(int(index), tensor._value)
         self._network._changed()
 
@@ -297,6 +303,9 @@ class NetworkBase:
     def mark_output(self, tensor: ITensor) -> None:
         if tensor.is_network_output:
             return
+        if tensor.is_network_input:   # one name would then be an input and an output binding (TensorRT refuses too)
+            raise GraphError(f"network input {tensor.name!r} cannot also be an output; mark the output of "
+                             "network.add_identity(tensor) instead")
         self._graph.add_output(tensor._value, tensor.name)
         self._changed()
 
