@@ -283,3 +283,36 @@ def test_inputs_and_constants_marked_as_outputs_and_build_report_at_info():
     np.testing.assert_array_equal(outputs[constant.get_output(0).name], np.arange(3, dtype=np.float32))
     assert any(s == trt.Logger.INFO and m.startswith("built a plan") for s, m in logger.messages)
     assert any(s == trt.Logger.VERBOSE and m.startswith("layer ") for s, m in logger.messages)
+
+
+class Monitor(trt.IProgressMonitor):
+    def __init__(self, cancel_at=None):
+        trt.IProgressMonitor.__init__(self)
+        self.events, self.cancel_at = [], cancel_at
+
+    def phase_start(self, phase_name, parent_phase, num_steps):
+        self.events.append(("start", phase_name, num_steps))
+
+    def step_complete(self, phase_name, step):
+        self.events.append(("step", phase_name, step))
+        return not (phase_name.startswith("calibration") and step == self.cancel_at)
+
+    def phase_finish(self, phase_name):
+        self.events.append(("finish", phase_name))
+
+
+def test_progress_monitor_sees_calibration_and_can_cancel():
+    builder = trt.Builder(CollectingLogger())
+    network, _ = conv_relu_network(builder)
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.INT8)
+    config.int8_calibrator = Calibrator(rng.standard_normal((3, 1, 3, 8, 8)).astype(np.float32))
+    config.progress_monitor = monitor = Monitor()
+    assert builder.build_serialized_network(network, config) is not None
+    assert monitor.events[0] == ("start", "build", 1) and monitor.events[-1] == ("finish", "build")
+    assert ("start", "calibration: activation ranges", 3) in monitor.events
+    assert ("step", "calibration: activation ranges", 3) in monitor.events
+    config.int8_calibrator = Calibrator(rng.standard_normal((3, 1, 3, 8, 8)).astype(np.float32))
+    config.progress_monitor = cancelling = Monitor(cancel_at=2)
+    assert builder.build_serialized_network(network, config) is None
+    assert "cancelled" in str(builder.last_error) and cancelling.events[-1] == ("finish", "build")

@@ -7,7 +7,8 @@ docs/coming-from-tensorrt.md.
 
 from edgert.api.builder import Builder, IHostMemory, init_libnvinfer_plugins
 from edgert.api.config import (IBuilderConfig, IInt8Calibrator, IInt8EntropyCalibrator, IInt8EntropyCalibrator2,
-                               IInt8LegacyCalibrator, IInt8MinMaxCalibrator, IOptimizationProfile, ITimingCache)
+                               IInt8LegacyCalibrator, IInt8MinMaxCalibrator, IOptimizationProfile, IProgressMonitor,
+                               ITimingCache)
 from edgert.api.definition import INetworkDefinition
 from edgert.api.enums import (ActivationType, BuilderFlag, CumulativeOperation, DataType, DeviceType, Dims, Dims2,
                               Dims3, Dims4, DimsHW, Weights,
@@ -30,7 +31,7 @@ __all__ = [
     "ElementWiseOperation", "GatherMode", "IBuilderConfig", "IConstantLayer", "ICudaEngine", "IEngineInspector",
     "IExecutionContext", "IHostMemory", "IInt8Calibrator", "IInt8EntropyCalibrator", "IInt8EntropyCalibrator2",
     "IInt8LegacyCalibrator", "IInt8MinMaxCalibrator", "ILayer", "ILogger", "INetworkDefinition",
-    "IOptimizationProfile", "IProfiler", "ITensor", "ITimingCache", "InterpolationMode", "LayerInformationFormat",
+    "IOptimizationProfile", "IProfiler", "IProgressMonitor", "ITensor", "ITimingCache", "InterpolationMode", "LayerInformationFormat",
     "LayerType", "Logger", "MatrixOperation", "MemoryPoolType", "NetworkDefinitionCreationFlag", "OnnxParser",
     "PaddingMode", "PaddingType", "ParserError", "PoolingType", "ProfilingVerbosity", "RNNOperation",
     "ReduceOperation", "ResizeCoordinateTransformation", "ResizeMode", "ResizeRoundMode", "Runtime", "SampleMode",

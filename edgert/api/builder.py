@@ -9,6 +9,8 @@ Failures are reported as TensorRT does (an ERROR to the logger and None) and kep
 
 from __future__ import annotations
 
+import contextlib
+
 from edgert.api.config import (IBuilderConfig, IOptimizationProfile, scratch_directory, write_back_cache)
 from edgert.api.definition import INetworkDefinition
 from edgert.api.logger import report, routed
@@ -91,7 +93,7 @@ class Builder:
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> IHostMemory | None:
         self.last_error = None
         try:
-            with routed(self.logger), scratch_directory() as scratch:
+            with routed(self.logger), monitored(config.progress_monitor), scratch_directory() as scratch:
                 options = config.build_options(network, scratch)
                 plan = build_network(network, options)
                 write_back_cache(config.int8_calibrator, scratch)
@@ -107,6 +109,24 @@ class Builder:
         from edgert.api.runtime import Runtime
         plan = self.build_serialized_network(network, config)
         return Runtime(self.logger).deserialize_cuda_engine(plan) if plan is not None else None
+
+
+@contextlib.contextmanager
+def monitored(monitor):
+    """Tell ``monitor`` (TensorRT's IProgressMonitor) of the build and of edgert's progress tasks inside it."""
+    if monitor is None:
+        yield
+        return
+    from edgert import progress
+
+    monitor.phase_start("build", None, 1)
+    progress.add_monitor(monitor)
+    try:
+        yield
+        monitor.step_complete("build", 1)
+    finally:
+        progress.remove_monitor(monitor)
+        monitor.phase_finish("build")
 
 
 def _report_build(logger, plan, options: dict) -> None:

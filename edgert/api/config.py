@@ -54,6 +54,24 @@ class ITimingCache:
         raise UnsupportedError("combining timing caches is not supported; record one with `edgert tune`")
 
 
+class IProgressMonitor:
+    """TensorRT's build progress interface (``config.progress_monitor``): the build is one phase ("build"), and
+    edgert's long steps inside it (calibration passes, autotuning) are phases of their own; returning False from
+    ``step_complete`` cancels the build (``build_serialized_network`` returns None)."""
+
+    def __init__(self):
+        pass
+
+    def phase_start(self, phase_name: str, parent_phase, num_steps: int) -> None:
+        pass
+
+    def step_complete(self, phase_name: str, step: int) -> bool:
+        return True
+
+    def phase_finish(self, phase_name: str) -> None:
+        pass
+
+
 class IInt8Calibrator:
     """TensorRT's calibrator interface: ``get_batch_size()``, ``get_batch(names)`` (a list of host pointers,
     one per input in ``names`` order, or None when done; NumPy arrays are accepted too),
