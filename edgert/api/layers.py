@@ -11,7 +11,6 @@ import numpy as np
 from edgert.api import enums as E
 from edgert.api.network import ILayer
 from edgert.errors import ShapeError, UnsupportedError
-from edgert.ir.graph import Value
 from edgert.ir.kinds import LayerKind, PoolingType as IRPooling
 
 LayerType = enum.Enum("LayerType", [k.name for k in LayerKind] + ["CONSTANT"])
@@ -313,7 +312,8 @@ class IMatrixMultiplyLayer(ILayer):
                 raise UnsupportedError(f"layer {self.name!r}: MatrixOperation.VECTOR on the rank-"
                                        f"{len(self._input_shape(index))} input {index} is not supported; reshape it "
                                        "to a matrix with a shuffle layer")
-        return {"trans_a": self._op0 == E.MatrixOperation.TRANSPOSE, "trans_b": self._op1 == E.MatrixOperation.TRANSPOSE}
+        return {"trans_a": self._op0 == E.MatrixOperation.TRANSPOSE,
+                "trans_b": self._op1 == E.MatrixOperation.TRANSPOSE}
 
 
 class IResizeLayer(ILayer):
@@ -425,7 +425,7 @@ class IGenericLayer(ILayer):
         LayerKind.GRID_SAMPLE: ("align_corners",), LayerKind.CUMULATIVE: ("exclusive", "reverse"),
         LayerKind.EINSUM: ("equation",), LayerKind.NMS: ("iou_threshold", "score_threshold"),
     }
-    _RENAMED = {"window_size": "size", "k": "bias", "exclusive": "exclusive"}
+    _RENAMED = {"window_size": "size", "k": "bias"}   # TensorRT name -> IR attr where they differ
 
     def __getattr__(self, name: str):
         node = self.__dict__.get("_node")
@@ -440,7 +440,3 @@ class IGenericLayer(ILayer):
             self._network._changed()
         else:
             super().__setattr__(name, value)
-
-
-def weights_value(network, array: np.ndarray, name: str) -> Value:
-    return network._graph.constant(np.ascontiguousarray(array), name=name)

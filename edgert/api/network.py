@@ -14,7 +14,6 @@ tensor reports -1 for every dim that follows them. The ``add_*`` methods live in
 from __future__ import annotations
 
 import copy
-from typing import Sequence
 
 import numpy as np
 
@@ -458,7 +457,3 @@ def _own_outputs(graph: Graph) -> None:
             infer(node)
             graph.outputs[index] = node.outputs[0]
         seen.add(id(graph.outputs[index]))
-
-
-def resolve_shape(values: Sequence) -> tuple:
-    return tuple(int(v) for v in values)
