@@ -48,35 +48,38 @@ _UNSUPPORTED_OPTIONS = {
 }
 
 
-def build_with_profiles(model, profiles, shapes=None, **build_options):
-    """A Plan for every shape in ``profiles`` ([{input: (min, opt, max)}]); ``shapes`` pins inputs in all."""
+def build_with_profiles(model, profiles, shapes=None, config=None):
+    """A Plan for every shape in ``profiles`` ([{input: (min, opt, max)}]); ``shapes`` pins inputs in all;
+    ``config``: the build's ``BuildConfig``."""
     from edgert.builder import build
     from edgert.onnx.importer import load_model, model_input_dims
 
     proto = load_model(model)
-    return build_profiles(lambda **options: build(proto, **options), model_input_dims(proto), profiles, shapes,
-                          **build_options)
+    return build_profiles(lambda shapes, config: build(proto, shapes=shapes, config=config),
+                          model_input_dims(proto), profiles, shapes, config)
 
 
-def build_profiles(build_at, input_dims, profiles, shapes=None, **build_options):
-    """``build_with_profiles`` for any model source: ``build_at(shapes=..., **options) -> Plan`` builds it at
-    static shapes (an ONNX model, or a TensorRT-style network's graph, ``edgert.api``); ``input_dims``:
-    {input name: dims, None where dynamic}."""
+def build_profiles(build_at, input_dims, profiles, shapes=None, config=None):
+    """``build_with_profiles`` for any model source: ``build_at(shapes, config) -> Plan`` builds it at static
+    shapes (an ONNX model, or a TensorRT-style network's graph, ``edgert.api``); ``input_dims``: {input name:
+    dims, None where dynamic}."""
+    from edgert.build_options import BuildConfig
+
+    config = config if config is not None else BuildConfig()
     profiles = normalize_profiles(profiles, input_dims, shapes)
     if is_static(profiles):
-        return build_at(shapes={name: opt for name, (_, opt, _) in profiles[0].items()}, **build_options)
-    _check_options(build_options)
+        return build_at({name: opt for name, (_, opt, _) in profiles[0].items()}, config)
+    _check_options(config)
     probes = probe_shapes(profiles)
-    reorder = build_options.pop("reorder", True)
     main_index = max((i for i, (_, label, _) in enumerate(probes) if label == "max"),
                      key=lambda i: sum(int(np.prod(s)) for s in probes[i][2].values()))
-    if build_options.get("dla_core") is not None:
+    if config.dla_core is not None:
         # The DLA needs static shapes: find the layers whose shapes vary (CPU probe builds), then build again
         # with those layers failing the DLA's capability check (GPU fallback with that reason, or an error).
-        host_options = {k: v for k, v in build_options.items() if k not in ("dla_core", "gpu_fallback", "placement")}
-        host = _probe_documents(build_at, probes, main_index, False, dict(host_options, target="host"))
-        build_options["dynamic_layers"] = _dynamic_layers(host)
-    documents = _probe_documents(build_at, probes, main_index, reorder, build_options)
+        host = _probe_documents(build_at, probes, main_index, config.replace(
+            target="host", dla_core=None, gpu_fallback=None, placement=None, reorder=False))
+        config = config.replace(dynamic_layers=_dynamic_layers(host))
+    documents = _probe_documents(build_at, probes, main_index, config)
     main = documents[main_index]
     _check_same_graph(main, documents, probes)
     for layer in main["layers"]:
@@ -89,12 +92,12 @@ def build_profiles(build_at, input_dims, profiles, shapes=None, **build_options)
     return Plan(main)
 
 
-def _probe_documents(build_at, probes: list, main_index: int, reorder: bool, build_options: dict) -> list[dict]:
+def _probe_documents(build_at, probes: list, main_index: int, config) -> list[dict]:
     documents, cache = [], {}
     for index, (_, label, probe) in enumerate(probes):
         try:
-            plan = build_at(shapes=probe, dynamic_shapes=True, reorder=reorder and index == main_index,
-                         initializer_cache=cache, **build_options)
+            plan = build_at(probe, config.replace(dynamic_shapes=True, reorder=config.reorder and index == main_index,
+                                                  initializer_cache=cache))
         except EdgeRTError as e:
             raise type(e)(f"at probe shapes {_shown(probe)} ({label} of a profile): {e}") from e
         documents.append(plan.document)
@@ -119,9 +122,9 @@ def _dynamic_layers(documents: list[dict]) -> dict[str, str]:
     return dynamic
 
 
-def _check_options(options: dict) -> None:
+def _check_options(config) -> None:
     for key, reason in _UNSUPPORTED_OPTIONS.items():
-        if options.get(key):
+        if getattr(config, key):
             raise UnsupportedError(f"a plan with optimization profiles cannot use {key}: {reason}; build with "
                                    "static shapes (--shape) for CUDA kernels")
 

@@ -316,3 +316,24 @@ def test_progress_monitor_sees_calibration_and_can_cancel():
     config.progress_monitor = cancelling = Monitor(cancel_at=2)
     assert builder.build_serialized_network(network, config) is None
     assert "cancelled" in str(builder.last_error) and cancelling.events[-1] == ("finish", "build")
+
+
+def test_edgert_build_and_the_cli_read_one_typed_config(tmp_path):
+    from edgert.build_options import BuildConfig
+    from edgert.tools.cli import main as cli_main
+
+    model = conv_onnx_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    by_keywords = trt.build(model, precision="fp16", gpu_fallback=False, disabled_passes=["conv_fusion"])
+    config = BuildConfig(precision="fp16", gpu_fallback=False, disabled_passes=["conv_fusion"])
+    by_config = trt.build(model, config=config)
+    assert by_keywords.to_bytes() == by_config.to_bytes()
+    assert by_config.header["options"] == {"precision": "fp16", "gpu_fallback": False}
+    with pytest.raises(trt.EdgeRTError, match="either as config= or as keywords"):
+        trt.build(model, config=config, precision="fp32")
+    with pytest.raises(trt.EdgeRTError, match="did you mean 'calib_cache'"):
+        BuildConfig.from_options(calib_cahce="x.json")
+    assert cli_main(["build", str(path), "-o", str(tmp_path / "m.plan"), "--precision", "fp16"]) == 0
+    header = trt.Plan.from_bytes((tmp_path / "m.plan").read_bytes()).header
+    assert header["options"]["precision"] == "fp16" and header["options"]["calibrator"] == "entropy"

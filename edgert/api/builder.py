@@ -1,7 +1,8 @@
 """``Builder``: networks, configs and profiles in, a serialized plan (``IHostMemory``) out, as in TensorRT.
 
 ``build_serialized_network`` runs edgert's builder on the network's IR graph (a copy: the network stays
-editable), with the keyword options the config gives (``IBuilderConfig.build_options``). A network with
+editable), with the typed settings the config gives (``IBuilderConfig.build_config``: edgert's
+``BuildConfig``, which is all the builder reads). A network with
 dynamic inputs is built through ``edgert.dynamic.build_profiles`` at the profiles' probe shapes; a network
 that OnnxParser filled and nobody edited builds from the ONNX model itself, exactly as ``edgert.build``.
 Failures are reported as TensorRT does (an ERROR to the logger and None) and kept in ``builder.last_error``.
@@ -94,14 +95,14 @@ class Builder:
         self.last_error = None
         try:
             with routed(self.logger), monitored(config.progress_monitor), scratch_directory() as scratch:
-                options = config.build_options(network, scratch)
-                plan = build_network(network, options)
+                settings, profiles = config.build_config(network, scratch)
+                plan = build_network(network, settings, profiles)
                 write_back_cache(config.int8_calibrator, scratch)
         except EdgeRTError as e:
             self.last_error = e
             report(self.logger, 1, str(e))
             return None
-        _report_build(self.logger, plan, options)
+        _report_build(self.logger, plan, settings)
         return IHostMemory(plan.to_bytes())
 
     def build_engine_with_config(self, network: INetworkDefinition, config: IBuilderConfig):
@@ -129,11 +130,11 @@ def monitored(monitor):
         monitor.phase_finish("build")
 
 
-def _report_build(logger, plan, options: dict) -> None:
+def _report_build(logger, plan, settings) -> None:
     """What the build did, at INFO (summary, rewrites per pass) and VERBOSE (each layer's device and precision)."""
     header = plan.header
-    report(logger, 3, f"built a plan of {len(plan.layers)} layers for target {options['target']} "
-                      f"({options['precision']}), activation arena {plan.document['memory']['arena_bytes']} bytes")
+    report(logger, 3, f"built a plan of {len(plan.layers)} layers for target {settings.target} "
+                      f"({settings.precision}), activation arena {plan.document['memory']['arena_bytes']} bytes")
     passes = ", ".join(f"{name} {count}" for name, count in (header.get("passes") or {}).items() if count)
     if passes:
         report(logger, 3, f"graph rewrites: {passes}")
@@ -149,35 +150,27 @@ def init_libnvinfer_plugins(logger, namespace: str = "") -> bool:
     return True
 
 
-def build_network(network: INetworkDefinition, options: dict):
-    """A Plan of ``network`` with builder ``options`` (``IBuilderConfig.build_options``)."""
+def build_network(network: INetworkDefinition, settings, profiles=None):
+    """A Plan of ``network`` with edgert's ``BuildConfig`` ``settings`` (``IBuilderConfig.build_config``)."""
     from edgert.builder import build
 
-    options = dict(options)
-    profiles = options.pop("profiles", None)
     if network.onnx_model is not None and not network._edited_after_parse:
-        return build(network.onnx_model, profiles=profiles, **options)
+        return build(network.onnx_model, profiles=profiles, config=settings)
     if network.onnx_model is not None and network.dynamic_inputs:
         raise UnsupportedError("a parsed ONNX network with dynamic inputs cannot be edited through the layer API "
                                "(its shape arithmetic was folded at import); edit the ONNX model, or export it "
                                "with static shapes")
     if profiles is None:
-        return _build_graph(network, None, **options)
+        return _build_graph(network, None, settings)
     from edgert.dynamic import build_profiles
-    return build_profiles(lambda shapes, **probe: _build_graph(network, shapes, **probe), network.input_dims(),
-                          profiles, **options)
+    return build_profiles(lambda shapes, config: _build_graph(network, shapes, config), network.input_dims(),
+                          profiles, None, settings)
 
 
-def _build_graph(network: INetworkDefinition, shapes, *, target: str = "host", precision: str = "fp32",
-                 optimize: bool = True, disabled_passes=(), memory_reuse: bool = True, reorder: bool = True,
-                 initializer_cache=None, **options):
-    """``edgert.builder.build`` for the network's graph at ``shapes`` (``initializer_cache`` is the ONNX
-    importer's, unused here)."""
-    from edgert.build_options import check_build_options
+def _build_graph(network: INetworkDefinition, shapes, settings):
+    """``edgert.builder.build`` for the network's graph at ``shapes``."""
     from edgert.builder import build_graph
 
-    check_build_options(options)
     graph = network.graph_at(shapes)
     graph.verify()
-    return build_graph(graph, target=target, optimize=optimize, disabled_passes=disabled_passes,
-                       memory_reuse=memory_reuse, reorder=reorder, options={"precision": precision, **options})
+    return build_graph(graph, settings)

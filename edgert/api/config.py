@@ -2,7 +2,7 @@
 
 The config is typed: its attributes are fixed (``__slots__``), so a misspelt setting is an AttributeError,
 never an option silently ignored; flags edgert cannot honour are refused by ``set_flag`` with the reason.
-``build_options(network)`` turns it into the keyword arguments of edgert's builder.
+``build_config(network)`` turns it into edgert's typed ``BuildConfig``, which is what the builder reads.
 """
 
 from __future__ import annotations
@@ -229,9 +229,16 @@ class IBuilderConfig:
         """The build precision: int8 when INT8 is set, else fp16 when FP16 is, else fp32."""
         return "int8" if BuilderFlag.INT8 in self._flags else "fp16" if BuilderFlag.FP16 in self._flags else "fp32"
 
-    def build_options(self, network, scratch_dir: str) -> dict:
-        """The keyword arguments of ``edgert.builder.build`` for this config and ``network``; ``scratch_dir``
-        holds files the calibrator's cache passes through."""
+    def build_config(self, network, scratch_dir: str):
+        """(edgert's ``BuildConfig``, the optimization profiles or None) for this config and ``network``;
+        ``scratch_dir`` holds files the calibrator's cache passes through."""
+        from edgert.build_options import BuildConfig
+
+        options = self._build_options(network, scratch_dir)
+        profiles = options.pop("profiles", None)
+        return BuildConfig.from_options(**options), profiles
+
+    def _build_options(self, network, scratch_dir: str) -> dict:
         options = {"target": self.target, "precision": self.precision,
                    "optimize": int(self.builder_optimization_level) > 0,
                    "gpu_fallback": BuilderFlag.GPU_FALLBACK in self._flags}
