@@ -219,3 +219,40 @@ def test_onnx_model_through_parser_and_execute_async_v3(tmp_path):
     assert context.execute_async_v3(0)
     assert normwise_error(y, ort_run(model, {"x": x})["y"]) <= 1e-5
     assert bytes(engine.serialize()) == bytes(serialized)
+
+
+def test_dynamic_batch_network_reresolves_reshape_dims_at_every_shape():
+    """reshape_dims (0, -1) and the matrix product after it follow the batch: the network's views re-resolve their
+    attributes at each of the profile's probe shapes, and the plan runs any batch in range."""
+    rng = np.random.default_rng()
+    w, fc = rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal((10, 256)).astype(np.float32)
+    builder = trt.Builder(CollectingLogger())
+    network = builder.create_network(0)
+    x = network.add_input("x", trt.float32, (-1, 3, 8, 8))
+    conv = network.add_convolution_nd(x, 4, (3, 3), w)
+    conv.padding_nd = (1, 1)
+    flat = network.add_shuffle(conv.get_output(0))
+    flat.reshape_dims = (0, -1)
+    assert flat.get_output(0).shape == (-1, 256)
+    weights = network.add_constant((10, 256), fc)
+    logits = network.add_matrix_multiply(flat.get_output(0), trt.MatrixOperation.NONE, weights.get_output(0),
+                                         trt.MatrixOperation.TRANSPOSE)
+    network.mark_output(logits.get_output(0))
+    assert logits.get_output(0).shape == (-1, 10)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("x", (1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))
+    config = builder.create_builder_config()
+    config.add_optimization_profile(profile)
+    engine = build_engine(network, builder, config, None)
+    context = engine.create_execution_context()
+    name = engine.get_tensor_name(1)
+    for batch in (3, 1, 4):
+        data = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        context.set_input_shape("x", data.shape)
+        out = np.zeros(context.get_tensor_shape(name), np.float32)
+        assert out.shape == (batch, 10)
+        context.execute_v2([data.ctypes.data, out.ctypes.data])
+        cols = np.lib.stride_tricks.sliding_window_view(np.pad(data, [(0, 0), (0, 0), (1, 1), (1, 1)]).astype(
+            np.float64), (3, 3), axis=(2, 3))
+        expected = np.einsum("ncijkl,mckl->nmij", cols, w).reshape(batch, -1) @ fc.T
+        assert normwise_error(out, expected) <= 1e-5
