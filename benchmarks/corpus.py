@@ -2,15 +2,26 @@
 with onnxruntime; print a table (``--markdown`` for docs/corpus.md).
 
     python benchmarks/corpus.py [--cache DIR] [--only NAME ...] [--jobs N] [--markdown] [--json FILE]
+    python benchmarks/corpus.py --device cuda [--precisions fp32 fp16] [--arch sm_90] [--build-only] ...
+    python benchmarks/corpus.py --device emulate --only gru_keyword_spotter ...   # CUDA kernels, no GPU
 
 The exporters (torch, torchvision, timm, transformers, ultralytics, onnxscript, paddle2onnx) are not
-edgert dependencies: models whose exporter is not installed are listed as skipped. Each model runs in
-a fresh worker process, so a crash or a leak in one does not take the others down.
+edgert dependencies: models whose exporter is not installed and whose export is not in the cache are
+listed as skipped. Each model runs in a fresh worker process, so a crash or a leak in one does not take
+the others down. ``--cache`` may also be a folder written by benchmarks/corpus_pack.py (the graphs
+with their large weights drawn again from a seed: a few MB for the whole corpus, for machines with
+no exporters and no network).
 
 Pass rule (DESIGN.md's numerics contract, fp32 on the CPU): every float output's normwise relative
 error against onnxruntime ≤ 1e-5, integer outputs equal. Where onnxruntime's fp32 kernels are the
 coarse side, the model is evaluated again in float64 (onnxruntime on the model with its float tensors
 made double) and edgert passes when it is within 1e-5 of that, shown as "ok (float64 ref)".
+
+``--device cuda``: per model and precision, a plan with CUDA kernels for this GPU's arch (the cost
+model's tactics, no autotuning), run on the GPU and compared with onnxruntime (CPU, fp32) within the
+contract's CUDA tolerance: fp32 ≤ 1e-4, fp16 ≤ 1e-2 (the default fp16 build: outputs, softmax,
+normalizations and recurrent layers stay fp32). ``--build-only`` only cross-compiles (NVRTC; no GPU
+needed); ``--device emulate`` runs the same kernels on edgert's CUDA emulator on the CPU (slow).
 """
 
 from __future__ import annotations
@@ -35,12 +46,6 @@ from corpus_models import CORPUS, EXPORTER_PACKAGES  # noqa: E402
 
 DEFAULT_CACHE = "/work/corpus-cache"
 TOLERANCE = 1e-5
-# ops that other work in progress adds; a model stopping at one of them says so
-IN_PROGRESS = {
-    "ops-rnn": ("LSTM", "GRU", "RNN", "If", "Loop", "Scan"),
-    "ops-misc": ("TopK", "NonMaxSuppression", "NonZero", "ScatterND", "ScatterElements", "Scatter", "CumSum",
-                 "Einsum", "GridSample", "RoiAlign", "Trilu"),
-}
 
 
 def missing_packages(exporter: str) -> list[str]:
@@ -73,14 +78,10 @@ def unsupported_ops(model) -> list[str]:
 
 
 def explain(error: BaseException, model=None) -> str:
-    """One line: the error, or the ops the model needs and which branch in progress adds each."""
+    """One line: the error, or the ops the model needs that edgert does not import."""
     text = f"{type(error).__name__}: {error}".splitlines()[0].split("; supported ops")[0]
     missing = unsupported_ops(model) if model is not None else []
-    if not missing:
-        return text
-    owner = {op: branch for branch, ops in IN_PROGRESS.items() for op in ops}
-    needs = ", ".join(f"{op} ({owner[op]}, in progress)" if op in owner else op for op in missing)
-    return f"needs {needs}"
+    return f"needs {', '.join(missing)}" if missing else text
 
 
 def compare_outputs(outputs: dict, reference: dict) -> dict:
@@ -103,8 +104,8 @@ def compare_outputs(outputs: dict, reference: dict) -> dict:
     return result
 
 
-def passes(errors: dict) -> bool:
-    return all(e.get("unequal", 0) == 0 and "shape" not in e and e.get("normwise", 0.0) <= TOLERANCE
+def passes(errors: dict, tolerance: float = TOLERANCE) -> bool:
+    return all(e.get("unequal", 0) == 0 and "shape" not in e and e.get("normwise", 0.0) <= tolerance
                for e in errors.values())
 
 
@@ -130,23 +131,32 @@ def float64_outputs(model, feeds: dict) -> dict:
         return dict(zip(names, ReferenceEvaluator(wide_model).run(None, wide)))
 
 
-def run_model(name: str, cache: str) -> dict:
-    """Export (cached), build, run and compare one model; the row for the table."""
+def run_model(name: str, cache: str, device: str = "cpu", precisions=("fp32",), arch: str | None = None,
+              build_only: bool = False) -> dict:
+    """Export (cached), build, run and compare one model; the row for the table. On the CPU (``device``
+    "cpu") one fp32 plan; else one plan with CUDA kernels per precision (see ``gpu_result``)."""
     spec = CORPUS[name]
     row = {"model": name, "exporter": spec.exporter, "source": spec.source}
+    path = os.path.join(cache, f"{name}.onnx")
     missing = missing_packages(spec.exporter)
-    if missing:
+    if missing and not os.path.exists(path):
         row["status"] = f"skipped: {', '.join(missing)} not installed"
         return row
     stage, model = "export", None
     try:
         path = export_cached(spec, cache)
         stage = "load"
-        import onnx
-        model = onnx.load(path)
+        from corpus_pack import load
+        model = load(path)
         row["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         row["nodes"] = len(model.graph.node)
         feeds = spec.sample(np.random.default_rng(0))
+        if device != "cpu":
+            reference = None if build_only else onnxruntime_outputs(model.SerializeToString(), feeds)
+            for precision in precisions:
+                row[precision] = gpu_result(model, feeds, reference, device, precision, arch, build_only)
+            row["status"] = "; ".join(f"{p}: {row[p]['status']}" for p in precisions)
+            return row
         stage = "build"
         import edgert
         start = time.perf_counter()
@@ -156,19 +166,73 @@ def run_model(name: str, cache: str) -> dict:
         stage = "run"
         outputs = edgert.load(plan).create_execution_context().execute(feeds)
         stage = "onnxruntime"
-        errors = compare_outputs(outputs, onnxruntime_outputs(model.SerializeToString(), feeds))
-        row["errors"] = errors
-        if passes(errors):
-            row["status"] = "ok"
-            return row
-        stage = "float64 reference"
-        errors64 = compare_outputs(outputs, float64_outputs(model, feeds))
-        row["errors_float64"] = errors64
-        row["status"] = "ok (float64 ref)" if passes(errors64) else "mismatch"
+        row.update(judge(model, feeds, outputs, onnxruntime_outputs(model.SerializeToString(), feeds), TOLERANCE))
     except Exception as error:  # keep going: the table says where each model stopped
         row["status"] = f"{stage}: {explain(error, model)}"
         row["traceback"] = traceback.format_exc(limit=-4)
     return row
+
+
+def judge(model, feeds: dict, outputs: dict, reference: dict, tolerance: float) -> dict:
+    """errors, status (and errors_float64 when the float64 evaluation had to decide)."""
+    errors = compare_outputs(outputs, reference)
+    if passes(errors, tolerance):
+        return {"errors": errors, "status": "ok"}
+    errors64 = compare_outputs(outputs, float64_outputs(model, feeds))
+    return {"errors": errors, "errors_float64": errors64,
+            "status": "ok (float64 ref)" if passes(errors64, tolerance) else "mismatch"}
+
+
+# DESIGN.md's numerics contract on CUDA: fp32 within 1e-4, fp16 within 1e-2 of onnxruntime (CPU, fp32)
+GPU_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+
+
+def gpu_result(model, feeds: dict, reference: dict | None, device: str, precision: str, arch: str | None,
+               build_only: bool) -> dict:
+    """One precision's plan with CUDA kernels, built (NVRTC, for ``arch``) and, unless ``build_only``, run
+    on the GPU (``device`` "cuda") or on edgert's CUDA emulator (``device`` "emulate", small models only)
+    and compared with onnxruntime under the contract's tolerance for ``precision``."""
+    import edgert
+    result, stage = {}, "build"
+    try:
+        start = time.perf_counter()
+        shapes = {k: v.shape for k, v in feeds.items()}
+        if device == "emulate":
+            from edgert.kernels.cuda.plan_kernels import compile_for_plan
+            plan = edgert.build(model, shapes=shapes, precision=precision, cpu_only_aliases=False)
+            plan.document["kernels"] = {arch: compile_for_plan(plan.document, arch, emulate=True)}
+        else:
+            # the cost model's tactics: autotuning every convolution on the GPU would make the run far longer,
+            # and the tactic changes speed, not what is computed
+            plan = edgert.build(model, shapes=shapes, precision=precision, gpu_kernels=True, gpu_archs=[arch],
+                                autotune=False)
+        result["build_s"] = round(time.perf_counter() - start, 2)
+        result["layers"] = len(plan.layers)
+        if build_only:
+            result["status"] = "built"
+            return result
+        stage = "run"
+        if device == "emulate":
+            from edgert.kernels.cuda import emulator
+            from edgert.runtime.cuda import CudaEngine
+            engine = CudaEngine(plan.document, driver=emulator.EmulatedDriver())
+        else:
+            engine = edgert.load(plan.to_bytes(), device="cuda")
+        outputs = engine.create_execution_context().execute(feeds)
+        result.update(judge(model, feeds, outputs, reference, GPU_TOLERANCE[precision]))
+    except Exception as error:
+        result["status"] = f"{stage}: {explain(error, model)}"[:300]
+        result["traceback"] = traceback.format_exc(limit=-4)
+    return result
+
+
+def gpu_arch() -> str | None:
+    """This machine's GPU arch (sm_XY) through cupy, None without one."""
+    try:
+        import cupy
+        return f"sm_{cupy.cuda.Device(0).compute_capability}"
+    except Exception:
+        return None
 
 
 def worst(errors: dict | None, key: str):
@@ -191,16 +255,36 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 HEADER = ["model", "exporter", "opset", "nodes", "layers", "build s", "max abs", "normwise", "status"]
 
 
-def print_table(rows: list[dict], markdown: bool) -> None:
-    body = table_rows(rows)
+def gpu_table(rows: list[dict], precisions) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the CUDA table: per precision, build seconds, normwise error and status."""
+    header = ["model", "exporter", "opset"]
+    for precision in precisions:
+        header += [f"{precision} build s", f"{precision} normwise", f"{precision} status"]
+    body = []
+    for row in rows:
+        cells = [row["model"], row["exporter"], str(row.get("opset", ""))]
+        for precision in precisions:
+            result = row.get(precision)
+            if result is None:   # skipped, or stopped before any build
+                cells += ["", "", row["status"]]
+                continue
+            errors = result.get("errors_float64") if result["status"] == "ok (float64 ref)" else result.get("errors")
+            normwise = worst(errors, "normwise")
+            cells += [format(result["build_s"], ".1f") if "build_s" in result else "",
+                      "" if normwise is None else format(normwise, ".1e"), result["status"]]
+        body.append(cells)
+    return header, body
+
+
+def print_table(header: list[str], body: list[list[str]], markdown: bool) -> None:
     if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|" + "---|" * len(HEADER))
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
         for cells in body:
             print("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return
-    widths = [max(len(r[i]) for r in body + [HEADER]) for i in range(len(HEADER) - 1)]
-    for cells in [HEADER] + body:
+    widths = [max(len(r[i]) for r in body + [header]) for i in range(len(header) - 1)]
+    for cells in [header] + body:
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1][:160])
 
 
@@ -210,15 +294,29 @@ def machine() -> str:
             f"commit {commit.stdout.strip() or '?'}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", default=DEFAULT_CACHE, help=f"exported models (default {DEFAULT_CACHE})")
+    parser.add_argument("--cache", default=DEFAULT_CACHE, help=f"exported models (default {DEFAULT_CACHE}); "
+                        "a folder of benchmarks/corpus_pack.py works too")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="these models only")
     parser.add_argument("--jobs", type=int, default=1, help="models run at once, one process each (default 1)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (docs/corpus.md)")
     parser.add_argument("--json", metavar="FILE", help="also write every row (errors per output) as JSON")
     parser.add_argument("--list", action="store_true", help="list the models and their exporters")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", choices=("cpu", "cuda", "emulate"), default="cpu",
+                        help="cpu: fp32 plans on the CPU runtime (default); cuda: plans with CUDA kernels on this "
+                             "machine's GPU; emulate: the same on edgert's CUDA emulator (slow: small models only)")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "fp16"), default=["fp32", "fp16"],
+                        help="with --device cuda/emulate: the plans' precisions (default fp32 fp16)")
+    parser.add_argument("--arch", help="with --device cuda/emulate: the arch to compile for (default: this GPU's, "
+                                       "else sm_90)")
+    parser.add_argument("--build-only", action="store_true",
+                        help="with --device cuda: build the plans (NVRTC cross-compiles; no GPU needed), run none")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.list:
         for spec in CORPUS.values():
             missing = missing_packages(spec.exporter)
@@ -229,13 +327,20 @@ def main(argv=None) -> int:
     if unknown:
         print(f"corpus: unknown model(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
+    precisions = args.precisions if args.device != "cpu" else ["fp32"]
+    arch = args.arch or (gpu_arch() if args.device == "cuda" else None) or "sm_90"
+    if args.device == "cuda" and not args.build_only and gpu_arch() is None:
+        print("corpus: error: --device cuda needs a CUDA GPU and cupy (use --build-only to only cross-compile, or "
+              "--device emulate)", file=sys.stderr)
+        return 2
     for exporter in sorted({CORPUS[n].exporter for n in names}):
         if missing_packages(exporter):
-            print(f"exporter {exporter}: {', '.join(missing_packages(exporter))} not installed; its models are skipped",
-                  file=sys.stderr)
+            print(f"exporter {exporter}: {', '.join(missing_packages(exporter))} not installed; its models are "
+                  f"skipped unless {args.cache} holds them", file=sys.stderr)
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max(1, args.jobs), mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {name: pool.submit(run_model, name, args.cache) for name in names}
+        futures = {name: pool.submit(run_model, name, args.cache, args.device, precisions, arch, args.build_only)
+                   for name in names}
         rows = []
         for name in names:
             try:
@@ -243,13 +348,25 @@ def main(argv=None) -> int:
             except Exception as error:  # the worker died (out of memory, a crash in native code)
                 rows.append({"model": name, "exporter": CORPUS[name].exporter, "status": f"worker died: {error}"})
             print(f"{name}: {rows[-1]['status'][:200]}", file=sys.stderr, flush=True)
+            if args.json:   # after every model: a run cut short by a time limit keeps what it finished
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1, default=str)
     if args.markdown:
-        print(f"Machine: {machine()}\n\nCommand: `python benchmarks/corpus.py {' '.join(argv or sys.argv[1:])}`\n")
-    print_table(rows, args.markdown)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1, default=str)
+        where = machine() + (f", {gpu_name()} ({arch})" if args.device == "cuda" and not args.build_only else "")
+        print(f"Machine: {where}\n\nCommand: `python benchmarks/corpus.py {' '.join(argv or sys.argv[1:])}`\n")
+    if args.device == "cpu":
+        print_table(HEADER, table_rows(rows), args.markdown)
+    else:
+        print_table(*gpu_table(rows, precisions), args.markdown)
     return 0
+
+
+def gpu_name() -> str:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    except Exception:
+        return "?"
 
 
 if __name__ == "__main__":

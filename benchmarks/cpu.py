@@ -1,12 +1,26 @@
 """CPU latency: edgert vs onnxruntime, same process, interleaved runs, medians and spread.
 
-    python benchmarks/cpu.py [MODEL.onnx ...] [--models resnet unet ...] [--zoo] [--reps 30] [--threads 2]
-                             [--layers N] [--kinds] [--load] [--contexts 4] [--no-opt]
+    python benchmarks/cpu.py [MODEL.onnx ...] [--models resnet unet ...] [--zoo] [--corpus [NAME ...]]
+                             [--corpus-cache DIR] [--reps 30] [--threads 2] [--layers N] [--kinds] [--load]
+                             [--contexts 4] [--no-opt]
+
+Issue 16's three targets, on an otherwise idle machine (2 cores, 2 threads each; every command prints both
+onnxruntime columns, spinning off and on):
+
+    python benchmarks/cpu.py --zoo --corpus --reps 30                 # 1. every ratio <= 1.3x, median <= 1.1x
+    python benchmarks/cpu.py --zoo --corpus --reps 30 --load          # 2. edgert's loaded p99 <= 2x its idle p50
+    python benchmarks/cpu.py --zoo --corpus --reps 30 --contexts 4    # 3. 4 contexts >= 1.0x one context
 
 Every run interleaves edgert with onnxruntime twice (``intra_op_num_threads`` = --threads, its idle workers
 spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over each. Spread is p10-p90.
 
 - ONNX files given on the command line are benchmarked beside the selected models (dynamic dims: 1).
+- ``--corpus`` adds the real-models corpus (benchmarks/corpus_models.py; exported files from --corpus-cache, as
+  benchmarks/corpus.py writes them) at each model's sample shapes: every cached model, or the NAMEs given. The
+  issue's kinds of model: ``yolov8n yolo11n`` (anchor-free SiLU detectors), ``tv_mobilenet_v3_small timm_lcnet_050``
+  (HardSwish / depthwise / squeeze-excite classifiers), ``tv_lraspp_mobilenet_v3_large`` (segmentation head),
+  ``crnn_bilstm_ctc`` (text recognizer), ``tv_vit_ti_16`` (GELU transformer blocks).
+- ``EDGERT_CPU_DIRECT=0`` (environment) keeps every convolution on im2col + GEMM, to compare with the direct kernel.
 - ``--layers N`` lists each model's N slowest edgert layers (``*``: no prepared fast path).
 - ``--kinds`` prints time per layer kind: edgert's (its layers timed one by one) beside onnxruntime's
   profile per op type (both medians over --reps runs).
@@ -28,6 +42,7 @@ import time
 import numpy as np
 
 import _models
+from corpus import DEFAULT_CACHE
 
 
 def feeds_for(engine) -> dict:
@@ -177,8 +192,30 @@ def onnx_files(paths: list[str]) -> dict:
     return models
 
 
+def corpus_files(names: list[str], cache: str) -> dict:
+    """name -> (ModelProto, sample shapes) of the corpus models exported to ``cache`` (all of them without names)."""
+    import onnx
+
+    from corpus_models import CORPUS
+    unknown = [n for n in names if n not in CORPUS]
+    if unknown:
+        raise SystemExit(f"unknown corpus model(s) {unknown}; choose from {sorted(CORPUS)}")
+    models = {}
+    for name in names or sorted(CORPUS):
+        path = os.path.join(cache, f"{name}.onnx")
+        if not os.path.exists(path):
+            print(f"# {name}: not exported to {cache} (python benchmarks/corpus.py --only {name}); skipped", flush=True)
+            continue
+        feeds = CORPUS[name].sample(np.random.default_rng(0))
+        models[f"corpus/{name}"] = (onnx.load(path), {k: v.shape for k, v in feeds.items()})
+    return models
+
+
 def parse_args():
     parser = _models.parser(__doc__)
+    parser.add_argument("--corpus", nargs="*", metavar="NAME", help="real-models corpus: all exported, or these")
+    parser.add_argument("--corpus-cache", default=DEFAULT_CACHE, metavar="DIR",
+                        help=f"where benchmarks/corpus.py exported the corpus (default {DEFAULT_CACHE})")
     parser.add_argument("files", nargs="*", metavar="MODEL.onnx", help="ONNX files to benchmark too")
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
@@ -193,7 +230,10 @@ def parse_args():
 
 
 def models_for(args) -> dict:
-    models = _models.select(args.models, args.zoo) if args.models or args.zoo or not args.files else {}
+    own = args.models or args.zoo or not (args.files or args.corpus is not None)
+    models = _models.select(args.models, args.zoo) if own else {}
+    if args.corpus is not None:
+        models.update(corpus_files(args.corpus, args.corpus_cache))
     models.update(onnx_files(args.files))
     return models
 
@@ -213,9 +253,10 @@ def main() -> None:
     import edgert
 
     args = parse_args()
+    models = models_for(args)
     header(args)
     extras = []
-    for name, (model, shapes) in models_for(args).items():
+    for name, (model, shapes) in models.items():
         engine = edgert.load(edgert.build(model, shapes=shapes))
         context, model_bytes = engine.create_execution_context(), model.SerializeToString()
         feeds = feeds_for(engine)

@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import sys
 import time
 
 import numpy as np
 
 import _models
 
-sys.path.insert(0, _models.ROOT)   # tests/test_ops_rnn.py imports tests.helpers
-from tests.test_ops_rnn import crnn_model, rnn_model, streaming_lstm_model  # noqa: E402
+from test_ops_rnn import crnn_model, rnn_model, streaming_lstm_model  # noqa: E402  (tests/ is on the path)
 
 
 def models() -> dict:

@@ -30,25 +30,16 @@ from edgert.triton import write_repository  # noqa: E402
 from edgert.triton_server import LocalTritonServer  # noqa: E402
 
 
-def _dynamic_inputs(model, axes: dict[str, dict[int, str]]):
-    """The model with the named input axes made symbolic (as exporters write dynamic dims)."""
-    for value in model.graph.input:
-        for axis, symbol in axes.get(value.name, {}).items():
-            dim = value.type.tensor_type.shape.dim[axis]
-            dim.ClearField("dim_value")
-            dim.dim_param = symbol
-    return model
-
-
 def resnet_case():
+    from dynamic_models import dynamic_export
     from models import MODELS
-    model = _dynamic_inputs(MODELS["resnet"].build(), {"input": {0: "N"}})
+    model = dynamic_export(MODELS["resnet"].build(), {"input": (0,)})
     profile = {"input": ((1, 3, 64, 64), (4, 3, 64, 64), (8, 3, 64, 64))}
     return model, profile, lambda rng: {"input": rng.standard_normal((1, 3, 64, 64)).astype(np.float32)}
 
 
 def recognizer_case():
-    from models_ocr import build_text_recognizer
+    from dynamic_models import build_text_recognizer
     model = build_text_recognizer()
     profile = {"image": ((1, 3, 48, 64), (4, 3, 48, 320), (8, 3, 48, 960))}
     widths = (64, 100, 320)

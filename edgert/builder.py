@@ -122,8 +122,13 @@ def _compile_gpu_kernels(document: dict, target: str, options: BuildConfig, timi
     if not archs:
         raise EdgeRTError(f"target {target!r} has no CUDA GPU to compile kernels for; pick a --target with one "
                           "(see `edgert targets`)")
-    policies = build_policies(document, archs, profile=profile, timing_cache=timing_cache,
-                              autotune=options.autotune)
+    if document.get("profiles"):   # optimization profiles: tactics at the opt shape, shape-generic kernels
+        from edgert.kernels.cuda.profile_kernels import compile_kernels, opt_document
+        policies = build_policies(opt_document(document), archs, profile=profile, timing_cache=timing_cache,
+                                  autotune=options.autotune)
+    else:
+        policies = build_policies(document, archs, profile=profile, timing_cache=timing_cache,
+                                  autotune=options.autotune)
     kernels = document["kernels"] = compile_kernels(document, archs, ptx=bool(options.ptx),
                                                     policies=policies)
     for layer, tactic in zip(document["layers"], next(iter(kernels.values()))["tactics"]):

@@ -25,9 +25,12 @@ profile's ranges and the arena the probe builds at its min/opt/max would need.
 
 DLA: the DLA needs static shapes (as in TensorRT). With ``dla_core`` the probes are first built for the CPU to
 find the layers whose shapes vary; those fail the DLA's capability check with that reason (``--gpu-fallback``
-moves them to the GPU, else the build fails naming the layer), and the static layers stay on the DLA. CUDA
-kernels (``gpu_kernels``, ``timing_cache``, ``autotune``) are not yet possible in a profile plan: the CUDA
-lowering bakes dims into the kernels as compile-time constants; such a build is an UnsupportedError.
+moves them to the GPU, else the build fails naming the layer), and the static layers stay on the DLA.
+
+CUDA kernels (``gpu_kernels``, ``timing_cache``, ``autotune``): the probes are built without kernels but with
+their memory planned for them; the kernels are compiled once, for the final plan, shape-generic
+(``edgert.kernels.cuda.generic``): tactics chosen at each profile's opt shape, the runtime lowering the plan at
+the shapes it runs and passing the dims that vary to the kernels as arguments.
 """
 
 from __future__ import annotations
@@ -40,12 +43,6 @@ from edgert.errors import EdgeRTError, ShapeError, UnsupportedError
 from edgert.ir.kinds import LayerKind
 from edgert.plan import Plan
 from edgert.profiles import is_static, normalize_profiles
-
-_UNSUPPORTED_OPTIONS = {
-    "gpu_kernels": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
-    "timing_cache": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
-    "autotune": "not yet: CUDA kernels need static shapes (the CUDA lowering bakes dims into the kernels)",
-}
 
 
 def build_with_profiles(model, profiles, shapes=None, config=None):
@@ -69,7 +66,11 @@ def build_profiles(build_at, input_dims, profiles, shapes=None, config=None):
     profiles = normalize_profiles(profiles, input_dims, shapes)
     if is_static(profiles):
         return build_at({name: opt for name, (_, opt, _) in profiles[0].items()}, config)
-    _check_options(config)
+    full_config = config
+    compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
+    # the probes are built without CUDA kernels, their memory planned for parallel CUDA kernels when there will be
+    config = config.replace(gpu_kernels=None, timing_cache=None, autotune=None,
+                            cpu_only_aliases=False if compile_cuda else config.cpu_only_aliases)
     probes = probe_shapes(profiles)
     main_index = max((i for i, (_, label, _) in enumerate(probes) if label == "max"),
                      key=lambda i: sum(int(np.prod(s)) for s in probes[i][2].values()))
@@ -89,7 +90,18 @@ def build_profiles(build_at, input_dims, profiles, shapes=None, config=None):
     main["profiles"] = _profiles_section(profiles, probes, documents)
     _annotate_ranges(main, documents)
     _verify(main, documents, probes)
+    if compile_cuda:
+        _compile_cuda(main, full_config)
     return Plan(main)
+
+
+def _compile_cuda(main: dict, config) -> None:
+    """Shape-generic CUDA kernels for the final plan; its header records the build's settings, CUDA ones too."""
+    from edgert.builder import _compile_gpu_kernels
+    from edgert.plan import to_plain
+
+    main["header"]["options"] = to_plain(config.header_options())
+    _compile_gpu_kernels(main, config.target, config, config.timing_cache)
 
 
 def _probe_documents(build_at, probes: list, main_index: int, config) -> list[dict]:
@@ -120,13 +132,6 @@ def _dynamic_layers(documents: list[dict]) -> dict[str, str]:
             outputs = [shapes[-1] for shapes in per_probe]
             dynamic[name] = format_range([min(d) for d in zip(*outputs)], [max(d) for d in zip(*outputs)])
     return dynamic
-
-
-def _check_options(config) -> None:
-    for key, reason in _UNSUPPORTED_OPTIONS.items():
-        if getattr(config, key):
-            raise UnsupportedError(f"a plan with optimization profiles cannot use {key}: {reason}; build with "
-                                   "static shapes (--shape) for CUDA kernels")
 
 
 def _shown(probe: dict) -> str:

@@ -81,8 +81,8 @@ class ModelConfig:
 def plan_io(engine) -> tuple[list[tuple[str, str, tuple, tuple]], list[tuple[str, str, tuple, tuple]]]:
     """(name, dtype, min shape, max shape) of every input and output of a loaded engine (profile 0).
 
-    Inputs take their range from the plan's optimization profile; outputs whose dims follow the inputs' are
-    read as dynamic wherever the profile lets the batch vary (their leading dim) or the plan says so (-1).
+    Inputs take their range from the plan's optimization profile; outputs from the range of dims the plan records
+    for them (a profile plan's tensors carry the smallest and largest dims of its probe builds).
     """
     def input_range(binding):
         get_range = getattr(engine, "get_tensor_profile_shape", None)
@@ -94,8 +94,12 @@ def plan_io(engine) -> tuple[list[tuple[str, str, tuple, tuple]], list[tuple[str
     inputs = [(b.name, b.dtype.name, *input_range(b)) for b in engine.inputs]
     outputs = []
     for binding in engine.outputs:
-        low = tuple(1 if d is None or d < 0 else d for d in binding.shape)
-        high = tuple(-1 if d is None or d < 0 else d for d in binding.shape)
+        varying = (engine.tensors[binding.tensor].get("range") if hasattr(engine, "tensors") else None)
+        if varying:   # a profile plan: the smallest and largest dims its probe builds gave this output
+            low, high = (tuple(dims) for dims in varying)
+        else:
+            low = tuple(1 if d is None or d < 0 else d for d in binding.shape)
+            high = tuple(-1 if d is None or d < 0 else d for d in binding.shape)
         outputs.append((binding.name, binding.dtype.name, low, high))
     return inputs, outputs
 

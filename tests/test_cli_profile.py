@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from edgert.tools.cli import main
@@ -84,3 +85,18 @@ def test_memory_plot_marks_aliases_and_writes_the_image(tmp_path, capsys):
     assert (tmp_path / "arena.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = (tmp_path / "arena.svg").read_text()
     assert "m.plan: arena" in svg and "lower bound" in svg and "alias" in svg and "heavy_matmul" in svg
+
+
+@pytest.mark.gpu
+def test_profile_on_cuda_times_each_layer_with_events(tmp_path, capsys):
+    _model(tmp_path / "m.onnx")
+    plan = tmp_path / "m.plan"
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan), "--gpu-kernels"]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(plan), "--device", "cuda", "--iterations", "20", "--warmup", "3", "--profile",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    layers = {layer["name"]: layer for layer in result["profile"]}
+    assert "heavy_matmul" in layers and all(layer["medianMs"] > 0 for layer in layers.values())
+    assert max(layers, key=lambda name: layers[name]["medianMs"]) == "heavy_matmul"
+    assert abs(sum(layer["percentage"] for layer in layers.values()) - 100.0) < 1e-6

@@ -57,6 +57,9 @@ DEPTHWISE = [   # x shape, kernel, strides, dilations, pads (top, left, bottom, 
     ((1, 3, 9, 10), (3, 2), (2, 1), (1, 2), (1, 1, 1, 0)),
     ((1, 7, 6, 6), (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
     ((1, 2, 5, 5), (3, 3), (1, 1), (1, 1), (0, 0, 0, 0)),
+    ((1, 3, 40, 37), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),   # rows of several vectors and a partial one
+    ((1, 2, 35, 41), (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),
+    ((1, 5, 7, 7), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),     # MobileNet-v3's 7x7 planes: one partial vector a row
 ]
 
 
@@ -199,9 +202,11 @@ def test_models_match_with_and_without_the_module(name, monkeypatch):
                                   ((1, 16, 16, 16), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
                                   ((1, 5, 13, 11), (3, 2), (2, 3), (2, 1), (0, 1, 2, 0))],
                          ids=["stem7x7s2", "3x3", "odd"])
-def test_im2col_convolution_matches_numpy(case):
+def test_im2col_convolution_matches_numpy(case, monkeypatch):
+    from edgert.kernels.cpu import convolution_prepared
     from edgert.kernels.cpu.convolution_prepared import prepare_convolution
     from edgert.runtime.engine import Workspace
+    monkeypatch.setattr(convolution_prepared, "_direct_pays", lambda *args: False)   # the im2col path, not direct
     x_shape, kernel, strides, dilations, pads = case
     x, w, b = randn(*x_shape), randn(8, x_shape[1], *kernel), randn(8)
     out = np.full(output_shape(x_shape, 8, kernel, strides, dilations, pads), np.nan, np.float32)

@@ -36,7 +36,8 @@ def calls(x, out, w, geo):
     return {"depthwise": lambda: native._native.depthwise_conv2d(x, w, None, out, geo),
             "max pool": lambda: native._native.pool2d(x, out, None, geo),
             "average pool": lambda: native._native.pool2d(x, out, np.ones(16, np.float32), geo),
-            "im2col": lambda: native._native.im2col(x, columns, geo)}
+            "im2col": lambda: native._native.im2col(x, columns, geo),
+            "direct": lambda: native._native.conv2d_direct(x, np.zeros((1, 18, 8), np.float32), None, out[0], geo, 2)}
 
 
 @pytest.mark.parametrize("field", FIELDS)

@@ -170,6 +170,7 @@ def test_convolution_in_column_tiles(case, bias, pool_of_three, monkeypatch):
     from edgert.runtime.engine import Workspace
     from test_cpu_native import output_shape
     x_shape, kernel, strides, dilations, pads, tile_bytes = case
+    monkeypatch.setattr(convolution_prepared, "_direct_pays", lambda *args: False)   # the column path, not direct
     if tile_bytes is not None:   # tiny tiles: many of them, a last one shorter, and every column size tiled
         monkeypatch.setattr(convolution_prepared, "COLUMN_TILE_BYTES", tile_bytes)
         monkeypatch.setattr(convolution_prepared, "PREPARED_COLUMN_BYTES", 0)

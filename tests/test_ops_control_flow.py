@@ -13,7 +13,7 @@ from edgert.errors import EdgeRTError, UnsupportedError
 from edgert.ir.kinds import LayerKind
 from edgert.onnx.importer import import_model
 from edgert.onnx.ops import control_flow
-from tests.helpers import assert_matches_ort
+from helpers import assert_matches_ort
 
 rng = np.random.default_rng()
 F = TensorProto.FLOAT

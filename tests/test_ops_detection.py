@@ -226,3 +226,127 @@ def test_a_plan_whose_rows_name_a_wrong_tensor_is_a_plan_error():
     binding["rows"]["tensor"] = binding["tensor"]    # the (bound, 3) output itself, not an int64 scalar
     with pytest.raises(PlanError, match="rows"):
         edgert.load(Plan(document).to_bytes())
+
+
+def nonzero_then(op_nodes, output, opset=15):
+    """x (3, 10) > 0 → NonZero → ``op_nodes`` (reading "nz", writing ``output``)."""
+    nodes = [helper.make_node("Greater", ["x", "zero_f"], ["mask"]), helper.make_node("NonZero", ["mask"], ["nz"])]
+    consts = {"zero_f": np.array(0.0, np.float32), "minus_one": np.array([-1], np.int64),
+              "one": np.array([1], np.int64), "two": np.array([2], np.int64)}
+    graph = helper.make_graph(nodes + op_nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [3, 10])],
+                              [helper.make_tensor_value_info(output, T.INT64, None)],
+                              [numpy_helper.from_array(a, n) for n, a in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("op_nodes", [
+    [helper.make_node("Shape", ["nz"], ["y"])],
+    [helper.make_node("Shape", ["nz"], ["y"], start=1)],
+    [helper.make_node("Shape", ["nz"], ["y"], end=1)],    # the static dim alone: folds
+    [helper.make_node("Size", ["nz"], ["y"])],
+    [helper.make_node("Transpose", ["nz"], ["t"], perm=[1, 0]), helper.make_node("Shape", ["t"], ["s"]),
+     helper.make_node("Mul", ["s", "minus_one"], ["y"])],   # arithmetic on the count runs at run time too
+])
+def test_shape_and_size_of_data_dependent_rows_are_the_real_ones(op_nodes):
+    """The size along a NonZero result's rows is its count, not the static bound the arena holds."""
+    model = nonzero_then(op_nodes, "y")
+    context = edgert.load(edgert.build(model).to_bytes()).create_execution_context()
+    for _ in range(3):
+        feeds = {"x": rng.standard_normal((3, 10)).astype(np.float32)}
+        np.testing.assert_array_equal(context.execute(feeds)["y"], ort_run(model, feeds)["y"])
+
+
+def test_a_build_time_input_computed_from_a_data_dependent_count_is_a_clear_error():
+    model = nonzero_then([helper.make_node("Shape", ["nz"], ["s"]),
+                          helper.make_node("Slice", ["s", "one", "two"], ["n"]),
+                          helper.make_node("Concat", ["n", "one"], ["target"], axis=0),
+                          helper.make_node("Reshape", ["nz", "target"], ["y"])], "y")   # (2, n) -> (n, 1): no
+    with pytest.raises(UnsupportedError, match="depends on the number of rows NonZero layer"):
+        edgert.build(model)
+
+
+def score_filter_nms_model(classes=1, limit=20):
+    """A detector's post-processing with a score filter first: NonZero keeps the candidates scoring above 0.5
+    (data-dependent rows), NMS runs over those only, and its box indices pick the kept candidates' boxes."""
+    nodes = [
+        helper.make_node("ReduceMax", ["scores"], ["best"], axes=[0], keepdims=0),      # (N,) best class score
+        helper.make_node("Greater", ["best", "threshold"], ["keep"]),
+        helper.make_node("NonZero", ["keep"], ["nz"]),                                  # (1, n)
+        helper.make_node("Transpose", ["nz"], ["where"], perm=[1, 0]),                  # (n, 1)
+        helper.make_node("GatherND", ["boxes", "where"], ["cand_boxes"]),               # (n, 4)
+        helper.make_node("Transpose", ["scores"], ["scores_t"], perm=[1, 0]),           # (N, C)
+        helper.make_node("GatherND", ["scores_t", "where"], ["cand_scores"]),           # (n, C)
+        helper.make_node("Unsqueeze", ["cand_boxes", "zero"], ["nms_boxes"]),           # (1, n, 4)
+        helper.make_node("Transpose", ["cand_scores"], ["cand_scores_t"], perm=[1, 0]),
+        helper.make_node("Unsqueeze", ["cand_scores_t", "zero"], ["nms_scores"]),       # (1, C, n)
+        helper.make_node("NonMaxSuppression", ["nms_boxes", "nms_scores", "max", "iou"], ["selected"]),
+        helper.make_node("Gather", ["selected", "two"], ["box_index"], axis=1),         # (K,)
+        helper.make_node("Gather", ["cand_boxes", "box_index"], ["picked"], axis=0),    # (K, 4)
+    ]
+    consts = {"zero": np.array([0], np.int64), "two": np.array(2, np.int64), "threshold": np.array(0.5, np.float32),
+              "max": np.array([limit], np.int64), "iou": np.array([0.3], np.float32)}
+    graph = helper.make_graph(
+        nodes, "score_filter_nms",
+        [helper.make_tensor_value_info("boxes", T.FLOAT, [60, 4]),
+         helper.make_tensor_value_info("scores", T.FLOAT, [classes, 60])],
+        [helper.make_tensor_value_info(n, T.INT64 if n == "selected" else T.FLOAT, None)
+         for n in ("selected", "picked")],
+        [numpy_helper.from_array(a, n) for n, a in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_nms_over_the_rows_a_score_filter_kept(classes):
+    """NMS reads data-dependent boxes (their count as its third input); its indices pick rows of them."""
+    model = score_filter_nms_model(classes)
+    plan = edgert.build(model)
+    nms_layer = next(layer for layer in plan.layers if layer["kind"] == LayerKind.NMS.value)
+    assert len(nms_layer["inputs"]) == 3
+    context = edgert.load(plan.to_bytes()).create_execution_context()
+    for _ in range(4):
+        feeds = {"boxes": random_boxes(1, 60, 0)[0], "scores": rng.random((classes, 60)).astype(np.float32)}
+        ours, ref = context.execute(feeds), ort_run(model, feeds)
+        np.testing.assert_array_equal(ours["selected"], ref["selected"])
+        np.testing.assert_array_equal(ours["picked"], ref["picked"])
+
+
+def test_nms_over_data_dependent_scores_only_along_their_box_axis_is_an_error():
+    """Boxes whose rows are data-dependent along another axis than NMS's box axis: a clear build error."""
+    nodes = [helper.make_node("Greater", ["s", "threshold"], ["keep"]), helper.make_node("NonZero", ["keep"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["nzf"], to=T.FLOAT),                     # (1, n)
+             helper.make_node("Unsqueeze", ["nzf", "zero_one"], ["scores"]),           # (1, 1, 1, n)? no: (1, 1, n)
+             helper.make_node("NonMaxSuppression", ["boxes", "scores", "max"], ["selected"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("s", T.FLOAT, [8]), helper.make_tensor_value_info("boxes", T.FLOAT,
+                                                                                                     [1, 8, 4])],
+        [helper.make_tensor_value_info("selected", T.INT64, None)],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "threshold"),
+         numpy_helper.from_array(np.array([0], np.int64), "zero_one"),
+         numpy_helper.from_array(np.array([3], np.int64), "max")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedError, match="same count on both|data-dependent"):
+        edgert.build(model)
+
+
+@pytest.mark.parametrize("first", [3, 100])
+def test_the_first_rows_of_a_data_dependent_result_and_their_count(first):
+    """A prefix Slice of NMS's rows (``selected[:first]``, as Ultralytics keeps max_det boxes): the valid rows
+    are the first min(count, first); Shape of them says so."""
+    nodes = [helper.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou"], ["selected"]),
+             helper.make_node("Slice", ["selected", "zero", "first"], ["kept"]),
+             helper.make_node("Shape", ["kept"], ["kept_shape"]),
+             helper.make_node("Size", ["kept"], ["kept_size"])]
+    consts = {"max": np.array([10], np.int64), "iou": np.array([0.4], np.float32), "zero": np.array([0], np.int64),
+              "first": np.array([first], np.int64)}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("boxes", T.FLOAT, [1, 40, 4]),
+                     helper.make_tensor_value_info("scores", T.FLOAT, [1, 2, 40])],
+        [helper.make_tensor_value_info(n, T.INT64, None) for n in ("kept", "kept_shape", "kept_size")],
+        [numpy_helper.from_array(a, n) for n, a in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    context = edgert.load(edgert.build(model).to_bytes()).create_execution_context()
+    for _ in range(3):
+        feeds = {"boxes": random_boxes(1, 40, 0), "scores": rng.random((1, 2, 40)).astype(np.float32)}
+        ours, ref = context.execute(feeds), ort_run(model, feeds)
+        for name in ref:
+            np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)

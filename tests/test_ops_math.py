@@ -13,7 +13,7 @@ from onnx import helper
 import edgert
 from edgert.errors import EdgeRTError, ModelError, ShapeError, UnsupportedError
 from tests import helpers
-from tests.helpers import assert_matches_ort, edgert_run
+from helpers import assert_matches_ort, edgert_run
 
 rng = np.random.default_rng()
 

@@ -202,3 +202,15 @@ def test_cumsum_cuda_kernel_on_the_emulator_matches_the_cpu_reference(exclusive,
     exact = (np.flip(exact, axis) if reverse else exact) - (x.astype(np.float64) if exclusive else 0)
     for result in (got, want):
         assert normwise_error(result, exact) <= 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("exclusive,reverse,axis", [(0, 0, 1), (1, 1, 0), (1, 0, 2)])
+def test_cumsum_cuda_kernel_on_the_gpu(exclusive, reverse, axis):
+    x = (rng.standard_normal((3, 5, 4)) * 4).astype(np.float32)
+    model, feeds = op_model("CumSum", [("x", x), ("axis", np.array(axis, np.int64))],
+                            {"exclusive": exclusive, "reverse": reverse}, opset=14, consts=("axis",))
+    plan = edgert.build(model, gpu_kernels=True)
+    got = edgert.load(plan.to_bytes(), device="cuda").create_execution_context().execute(feeds)["y0"]
+    want = edgert.load(plan.to_bytes()).create_execution_context().execute(feeds)["y0"]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

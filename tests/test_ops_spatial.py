@@ -8,7 +8,7 @@ import pytest
 
 import edgert
 from edgert.errors import EdgeRTError, UnsupportedError
-from tests.helpers import assert_matches_ort, edgert_run, normwise_error, op_model
+from helpers import assert_matches_ort, edgert_run, normwise_error, op_model
 
 rng = np.random.default_rng()
 

@@ -185,3 +185,96 @@ def test_server_stops_cleanly(resnet_plan, tmp_path):
     assert server.running()
     assert server.close() == 0
     assert not server.running() and not server.workdir.exists()
+
+
+# --- plans with an optimization profile: dynamic batching, a dynamic width --------------------------------------
+
+@pytest.fixture(scope="module")
+def dynamic_plans(tmp_path_factory):
+    """A ResNet-style plan with a dynamic batch (1..8) and a text recognizer with a dynamic batch and width."""
+    from dynamic_models import build_text_recognizer, dynamic_export
+
+    folder = tmp_path_factory.mktemp("dynamic_plans")
+    resnet = dynamic_export(MODELS["resnet"].build(), {"input": (0,)})
+    edgert.build(resnet, profiles=[{"input": ((1, 3, 64, 64), (4, 3, 64, 64), (8, 3, 64, 64))}]).save(
+        folder / "resnet_dyn.plan")
+    edgert.build(build_text_recognizer(), profiles=[{"image": ((1, 3, 48, 64), (2, 3, 48, 320), (4, 3, 48, 960))}]
+                 ).save(folder / "recognizer.plan")
+    return folder / "resnet_dyn.plan", folder / "recognizer.plan"
+
+
+def test_profile_plans_batch_in_triton_and_leave_other_dynamic_dims_open(dynamic_plans):
+    resnet, recognizer = (edgert.load(str(path)) for path in dynamic_plans)
+    config = model_config(resnet, "resnet_dyn", dynamic_batching=True, max_queue_delay_us=20000)
+    assert config.max_batch_size == 8 and [s.dims for s in config.inputs] == [[3, 64, 64]]
+    assert "max_queue_delay_microseconds: 20000" in config.to_pbtxt()
+    with pytest.raises(RepositoryError, match="9"):
+        model_config(resnet, "resnet_dyn", max_batch_size=9)
+    config = model_config(recognizer, "recognizer")
+    assert config.max_batch_size == 4 and [s.dims for s in config.inputs] == [[3, 48, -1]]
+    assert [s.dims for s in config.outputs] == [[-1, 37], [-1, 37]]
+
+
+@pytest.fixture(scope="module")
+def served_dynamic(dynamic_plans, tmp_path_factory):
+    from edgert.triton_server import LocalTritonServer
+
+    repo = tmp_path_factory.mktemp("dynamic_repo")
+    write_repository([dynamic_plans[0]], repo, names=["resnet_dyn"], dynamic_batching=True, max_queue_delay_us=200000)
+    write_repository([dynamic_plans[1]], repo, names=["recognizer"], dynamic_batching=True, max_queue_delay_us=1000)
+    server = LocalTritonServer(repo)
+    yield server
+    server.close()
+
+
+def _infer(url, model, feeds):
+    client = httpclient.InferenceServerClient(url)
+    requests = []
+    for name, array in feeds.items():
+        request = httpclient.InferInput(name, list(array.shape), "FP32")
+        request.set_data_from_numpy(array)
+        requests.append(request)
+    return client.infer(model, requests)
+
+
+def _counts(url, model):
+    stats = httpclient.InferenceServerClient(url).get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+@pytest.mark.triton
+@needs_server
+def test_dynamic_batching_forms_batches_and_splits_answers(served_dynamic, dynamic_plans):
+    rng = np.random.default_rng()
+    inputs = [rng.standard_normal((1 + i % 2, 3, 64, 64)).astype(np.float32) for i in range(8)]
+    before = _counts(served_dynamic.http_url, "resnet_dyn")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda x: _infer(served_dynamic.http_url, "resnet_dyn", {"input": x}), inputs))
+    inferences, executions = (a - b for a, b in zip(_counts(served_dynamic.http_url, "resnet_dyn"), before))
+    assert inferences == sum(x.shape[0] for x in inputs) == 12
+    assert executions < len(inputs), f"{executions} executions for {len(inputs)} requests: nothing was batched"
+    for x, answer in zip(inputs, answers):
+        for name, array in _reference(dynamic_plans[0], {"input": x}).items():
+            np.testing.assert_allclose(answer.as_numpy(name), array, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.triton
+@needs_server
+def test_oversize_batch_and_out_of_profile_width_are_refused(served_dynamic, dynamic_plans):
+    with pytest.raises(InferenceServerException, match="batch"):
+        _infer(served_dynamic.http_url, "resnet_dyn", {"input": np.zeros((9, 3, 64, 64), np.float32)})
+    with pytest.raises(InferenceServerException, match="W|axis 3|960"):
+        _infer(served_dynamic.http_url, "recognizer", {"image": np.zeros((1, 3, 48, 1000), np.float32)})
+    assert served_dynamic.running()
+
+
+@pytest.mark.triton
+@needs_server
+def test_recognizer_serves_every_width_in_its_profile(served_dynamic, dynamic_plans):
+    rng = np.random.default_rng()
+    for width in (64, 100, 320, 960):
+        x = rng.standard_normal((2, 3, 48, width)).astype(np.float32)
+        answer = _infer(served_dynamic.http_url, "recognizer", {"image": x})
+        for name, array in _reference(dynamic_plans[1], {"image": x}).items():
+            assert answer.as_numpy(name).shape == array.shape
+            np.testing.assert_allclose(answer.as_numpy(name), array, rtol=1e-5, atol=1e-6)

@@ -11,11 +11,14 @@ module follows each bounded value through such layers, tracking (count value, ax
   broadcasting (the axis shifts by the rank difference; other inputs may be full-size or broadcast);
 - Shuffle: transposes carry the axis along, reshapes keep it when the dims before and after it
   regroup on their own (squeeze, unsqueeze, flatten of the other axes);
-- Slice and Concatenation on other axes (the bounded axis taken whole);
-- Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis;
+- Slice on other axes or of the first rows, and Concatenation on other axes;
+- Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis,
+  or both: bounded rows picked by indices bounded by another count (valid indices address valid rows);
 - Reduce, Softmax and TopK over other axes; MatrixMultiply with bounded rows of A.
 
-Two bounded inputs must share their count. Anything else that reads a bounded value (a reduction over
+A value's valid rows are the first min(count, its static size) along the axis: a prefix Slice keeps the
+count of its input, and the runtime's trimming, Shape and NMS clamp it. Two bounded inputs must share their count (but for that Gather). A bounded layer may read bounded
+rows only where it reads their count too: NMS over data-dependent boxes (its input 2). Anything else that reads a bounded value (a reduction over
 the rows, a slice of them, a convolution...) is a build error naming the layer. The runtime returns
 each bounded graph output trimmed to its count (plan: ``bindings.outputs[i].rows``).
 """
@@ -41,22 +44,28 @@ def _rule(*kinds: LayerKind):
     return register
 
 
-def bounded_values(graph: Graph) -> dict[int, Rows]:
+def bounded_values(graph: Graph, strict: bool = True) -> dict[int, Rows]:
     """{id(value): (count, axis)} for every value with a data-dependent row count; UnsupportedError naming
-    the layer when one is read by a layer that is not row-wise along its axis."""
+    the layer when one is read by a layer that is not row-wise along its axis (``strict=False``: such a
+    layer's outputs are left out instead, for the importer's questions about a graph still being built)."""
     rows: dict[int, Rows] = {}
     for node in graph.nodes:
         if node.kind in BOUNDED_KINDS:
-            _reject_bounded_inputs(node, rows)
+            if strict and not _reads_its_valid_rows(node, rows):
+                _reject_bounded_inputs(node, rows)
             rows[id(node.outputs[0])] = (node.outputs[-1], BOUNDED_KINDS[node.kind])
             continue
         inputs = {i: rows[id(v)] for i, v in enumerate(node.inputs) if v is not None and id(v) in rows}
+        if node.kind == LayerKind.GATHER and len(inputs) == 2 and inputs[0][1] == int(node.attrs["axis"]):
+            del inputs[0]   # bounded rows picked by bounded indices: valid indices address valid rows only
         if not inputs:
             continue
         counts = {id(count) for count, _ in inputs.values()}
         rule = _RULES.get(node.kind)
         axes = rule(node, inputs) if rule is not None and len(counts) == 1 else None
         if axes is None:
+            if not strict:
+                continue
             _fail(node, inputs, "mixes different row counts" if len(counts) > 1 else None)
         count = next(iter(inputs.values()))[0]
         for value, axis in zip(node.outputs, axes):
@@ -69,6 +78,14 @@ def graph_output_rows(graph: Graph) -> list[Rows | None]:
     """Per graph output, its (count, axis) when its size is data-dependent, else None."""
     rows = bounded_values(graph)
     return [rows.get(id(value)) for value in graph.outputs]
+
+
+def _reads_its_valid_rows(node: Node, rows: dict[int, Rows]) -> bool:
+    """An NMS whose boxes (axis 1) and scores (axis 2) are bounded rows, with their count as its input 2."""
+    if node.kind != LayerKind.NMS or len(node.inputs) < 3:
+        return False
+    boxes, scores, count = node.inputs[:3]
+    return rows.get(id(boxes)) == (count, 1) and rows.get(id(scores)) == (count, 2)
 
 
 def _reject_bounded_inputs(node: Node, rows: dict[int, Rows]) -> None:
@@ -138,10 +155,11 @@ def _shuffle(node, inputs):
 
 @_rule(LayerKind.SLICE)
 def _slice(node, inputs):
+    """The whole bounded axis, or its first rows (``[:k]``: the valid rows are then the first min(count, k))."""
     (_, axis), = inputs.values()
-    attrs, dim = node.attrs, node.inputs[0].shape[axis]
-    whole = attrs["starts"][axis] == 0 and attrs["sizes"][axis] == dim and attrs["steps"][axis] == 1
-    return [axis] if whole else None
+    attrs = node.attrs
+    prefix = attrs["starts"][axis] == 0 and attrs["steps"][axis] == 1
+    return [axis] if prefix else None
 
 
 @_rule(LayerKind.CONCATENATION)

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 from edgert.errors import ModelError, ShapeError, UnsupportedError
 from edgert.ir.dtypes import DataType
 from edgert.ir.graph import Graph, Node, Value
-from edgert.ir.kinds import LayerKind
+from edgert.ir.kinds import BOUNDED_KINDS, LayerKind
 from edgert.ir.shape_inference import infer_node
 
 # ONNX TensorProto data types edgert can carry, by ONNX enum value.
@@ -97,6 +97,13 @@ class ImportContext:
         if value is None:
             return None
         if not value.is_const:
+            source = _data_dependent_source(value)
+            if source is not None:
+                raise UnsupportedError(
+                    f"{self.where}: {what} (input {index}, {self.node.input[index]!r}) depends on the number of rows "
+                    f"{source.kind.value} layer {source.name!r} finds at run time, and edgert needs it at build time "
+                    "(plans have static shapes; data-dependent sizes only flow through row-wise layers, see "
+                    "edgert/ir/valid_rows.py); cut the graph before this node and do this step after edgert")
             raise UnsupportedError(f"{self.where}: {what} (input {index}, {self.node.input[index]!r}) must be a "
                                    "constant known at build time; give static input shapes with --shape so it can "
                                    "be folded")
@@ -128,3 +135,18 @@ class ImportContext:
         if len(value.shape) not in ranks:
             raise ShapeError(f"{self.where}: {what} {value.name!r} has rank {len(value.shape)} "
                              f"(shape {value.shape}); expected rank {' or '.join(map(str, ranks))}")
+
+
+def _data_dependent_source(value: Value):
+    """The NonZero / NMS layer whose run-time count ``value`` is computed from, or None."""
+    seen, stack = set(), [value]
+    while stack:
+        current = stack.pop()
+        producer = current.producer()
+        if producer is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if producer.kind in BOUNDED_KINDS and current is producer.outputs[-1]:
+            return producer
+        stack += [v for v in producer.inputs if v is not None]
+    return None

@@ -196,11 +196,11 @@ REQUIRED: dict[LayerKind, tuple[str, ...]] = {
     LayerKind.LRN: ("size",), LayerKind.CAST: ("to",), LayerKind.GATHER: ("axis",),
     LayerKind.TOPK: ("op", "axis"), LayerKind.EXPAND: ("shape",), LayerKind.TILE: ("repeats",),
     LayerKind.QUANTIZE: ("to",), LayerKind.POINTWISE: ("program",),
-    LayerKind.RNN: ("cell", "hidden_size", "directions", "activations"),
-    LayerKind.NMS: ("max_output_boxes_per_class", "iou_threshold"), LayerKind.SCATTER: ("mode", "reduction"),
-    LayerKind.CUMULATIVE: ("axis",), LayerKind.EINSUM: ("equation",), LayerKind.GRID_SAMPLE: ("mode", "padding_mode"),
-    LayerKind.ROI_ALIGN: ("mode", "output_height", "output_width"),
 }
+# The kinds of real exports (issue 15): their importers write every attribute, and their kernels read them all.
+REQUIRED.update({kind: tuple(SCHEMAS[kind]) for kind in (
+    LayerKind.RNN, LayerKind.NMS, LayerKind.SCATTER, LayerKind.CUMULATIVE, LayerKind.EINSUM, LayerKind.GRID_SAMPLE,
+    LayerKind.ROI_ALIGN)})
 
 # Kinds whose epilogue steps may follow their result (kernels/cpu/epilogue.py).
 EPILOGUE_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY})

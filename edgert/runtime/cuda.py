@@ -26,6 +26,7 @@ from edgert.runtime.engine import check_inputs
 
 _SCALARS = {"i32": ("<i", 4), "i64": ("<q", 8), "f32": ("<f", 4), "f64": ("<d", 8)}
 _POINTERS = ("t", "a", "d", "w", "c", "0")
+KERNELS_FORMAT = 2   # 1: static launches; 2: shape-generic kernels of a plan with optimization profiles
 # Highest PTX ISA each driver release JIT-compiles (CUDA major.minor -> ISA).
 _PTX_ISA = {(12, 0): (8, 0), (12, 1): (8, 1), (12, 2): (8, 2), (12, 3): (8, 3), (12, 4): (8, 4), (12, 5): (8, 5),
             (12, 6): (8, 5), (12, 8): (8, 7), (12, 9): (8, 8), (13, 0): (9, 0), (13, 1): (9, 1), (13, 2): (9, 2)}
@@ -222,6 +223,9 @@ class CudaEngine:
         arch = self.driver.arch()
         key, jit = select_arch(document.get("kernels") or {}, arch, self.driver.device_name(), self.driver.ptx_isa())
         self.arch, section = key, document["kernels"][key]
+        if int(section.get("format", 1)) > KERNELS_FORMAT:
+            raise PlanError(f"the plan's CUDA kernels section has format {section.get('format')}, this edgert reads "
+                            f"formats up to {KERNELS_FORMAT}: update edgert (or rebuild the plan with this one)")
         self.inputs = [_Binding(b) for b in document["bindings"]["inputs"]]
         self.outputs = [_Binding(b) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]
@@ -238,10 +242,19 @@ class CudaEngine:
             buffer = self.driver.alloc(len(data))
             self.driver.upload(buffer.ptr, bytes(data))
             self._aux.append(buffer)
-        self._derived = [self._upload_derived(entry) for entry in section.get("derived", [])]
+        self._derived_entries = list(section.get("derived", []))
+        self._derived = [self._upload_derived(entry) for entry in self._derived_entries]
         self.workspace_bytes = int(section.get("workspace_bytes", 0))
         self.counter_bytes = 4 * int(section.get("counters", 0))
-        self.launches = self._schedule(section)
+        self.section = section
+        self.dynamic = "dynamic" in section and bool(document.get("profiles"))
+        if self.dynamic:   # optimization profiles: contexts lower the plan at the shapes they run
+            from edgert.runtime.engine import Engine
+            self.shape_engine = Engine(document)
+            self.profiles = self.shape_engine.profiles
+            self.launches = []
+        else:
+            self.launches = self._schedule(section)
 
     def _constant(self, tensor: int) -> np.ndarray:
         offset = self._constants.get(tensor)
@@ -278,6 +291,15 @@ class CudaEngine:
                 launches.append((index, entry))
         return launches
 
+    def derived_for(self, entry: dict) -> int:
+        """Device address of a derived constant (a profile plan's runtime lowering names them by entry)."""
+        if entry in self._derived_entries:
+            return self._derived[self._derived_entries.index(entry)].ptr
+        buffer = self._upload_derived(entry)   # a shape the build did not lower: derive it now, once
+        self._derived_entries.append(entry)
+        self._derived.append(buffer)
+        return buffer.ptr
+
     def constant_ptr(self, tensor: int) -> int | None:
         offset = self._constants.get(tensor)
         return None if offset is None else self._weights.ptr + offset
@@ -293,7 +315,14 @@ class CudaEngine:
         return self._aux[index].ptr
 
     def create_execution_context(self, use_graph: bool = True) -> "CudaExecutionContext":
+        if self.dynamic:
+            from edgert.runtime.cuda_dynamic import DynamicCudaExecutionContext
+            return DynamicCudaExecutionContext(self, use_graph)
         return CudaExecutionContext(self, use_graph)
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self.profiles) if self.dynamic else 1
 
     def __repr__(self) -> str:
         return f"CudaEngine({self.arch}, {len(self.launches)} launches, {self.driver.device_name()})"

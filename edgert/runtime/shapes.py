@@ -28,6 +28,7 @@ import numpy as np
 from edgert.errors import InputError, PlanError, ShapeError
 from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import LayerKind
+from edgert.ir.limits import check_shape
 
 EXPRESSION_OPS = ("const", "dim", "dim_add", "dim_mul", "dim_div", "prod", "infer")
 
@@ -117,19 +118,33 @@ def specialize(engine, input_shapes: dict[int, tuple]) -> tuple[list, list]:
         shapes[tensor_id] = tuple(shape)
     layer_attrs = []
     for step in engine.steps:
-        in_shapes = [shapes[i] if i >= 0 else None for i in step.inputs]
-        attrs = resolve_attrs(step.kind, step.attrs, step.dynamic, in_shapes)
-        values = [None if i < 0 else _ShapeValue(engine.tensors[i]["name"], dtypes[i], shapes[i],
-                                                   engine.constants.get(i)) for i in step.inputs]
-        node = _ShapeNode(step.name, step.kind, attrs, values, len(step.outputs))
-        try:
-            results = rule_for(step.kind)(node)
-        except ShapeError as e:
-            raise InputError(f"these input shapes do not fit the model: {e}") from None
+        attrs, results = _specialize_layer(engine, step, shapes, dtypes, rule_for)
         for tensor_id, (_, shape) in zip(step.outputs, results):
             shapes[tensor_id] = tuple(int(d) for d in shape)
+            check_shape(shapes[tensor_id], dtypes[tensor_id].itemsize, f"layer {step.name!r} output")
         layer_attrs.append(attrs)
     return shapes, layer_attrs
+
+
+def _specialize_layer(engine, step, shapes, dtypes, rule_for):
+    """(attrs, output dtypes and shapes) of one layer at the current shapes. A shape the layer cannot take is an
+    InputError; a program that cannot even be evaluated (a plan made by something other than edgert's builder)
+    is a PlanError, never a Python exception."""
+    from edgert.runtime.attr_schema import check_attrs
+
+    in_shapes = [shapes[i] if i >= 0 else None for i in step.inputs]
+    try:
+        attrs = resolve_attrs(step.kind, step.attrs, step.dynamic, in_shapes)
+        if step.dynamic:
+            check_attrs(step.kind, attrs, f"layer {step.name!r} at these shapes")
+        values = [None if i < 0 else _ShapeValue(engine.tensors[i]["name"], dtypes[i], shapes[i],
+                                                   engine.constants.get(i)) for i in step.inputs]
+        return attrs, rule_for(step.kind)(_ShapeNode(step.name, step.kind, attrs, values, len(step.outputs)))
+    except ShapeError as e:
+        raise InputError(f"these input shapes do not fit the model: {e}") from None
+    except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError) as e:
+        raise PlanError(f"plan is corrupt: the shape program of layer {step.name!r} fails "
+                        f"({type(e).__name__}: {e}); rebuild the plan with `edgert build`") from None
 
 
 def check_in_profile(profile: dict, name: str, shape: tuple, index: int) -> None:

@@ -28,14 +28,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_ukernels.h"
 #include "native_elementwise.h"
+#include "pointwise_ukernels.h"
 
-/* x86-64: the hot loops are compiled twice, for AVX2+FMA and for the baseline (SSE2), and the loader picks one
- * by cpuid at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on
- * recent ones. aarch64 needs no clones: NEON is its baseline and -O3 vectorizes for it. */
+/* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
+ * at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on recent ones
+ * ("avx2", a feature, not "arch=haswell": GCC dispatches an arch= clone only on that very CPU model). aarch64 needs no clones: NEON is its baseline and -O3 vectorizes for it. */
 #if defined(__x86_64__) && defined(__has_attribute) && !defined(EDGERT_NO_CLONES)
 #if __has_attribute(target_clones)
-#define SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
 #endif
 #ifndef SIMD_CLONES
@@ -53,6 +55,7 @@ enum { GEOMETRY_FIELDS = 14 };
  * phase j % stride_w, index j / stride_w), and per kernel tap its offset from an output row's first input row. */
 typedef struct {
     int64_t rows, phase_width, row_stride;
+    int64_t top, elements;   /* the padded row data[0] holds; one plane's floats (its rows x row_stride) */
     float *data;
     int64_t *taps;
     int64_t *phases;   /* per phase: its first input column, where that lands in a scratch row, its columns */
@@ -171,8 +174,11 @@ static int padded_extent(int64_t out, int64_t stride, int64_t kernel, int64_t di
     return 0;
 }
 
-static int make_scratch(const Geometry *g, float padding, Scratch *s) {
-    int64_t width, elements, taps;
+/* The scratch of `copies` planes (elements apart, CONV_READ_SLACK spare floats after the last: the microkernels
+ * read whole vectors) of all padded rows or, window_rows > 0, of that many (a window that moves down: s->top), each
+ * filled with `padding` when fill is set. */
+static int make_scratch(const Geometry *g, float padding, int64_t copies, int64_t window_rows, int fill, Scratch *s) {
+    int64_t width, elements, taps, total;
     s->data = NULL;
     s->taps = s->phases = NULL;
     if (padded_extent(g->out_height, g->stride_h, g->kernel_h, g->dilation_h, g->pad_top, g->height, &s->rows) < 0
@@ -181,15 +187,19 @@ static int make_scratch(const Geometry *g, float padding, Scratch *s) {
         return -1;
     s->phase_width = width / g->stride_w + (width % g->stride_w != 0);
     if (checked_multiply(s->phase_width, g->stride_w, &s->row_stride) < 0
-        || checked_multiply(s->rows, s->row_stride, &elements) < 0)
+        || checked_multiply(window_rows > 0 && window_rows < s->rows ? window_rows : s->rows, s->row_stride,
+                            &elements) < 0
+        || checked_multiply(elements, copies, &total) < 0)
         return -1;
-    if (elements > MAX_SCRATCH_FLOATS || taps > MAX_SCRATCH_FLOATS || g->stride_w > MAX_SCRATCH_FLOATS) {
-        PyErr_Format(PyExc_ValueError, "scratch plane of %lld floats (%lld taps) exceeds %lld: the geometry is not "
-                     "a real layer's (check its pads, strides and kernel)", (long long)elements, (long long)taps,
+    s->top = 0;
+    s->elements = elements;
+    if (s->rows > MAX_SCRATCH_FLOATS / s->row_stride || total > MAX_SCRATCH_FLOATS || taps > MAX_SCRATCH_FLOATS || g->stride_w > MAX_SCRATCH_FLOATS) {
+        PyErr_Format(PyExc_ValueError, "scratch planes of %lld floats (%lld taps) exceed %lld: the geometry is not "
+                     "a real layer's (check its pads, strides and kernel)", (long long)total, (long long)taps,
                      (long long)MAX_SCRATCH_FLOATS);
         return -1;
     }
-    s->data = malloc(elements * sizeof(float));
+    s->data = malloc((total + CONV_READ_SLACK) * sizeof(float));
     s->taps = malloc(taps * sizeof(int64_t));
     s->phases = malloc(3 * g->stride_w * sizeof(int64_t));
     if (!s->data || !s->taps || !s->phases) {
@@ -197,7 +207,7 @@ static int make_scratch(const Geometry *g, float padding, Scratch *s) {
         PyErr_NoMemory();
         return -1;
     }
-    for (int64_t i = 0; i < s->rows * s->row_stride; ++i) s->data[i] = padding;   /* only the interior changes */
+    for (int64_t i = 0; fill && i < total + CONV_READ_SLACK; ++i) s->data[i] = padding;   /* only the interior changes */
     for (int64_t ky = 0; ky < g->kernel_h; ++ky)
         for (int64_t kx = 0; kx < g->kernel_w; ++kx) {
             int64_t column = kx * g->dilation_w;
@@ -218,10 +228,11 @@ SIMD_CLONES static void fill_rows(const Geometry *g, const Scratch *s, const flo
                                   int64_t end_row) {
     int64_t step = g->stride_w;
     for (int64_t iy = first_row; iy < end_row; ++iy) {
-        float *row = s->data + (iy + g->pad_top) * s->row_stride;
+        float *row = s->data + (iy + g->pad_top - s->top) * s->row_stride;
         const float *in = source + iy * g->width;
-        if (step == 1) {
-            memcpy(row + g->pad_left, in, g->width * sizeof(float));
+        if (step == 1) {   /* a loop, not memcpy: most rows are narrow (7-56 floats), where a call costs more */
+            float *restrict target = row + g->pad_left;
+            for (int64_t j = 0; j < g->width; ++j) target[j] = in[j];
             continue;
         }
         if (step == 2) {   /* both phases in one pass over the row */
@@ -252,22 +263,6 @@ static void fill_plane(const Geometry *g, const Scratch *s, const float *source)
 /* NaN wins, as in np.maximum (a macro, not a function: an inline function is not inlined into the AVX2 clones) */
 #define larger(v, current) (((v) > (current) || (v) != (v)) ? (v) : (current))
 
-/* row += sum over `group` (1-4) taps of weight x tap run */
-SIMD_CLONES static void multiply_add_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
-                                     const float *w, int64_t group) {
-    const float *restrict a0 = base + offsets[0], *restrict a1 = base + offsets[group > 1];
-    const float *restrict a2 = base + offsets[group > 2 ? 2 : 0], *restrict a3 = base + offsets[group > 3 ? 3 : 0];
-    const float w0 = w[0], w1 = group > 1 ? w[1] : 0.0f, w2 = group > 2 ? w[2] : 0.0f, w3 = group > 3 ? w[3] : 0.0f;
-    if (group == 4)
-        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox] + w3 * a3[ox];
-    else if (group == 3)
-        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox];
-    else if (group == 2)
-        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox] + w1 * a1[ox];
-    else
-        for (int64_t ox = 0; ox < n; ++ox) row[ox] += w0 * a0[ox];
-}
-
 /* row = the maximum of row and `group` (1-4) tap runs (NaN wins) */
 SIMD_CLONES static void maximum_taps(float *restrict row, int64_t n, const float *base, const int64_t *offsets,
                                 int64_t group) {
@@ -283,6 +278,10 @@ enum Op { MULTIPLY_ADD, MAXIMUM };
 SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum Op op, const float *w, float start,
                          float *out) {
     int64_t taps = g->kernel_h * g->kernel_w, n = g->out_width;
+    if (op == MULTIPLY_ADD) {   /* the SIMD microkernel: every tap of CONV_LANES outputs in registers */
+        conv_depthwise_rows(out, g->out_height, n, s->data, g->stride_h * s->row_stride, s->taps, taps, w, start);
+        return;
+    }
     for (int64_t oy = 0; oy < g->out_height; ++oy) {
         const float *base = s->data + oy * g->stride_h * s->row_stride;
         float *restrict row = out + oy * n;
@@ -290,34 +289,21 @@ SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum O
             const float *restrict a0 = base + s->taps[0], *restrict a1 = base + s->taps[1], *restrict a2 = base + s->taps[2];
             const float *restrict a3 = base + s->taps[3], *restrict a4 = base + s->taps[4], *restrict a5 = base + s->taps[5];
             const float *restrict a6 = base + s->taps[6], *restrict a7 = base + s->taps[7], *restrict a8 = base + s->taps[8];
-            if (op == MULTIPLY_ADD) {
-                const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7],
-                            w8 = w[8];
-                for (int64_t ox = 0; ox < n; ++ox)
-                    row[ox] = start + w0 * a0[ox] + w1 * a1[ox] + w2 * a2[ox] + w3 * a3[ox] + w4 * a4[ox]
-                              + w5 * a5[ox] + w6 * a6[ox] + w7 * a7[ox] + w8 * a8[ox];
-            } else {
-                for (int64_t ox = 0; ox < n; ++ox) {
-                    float m = larger(a1[ox], a0[ox]);
-                    m = larger(a2[ox], m);
-                    m = larger(a3[ox], m);
-                    m = larger(a4[ox], m);
-                    m = larger(a5[ox], m);
-                    m = larger(a6[ox], m);
-                    m = larger(a7[ox], m);
-                    row[ox] = larger(a8[ox], m);
-                }
+            for (int64_t ox = 0; ox < n; ++ox) {
+                float m = larger(a1[ox], a0[ox]);
+                m = larger(a2[ox], m);
+                m = larger(a3[ox], m);
+                m = larger(a4[ox], m);
+                m = larger(a5[ox], m);
+                m = larger(a6[ox], m);
+                m = larger(a7[ox], m);
+                row[ox] = larger(a8[ox], m);
             }
             continue;
         }
-        for (int64_t ox = 0; ox < n; ++ox) row[ox] = op == MAXIMUM ? -INFINITY : start;
-        for (int64_t k = 0; k < taps; k += 4) {   /* one pass per four taps (5x5: 7 passes, not 25) */
-            int64_t group = taps - k < 4 ? taps - k : 4;
-            if (op == MULTIPLY_ADD)
-                multiply_add_taps(row, n, base, s->taps + k, w + k, group);
-            else
-                maximum_taps(row, n, base, s->taps + k, group);
-        }
+        for (int64_t ox = 0; ox < n; ++ox) row[ox] = -INFINITY;
+        for (int64_t k = 0; k < taps; k += 4)   /* one pass per four taps (5x5: 7 passes, not 25) */
+            maximum_taps(row, n, base, s->taps + k, taps - k < 4 ? taps - k : 4);
     }
 }
 
@@ -336,7 +322,7 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
         || CHECK_SIZE(&w, "weights", g.channels, g.kernel_h, g.kernel_w) < 0
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
-        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, &s) < 0)
+        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, 1, 0, 1, &s) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
     const float *input = x.buf, *weights = w.buf, *b = bias.buf;
@@ -375,7 +361,7 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (average && CHECK_SIZE(&divisor, "divisor", g.out_height, g.out_width) < 0)
         || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0
-        || make_scratch(&g, average ? 0.0f : -INFINITY, &s) < 0)
+        || make_scratch(&g, average ? 0.0f : -INFINITY, 1, 0, 1, &s) < 0)
         goto done;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
     float *ones = malloc(taps * sizeof(float));   /* average pooling: a window of weights 1 */
@@ -449,7 +435,7 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
     }
     if (CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
         || CHECK_SIZE(&columns, "columns", g.planes, g.kernel_h, g.kernel_w, row_count, g.out_width) < 0
-        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, &s) < 0)
+        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, 1, 0, 1, &s) < 0)
         goto done;
     if ((char *)columns.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)columns.buf + columns.len) {
         free_scratch(&s);
@@ -468,12 +454,176 @@ done:
     return result;
 }
 
+/* The padded rows output rows [row_begin, row_end) read, per input channel, into the scratch window (whose top
+ * becomes the first of them): zeroed (one row more, which the microkernel's spare lanes may reach), then the input
+ * rows among them copied in. */
+static void fill_direct_rows(const Geometry *g, Scratch *s, const float *input, int64_t row_begin, int64_t row_end) {
+    int64_t top = row_begin * g->stride_h, bottom = (row_end - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h + 2;
+    int64_t window = s->elements / s->row_stride;
+    if (bottom > s->rows) bottom = s->rows;
+    if (bottom > top + window) bottom = top + window;
+    int64_t first_row = top - g->pad_top, end_row = bottom - g->pad_top;
+    if (first_row < 0) first_row = 0;
+    if (end_row > g->height) end_row = g->height;
+    s->top = top;
+    for (int64_t c = 0; c < g->channels; ++c) {
+        Scratch plane = *s;
+        plane.data = s->data + c * s->elements;
+        memset(plane.data, 0, (bottom - top) * s->row_stride * sizeof(float));
+        if (end_row > first_row) fill_rows(g, &plane, input + c * g->height * g->width, first_row, end_row);
+    }
+}
+
+/* scratch rows per input channel that one tile of a direct convolution aims at (C x rows x row_stride floats:
+ * about half a core's L2, so a tile's rows stay cached while every output channel block reads them) */
+#define DIRECT_TILE_FLOATS ((int64_t)1 << 15)
+
+/* The epilogue program over output rows [first, last) of every output channel, while they are still in cache */
+static void direct_epilogue(const Geometry *g, int64_t out_channels, float *out, const Py_buffer *program, int64_t first,
+                            int64_t last) {
+    int count = (int)(program->len / (Py_ssize_t)sizeof(PointwiseInstruction));
+    const uint8_t vector[1] = {0};
+    int64_t plane = g->out_height * g->out_width;
+    for (int64_t m = 0; m < out_channels; ++m) {
+        float *rows = out + m * plane + first * g->out_width;
+        const float *inputs[1] = {rows};
+        pointwise_run(program->buf, count, inputs, vector, 1, rows, 0, (last - first) * g->out_width);
+    }
+}
+
+/* Output rows [first, last) of a unit-stride convolution as one flat run over the scratch window's rows (into `flat`:
+ * out_channels x rows x row_stride floats), then each row's real columns copied out */
+static void direct_flat_tile(const Geometry *g, const Scratch *s, const float *packed, const float *bias,
+                             int64_t out_channels, float *flat, float *out, int64_t first, int64_t last) {
+    int64_t positions = (last - first) * s->row_stride, plane = g->out_height * g->out_width;
+    ConvDirect p = {s->data, s->elements, g->channels, g->kernel_h * g->kernel_w, positions, 0, s->taps, packed, bias,
+                    out_channels, 1, positions, flat};
+    conv_direct_rows(&p, 0, 1);
+    for (int64_t m = 0; m < out_channels; ++m)
+        for (int64_t row = first; row < last; ++row)
+            memcpy(out + m * plane + row * g->out_width, flat + m * positions + (row - first) * s->row_stride,
+                   g->out_width * sizeof(float));
+}
+
+/* conv2d_direct(x, packed, bias or None, out, geometry, out_channels, row_begin=0, row_count=-1, program=None): a
+ * single-image, single-group 2-D convolution computed straight from padded input planes (conv_ukernels.h's
+ * ConvDirect), for output rows [row_begin, row_begin + row_count); packed: the weights as (ceil(M / CONV_BLOCK),
+ * C x taps, CONV_BLOCK); program: a per-element program of one input (pointwise_ukernels.h's records: an activation
+ * epilogue) applied to each row tile right after it is computed. */
+static PyObject *conv2d_direct(PyObject *self, PyObject *args) {
+    Py_buffer x, packed, out, geometry, bias = {0}, program = {0};
+    PyObject *bias_object, *program_object = Py_None, *result = NULL;
+    Geometry g;
+    Scratch s;
+    (void)self;
+    int64_t out_channels, row_begin = 0, row_count = -1, blocks, block_rows;
+    if (!PyArg_ParseTuple(args, "y*y*Ow*y*L|LLO", &x, &packed, &bias_object, &out, &geometry, &out_channels,
+                          &row_begin, &row_count, &program_object))
+        return NULL;
+    if (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (program_object != Py_None && PyObject_GetBuffer(program_object, &program, PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (program.buf && (program.len % (Py_ssize_t)sizeof(PointwiseInstruction)
+                        || program.len > (Py_ssize_t)(PW_MAX_REGISTERS * sizeof(PointwiseInstruction))
+                        || pointwise_check(program.buf, (int)(program.len / (Py_ssize_t)sizeof(PointwiseInstruction)),
+                                           1) < 0)) {
+        PyErr_Format(PyExc_ValueError, "conv2d_direct: malformed epilogue program of %zd bytes (one input, at most %d "
+                     "registers, each argument an earlier register)", program.len, PW_MAX_REGISTERS);
+        goto done;
+    }
+    if (read_geometry(&geometry, &g) < 0) goto done;
+    if (out_channels < 1 || g.planes != g.channels) {
+        PyErr_Format(PyExc_ValueError, "conv2d_direct: expected one image and >= 1 output channels, got %lld planes of "
+                     "%lld channels and %lld output channels", (long long)g.planes, (long long)g.channels,
+                     (long long)out_channels);
+        goto done;
+    }
+    if (row_count < 0) row_count = g.out_height - row_begin;
+    if (row_begin < 0 || row_begin > g.out_height || row_count < 0 || row_count > g.out_height - row_begin) {
+        PyErr_Format(PyExc_ValueError, "conv2d_direct: output rows [%lld, +%lld) outside the output's %lld",
+                     (long long)row_begin, (long long)row_count, (long long)g.out_height);
+        goto done;
+    }
+    blocks = out_channels / CONV_BLOCK + (out_channels % CONV_BLOCK != 0);
+    if (checked_product(3, (int64_t[]){g.channels, g.kernel_h, g.kernel_w}, &block_rows) < 0
+        || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
+        || CHECK_SIZE(&packed, "packed weights", blocks, block_rows, CONV_BLOCK) < 0
+        || CHECK_SIZE(&out, "output", out_channels, g.out_height, g.out_width) < 0
+        || (bias.buf && CHECK_SIZE(&bias, "bias", out_channels) < 0))
+        goto done;
+    if ((char *)out.buf < (char *)x.buf + x.len && (char *)x.buf < (char *)out.buf + out.len) {
+        PyErr_SetString(PyExc_ValueError, "conv2d_direct: the output overlaps the input");
+        goto done;
+    }
+    if (row_count == 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* output rows per tile, and the padded rows a tile reads (one spare) */
+    int64_t per_row = g.channels * g.stride_h * g.width, tile, window;   /* input floats per output row, roughly */
+    if (g.channels > MAX_SCRATCH_FLOATS || g.stride_h > MAX_SCRATCH_FLOATS || g.width > MAX_SCRATCH_FLOATS
+        || g.channels * g.stride_h > MAX_SCRATCH_FLOATS || (g.kernel_h - 1) > MAX_SCRATCH_FLOATS / g.dilation_h) {
+        PyErr_SetString(PyExc_ValueError, "conv2d_direct: channels, stride, width or kernel reach beyond any real "
+                        "layer's (check the geometry)");
+        goto done;
+    }
+    tile = DIRECT_TILE_FLOATS / per_row > 1 ? DIRECT_TILE_FLOATS / per_row : 1;   /* per_row < 2^56: no overflow */
+    if (tile > row_count) tile = row_count;
+    window = (tile - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 2;   /* tile > 1 only for small strides */
+    if (make_scratch(&g, 0.0f, g.channels, window, 0, &s) < 0) goto done;
+    /* Unit strides: the scratch rows are as wide as the padded input, so a tile's output rows can be computed as one
+     * flat run over them (the padding columns computed too, then dropped): narrow rows then fill whole vectors */
+    int64_t span = conv_direct_span(), flat_bytes = 0;
+    float *flat = NULL;
+    if (g.stride_h == 1 && g.stride_w == 1 && s.row_stride < (g.out_width + span - 1) / span * span) {
+        if (checked_product(4, (int64_t[]){out_channels, tile, s.row_stride, sizeof(float)}, &flat_bytes) < 0
+            || !(flat = malloc(flat_bytes))) {
+            free_scratch(&s);
+            if (!PyErr_Occurred()) PyErr_NoMemory();
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t first = row_begin; first < row_begin + row_count; first += tile) {
+        int64_t last = first + tile < row_begin + row_count ? first + tile : row_begin + row_count;
+        fill_direct_rows(&g, &s, x.buf, first, last);
+        if (flat)
+            direct_flat_tile(&g, &s, packed.buf, bias.buf, out_channels, flat, out.buf, first, last);
+        else {
+            ConvDirect p = {s.data, s.elements, g.channels, g.kernel_h * g.kernel_w, g.stride_h * s.row_stride, first,
+                            s.taps, packed.buf, bias.buf, out_channels, g.out_height, g.out_width, out.buf};
+            conv_direct_rows(&p, first, last);
+        }
+        if (program.buf) direct_epilogue(&g, out_channels, out.buf, &program, first, last);
+    }
+    Py_END_ALLOW_THREADS
+    free(flat);
+    free_scratch(&s);
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&geometry);
+    if (bias.buf) PyBuffer_Release(&bias);
+    if (program.buf) PyBuffer_Release(&program);
+    return result;
+}
+
+static PyObject *native_conv_isa(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(conv_isa());
+}
+
 static PyMethodDef methods[] = {
     {"softmax", native_softmax, METH_VARARGS, "softmax(x, out, cols, first_row=0, row_count=-1)"},
     {"layernorm", native_layernorm, METH_VARARGS, "layernorm(x, out, cols, scale, bias, epsilon, first_row=0, row_count=-1)"},
     {"isa", native_isa, METH_NOARGS, "isa() -> the instruction set the kernels run with"},
+    {"conv_isa", native_conv_isa, METH_NOARGS, "conv_isa() -> the instruction set the convolution microkernels run with"},
     {"pointwise", native_pointwise, METH_VARARGS, "pointwise(program, inputs, out, first=0, count=-1)"},
     {"im2col", im2col, METH_VARARGS, "im2col(x, columns, geometry, first=0, count=-1, row_begin=0, row_count=-1)"},
+    {"conv2d_direct", conv2d_direct, METH_VARARGS,
+     "conv2d_direct(x, packed, bias, out, geometry, out_channels, row_begin=0, row_count=-1, program=None)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},

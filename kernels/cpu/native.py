@@ -33,7 +33,8 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
     _native, _ERROR = None, error
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
-KERNELS = ("depthwise convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
+DIRECT_SWITCH = "EDGERT_CPU_DIRECT"
+KERNELS = ("depthwise convolution", "direct convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
            "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax", "layer normalization")
 
 
@@ -47,7 +48,8 @@ def status() -> str:
         return f"NumPy only (edgert.kernels.cpu._native is not built: {_ERROR}; reinstall with a C compiler)"
     if not enabled():
         return f"NumPy only ({ENV_SWITCH}=0)"
-    return f"native ({_native.isa()}, {threads.usable_cores()} threads): " + ", ".join(KERNELS)
+    return (f"native ({_native.isa()}, convolutions {_native.conv_isa()}, {threads.usable_cores()} threads): "
+            + ", ".join(KERNELS))
 
 
 # below this many multiply-adds (output elements x taps), waking a worker costs more than the half it saves
@@ -130,6 +132,55 @@ def bind_im2col_rows(x, columns, out_spatial, params, row_begin: int, row_count:
         return None
     geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
     return functools.partial(_native.im2col, x, columns, geometry, 0, x.shape[1], row_begin, row_count)
+
+
+CONV_BLOCK = 8   # output channels per block of the direct kernel's packed weights (conv_ukernels.h)
+DIRECT_ROWS_PER_PART = 4   # output rows per part when a direct convolution is split over the pool
+
+
+def pack_direct_weights(w: np.ndarray) -> np.ndarray:
+    """(M, C, kh, kw) weights as conv2d_direct reads them: (ceil(M / CONV_BLOCK), C x kh x kw, CONV_BLOCK), zero
+    rows past the last output channel."""
+    m = w.shape[0]
+    blocks = -(-m // CONV_BLOCK)
+    padded = np.zeros((blocks * CONV_BLOCK, int(np.prod(w.shape[1:]))), np.float32)
+    padded[:m] = w.reshape(m, -1)
+    return np.ascontiguousarray(padded.reshape(blocks, CONV_BLOCK, -1).transpose(0, 2, 1))
+
+
+def direct_span() -> int:
+    """Outputs of a row the direct kernel computes at once (two vectors: 32 with AVX-512, else 16), 0 without it
+    (or with EDGERT_CPU_DIRECT=0, to compare it with im2col + GEMM)."""
+    if not enabled() or os.environ.get(DIRECT_SWITCH, "1") == "0":
+        return 0
+    return 32 if _native.conv_isa() == "avx512" else 16
+
+
+def activation_program(activations: list) -> bytes | None:
+    """The records of a chain of activations ([{"type", "alpha", "beta"}...]) over one input, for a kernel that applies
+    them in its own pass (conv2d_direct); None when one is not covered."""
+    return encode_program([{"kind": "Activation", "attrs": step, "args": [index]}
+                           for index, step in enumerate(activations)]) if activations else None
+
+
+def bind_conv_direct(x, packed, bias, out, params, program: bytes | None = None):
+    """out = activations(conv2d(x, w) + bias) straight from padded input rows (no column matrix) for a single-image,
+    single-group 2-D float32 convolution, ``packed`` from pack_direct_weights, ``program`` from activation_program
+    (applied to each row tile while it is in cache); split by output rows over the worker pool when the work
+    deserves it. None when the module is off or the arrays do not fit."""
+    kernel, strides, dilations, begins, _ = params
+    if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, packed, bias, out) or min(begins) < 0 \
+            or np.may_share_memory(x, out):
+        return None
+    geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
+    rows, workers = out.shape[2], threads.thread_count()
+    call = functools.partial(_native.conv2d_direct, x, packed, bias, out, geometry, out.shape[1])
+    if workers == 1 or out.size * x.shape[1] * kernel[0] * kernel[1] < PARALLEL_MIN_WORK or rows < 2:
+        return functools.partial(call, 0, rows, program)
+    # parts of a few rows, dealt as they come: a worker that another process delays holds up less of the layer
+    ranges = threads.split(rows, max(workers, rows // DIRECT_ROWS_PER_PART))
+    parts = [functools.partial(call, lo, hi - lo, program) for lo, hi in ranges]
+    return functools.partial(threads.pool().run_parts, parts)
 
 
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind

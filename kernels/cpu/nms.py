@@ -1,5 +1,6 @@
 """CPU kernel: NonMaxSuppression (attrs: center_point_box, max_output_boxes_per_class, iou_threshold,
-score_threshold; inputs: boxes (B, N, 4), scores (B, C, N)).
+score_threshold; inputs: boxes (B, N, 4), scores (B, C, N), and when the boxes are data-dependent rows,
+their count: only the first ``count`` boxes are read).
 
 Per batch and class, as ONNX says: boxes scoring above ``score_threshold`` (strictly), taken by
 descending score (equal scores: lower box index first), each dropping the later boxes whose IoU with
@@ -56,6 +57,9 @@ def select_boxes(scores: np.ndarray, iou: np.ndarray, limit: int, iou_threshold:
 @register(LayerKind.NMS)
 def nms(attrs, inputs, outputs):
     boxes, scores = inputs[:2]
+    if len(inputs) > 2:   # data-dependent boxes: only the first ``count`` are real
+        valid = int(inputs[2])
+        boxes, scores = boxes[:, :valid], scores[:, :, :valid]
     selected_out, count_out = outputs
     limit = int(attrs["max_output_boxes_per_class"])
     iou_threshold = float(attrs.get("iou_threshold") or 0.0)

@@ -6,8 +6,8 @@ batch. ``sequence_lens`` freezes each sequence's state after its last valid step
 y there (a sequence of length 0 ends with zero states); the reverse direction walks each sequence from its
 own last valid step back to 0.
 Computation is float32 (float64 for float64 tensors), whatever the storage type. The prepare hook
-binds all of it to the context's arrays with the projections and states in scratch memory, so a
-run allocates only a few (batch, hidden) temporaries.
+binds all of it to the context's arrays with the projections, states and peephole terms in scratch
+memory, so a run allocates no arrays (a streaming loop of single steps is allocation-free).
 """
 
 from __future__ import annotations
@@ -92,7 +92,11 @@ def _as(array, dtype):
 
 class _Direction:
     """One direction's recurrence over fixed arrays: scratch for projections, states and gates, the gates'
-    views and the activations resolved once, so a time step is a short list of ufunc calls."""
+    views and the activations resolved once, so a time step is a short list of ufunc calls.
+
+    Gates are kept gate-major, (gates, batch, hidden), so every per-step ufunc works on contiguous blocks:
+    NumPy's iterator allocates buffers for a strided operand (a gate's columns of a (batch, gates * hidden)
+    product), which would make every step allocate."""
 
     def __init__(self, attrs, index: int, shape, dtype, scratch):
         self.cell = RNNCell(attrs["cell"])
@@ -106,39 +110,68 @@ class _Direction:
         self.input_forget = bool(attrs.get("input_forget", False))
         self.linear_before_reset = bool(attrs.get("linear_before_reset", False))
         seq, batch, hidden = shape
+        gates = GATES[self.cell]
         self.hidden = hidden
-        self.projection = scratch((seq, batch, GATES[self.cell] * hidden), dtype)
-        self.gates = scratch((batch, GATES[self.cell] * hidden), dtype)
-        self.part = [self.gates[:, k * hidden:(k + 1) * hidden] for k in range(GATES[self.cell])]
+        self.projection = scratch((seq, batch, gates * hidden), dtype)
+        self.projection_by_gate = scratch((seq, gates, batch, hidden), dtype)
+        # h @ R^T, gates side by side (a GRU's z and r only: its candidate has a product of its own)
+        self.product = scratch((batch, (2 if self.cell == RNNCell.GRU else gates) * hidden), dtype)
+        self.gates = scratch((gates, batch, hidden), dtype)
+        self.part = list(self.gates)
         self.h = scratch((batch, hidden), dtype)
         self.h_new = scratch((batch, hidden), dtype)
+        # biases and peepholes copied out to full rows once per run: a ufunc with a broadcast (stride-0)
+        # operand allocates iterator buffers, a copy does not
+        self.bias = scratch((gates * hidden,), dtype)
+        self.bias_rows = scratch((gates, batch, hidden), dtype)
+        self.reset_bias_rows = scratch((batch, hidden), dtype)
         if self.cell == RNNCell.LSTM:
             self.c = scratch((batch, hidden), dtype)
             self.c_new = scratch((batch, hidden), dtype)
+            self.peephole_rows = scratch((3, batch, hidden), dtype)
+            self.peephole_term = scratch((batch, hidden), dtype)   # p * c
+
+    def _by_gate(self, side_by_side, out) -> None:
+        """(..., batch, k * hidden) -> (..., k, batch, hidden): a plain copy, which allocates nothing."""
+        *lead, batch, width = side_by_side.shape
+        np.copyto(out, side_by_side.reshape(*lead, batch, width // self.hidden, self.hidden).swapaxes(-3, -2))
+
+    def _add_bias(self, b) -> None:
+        """Input and recurrent biases into every step's projection (a GRU with linear_before_reset keeps the
+        candidate's recurrent bias for inside the reset product)."""
+        width = self.bias.shape[0]
+        np.add(b[:width], b[width:], out=self.bias)
+        if self.cell == RNNCell.GRU and self.linear_before_reset:
+            np.copyto(self.bias[2 * self.hidden:], b[2 * self.hidden:width])
+        np.copyto(self.bias_rows, self.bias.reshape(-1, 1, self.hidden))
+        for projection in self.projection_by_gate:
+            projection += self.bias_rows
 
     def run(self, x, w_t, r_t, b, mask, h0, c0, p, y, y_h, y_c) -> None:
         """One direction over the sequence; w_t (dirs, input, rows) and r_t (dirs, hidden, rows) are W and R
-        transposed."""
+        transposed (for a GRU, r_t is the pair of its z/r and candidate parts)."""
         d, hidden = self.index, self.hidden
         seq, batch, width = x.shape
         gemm_threads(2 * self.projection.size * width)
         np.matmul(x.reshape(seq * batch, -1), w_t[d], out=self.projection.reshape(seq * batch, -1))
+        self._by_gate(self.projection, self.projection_by_gate)
         if b is not None:
-            self.projection += b[d, :b.shape[1] // 2]
-            recurrent_bias = b[d, b.shape[1] // 2:]
-            if self.cell == RNNCell.GRU and self.linear_before_reset:
-                self.projection[:, :, :2 * hidden] += recurrent_bias[:2 * hidden]
-            else:
-                self.projection += recurrent_bias
+            self._add_bias(b[d])
         self._reset(self.h, h0)
         if self.cell == RNNCell.LSTM:
             self._reset(self.c, c0)
         if self.cell == RNNCell.LSTM:
-            peepholes = None if p is None else (p[d, :hidden], p[d, hidden:2 * hidden], p[d, 2 * hidden:])
+            peepholes = None
+            if p is not None:
+                np.copyto(self.peephole_rows, p[d].reshape(3, 1, hidden))
+                peepholes = list(self.peephole_rows)
             step = functools.partial(self._lstm, r_t[d], peepholes)
         elif self.cell == RNNCell.GRU:
-            reset_bias = b[d, 5 * hidden:] if b is not None and self.linear_before_reset else None
-            step = functools.partial(self._gru, r_t[d][:, :2 * hidden], r_t[d][:, 2 * hidden:], reset_bias)
+            reset_bias = None
+            if b is not None and self.linear_before_reset:
+                np.copyto(self.reset_bias_rows, b[d, 5 * hidden:])
+                reset_bias = self.reset_bias_rows
+            step = functools.partial(self._gru, r_t[0][d], r_t[1][d], reset_bias)
         else:
             step = functools.partial(self._rnn, r_t[d])
         out = y[:, d]
@@ -146,7 +179,7 @@ class _Direction:
         gemm_threads(2 * self.gates.size * hidden)   # the per-step products: small, one thread unless huge
         for position in range(seq):
             t = seq - 1 - position if self.reverse else position
-            step(self.projection[t])
+            step(self.projection_by_gate[t])
             self._commit(out[t], None if valid is None else valid[t])
         self._finish(y_h[d], y_c[d] if y_c is not None else None, mask)
 
@@ -180,21 +213,23 @@ class _Direction:
                 np.copyto(y_c, 0, where=empty)
 
     def _rnn(self, r_t, projection) -> None:
-        np.matmul(self.h, r_t, out=self.gates)
-        self.gates += projection
-        self.act[0](self.gates)
-        np.copyto(self.h_new, self.gates)
+        gate = self.part[0]
+        np.matmul(self.h, r_t, out=gate)
+        gate += projection[0]
+        self.act[0](gate)
+        np.copyto(self.h_new, gate)
 
     def _lstm(self, r_t, peepholes, projection) -> None:
         f, g, h = self.act
         i, o, forget, candidate = self.part
-        np.matmul(self.h, r_t, out=self.gates)
+        np.matmul(self.h, r_t, out=self.product)
+        self._by_gate(self.product, self.gates)
         self.gates += projection
         if peepholes is None:   # i, o, f are adjacent: one pass of f over the three
-            f(self.gates[:, :3 * self.hidden])
+            f(self.gates[:3])
         else:
-            i += peepholes[0] * self.c
-            forget += peepholes[2] * self.c
+            i += np.multiply(peepholes[0], self.c, out=self.peephole_term)
+            forget += np.multiply(peepholes[2], self.c, out=self.peephole_term)
             f(i)
             f(forget)
         if self.input_forget:
@@ -204,7 +239,7 @@ class _Direction:
         candidate *= i
         self.c_new += candidate
         if peepholes is not None:
-            o += peepholes[1] * self.c_new
+            o += np.multiply(peepholes[1], self.c_new, out=self.peephole_term)
             f(o)
         np.copyto(self.h_new, self.c_new)
         h(self.h_new)
@@ -213,9 +248,10 @@ class _Direction:
     def _gru(self, r_zr, r_h, reset_bias, projection) -> None:
         f, g = self.act
         z, reset, candidate = self.part
-        zr = self.gates[:, :2 * self.hidden]
-        np.matmul(self.h, r_zr, out=zr)
-        zr += projection[:, :2 * self.hidden]
+        zr = self.gates[:2]
+        np.matmul(self.h, r_zr, out=self.product)
+        self._by_gate(self.product, zr)
+        zr += projection[:2]
         f(zr)
         if self.linear_before_reset:
             np.matmul(self.h, r_h, out=candidate)
@@ -225,7 +261,7 @@ class _Direction:
         else:
             np.multiply(reset, self.h, out=self.h_new)
             np.matmul(self.h_new, r_h, out=candidate)
-        candidate += projection[:, 2 * self.hidden:]
+        candidate += projection[2]
         g(candidate)
         # h' = (1 - z) * candidate + z * h = candidate + z * (h - candidate)
         np.subtract(self.h, candidate, out=self.h_new)
@@ -233,13 +269,26 @@ class _Direction:
         self.h_new += candidate
 
 
-def _transposed(workspace, array, dtype):
+def _transposed(workspace, array, dtype, split=None):
     """get() giving ``array`` (dirs, rows, k) as contiguous (dirs, k, rows) in ``dtype``: once per engine for a
-    constant, else on every run. (NumPy's matmul does not hand a transposed view to BLAS: 6x slower.)"""
+    constant, else on every run. (NumPy's matmul does not hand a transposed view to BLAS: 6x slower.) With
+    ``split``, the pair of columns [:split] and [split:], each contiguous (a GRU's z/r and candidate parts:
+    a strided slice would be copied by every step's matmul)."""
     def make(a):
         return np.ascontiguousarray(np.swapaxes(a, 1, 2), dtype=dtype)
-    fixed = workspace.derived(array, f"rnn weights transposed to {dtype.name}", make)
-    return (lambda: fixed) if fixed is not None else (lambda: make(array))
+
+    def make_pair(a):
+        whole = np.swapaxes(a, 1, 2)
+        return (np.ascontiguousarray(whole[:, :, :split], dtype=dtype),
+                np.ascontiguousarray(whole[:, :, split:], dtype=dtype))
+    if split is None:
+        fixed = workspace.derived(array, f"rnn weights transposed to {dtype.name}", make)
+        return (lambda: fixed) if fixed is not None else (lambda: make(array))
+    first = workspace.derived(array, f"rnn weights transposed to {dtype.name}, columns [:{split}]",
+                              lambda a: make_pair(a)[0])
+    second = workspace.derived(array, f"rnn weights transposed to {dtype.name}, columns [{split}:]",
+                               lambda a: make_pair(a)[1])
+    return (lambda: (first, second)) if first is not None else (lambda: make_pair(array))
 
 
 def _bind(attrs, inputs, outputs, workspace):
@@ -252,12 +301,14 @@ def _bind(attrs, inputs, outputs, workspace):
                   for d in range(int(attrs["directions"]))]
     mask = scratch((x.shape[0], x.shape[1]), np.bool_) if lens is not None else None
     steps = scratch((x.shape[0], 1), np.int64) if lens is not None else None
-    w_t, r_t = _transposed(workspace, w, dtype), _transposed(workspace, r, dtype)
+    split = 2 * int(attrs["hidden_size"]) if RNNCell(attrs["cell"]) == RNNCell.GRU else None
+    w_t, r_t = _transposed(workspace, w, dtype), _transposed(workspace, r, dtype, split)
+    lens_row = None if lens is None else lens[None, :]
 
     def run():
         if mask is not None:
-            steps[:, 0] = np.arange(x.shape[0])
-            np.less(steps, lens[None, :], out=mask)
+            steps[:, 0] = range(x.shape[0])   # scratch is shared between layers: written on every run
+            np.less(steps, lens_row, out=mask)
         operands = [_as(x, dtype), w_t(), r_t(), _as(b, dtype)]
         states = [_as(a, dtype) for a in (h0, c0, p)]
         for direction in directions:

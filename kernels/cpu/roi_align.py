@@ -18,6 +18,11 @@ from edgert.ir.kinds import LayerKind
 from edgert.kernels.registry import register
 
 
+# Bilinear samples one roi may take (channels x sample rows x sample columns): far beyond any real roi, and a
+# bound on the scratch a crafted roi or sampling_ratio could ask for (onnxruntime loops instead: minutes).
+MAX_SAMPLES = 1 << 26
+
+
 def _sample_axis(start: float, bin_size: float, bins: int, grid: int, size: int):
     """Per sample position along one axis: (low index, high index, low weight, high weight, outside)."""
     steps = (np.arange(grid) + 0.5) * bin_size / grid
@@ -41,9 +46,19 @@ def _one_roi(image: np.ndarray, roi: np.ndarray, attrs) -> np.ndarray:
     roi_w, roi_h = x2 - x1, y2 - y1
     if not attrs.get("half_pixel"):
         roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+    if not (math.isfinite(roi_w) and math.isfinite(roi_h)):
+        raise InputError(f"RoiAlign: roi {[float(v) for v in roi]} scaled by {attrs['spatial_scale']} is not finite")
     ratio = int(attrs["sampling_ratio"])
-    grid_h = ratio if ratio > 0 else int(math.ceil(roi_h / bins_h))
-    grid_w = ratio if ratio > 0 else int(math.ceil(roi_w / bins_w))
+    # an empty or inverted roi takes no samples (its bins are 0, as onnxruntime's loops give)
+    grid_h = ratio if ratio > 0 else max(int(math.ceil(roi_h / bins_h)), 0)
+    grid_w = ratio if ratio > 0 else max(int(math.ceil(roi_w / bins_w)), 0)
+    samples = image.shape[0] * bins_h * grid_h * bins_w * grid_w
+    if samples == 0:
+        return np.zeros((image.shape[0], bins_h, bins_w), image.dtype)
+    if samples > MAX_SAMPLES:
+        raise InputError(f"RoiAlign: roi {[float(v) for v in roi]} needs {grid_h}x{grid_w} samples per bin of a "
+                         f"{bins_h}x{bins_w} output over {image.shape[0]} channels, more than {MAX_SAMPLES}; "
+                         "check the rois' scale (spatial_scale) or set sampling_ratio")
     ylo, yhi, wyl, wyh, out_y = _sample_axis(y1, roi_h / bins_h, bins_h, grid_h, height)
     xlo, xhi, wxl, wxh, out_x = _sample_axis(x1, roi_w / bins_w, bins_w, grid_w, width)
     keep = ~(out_y[:, None] | out_x[None])

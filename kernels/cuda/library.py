@@ -93,7 +93,10 @@ class LowerContext:
         place = self._addresses.get(tensor)
         if place is None or place[0] is None:
             return None
-        nbytes = cg.numel(self.shape(tensor)) * self.itemsize(tensor)
+        # a plan lowered at smaller shapes than its memory plan's (optimization profiles) keeps the planned
+        # extents, so that overlap decisions (and so the kernels' form) do not change with the shapes
+        planned = self.document.get("planned_tensors") or self.tensors
+        nbytes = cg.numel(planned[tensor]["shape"]) * self.itemsize(tensor)
         return place[0], place[1], place[1] + nbytes
 
     def placed_at(self, tensor: int, base: int, byte_offset: int) -> bool:

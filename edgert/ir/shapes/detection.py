@@ -40,6 +40,8 @@ def topk(node):
 @shape_rule(LayerKind.NMS)
 def nms(node):
     boxes, scores = node.inputs[:2]
+    if len(node.inputs) > 2 and (node.inputs[2].shape != () or node.inputs[2].dtype != DataType.INT64):
+        _fail(node, f"the count of valid boxes must be an int64 scalar, found {node.inputs[2].shape}")
     if len(boxes.shape) != 3 or boxes.shape[2] != 4 or len(scores.shape) != 3 \
             or scores.shape[0] != boxes.shape[0] or scores.shape[2] != boxes.shape[1]:
         _fail(node, f"boxes {boxes.shape} and scores {scores.shape} must be (B, N, 4) and (B, C, N)")
@@ -58,6 +60,8 @@ def non_zero(node):
 def scatter(node):
     data, indices, updates = node.inputs
     if node.attrs["mode"] == "elements":
+        if not 0 <= int(node.attrs.get("axis", 0)) < max(len(data.shape), 1):
+            _fail(node, f"axis {node.attrs.get('axis')} is out of range for data of shape {data.shape}")
         if len(indices.shape) != len(data.shape) or tuple(indices.shape) != tuple(updates.shape):
             _fail(node, f"indices {indices.shape} and updates {updates.shape} must have one shape, of the rank "
                         f"of data {data.shape}")

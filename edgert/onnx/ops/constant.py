@@ -1,18 +1,24 @@
 """ONNX importers whose outputs are known at build time, or that only forward their input.
 
 Constant, ConstantOfShape, Shape, Size, Range and EyeLike become constants (shapes are static, so
-Shape and Size always fold); Identity and Dropout (inference) return their input Value itself.
+Shape and Size fold, except along a data-dependent axis: the rows of a NonZero or NMS result, whose
+count Shape and Size then compute at run time); Identity and Dropout (inference) return their input
+Value itself.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
 from edgert.errors import ModelError, UnsupportedError
+from edgert.ir.kinds import BOUNDED_KINDS, ElementWiseOp, LayerKind
 from edgert.ir.limits import check_shape
+from edgert.ir.valid_rows import bounded_values
 from edgert.onnx.context import onnx_dtype, tensor_to_array
+from edgert.onnx.ops.tensor import reshape_to
 from edgert.onnx.registry import onnx_op
 
 # Constant's scalar/list attributes and the NumPy type each holds.
@@ -51,17 +57,51 @@ def constant_of_shape(ctx, node):
                          name=node.output[0])]
 
 
+def data_dependent_rows(ctx, x):
+    """(count, axis) when ``x``'s size along ``axis`` is data-dependent (it holds a NonZero or NMS result's
+    rows: edgert/ir/valid_rows.py), else None."""
+    if not any(n.kind in BOUNDED_KINDS for n in ctx.graph.nodes):
+        return None
+    return bounded_values(ctx.graph, strict=False).get(id(x))
+
+
+def valid_rows(ctx, count, size: int):
+    """min(count, size): the rows of a value ``size`` long that are valid (after a prefix slice, fewer than the
+    count of the layer that bounded them)."""
+    (clamped,) = ctx.add(LayerKind.ELEMENTWISE, [count, ctx.constant(np.array(size, np.int64))],
+                         {"op": ElementWiseOp.MIN})
+    return clamped
+
+
 @onnx_op("Shape")
 def shape(ctx, node):
     attrs = ctx.attrs()
+    x = ctx.input(0)
     # Python slicing clamps start/end exactly as Shape-15 specifies (negative counts from the end).
-    dims = np.array(ctx.input(0).shape, dtype=np.int64)[attrs.get("start", 0):attrs.get("end", None)]
-    return [ctx.constant(dims, name=node.output[0])]
+    axes = list(range(len(x.shape)))[attrs.get("start", 0):attrs.get("end", None)]
+    rows = data_dependent_rows(ctx, x)
+    if rows is None or rows[1] not in axes:
+        return [ctx.constant(np.array([x.shape[a] for a in axes], dtype=np.int64), name=node.output[0])]
+    # the size along the data-dependent axis is the count, known only at run time (the static dim is its bound)
+    count, axis = rows
+    pieces = []
+    for static, part in itertools.groupby(axes, key=lambda a: a != axis):
+        part = list(part)
+        pieces += ([ctx.constant(np.array([x.shape[a] for a in part], dtype=np.int64))] if static
+                   else [reshape_to(ctx, valid_rows(ctx, count, x.shape[axis]), [1])])
+    return [pieces[0]] if len(pieces) == 1 else ctx.add(LayerKind.CONCATENATION, pieces, {"axis": 0})
 
 
 @onnx_op("Size")
 def size(ctx, node):
-    return [ctx.constant(np.array(math.prod(ctx.input(0).shape), dtype=np.int64), name=node.output[0])]
+    x = ctx.input(0)
+    rows = data_dependent_rows(ctx, x)
+    if rows is None:
+        return [ctx.constant(np.array(math.prod(x.shape), dtype=np.int64), name=node.output[0])]
+    count, axis = rows   # the count times the other dims, at run time
+    count = valid_rows(ctx, count, x.shape[axis])
+    other = np.array(math.prod(x.shape[:axis] + x.shape[axis + 1:]), dtype=np.int64)
+    return ctx.add(LayerKind.ELEMENTWISE, [count, ctx.constant(other)], {"op": ElementWiseOp.PROD})
 
 
 @onnx_op("Range")

@@ -3,6 +3,8 @@
 NonMaxSuppression's output size depends on the data: the layer's output is sized to its static bound
 (batch × classes × max_output_boxes_per_class rows) and it also yields the real row count (see
 edgert/ir/valid_rows.py). Its limits and thresholds must be constants, as TensorRT's INMSLayer wants.
+Its boxes may themselves be data-dependent rows (the candidates a score filter's NonZero kept): their
+count is then the layer's third input.
 """
 
 from __future__ import annotations
@@ -63,7 +65,23 @@ def non_max_suppression(ctx, node):
         raise ModelError(f"{ctx.where}: center_point_box must be 0 or 1, found {center}")
     attrs = {"center_point_box": center, "max_output_boxes_per_class": max(limit, 0), "iou_threshold": iou_threshold,
              "score_threshold": None if score_threshold is None else float(score_threshold)}
-    return [bounded_layer(ctx, LayerKind.NMS, [boxes, scores], attrs)]
+    return [bounded_layer(ctx, LayerKind.NMS, [boxes, scores] + _valid_boxes(ctx, boxes, scores), attrs)]
+
+
+def _valid_boxes(ctx, boxes, scores) -> list:
+    """[count] when the boxes are data-dependent rows (say, the candidates a NonZero kept): NMS then reads only
+    the first ``count`` boxes and scores (input 2 of the layer); [] otherwise."""
+    from edgert.onnx.ops.constant import data_dependent_rows
+    box_rows, score_rows = data_dependent_rows(ctx, boxes), data_dependent_rows(ctx, scores)
+    if box_rows is None and score_rows is None:
+        return []
+    if box_rows is None or score_rows is None or box_rows[0] is not score_rows[0] or box_rows[1] != 1 \
+            or score_rows[1] != 2:
+        raise UnsupportedError(
+            f"{ctx.where}: boxes {boxes.name!r} and scores {scores.name!r} have data-dependent sizes along axes "
+            f"{box_rows and box_rows[1]} and {score_rows and score_rows[1]}; NMS takes data-dependent rows only as "
+            "its box axis (1 of boxes, 2 of scores), with the same count on both")
+    return [box_rows[0]]
 
 
 @onnx_op("RoiAlign")

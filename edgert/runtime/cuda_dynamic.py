@@ -1,0 +1,225 @@
+"""CUDA execution context of a plan with optimization profiles: any input shape in the profile's range.
+
+The plan's kernels are shape-generic (``edgert.kernels.cuda.generic``): for each distinct set of input
+shapes the context evaluates the shape program (``specialize``), lowers the plan at those shapes with
+the profile's pinned tactics (pure Python, no compiler: grids, parameters and tables exact for the shape),
+maps every launch to its compiled generic kernel and the dim values it reads, and captures the launches
+into a CUDA graph. Bound shapes (launches, tables, graph) stay in a small LRU cache, so alternating between
+a few shapes re-lowers and re-captures nothing.
+
+Memory is allocated once: the arena of the plan (laid out for the largest profile's max shapes: at a
+smaller shape each tensor uses the first bytes of its slot), input buffers of their max size, and the
+workspace, counters and kernel tables at the sizes the build saw over every profile's shapes. A shape that
+needs more (outside what the build lowered) grows them once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Mapping
+
+import numpy as np
+
+from edgert.errors import EdgeRTError, InputError, UnsupportedError
+from edgert.runtime.cuda import CudaExecutionContext, PackedParams, pack_params
+from edgert.runtime.dynamic_context import DynamicExecutionContext
+from edgert.runtime.shapes import specialize
+
+AUX_ALIGNMENT = 256
+
+
+class _Bound:
+    """Everything bound for one set of input shapes in one profile."""
+
+    __slots__ = ("shapes", "calls", "aux", "aux_offsets", "graph")
+
+
+class DynamicCudaExecutionContext(CudaExecutionContext):
+    CACHE_SIZE = 8   # distinct input-shape sets whose launches and CUDA graphs are kept
+
+    def __init__(self, engine, use_graph: bool = True):
+        dynamic = engine.section["dynamic"]
+        self._aux_capacity = int(dynamic.get("aux_bytes", 0))
+        super().__init__(engine, use_graph)
+        self._aux_region = self._allocate(max(self._aux_capacity, 1))
+        self._aux_owner = None
+        self._cache: OrderedDict = OrderedDict()
+        self._profile = 0
+        self.set_optimization_profile(0)
+
+    # the TensorRT-style shape API and input checks are the CPU dynamic context's
+    active_optimization_profile = DynamicExecutionContext.active_optimization_profile
+    set_optimization_profile = DynamicExecutionContext.set_optimization_profile
+    set_input_shape = DynamicExecutionContext.set_input_shape
+    get_tensor_shape = DynamicExecutionContext.get_tensor_shape
+    _key = DynamicExecutionContext._key
+    _check_range = DynamicExecutionContext._check_range
+    _check_inputs = DynamicExecutionContext._check_inputs
+
+    def poison(self, byte: int = 0xFF) -> None:
+        """Fill arena, input buffers and kernel tables with ``byte``; the next run uploads its tables again."""
+        super().poison(byte)
+        self._aux_owner = None
+
+    # -- running ---------------------------------------------------------------------------------
+    def execute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run at the shapes of the given arrays (each in the current profile's range); outputs at their shapes."""
+        arrays = self._check_inputs(inputs)
+        for binding, array in zip(self.engine.inputs, arrays):
+            self._shapes[binding.name] = array.shape
+        with self._lock:
+            bound = self._activate(self._key())
+            for binding, array in zip(self.engine.inputs, arrays):
+                self.driver.upload(self.addresses[binding.tensor], array, self.stream)
+            self._replay(bound, self.stream)
+            results = {}
+            for binding in self.engine.outputs:
+                out = np.empty(bound.shapes[binding.tensor], binding.dtype)
+                self.driver.download(out, self.addresses[binding.tensor], self.stream)
+                results[binding.name] = out
+            self.driver.synchronize(self.stream)
+        return results
+
+    def execute_async(self, inputs: Mapping, stream=None) -> dict:
+        """Device arrays in (any in-range shapes), fresh device arrays out, all queued on ``stream``."""
+        stream = stream if stream is not None else self.stream
+        for binding in self.engine.inputs:
+            array = inputs.get(binding.name)
+            if array is None:
+                raise InputError(f"missing input {binding.name!r}")
+            if np.dtype(array.dtype) != binding.dtype:
+                raise InputError(f"input {binding.name!r}: expected dtype {binding.dtype.name}, got "
+                                 f"{np.dtype(array.dtype).name}")
+            self.set_input_shape(binding.name, tuple(array.shape))
+        with self._lock:
+            bound = self._activate(self._key(), stream)
+            for binding in self.engine.inputs:
+                array = inputs[binding.name]
+                nbytes = int(np.prod(array.shape, dtype=np.int64)) * binding.dtype.itemsize
+                self.driver.copy(self.addresses[binding.tensor], self.driver.array_ptr(array), nbytes, stream)
+            self._replay(bound, stream)
+            results = {}
+            for binding in self.engine.outputs:
+                shape = bound.shapes[binding.tensor]
+                out = self.driver.empty(shape, binding.dtype, stream)
+                nbytes = int(np.prod(shape, dtype=np.int64)) * binding.dtype.itemsize
+                self.driver.copy(self.driver.array_ptr(out), self.addresses[binding.tensor], nbytes, stream)
+                results[binding.name] = out
+        return results
+
+    def run(self, stream=None) -> None:
+        """Run the schedule at the current input shapes on the context's device buffers as they are."""
+        stream = stream if stream is not None else self.stream
+        with self._lock:
+            self._replay(self._activate(self._key(), stream), stream)
+
+    def _replay(self, bound: _Bound, stream) -> None:
+        if not self.use_graph:
+            for function, grid, block, smem, params in bound.calls:
+                self.driver.launch(function, grid, block, smem, params, stream)
+            return
+        if bound.graph is None:
+            self._calls = bound.calls
+            bound.graph = self.driver.capture(self.stream, self._run_schedule)
+        self.driver.replay(bound.graph, stream)
+
+    def _activate(self, key: tuple, stream=None) -> _Bound:
+        """The bound launches of these shapes, with their kernel tables in the context's table region."""
+        bound = self._bind_shapes(key)
+        if self._aux_owner is not bound:
+            for data, offset in zip(bound.aux, bound.aux_offsets):
+                self.driver.upload(self._aux_region.ptr + offset, data, stream if stream is not None else self.stream)
+            self._aux_owner = bound
+        return bound
+
+    # -- binding ---------------------------------------------------------------------------------
+    def _bind_shapes(self, key: tuple) -> _Bound:
+        cache_key = (self._profile, key)
+        bound = self._cache.get(cache_key)
+        if bound is not None:
+            self._cache.move_to_end(cache_key)
+            return bound
+        engine = self.engine
+        shapes, _ = specialize(engine.shape_engine, {b.tensor: shape for b, shape in zip(engine.inputs, key)})
+        self._check_slots(key, shapes)
+        try:
+            bound = self._lower(shapes)
+        except EdgeRTError as e:
+            shown = ", ".join(f"{b.name}={'x'.join(map(str, s))}" for b, s in zip(engine.inputs, key))
+            raise type(e)(f"at input shapes {shown}: {e}") from e
+        self._cache[cache_key] = bound
+        if len(self._cache) > self.CACHE_SIZE:
+            evicted = self._cache.popitem(last=False)[1]
+            if self._aux_owner is evicted:
+                self._aux_owner = None
+        return bound
+
+    def _check_slots(self, key: tuple, shapes: list) -> None:
+        for tensor_id, tensor in enumerate(self.engine.tensors):
+            if shapes[tensor_id] is None or tensor_id in self.engine._constants:
+                continue
+            if int(np.prod(shapes[tensor_id], dtype=np.int64)) > int(np.prod(tensor["shape"], dtype=np.int64)):
+                raise InputError(f"input shapes {key}: tensor {tensor['name']!r} needs more elements than its arena "
+                                 "slot (planned at the profile's max shapes); narrow the profile")
+
+    def _lower(self, shapes: list) -> _Bound:
+        from edgert.kernels.cuda.generic import PinnedPolicy, launch_units, lower_at, match
+
+        engine, dynamic = self.engine, self.engine.section["dynamic"]
+        policy = PinnedPolicy(dynamic["tactics"][self._profile])
+        ctx, launches, _ = lower_at(engine.document, shapes, engine.arch, int(dynamic["sm_count"]), policy)
+        self._reserve(ctx)
+        bound = _Bound()
+        bound.shapes, bound.graph, bound.aux = shapes, None, list(ctx.aux)
+        bound.aux_offsets, offset = [], 0
+        for data in bound.aux:
+            bound.aux_offsets.append(offset)
+            offset += -(-len(data) // AUX_ALIGNMENT) * AUX_ALIGNMENT
+        derived = [engine.derived_for(entry) for entry in ctx.derived]
+        layers, bound.calls = engine.document["layers"], []
+        for (index, _), launch, unit in launch_units(ctx, launches, layers):
+            name, dims = match(dynamic["forms"], unit, f"layer {layers[index]['name']!r} ({layers[index]['kind']})")
+            if name not in engine.functions:
+                raise UnsupportedError(f"plan is corrupt: generic kernel {name!r} is not in its modules")
+            params = list(launch["params"]) + ([["align", 8]] + [["i64", v] for v in dims] if dims else [])
+            resolve = self._resolver(bound, derived)
+            bound.calls.append((engine.functions[name], tuple(launch["grid"]), tuple(launch["block"]),
+                                int(launch.get("smem", 0)), PackedParams(pack_params(params, resolve))))
+        return bound
+
+    def _resolver(self, bound: _Bound, derived: list):
+        def resolve(entry) -> int:
+            if entry[0] == "a":
+                return self._aux_region.ptr + bound.aux_offsets[int(entry[1])] + int(entry[2])
+            if entry[0] == "d":
+                return derived[int(entry[1])] + int(entry[2])
+            return self._resolve(entry)
+        return resolve
+
+    def _reserve(self, ctx) -> None:
+        """Grow workspace, counters or the table region when a shape needs more than the build saw."""
+        needed_aux = sum(-(-len(d) // AUX_ALIGNMENT) * AUX_ALIGNMENT for d in ctx.aux)
+        if needed_aux > self._aux_capacity:
+            self._aux_capacity = needed_aux
+            self._aux_region = self._allocate(needed_aux)
+            self._forget_bindings()
+        if ctx.workspace_bytes > self.engine.workspace_bytes:
+            self.engine.workspace_bytes = ctx.workspace_bytes
+            self._workspace = self._allocate(ctx.workspace_bytes)
+            self._forget_bindings()
+        if 4 * ctx.counters > self.engine.counter_bytes:
+            self.engine.counter_bytes = 4 * ctx.counters
+            self._counters = self._allocate(self.engine.counter_bytes)
+            self.driver.memset(self._counters.ptr, 0, self.engine.counter_bytes, self.stream)
+            self.driver.synchronize(self.stream)
+            self._forget_bindings()
+
+    def _forget_bindings(self) -> None:
+        self._cache.clear()
+        self._aux_owner = None
+
+    @property
+    def bound_shapes(self) -> int:
+        """How many distinct input-shape sets are bound now (the cache)."""
+        return len(self._cache)

@@ -1,0 +1,122 @@
+/* The convolution microkernels' body, included once per instruction set with CONV_SUFFIX(name) naming the build
+ * (conv_ukernels.c: baseline, which is NEON on aarch64; conv_ukernels_avx2.c: AVX2+FMA and AVX-512). Written with
+ * GCC/clang vector extensions: a CONV_LANES-float vector is one AVX register, two SSE or NEON registers (the AVX-512
+ * build sets CONV_BODY_LANES to 16: one ZMM register), so the same source is explicit SIMD on every target without
+ * intrinsics. */
+#include <string.h>
+
+#include "conv_ukernels.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+/* keep the few-lane store loops as loops: GCC would make them memcpy calls, which cost more than the row */
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
+
+#ifndef CONV_BODY_LANES
+#define CONV_BODY_LANES CONV_LANES   /* the AVX-512 build works on 16 */
+#endif
+typedef float ConvVector __attribute__((vector_size(CONV_BODY_LANES * sizeof(float))));
+
+/* macros, not functions: a function taking or returning a 32-byte vector has a different ABI with and without AVX */
+#ifndef CONV_LOAD
+#define CONV_LOAD(vector, from) memcpy(&(vector), (from), sizeof(ConvVector))   /* an unaligned load */
+#define CONV_STORE(to, vector, lanes)                                                   \
+    do {                                                                                \
+        if ((lanes) >= CONV_BODY_LANES) {                                               \
+            memcpy((to), &(vector), sizeof(ConvVector));                                \
+        } else { /* lane by lane: a memcpy call of a few floats costs more than the row */ \
+            for (int64_t lane_ = 0; lane_ < (lanes); ++lane_) (to)[lane_] = (vector)[lane_];   \
+        }                                                                               \
+    } while (0)
+#endif
+
+#ifndef CONV_BODY_GROUP
+#define CONV_BODY_GROUP 4   /* output channels (direct) or output vectors (depthwise) per pass; AVX-512 (32 registers): 8 */
+#endif
+
+/* `units` vectors of outputs (unit u: CONV_BODY_LANES outputs from input in[u] + offsets[k] to out[u], `lanes[u]` of
+ * them real), up to CONV_BODY_GROUP at once: per tap, one weight and one offset serve them all */
+static inline void CONV_SUFFIX(depthwise_units)(const float *const *in, float *const *out, const int64_t *lanes,
+                                                int units, const int64_t *offsets, int64_t taps, const float *w,
+                                                float start) {
+    ConvVector acc[CONV_BODY_GROUP];
+    for (int u = 0; u < CONV_BODY_GROUP; ++u) acc[u] = (ConvVector){0} + start;
+    if (units == CONV_BODY_GROUP) {
+        for (int64_t k = 0; k < taps; ++k) {
+            float wk = w[k];
+            int64_t offset = offsets[k];
+            for (int u = 0; u < CONV_BODY_GROUP; ++u) {
+                ConvVector x;
+                CONV_LOAD(x, in[u] + offset);
+                acc[u] += wk * x;
+            }
+        }
+    } else {
+        for (int64_t k = 0; k < taps; ++k)
+            for (int u = 0; u < units; ++u) {
+                ConvVector x;
+                CONV_LOAD(x, in[u] + offsets[k]);
+                acc[u] += w[k] * x;
+            }
+    }
+    for (int u = 0; u < units; ++u) CONV_STORE(out[u], acc[u], lanes[u]);
+}
+
+void CONV_SUFFIX(conv_depthwise_rows)(float *out, int64_t rows, int64_t out_w, const float *plane, int64_t row_step,
+                                      const int64_t *offsets, int64_t taps, const float *w, float start) {
+    /* the plane's output vectors in row order, CONV_BODY_GROUP at a time (several rows at once when they are narrow) */
+    int64_t per_row = (out_w + CONV_BODY_LANES - 1) / CONV_BODY_LANES, total = rows * per_row;
+    for (int64_t first = 0; first < total; first += CONV_BODY_GROUP) {
+        const float *in[CONV_BODY_GROUP];
+        float *target[CONV_BODY_GROUP];
+        int64_t lanes[CONV_BODY_GROUP];
+        int units = total - first < CONV_BODY_GROUP ? (int)(total - first) : CONV_BODY_GROUP;
+        for (int u = 0; u < units; ++u) {
+            int64_t oy = (first + u) / per_row, ox = (first + u) % per_row * CONV_BODY_LANES;
+            in[u] = plane + oy * row_step + ox;
+            target[u] = out + oy * out_w + ox;
+            lanes[u] = out_w - ox;
+        }
+        CONV_SUFFIX(depthwise_units)(in, target, lanes, units, offsets, taps, w, start);
+    }
+}
+
+
+/* CONV_BODY_GROUP output channels over two vectors of outputs of one row: per weight, 2 loads and CONV_BODY_GROUP
+ * broadcasts feed 2 x CONV_BODY_GROUP multiply-adds (the accumulators fit AVX2's 16 registers and NEON's 32 with
+ * room for the operands, 4 channels; AVX-512's 32, 8 channels). */
+static inline void CONV_SUFFIX(direct_group)(const ConvDirect *p, const float *weights, int64_t channels,
+                                             int64_t first_channel, int64_t oy, int64_t ox) {
+    ConvVector acc[CONV_BODY_GROUP][2];
+    for (int b = 0; b < CONV_BODY_GROUP; ++b)
+        acc[b][0] = acc[b][1] = (ConvVector){0} + (p->bias && b < channels ? p->bias[first_channel + b] : 0.0f);
+    const float *row = p->planes + (oy - p->first_row) * p->row_step + ox;
+    for (int64_t c = 0; c < p->channels; ++c, row += p->plane_elements)
+        for (int64_t k = 0; k < p->taps; ++k, weights += CONV_BLOCK) {
+            ConvVector x0, x1;
+            CONV_LOAD(x0, row + p->offsets[k]);
+            CONV_LOAD(x1, row + p->offsets[k] + CONV_BODY_LANES);
+            for (int b = 0; b < CONV_BODY_GROUP; ++b) {
+                acc[b][0] += weights[b] * x0;
+                acc[b][1] += weights[b] * x1;
+            }
+        }
+    int64_t plane = p->out_h * p->out_w, lanes = p->out_w - ox;
+    float *target = p->out + first_channel * plane + oy * p->out_w + ox;
+    for (int b = 0; b < channels && b < CONV_BODY_GROUP; ++b) {
+        CONV_STORE(target + b * plane, acc[b][0], lanes);
+        if (lanes > CONV_BODY_LANES) CONV_STORE(target + b * plane + CONV_BODY_LANES, acc[b][1], lanes - CONV_BODY_LANES);
+    }
+}
+
+void CONV_SUFFIX(conv_direct_rows)(const ConvDirect *p, int64_t row_begin, int64_t row_end) {
+    int64_t per_block = p->channels * p->taps * CONV_BLOCK;
+    for (int64_t m = 0; m < p->out_channels; m += CONV_BLOCK) {
+        const float *weights = p->packed + (m / CONV_BLOCK) * per_block;
+        int64_t block_channels = p->out_channels - m < CONV_BLOCK ? p->out_channels - m : CONV_BLOCK;
+        for (int64_t oy = row_begin; oy < row_end; ++oy)
+            for (int64_t ox = 0; ox < p->out_w; ox += 2 * CONV_BODY_LANES)
+                for (int b = 0; b < block_channels; b += CONV_BODY_GROUP)
+                    CONV_SUFFIX(direct_group)(p, weights + b, block_channels - b, m + b, oy, ox);
+    }
+}

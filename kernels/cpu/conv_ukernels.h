@@ -1,0 +1,46 @@
+/* Convolution microkernels over float32 (kernels/cpu/conv_ukernels.c): pure C, no Python, so that the same code is
+ * tested natively and cross-compiled for aarch64 under qemu (tests/native/conv_check.c).
+ *
+ * Both read "tap runs" from padded scratch planes laid out as _native.c's Scratch: for output row oy, kernel tap k
+ * reads plane[offsets[k] + oy * row_step + ox] for ox in [0, out_w). They work on one or two vectors of CONV_LANES
+ * outputs of a row at a time and may read up to 2 x 16 - 1 floats past the last run (the caller's scratch
+ * keeps CONV_READ_SLACK spare floats at its end); those lanes are never written out. */
+#ifndef EDGERT_CONV_UKERNELS_H
+#define EDGERT_CONV_UKERNELS_H
+
+#include <stdint.h>
+
+#define CONV_LANES 8          /* the AVX-512 build's vectors hold 16 */
+#define CONV_READ_SLACK 32
+/* output channels one direct-convolution block computes: the packed weights' last axis */
+#define CONV_BLOCK 8
+
+/* Depthwise (or average-pooling) rows: out[oy][ox] = start + sum_k w[k] * plane[offsets[k] + oy * row_step + ox]
+ * for oy in [0, rows) (out rows out_w apart). */
+void conv_depthwise_rows(float *out, int64_t rows, int64_t out_w, const float *plane, int64_t row_step,
+                         const int64_t *offsets, int64_t taps, const float *w, float start);
+
+/* A direct convolution over every input channel's scratch plane (plane_elements apart, holding the rows that output
+ * rows from first_row on read):
+ * out[m][oy][ox] = bias[m] + sum_{c, k} w[m][c][k] * plane_c[offsets[k] + (oy - first_row) * row_step + ox]
+ * for output rows [row_begin, row_end), output channels [0, out_channels) (planes out_h x out_w apart).
+ * packed: the weights as (ceil(out_channels / CONV_BLOCK), channels x taps, CONV_BLOCK), zeros past the last channel;
+ * bias: out_channels floats or NULL. */
+typedef struct {
+    const float *planes;
+    int64_t plane_elements, channels, taps, row_step, first_row;
+    const int64_t *offsets;
+    const float *packed, *bias;
+    int64_t out_channels, out_h, out_w;
+    float *out;
+} ConvDirect;
+
+void conv_direct_rows(const ConvDirect *p, int64_t row_begin, int64_t row_end);
+
+/* outputs of a row conv_direct_rows computes at once (two vectors of the chosen build) */
+int64_t conv_direct_span(void);
+
+/* which build runs: "avx512", "avx2+fma", "baseline" or "neon" */
+const char *conv_isa(void);
+
+#endif
