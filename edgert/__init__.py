@@ -27,4 +27,9 @@ def __getattr__(name):
     errors = importlib.import_module("edgert.errors")
     if hasattr(errors, name):
         return getattr(errors, name)
+    # TensorRT's Python API (``import edgert as trt``): Logger, Builder, Runtime, OnnxParser, DataType, float32 ...
+    if not name.startswith("_"):
+        api = importlib.import_module("edgert.api")
+        if name in api.__all__ or name == "bool":
+            return getattr(api, "bool_" if name == "bool" else name)
     raise AttributeError(f"module 'edgert' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The options ``edgert.build(model, **options)`` accepts, and the build's memory limit (``max_arena``).
+"""The typed settings of a build (``BuildConfig``: ``edgert.build``'s keywords), and its memory limit (``max_arena``).
 
 Unknown options are an error listing the valid ones (a typo such as ``precison="fp16"`` must not build
 an fp32 plan silently). ``max_arena`` (bytes) bounds the activation arena a plan may need: by default
@@ -8,18 +8,17 @@ a model whose shapes ask for 112 GiB fails at build with the numbers, not at run
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+from typing import Sequence
 
 from edgert.errors import EdgeRTError, ShapeError
 
-# Keyword options of edgert.build beyond its named parameters; each is read by the builder or a stage of it.
-BUILD_OPTIONS = frozenset({
-    "placement", "precision_rules", "calibration", "calib", "calibrator", "calib_cache", "timing_cache",
-    "gpu_kernels", "autotune", "gpu_archs", "ptx", "tf32", "dla_core", "gpu_fallback", "cpu_only_aliases",
-    "max_arena",
-})
-# Passed by edgert.dynamic to its probe builds; accepted, not offered to users.
+# Recorded in the plan header (``header["options"]``) when set: the build settings a reader of the plan may want.
+RECORDED = ("precision", "placement", "precision_rules", "calib", "calibrator", "calib_cache", "timing_cache",
+            "gpu_kernels", "autotune", "gpu_archs", "ptx", "tf32", "dla_core", "gpu_fallback", "max_arena")
+# Set by edgert.dynamic for its probe builds; accepted, not offered to users.
 INTERNAL_OPTIONS = frozenset({"initializer_cache", "dynamic_shapes", "dynamic_layers"})
 HOST_MAX_ARENA = 16 << 30
 DEVICE_MEMORY_FRACTION = 0.5   # the rest: weights, the OS, the application, the CUDA context
@@ -27,20 +26,75 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20
           "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
 
 
-def check_build_options(options: dict, named: tuple = ()) -> None:
-    """EdgeRTError naming each unknown option, a close match, and every valid option."""
-    unknown = sorted(set(options) - BUILD_OPTIONS - INTERNAL_OPTIONS)
-    if not unknown:
-        if options.get("max_arena") is not None:
-            parse_size(options["max_arena"])   # a bad size fails before the build's work
-        return
-    valid = sorted(BUILD_OPTIONS | set(named))
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, valid, n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise EdgeRTError(f"unknown build option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
-                      f"valid options: {', '.join(valid)}")
+@dataclasses.dataclass
+class BuildConfig:
+    """Every setting of one build, typed; ``edgert.build``'s keywords, the command line's flags and TensorRT's
+    ``IBuilderConfig`` (``edgert.api``) all become one of these, and the builder reads nothing else.
+
+    None means "not given" (the builder's default applies, and the plan header does not record it).
+    """
+    target: str = "host"
+    precision: str = "fp32"
+    optimize: bool = True                   # False: no graph pass runs
+    disabled_passes: Sequence[str] = ()
+    memory_reuse: bool = True
+    reorder: bool = True                    # schedule for low peak memory (False: the model's order)
+    placement: object = None                # placement rules: a TOML path, a parsed dict or rule dicts
+    precision_rules: object = None          # likewise, rules with a precision
+    calibration: object = None              # a CalibrationTable or {tensor: scale}
+    calib: object = None                    # a directory of batches, or an iterable of input dicts
+    calibrator: str | None = None           # entropy | minmax | percentile
+    calib_cache: str | None = None
+    timing_cache: object = None             # a path or a TimingCache
+    gpu_kernels: bool | None = None
+    autotune: bool | None = None
+    gpu_archs: Sequence[str] | None = None
+    ptx: bool | None = None
+    tf32: bool | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool | None = None
+    cpu_only_aliases: bool = True           # False: plan memory for CUDA kernels compiled into the plan later
+    max_arena: object = None                # bytes or a size such as "2GiB"
+    # edgert.dynamic's probe builds
+    initializer_cache: dict | None = None
+    dynamic_shapes: bool = False
+    dynamic_layers: dict | None = None
+
+    @classmethod
+    def from_options(cls, **options) -> "BuildConfig":
+        """A config from keyword options; EdgeRTError naming each unknown one, a close match, and every valid one."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            valid = sorted(fields - INTERNAL_OPTIONS)
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise EdgeRTError(f"unknown build option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                              f"valid options: {', '.join(sorted(set(valid) | {'shapes', 'profiles'}))}")
+        config = cls(**options)
+        if config.max_arena is not None:
+            parse_size(config.max_arena)   # a bad size fails before the build's work
+        return config
+
+    def replace(self, **changes) -> "BuildConfig":
+        return dataclasses.replace(self, **changes)
+
+    def header_options(self) -> dict:
+        """The settings the plan header records (plain data: paths, not objects; given ones only)."""
+        import os
+
+        recorded = {}
+        for name in RECORDED:
+            value = getattr(self, name)
+            if name == "timing_cache" and not isinstance(value, (str, os.PathLike)):
+                value = None            # a TimingCache object: the header records a path only
+            elif name == "calib" and not isinstance(value, (str, os.PathLike)):
+                value = None            # batches given in Python are used, not recorded
+            if value is not None:
+                recorded[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
+        return recorded
 
 
 def parse_size(text) -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from edgert import __version__
-from edgert.build_options import check_arena, check_build_options
+from edgert.build_options import BuildConfig, check_arena
+from edgert.errors import EdgeRTError
 from edgert.ir.graph import Graph, Node
 from edgert.ir.valid_rows import graph_output_rows
 from edgert.memory import ALIGNMENT, MemoryPlan
@@ -19,14 +19,15 @@ CONST_ALIGNMENT = 64
 _PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float64": "fp64"}
 
 
-def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=None, target: str = "host",
-          precision: str = "fp32", optimize: bool = True, disabled_passes: Sequence[str] = (),
-          memory_reuse: bool = True, reorder: bool = True, **options) -> Plan:
+def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=None,
+          config: BuildConfig | None = None, **options) -> Plan:
     """Import ``model`` (path, bytes or onnx.ModelProto), optimize it and return a Plan.
 
-    ``optimize=False`` skips every graph pass, ``disabled_passes`` skips the named ones; the plan's
-    header records how many rewrites each pass made (``plan.header["passes"]``). A plan without CUDA kernels
-    lets pooling, depthwise convolution and LRN write over their input (the CPU runtime's kernels allow it);
+    The settings come as one typed ``config`` (``edgert.build_options.BuildConfig``) or as its fields by keyword
+    (``target``, ``precision``, ``optimize``, ``disabled_passes``, ...; an unknown one is an error naming the valid
+    ones). ``optimize=False`` skips every graph pass, ``disabled_passes`` skips the named ones; the plan's header
+    records how many rewrites each pass made (``plan.header["passes"]``). A plan without CUDA kernels lets
+    pooling, depthwise convolution and LRN write over their input (the CPU runtime's kernels allow it);
     ``cpu_only_aliases=False`` plans its memory for CUDA kernels compiled into it later.
 
     ``profiles``: optimization profiles, ``[{input: (min, opt, max)}, ...]``: the plan then runs every shape in
@@ -34,52 +35,49 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=
     """
     from edgert.onnx.importer import import_model
 
-    check_build_options(options, named=("shapes", "profiles", "target", "precision", "optimize", "disabled_passes",
-                                        "memory_reuse", "reorder"))
+    if config is None:
+        config = BuildConfig.from_options(**options)
+    elif options:
+        raise EdgeRTError(f"give build settings either as config= or as keywords, not both (found config and "
+                          f"{', '.join(sorted(options))})")
     if profiles is not None:
         from edgert.dynamic import build_with_profiles
-        return build_with_profiles(model, profiles, shapes, target=target, precision=precision, optimize=optimize,
-                                   disabled_passes=disabled_passes, memory_reuse=memory_reuse, reorder=reorder,
-                                   **options)
+        return build_with_profiles(model, profiles, shapes, config)
 
-    graph = import_model(model, shapes, options.pop("initializer_cache", None))
+    graph = import_model(model, shapes, config.initializer_cache)
     graph.verify()
-    return build_graph(graph, target=target, optimize=optimize, disabled_passes=disabled_passes,
-                       memory_reuse=memory_reuse, reorder=reorder, options={"precision": precision, **options})
+    return build_graph(graph, config)
 
 
-def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, disabled_passes: Sequence[str] = (),
-                memory_reuse: bool = True, reorder: bool = True, options: dict | None = None) -> Plan:
+def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> Plan:
+    """Optimize, partition, choose precisions, schedule and plan the memory of an IR graph (``config`` or its
+    fields by keyword, as ``build``)."""
     from edgert.passes import PIPELINE, optimize as run_passes
     from edgert.precision import load_rules
 
-    options = dict(options or {})
-    timing_cache = options.pop("timing_cache", None)
-    if isinstance(timing_cache, (str, os.PathLike)):
-        options["timing_cache"] = os.fspath(timing_cache)   # the header records a path, not a TimingCache
-    rules = load_rules(options.get("placement"), "placement file") + load_rules(options.get("precision_rules"))
-    qdq_folded = _fold_qdq(graph, options, rules)
-    pass_counts = run_passes(graph, disabled=disabled_passes if optimize else PIPELINE)
+    config = config if config is not None else BuildConfig.from_options(**options)
+    rules = load_rules(config.placement, "placement file") + load_rules(config.precision_rules)
+    qdq_folded = _fold_qdq(graph, config, rules)
+    pass_counts = run_passes(graph, disabled=config.disabled_passes if config.optimize else PIPELINE)
     if qdq_folded:
         pass_counts["qdq_folding"] = qdq_folded
-    partition_report = _partition(graph, target, options, options.pop("dynamic_layers", None))
-    precision_report = _precision(graph, options, rules)
+    partition_report = _partition(graph, config)
+    precision_report = _precision(graph, config, rules)
     # CUDA kernels are compiled over this memory plan: layers may then only write over their input element for
-    # element (see edgert.schedule.step_alias); option cpu_only_aliases=False plans so without compiling them
-    compile_cuda = bool(options.get("gpu_kernels") or timing_cache is not None or options.get("autotune"))
-    cpu_kernels = bool(options.pop("cpu_only_aliases", True)) and not compile_cuda
-    dynamic = bool(options.pop("dynamic_shapes", False))   # a probe build of edgert.dynamic
+    # element (see edgert.schedule.step_alias); cpu_only_aliases=False plans so without compiling them
+    compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
+    cpu_kernels = bool(config.cpu_only_aliases) and not compile_cuda
     output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
     counts = [rows[0] for rows in output_rows if rows is not None]
-    schedule_report = choose_schedule(graph, cpu_kernels, counts) if reorder else {"order": "model",
-                                                                                   "lower_bound_bytes": {}}
+    schedule_report = choose_schedule(graph, cpu_kernels, counts) if config.reorder else {"order": "model",
+                                                                                          "lower_bound_bytes": {}}
     graph.verify()
-    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts, dynamic=dynamic)
-    memory = plan_graph_memory(specs, reuse=memory_reuse)
-    check_arena(memory.arena_bytes, options.get("max_arena"), target)
-    document = _document(graph, specs, memory, schedule_report, target, options, output_rows)
+    specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts, dynamic=config.dynamic_shapes)
+    memory = plan_graph_memory(specs, reuse=config.memory_reuse)
+    check_arena(memory.arena_bytes, config.max_arena, config.target)
+    document = _document(graph, specs, memory, schedule_report, config, output_rows)
     if compile_cuda:
-        _compile_gpu_kernels(document, target, options, timing_cache)
+        _compile_gpu_kernels(document, config.target, config, config.timing_cache)
     document["header"]["passes"] = pass_counts
     if partition_report is not None:
         document["header"]["partition"] = to_plain(partition_report.to_dict())
@@ -87,26 +85,26 @@ def build_graph(graph: Graph, *, target: str = "host", optimize: bool = True, di
     return Plan(document)
 
 
-def _partition(graph: Graph, target: str, options: dict, dynamic_layers: dict | None = None):
+def _partition(graph: Graph, config: BuildConfig):
     """Assign layers to the target's GPU / DLA cores (host builds without a DLA request stay on the CPU);
-    ``dynamic_layers`` (profile builds: {layer: shape range}) cannot go to a DLA."""
-    if target == "host" and options.get("dla_core") is None:
+    ``config.dynamic_layers`` (profile builds: {layer: shape range}) cannot go to a DLA."""
+    if config.target == "host" and config.dla_core is None:
         return None
     from edgert.partitioner.assign import partition
     from edgert.targets import load_profile
 
-    precision = options.get("precision", "fp32")
-    report = partition(graph, load_profile(target), dla_core=options.get("dla_core"),
-                       gpu_fallback=bool(options.get("gpu_fallback", False)), placement=options.get("placement"),
-                       precision=precision, dynamic_layers=dynamic_layers)
+    precision = config.precision
+    report = partition(graph, load_profile(config.target), dla_core=config.dla_core,
+                       gpu_fallback=bool(config.gpu_fallback), placement=config.placement, precision=precision,
+                       dynamic_layers=config.dynamic_layers)
     for node in graph.nodes:
         if node.device.startswith("dla"):
             node.precision = precision  # the DLA computes in the build precision (fp16 / int8), never fp32
-    warn_unused_dla(report, options.get("dla_core"), precision)
+    warn_unused_dla(report, config.dla_core, precision)
     return report
 
 
-def _compile_gpu_kernels(document: dict, target: str, options: dict, timing_cache=None) -> None:
+def _compile_gpu_kernels(document: dict, target: str, options: BuildConfig, timing_cache=None) -> None:
     """Cross-compile CUDA kernels for the target's GPU arch into the plan (NVRTC or nvcc, no GPU needed).
 
     Each convolution and matrix product gets the tactic of ``timing_cache`` (a path or a TimingCache),
@@ -120,55 +118,48 @@ def _compile_gpu_kernels(document: dict, target: str, options: dict, timing_cach
     from edgert.targets import load_profile
 
     profile = load_profile(target)
-    archs = options.get("gpu_archs") or ([profile.gpu.arch] if profile.gpu is not None else [])
+    archs = options.gpu_archs or ([profile.gpu.arch] if profile.gpu is not None else [])
     if not archs:
         raise EdgeRTError(f"target {target!r} has no CUDA GPU to compile kernels for; pick a --target with one "
                           "(see `edgert targets`)")
     if document.get("profiles"):   # optimization profiles: tactics at the opt shape, shape-generic kernels
         from edgert.kernels.cuda.profile_kernels import compile_kernels, opt_document
         policies = build_policies(opt_document(document), archs, profile=profile, timing_cache=timing_cache,
-                                  autotune=options.get("autotune"))
+                                  autotune=options.autotune)
     else:
         policies = build_policies(document, archs, profile=profile, timing_cache=timing_cache,
-                                  autotune=options.get("autotune"))
-    kernels = document["kernels"] = compile_kernels(document, archs, ptx=bool(options.get("ptx", False)),
+                                  autotune=options.autotune)
+    kernels = document["kernels"] = compile_kernels(document, archs, ptx=bool(options.ptx),
                                                     policies=policies)
     for layer, tactic in zip(document["layers"], next(iter(kernels.values()))["tactics"]):
         layer["tactic"] = tactic
     document["header"]["tactics"] = {arch: tactic_sources(section) for arch, section in kernels.items()}
 
 
-def _fold_qdq(graph: Graph, options: dict, rules: list) -> int:
+def _fold_qdq(graph: Graph, config: BuildConfig, rules: list) -> int:
     """In int8 builds, Quantize/Dequantize pairs become scales on the tensors they quantize."""
-    if options.get("precision", "fp32") != "int8" and not any(r.precision == "int8" for r in rules):
+    if config.precision != "int8" and not any(r.precision == "int8" for r in rules):
         return 0
     from edgert.passes import qdq_folding
     return qdq_folding.run(graph)
 
 
-def _precision(graph: Graph, options: dict, rules: list):
+def _precision(graph: Graph, config: BuildConfig, rules: list):
     """Per-layer precision: the build default, per-layer rules, int8 scales from calibration or its cache.
 
-    Options read (and removed from ``options`` when they are not plain data for the plan header):
-    ``precision``, ``precision_rules`` (a TOML file or rule dicts; the placement file's rules with a
-    ``precision`` key count too), ``calibration`` (a CalibrationTable or {tensor name: scale}),
-    ``calib`` (a directory of .npy/.npz batches, or an iterable of input dicts), ``calibrator``
-    (entropy | minmax | percentile) and ``calib_cache`` (a cache file: read if present, else written).
+    Settings read: ``precision``, ``precision_rules`` (a TOML file or rule dicts; the placement file's rules
+    with a ``precision`` key count too), ``calibration`` (a CalibrationTable or {tensor name: scale}), ``calib``
+    (a directory of .npy/.npz batches, or an iterable of input dicts), ``calibrator`` (entropy | minmax |
+    percentile) and ``calib_cache`` (a cache file: read if present, else written).
     """
     from edgert.precision import apply_precision
 
-    precision = options.get("precision", "fp32")
-    calibration = options.pop("calibration", None)
-    batches = options.get("calib")
-    if not isinstance(batches, (str, os.PathLike, type(None))):
-        options.pop("calib")  # an iterable of feeds: used here, not recorded in the plan
+    precision = config.precision
+    calibration = config.calibration
     if calibration is None and (precision == "int8" or any(r.precision == "int8" for r in rules)) and \
-            (batches is not None or options.get("calib_cache")):
+            (config.calib is not None or config.calib_cache):
         from edgert.calibration import calibrate_or_load
-        calibration = calibrate_or_load(graph, batches, options.get("calibrator", "entropy"),
-                                        options.get("calib_cache"))
-    if not isinstance(options.get("precision_rules"), (str, os.PathLike, type(None))):
-        options["precision_rules"] = to_plain(options["precision_rules"])
+        calibration = calibrate_or_load(graph, config.calib, config.calibrator or "entropy", config.calib_cache)
     report = apply_precision(graph, precision, rules=rules, calibration=calibration)
     if report.unscaled:
         _warn_unscaled(report.unscaled, calibration is not None)
@@ -200,8 +191,8 @@ def warn_unused_dla(report, dla_core, precision: str) -> None:
         log.warning(f"--dla-core {dla_core}: no layer runs on the DLA; `edgert partition` gives each layer's reason")
 
 
-def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, target: str,
-              options: dict, output_rows=None) -> dict:
+def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, config: BuildConfig,
+              output_rows=None) -> dict:
     constants, blob = _pack_constants(specs)
     tensors = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in specs.values]
 
@@ -217,8 +208,8 @@ def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_r
         "precision": node.precision or _precision_of(node), "tactic": node.tactic, "origin": list(node.origin),
     } for node, step in zip(graph.nodes, specs.steps)]
     return {
-        "header": {"edgert_version": __version__, "target": target,
-                   "options": to_plain({k: v for k, v in options.items() if v is not None})},
+        "header": {"edgert_version": __version__, "target": config.target,
+                   "options": to_plain(config.header_options())},
         "bindings": {"inputs": [binding(v, v.name) for v in graph.inputs],
                      "outputs": [binding(v, name, rows) for v, name, rows in
                                  zip(graph.outputs, graph.output_names, output_rows or [None] * len(graph.outputs))]},

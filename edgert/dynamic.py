@@ -36,7 +36,6 @@ the shapes it runs and passing the dims that vary to the kernels as arguments.
 from __future__ import annotations
 
 import itertools
-import os
 
 import numpy as np
 
@@ -45,34 +44,43 @@ from edgert.ir.kinds import LayerKind
 from edgert.plan import Plan
 from edgert.profiles import is_static, normalize_profiles
 
-_CUDA_OPTIONS = ("gpu_kernels", "timing_cache", "autotune")
 
-
-def build_with_profiles(model, profiles, shapes=None, **build_options):
-    """A Plan for every shape in ``profiles`` ([{input: (min, opt, max)}]); ``shapes`` pins inputs in all."""
+def build_with_profiles(model, profiles, shapes=None, config=None):
+    """A Plan for every shape in ``profiles`` ([{input: (min, opt, max)}]); ``shapes`` pins inputs in all;
+    ``config``: the build's ``BuildConfig``."""
     from edgert.builder import build
     from edgert.onnx.importer import load_model, model_input_dims
 
     proto = load_model(model)
-    profiles = normalize_profiles(profiles, model_input_dims(proto), shapes)
+    return build_profiles(lambda shapes, config: build(proto, shapes=shapes, config=config),
+                          model_input_dims(proto), profiles, shapes, config)
+
+
+def build_profiles(build_at, input_dims, profiles, shapes=None, config=None):
+    """``build_with_profiles`` for any model source: ``build_at(shapes, config) -> Plan`` builds it at static
+    shapes (an ONNX model, or a TensorRT-style network's graph, ``edgert.api``); ``input_dims``: {input name:
+    dims, None where dynamic}."""
+    from edgert.build_options import BuildConfig
+
+    config = config if config is not None else BuildConfig()
+    profiles = normalize_profiles(profiles, input_dims, shapes)
     if is_static(profiles):
-        return build(proto, shapes={name: opt for name, (_, opt, _) in profiles[0].items()}, **build_options)
-    cuda_options = {key: build_options.pop(key) for key in _CUDA_OPTIONS if key in build_options}
-    compile_cuda = bool(cuda_options.get("gpu_kernels") or cuda_options.get("timing_cache") is not None
-                        or cuda_options.get("autotune"))
-    if compile_cuda:
-        build_options["cpu_only_aliases"] = False   # memory planned for parallel CUDA kernels
+        return build_at({name: opt for name, (_, opt, _) in profiles[0].items()}, config)
+    full_config = config
+    compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
+    # the probes are built without CUDA kernels, their memory planned for parallel CUDA kernels when there will be
+    config = config.replace(gpu_kernels=None, timing_cache=None, autotune=None,
+                            cpu_only_aliases=False if compile_cuda else config.cpu_only_aliases)
     probes = probe_shapes(profiles)
-    reorder = build_options.pop("reorder", True)
     main_index = max((i for i, (_, label, _) in enumerate(probes) if label == "max"),
                      key=lambda i: sum(int(np.prod(s)) for s in probes[i][2].values()))
-    if build_options.get("dla_core") is not None:
+    if config.dla_core is not None:
         # The DLA needs static shapes: find the layers whose shapes vary (CPU probe builds), then build again
         # with those layers failing the DLA's capability check (GPU fallback with that reason, or an error).
-        host_options = {k: v for k, v in build_options.items() if k not in ("dla_core", "gpu_fallback", "placement")}
-        host = _probe_documents(proto, probes, main_index, False, dict(host_options, target="host"))
-        build_options["dynamic_layers"] = _dynamic_layers(host)
-    documents = _probe_documents(proto, probes, main_index, reorder, build_options)
+        host = _probe_documents(build_at, probes, main_index, config.replace(
+            target="host", dla_core=None, gpu_fallback=None, placement=None, reorder=False))
+        config = config.replace(dynamic_layers=_dynamic_layers(host))
+    documents = _probe_documents(build_at, probes, main_index, config)
     main = documents[main_index]
     _check_same_graph(main, documents, probes)
     for layer in main["layers"]:
@@ -83,30 +91,25 @@ def build_with_profiles(model, profiles, shapes=None, **build_options):
     _annotate_ranges(main, documents)
     _verify(main, documents, probes)
     if compile_cuda:
-        _compile_cuda(main, build_options, cuda_options)
+        _compile_cuda(main, full_config)
     return Plan(main)
 
 
-def _compile_cuda(main: dict, build_options: dict, cuda_options: dict) -> None:
+def _compile_cuda(main: dict, config) -> None:
+    """Shape-generic CUDA kernels for the final plan; its header records the build's settings, CUDA ones too."""
     from edgert.builder import _compile_gpu_kernels
+    from edgert.plan import to_plain
 
-    timing_cache = cuda_options.get("timing_cache")
-    options = dict(build_options, **{k: v for k, v in cuda_options.items() if k != "timing_cache"})
-    recorded = main["header"].setdefault("options", {})
-    recorded.update({k: v for k, v in cuda_options.items() if k != "timing_cache" and v is not None})
-    if isinstance(timing_cache, (str, os.PathLike)):
-        recorded["timing_cache"] = os.fspath(timing_cache)
-    _compile_gpu_kernels(main, build_options.get("target", "host"), options, timing_cache)
+    main["header"]["options"] = to_plain(config.header_options())
+    _compile_gpu_kernels(main, config.target, config, config.timing_cache)
 
 
-def _probe_documents(proto, probes: list, main_index: int, reorder: bool, build_options: dict) -> list[dict]:
-    from edgert.builder import build
-
+def _probe_documents(build_at, probes: list, main_index: int, config) -> list[dict]:
     documents, cache = [], {}
     for index, (_, label, probe) in enumerate(probes):
         try:
-            plan = build(proto, shapes=probe, dynamic_shapes=True, reorder=reorder and index == main_index,
-                         initializer_cache=cache, **build_options)
+            plan = build_at(probe, config.replace(dynamic_shapes=True, reorder=config.reorder and index == main_index,
+                                                  initializer_cache=cache))
         except EdgeRTError as e:
             raise type(e)(f"at probe shapes {_shown(probe)} ({label} of a profile): {e}") from e
         documents.append(plan.document)

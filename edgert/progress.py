@@ -3,7 +3,9 @@
 ``track(items, label)`` yields the items and draws ``label [#####.....] 12/40 3.1s`` on stderr when
 stderr is a terminal; on a pipe or in a log file it stays silent unless progress was asked for
 (``set_enabled(True)``, the command line's ``--progress``), then it writes a plain line at most once
-a second. Standard library only, so any layer may use it.
+a second. Progress monitors (``add_monitor``: TensorRT's IProgressMonitor, from edgert.api) are told of
+every task's start, steps and end, and may cancel it. Standard library and edgert.errors only, so any layer
+may use it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,27 @@ import sys
 import time
 from typing import Iterable, Iterator, TextIO, TypeVar
 
+from edgert.errors import EdgeRTError
+
 Item = TypeVar("Item")
 _forced: bool | None = None   # None: on a terminal only; True: always; False: never
 BAR_WIDTH = 24
+# Objects told of every task's start, steps and end (TensorRT's IProgressMonitor through edgert.api): each has
+# phase_start(label, parent, total), step_complete(label, step) -> bool (False cancels) and phase_finish(label).
+_monitors: list = []
+
+
+class Cancelled(EdgeRTError):
+    """A progress monitor asked to stop (``step_complete`` returned False)."""
+
+
+def add_monitor(monitor) -> None:
+    _monitors.append(monitor)
+
+
+def remove_monitor(monitor) -> None:
+    if monitor in _monitors:
+        _monitors.remove(monitor)
 
 
 def set_enabled(enabled: bool | None) -> None:
@@ -34,9 +54,14 @@ class Progress:
         self.redraw = is_tty        # a terminal line redrawn in place; else one plain line per second
         self.started = self._last = time.perf_counter()
         self._drawn = -1
+        for monitor in list(_monitors):
+            monitor.phase_start(label, None, total or 0)
 
     def update(self, steps: int = 1) -> None:
         self.done += steps
+        for monitor in list(_monitors):
+            if monitor.step_complete(self.label, self.done) is False:
+                raise Cancelled(f"{self.label}: cancelled by the progress monitor at step {self.done}")
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -45,6 +70,8 @@ class Progress:
             self._draw(final=False)
 
     def close(self) -> None:
+        for monitor in list(_monitors):
+            monitor.phase_finish(self.label)
         if self.enabled and (self.redraw or self._drawn != self.done):   # a pipe got the last count already
             self._draw(final=True)
 

@@ -41,9 +41,13 @@ def test_readme_shell_examples_run(tmp_path):
     assert (tmp_path / "resnet50.plan").exists() and (tmp_path / "out.npz").exists()
 
 
-def test_readme_python_example_runs(tmp_path):
-    (python_block,) = _blocks("python")
-    done = subprocess.run([sys.executable, "-c", python_block], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_readme_python_examples_run(tmp_path):
+    """Both APIs: edgert's own (``edgert.build``) and TensorRT's (``import edgert as trt``)."""
+    blocks = _blocks("python")
+    assert len(blocks) == 2 and "import edgert as trt" in blocks[1]
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "squeezenet.plan").exists()
+    assert done.stdout.strip().splitlines()[-1] == "(3, 16)"

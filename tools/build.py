@@ -48,6 +48,18 @@ def add_arguments(parser) -> None:
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
 
+def build_config(args):
+    """The typed build settings (``BuildConfig``) of the command line's flags."""
+    from edgert.build_options import BuildConfig
+
+    return BuildConfig.from_options(
+        target=args.target, precision=args.precision, optimize="all" not in args.no_opt,
+        disabled_passes=[p for p in args.no_opt if p != "all"], dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
+        placement=args.placement, calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
+        gpu_kernels=args.gpu_kernels or None, timing_cache=args.timing_cache, autotune=args.autotune,
+        tf32=args.tf32 or None, max_arena=args.max_arena)
+
+
 def main(args) -> int:
     require_modules("build", "onnx")
     check_output_file(args.output, "-o")
@@ -55,13 +67,8 @@ def main(args) -> int:
     from edgert.runtime.shapes import format_range
 
     started = time.perf_counter()
-    disabled = [p for p in args.no_opt if p != "all"]
-    plan = edgert.build(args.model, shapes=parse_shapes(args.shape), profiles=parse_profiles(args), target=args.target,
-                        precision=args.precision, optimize="all" not in args.no_opt, disabled_passes=disabled,
-                        dla_core=args.dla_core, gpu_fallback=args.gpu_fallback, placement=args.placement,
-                        calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
-                        gpu_kernels=args.gpu_kernels or None, timing_cache=args.timing_cache,
-                        autotune=args.autotune, tf32=args.tf32 or None, max_arena=args.max_arena)
+    plan = edgert.build(args.model, shapes=parse_shapes(args.shape), profiles=parse_profiles(args),
+                        config=build_config(args))
     plan.save(args.output)
     seconds = time.perf_counter() - started
     size = os.path.getsize(args.output)
