@@ -56,7 +56,8 @@ def test_mnist_network_on_cuda_with_device_pointers():
         assert context.execute_async_v3(stream_handle=stream.ptr)
         prob = buffers["prob"].get(stream=stream)
         stream.synchronize()
-        assert normwise_error(prob, mnist_reference(weights, image)) <= 1e-4
+        # TF32 is on by default (as in TensorRT): the contract's tf32 bound, not fp32's 1e-4
+        assert normwise_error(prob, mnist_reference(weights, image)) <= 1e-3
 
 
 def test_onnx_model_on_cuda_with_execute_async_v3():

@@ -191,7 +191,9 @@ def conv_onnx_model() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "onnx_sample", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                                    (2, 3, 16, 16))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 8, 1, 1))], [w])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8   # readable by older onnxruntime builds (the GPU machine's reads IR <= 13)
+    return model
 
 
 def test_onnx_model_through_parser_and_execute_async_v3(tmp_path):
