@@ -238,6 +238,19 @@ def test_onnx_model_with_dynamic_batch_through_parser_and_profile(tmp_path):
     context.execute_v2([x.ctypes.data, y.ctypes.data])
     from helpers import ort_run
     assert normwise_error(y, ort_run(model, {"x": x})["y"]) <= 1e-5
+    times = []   # the profiler works at any shape of the profile too
+
+    class Profiler(trt.IProfiler):
+        def report_layer_time(self, layer_name, ms):
+            times.append((layer_name, ms))
+
+    context.profiler = Profiler()
+    y[...] = 0
+    context.execute_v2([x.ctypes.data, y.ctypes.data])
+    assert normwise_error(y, ort_run(model, {"x": x})["y"]) <= 1e-5
+    layers = json.loads(engine.create_engine_inspector().get_engine_information())["Layers"]
+    assert [name for name, _ in times] == [layer["name"] for layer in layers if layer["runs"]]
+    assert all(ms >= 0 for _, ms in times)
 
 
 def test_runtime_never_pulls_in_onnx_or_the_builder():

@@ -29,7 +29,7 @@ from edgert.runtime.shapes import check_in_profile, format_range, specialize
 class _Bound:
     """Everything bound for one set of input shapes."""
 
-    __slots__ = ("shapes", "buffers", "staged", "steps", "runs", "prepared", "results")
+    __slots__ = ("shapes", "buffers", "staged", "steps", "runs", "prepared", "results", "outs")
 
 
 class DynamicExecutionContext(ExecutionContext):
@@ -99,6 +99,22 @@ class DynamicExecutionContext(ExecutionContext):
                 np.copyto(staged, array)
             for run in bound.runs:
                 run()
+            return {name: np.array(buffer, copy=True) for name, buffer in bound.results}
+
+    def execute_each(self, inputs: Mapping[str, np.ndarray], after_layer, before_layer=None) -> dict:
+        """``execute()`` with hooks around each layer that runs (profiling, --check-finite), at the arrays' shapes."""
+        arrays = self._check_inputs(inputs)
+        for binding, array in zip(self.engine.inputs, arrays):
+            self._shapes[binding.name] = array.shape
+        with self._lock, np.errstate(all="ignore"):
+            bound = self._bound = self._bind_shapes(self._key())
+            for staged, array in zip(bound.staged, arrays):
+                np.copyto(staged, array)
+            for run, step, outs in zip(bound.runs, bound.steps, bound.outs):
+                if before_layer is not None:
+                    before_layer(step.name, outs)
+                run()
+                after_layer(step.name, outs)
             return {name: np.array(buffer, copy=True) for name, buffer in bound.results}
 
     @property
@@ -173,7 +189,7 @@ class DynamicExecutionContext(ExecutionContext):
         bound = _Bound()
         bound.shapes, bound.buffers = shapes, buffers
         bound.staged = [buffers[b.tensor] for b in engine.inputs]
-        bound.steps, bound.runs, bound.prepared = [], [], []
+        bound.steps, bound.runs, bound.prepared, bound.outs = [], [], [], []
         for index, step in enumerate(engine.steps):
             if index in self._elided:
                 continue
@@ -183,6 +199,7 @@ class DynamicExecutionContext(ExecutionContext):
             bound.steps.append(step)
             bound.runs.append(run)
             bound.prepared.append(prepared)
+            bound.outs.append(outs)
         bound.results = [(b.name, buffers[b.tensor]) for b in engine.outputs]
         self._cache[key] = bound
         if len(self._cache) > self.CACHE_SIZE:
