@@ -116,7 +116,7 @@ def compare(model_path, plan, inputs: dict | None = None, per_layer: bool = Fals
     instead of onnxruntime's."""
     import edgert
     from edgert.plan import Plan, load_plan_bytes, read_plan
-    from edgert.runtime.engine import check_inputs
+    from edgert.runtime.io import check_inputs
     from edgert.tools.run import random_inputs
 
     document = plan.document if isinstance(plan, Plan) else read_plan(load_plan_bytes(plan))

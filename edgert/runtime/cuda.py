@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from edgert.errors import DeviceError, EdgeRTError, InputError, PlanError
-from edgert.runtime.engine import check_inputs
+from edgert.runtime.io import check_inputs
 
 _SCALARS = {"i32": ("<i", 4), "i64": ("<q", 8), "f32": ("<f", 4), "f64": ("<d", 8)}
 _POINTERS = ("t", "a", "d", "w", "c", "0")

@@ -34,8 +34,7 @@ from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import lookup, lookup_prepare
-from edgert.plan import load_plan_bytes, read_plan
-from edgert.runtime.validate import validate_plan
+from edgert.runtime.io import check_inputs
 
 
 class Binding:
@@ -301,37 +300,6 @@ def _bind_over_input(step: _Step, buffers: list, outs: list, workspace: Workspac
         prepared
 
 
-def check_inputs(bindings, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The caller's arrays in binding order, contiguous; InputError on a wrong name, shape or dtype.
-
-    Shared by every backend: ``bindings`` need ``name``, ``shape`` and ``dtype``.
-    """
-    expected = {b.name for b in bindings}
-    unknown = sorted(set(inputs) - expected)
-    if unknown:
-        raise InputError(f"unknown input {unknown[0]!r}; the plan's inputs are: {', '.join(sorted(expected))}")
-    arrays = []
-    for binding in bindings:
-        if binding.name not in inputs:
-            raise InputError(f"missing input {binding.name!r} ({binding.dtype.name}, shape {binding.shape})")
-        array = np.asarray(inputs[binding.name])
-        if array.shape != binding.shape:
-            raise InputError(f"input {binding.name!r}: expected shape {binding.shape}, got {array.shape}")
-        if array.dtype != binding.dtype and array.dtype.newbyteorder("=") == binding.dtype:
-            raise InputError(f"input {binding.name!r}: expected {binding.dtype.name} in native byte order "
-                             f"({binding.dtype.str}), got {array.dtype.str} ({_byte_order(array.dtype)}); use "
-                             f"arr.astype({binding.dtype.str!r})")
-        if array.dtype != binding.dtype:
-            raise InputError(f"input {binding.name!r}: expected dtype {binding.dtype.name}, got "
-                             f"{array.dtype.name} (convert with .astype(np.{binding.dtype.name}))")
-        arrays.append(np.ascontiguousarray(array))
-    return arrays
-
-
-def _byte_order(dtype: np.dtype) -> str:
-    return "big-endian" if dtype.str.startswith(">") else "little-endian"
-
-
 def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
     """One arena per context and a view of it for every planned tensor (own arrays when unplanned)."""
     tensors = engine.tensors
@@ -382,23 +350,3 @@ def _read_profiles(section, inputs: list) -> list[dict] | None:
             profile[binding.name] = shapes
         profiles.append(profile)
     return profiles
-
-
-def load(plan, device: str | None = None):
-    """Load a plan from a path, bytes or a ``Plan`` and return an Engine for ``device``.
-
-    ``cpu`` (default): NumPy kernels (DLA layers on the DLA simulator). ``cuda`` / ``cuda:cupy``: the
-    plan's cubins through cupy; ``cuda:pycuda``: the same through pycuda.
-    """
-    device = device or "cpu"
-    document = read_plan(load_plan_bytes(plan))
-    validate_plan(document)   # layer attrs and shapes re-checked: a crafted plan never reaches a kernel
-    if device == "cpu":
-        return Engine(document, device)
-    if device in ("cuda", "cuda:cupy"):
-        from edgert.runtime.cuda import CudaEngine
-        return CudaEngine(document)
-    if device == "cuda:pycuda":
-        from edgert.runtime.pycuda_backend import load as load_pycuda
-        return load_pycuda(document)
-    raise PlanError(f"unknown device {device!r}; expected cpu, cuda (cupy) or cuda:pycuda")
