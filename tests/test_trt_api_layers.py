@@ -2,8 +2,8 @@
 built with ``Builder`` and run through ``IExecutionContext.execute_async_v3`` on host pointers, matches a NumPy
 reference (or onnxruntime on the equivalent one-node ONNX model where NumPy would restate the kernel).
 
-Reformat, PointWise and Plugin are made by the builder (partitioner, fusion passes), not by users, and RNN is
-reachable through OnnxParser only (TensorRT 10 has no RNN layer); ``test_kinds_covered`` checks that list."""
+Reformat, PointWise and Plugin are made by the builder (partitioner, fusion passes), not by users;
+``test_kinds_covered`` checks that list. RNN comes from edgert's own ``add_rnn`` (TensorRT 10 has no RNN layer)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import edgert as trt
 from edgert.ir.kinds import LayerKind
 from helpers import normwise_error, op_model, ort_run
 
-NOT_USER_KINDS = {LayerKind.REFORMAT, LayerKind.POINTWISE, LayerKind.PLUGIN, LayerKind.RNN}
+NOT_USER_KINDS = {LayerKind.REFORMAT, LayerKind.POINTWISE, LayerKind.PLUGIN}
 rng = np.random.default_rng()
 
 
@@ -324,7 +324,21 @@ def case_roi_align():
                                                                             "sampling_ratio": 2}, opset=16)
 
 
+def case_rnn():
+    seq, batch, features, hidden = 5, 2, 3, 4
+    x, w, r, b = f32(seq, batch, features), f32(2, 4 * hidden, features), f32(2, 4 * hidden, hidden), f32(2, 8 * hidden)
+
+    def build(net, t):
+        consts = [net.add_constant(a.shape, a).get_output(0) for a in (w, r, b)]
+        layer = net.add_rnn(t, *consts, cell="lstm", direction="bidirectional")
+        return [layer.get_output(i) for i in range(3)]
+    return {"x": x}, build, ort_reference("LSTM", [("x", x), ("w", w), ("r", r), ("b", b)],
+                                          {"hidden_size": hidden, "direction": "bidirectional"},
+                                          consts=("w", "r", "b"), num_outputs=3, opset=14)
+
+
 CASES = {
+    LayerKind.RNN: case_rnn,
     LayerKind.CONVOLUTION: case_convolution, LayerKind.DECONVOLUTION: case_deconvolution,
     LayerKind.POOLING: case_pooling, LayerKind.ACTIVATION: case_activation, LayerKind.ELEMENTWISE: case_elementwise,
     LayerKind.UNARY: case_unary, LayerKind.SCALE: case_scale, LayerKind.REDUCE: case_reduce,

@@ -194,6 +194,25 @@ class INetworkDefinition(NetworkBase):
     def add_tile(self, input, repeats):  # noqa: A002
         return self._generic(LayerKind.TILE, [input], {"repeats": list(E.dims(repeats))})
 
+    def add_rnn(self, input, weights, recurrence, bias=None, *, cell: str = "lstm",  # noqa: A002
+                direction: str = "forward", initial_hidden=None, initial_cell=None, clip=None):
+        """edgert's recurrent layer (TensorRT 10 has none; ONNX's LSTM / GRU / RNN): input (seq, batch, features);
+        weights (dirs, gates*hidden, features), recurrence (dirs, gates*hidden, hidden) and bias (dirs,
+        2*gates*hidden) in ONNX's gate order; outputs y (seq, dirs, batch, hidden), y_h and for LSTM y_c."""
+        from edgert.ir.kinds import RNNActivation, RNNCell
+        cell = RNNCell(cell)
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise GraphError(f"add_rnn: direction {direction!r} is not forward, reverse or bidirectional")
+        directions = 2 if direction == "bidirectional" else 1
+        default = {RNNCell.LSTM: ["sigmoid", "tanh", "tanh"], RNNCell.GRU: ["sigmoid", "tanh"], RNNCell.RNN: ["tanh"]}
+        hidden = int(recurrence.shape[-1])
+        attrs = {"cell": cell, "hidden_size": hidden, "directions": directions, "reverse": direction == "reverse",
+                 "activations": [[[RNNActivation(f), 0.0, 0.0] for f in default[cell]] for _ in range(directions)],
+                 "clip": None if clip is None else float(clip), "input_forget": False, "linear_before_reset": False}
+        inputs = [input, weights, recurrence, bias, None, initial_hidden,
+                  initial_cell if cell == RNNCell.LSTM else None, None]
+        return self._generic(LayerKind.RNN, inputs, attrs, num_outputs=3 if cell == RNNCell.LSTM else 2)
+
     def add_roi_align(self, input, rois, batch_indices, output_height: int, output_width: int,  # noqa: A002
                       spatial_scale: float = 1.0, sampling_ratio: int = 0, mode: str = "avg"):
         return self._generic(LayerKind.ROI_ALIGN, [input, rois, batch_indices], {
