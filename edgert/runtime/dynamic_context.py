@@ -21,8 +21,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgert.errors import DeviceError, InputError
-from edgert.runtime.engine import ExecutionContext, Workspace, _bind, _bind_over_input
+from edgert.errors import InputError
+from edgert.runtime.engine import ExecutionContext, Workspace, _bind, _bind_over_input, allocate_arena
 from edgert.runtime.shapes import check_in_profile, format_range, specialize
 
 
@@ -90,31 +90,28 @@ class DynamicExecutionContext(ExecutionContext):
     # -- running ---------------------------------------------------------------------------------
     def execute(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run at the shapes of the given arrays (each in the current profile's range); outputs at their shapes."""
-        arrays = self._check_inputs(inputs)
-        for binding, array in zip(self.engine.inputs, arrays):
-            self._shapes[binding.name] = array.shape
-        with self._lock, np.errstate(all="ignore"):
-            bound = self._bound = self._bind_shapes(self._key())
-            for staged, array in zip(bound.staged, arrays):
-                np.copyto(staged, array)
-            for run in bound.runs:
-                run()
-            return {name: np.array(buffer, copy=True) for name, buffer in bound.results}
+        return self._execute(inputs, _run_layers)
 
     def execute_each(self, inputs: Mapping[str, np.ndarray], after_layer, before_layer=None) -> dict:
         """``execute()`` with hooks around each layer that runs (profiling, --check-finite), at the arrays' shapes."""
-        arrays = self._check_inputs(inputs)
-        for binding, array in zip(self.engine.inputs, arrays):
-            self._shapes[binding.name] = array.shape
-        with self._lock, np.errstate(all="ignore"):
-            bound = self._bound = self._bind_shapes(self._key())
-            for staged, array in zip(bound.staged, arrays):
-                np.copyto(staged, array)
+        def run_with_hooks(bound):
             for run, step, outs in zip(bound.runs, bound.steps, bound.outs):
                 if before_layer is not None:
                     before_layer(step.name, outs)
                 run()
                 after_layer(step.name, outs)
+        return self._execute(inputs, run_with_hooks)
+
+    def _execute(self, inputs: Mapping[str, np.ndarray], run_layers) -> dict[str, np.ndarray]:
+        """Bind the arrays' shapes, stage the arrays, ``run_layers(bound)``, copy the outputs out."""
+        arrays = self._check_inputs(inputs)
+        for binding, array in zip(self.engine.inputs, arrays):
+            self._shapes[binding.name] = array.shape
+        with self._lock, np.errstate(all="ignore"):
+            bound = self._bound = self._bind_shapes(self._key())
+            for staged, array in zip(bound.staged, arrays):
+                np.copyto(staged, array)
+            run_layers(bound)
             return {name: np.array(buffer, copy=True) for name, buffer in bound.results}
 
     @property
@@ -207,22 +204,16 @@ class DynamicExecutionContext(ExecutionContext):
         return bound
 
 
+def _run_layers(bound) -> None:
+    for run in bound.runs:
+        run()
+
+
 def _allocate_slots(engine, memory: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """The arena, and each non-constant tensor's slot as a flat array of its dtype at its max size."""
     tensors = engine.tensors
-    pools = memory.get("pools", {})
-    alignment = int(memory.get("alignment", 256))
-    total = sum(int(pool["arena_bytes"]) + alignment for pool in pools.values())
-    try:
-        raw = np.empty(total, np.uint8)
-    except MemoryError:
-        raise DeviceError(f"cannot allocate the {total / 2**20:.1f} MiB arena this plan needs") from None
-    slots: dict[int, np.ndarray] = {}
-    start = -raw.ctypes.data % alignment
-    for pool in pools.values():
-        for tensor_id, offset in pool["offsets"]:
-            slots[tensor_id] = _flat(raw, start + offset, tensors[tensor_id])
-        start += int(pool["arena_bytes"]) + alignment
+    raw, placements = allocate_arena(memory)
+    slots: dict[int, np.ndarray] = {tensor_id: _flat(raw, start, tensors[tensor_id]) for tensor_id, start in placements}
     ids = {b.tensor for b in engine.inputs} | {i for step in engine.steps for i in step.outputs}
     for tensor_id in ids:   # graph inputs (staging buffers) and anything the plan did not place
         if tensor_id not in slots and tensor_id not in engine.constants:

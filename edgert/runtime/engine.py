@@ -300,12 +300,9 @@ def _bind_over_input(step: _Step, buffers: list, outs: list, workspace: Workspac
         prepared
 
 
-def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
-    """One arena per context and a view of it for every planned tensor (own arrays when unplanned)."""
-    tensors = engine.tensors
-    buffers: list = [None] * len(tensors)
-    for tensor_id, array in engine.constants.items():
-        buffers[tensor_id] = array
+def allocate_arena(memory: dict) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The raw bytes of a context's arena (every pool, each aligned) and (tensor id, byte offset in them) of every
+    planned tensor; DeviceError when the memory is not there."""
     pools = memory.get("pools", {})
     alignment = int(memory.get("alignment", 256))
     total = sum(int(pool["arena_bytes"]) + alignment for pool in pools.values())
@@ -313,15 +310,25 @@ def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
         raw = np.empty(total, np.uint8)
     except MemoryError:
         raise DeviceError(f"cannot allocate the {total / 2**20:.1f} MiB arena this plan needs") from None
-    start = -raw.ctypes.data % alignment
+    placements, start = [], -raw.ctypes.data % alignment
     for pool in pools.values():
-        arena = raw[start:start + int(pool["arena_bytes"])]
-        for tensor_id, offset in pool["offsets"]:
-            tensor = tensors[tensor_id]
-            dtype, shape = np.dtype(tensor["dtype"]), tuple(tensor["shape"])
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            buffers[tensor_id] = arena[offset:offset + nbytes].view(dtype).reshape(shape)
+        placements += [(tensor_id, start + offset) for tensor_id, offset in pool["offsets"]]
         start += int(pool["arena_bytes"]) + alignment
+    return raw, placements
+
+
+def _allocate(engine: Engine, memory: dict) -> tuple[np.ndarray, list]:
+    """One arena per context and a view of it for every planned tensor (own arrays when unplanned)."""
+    tensors = engine.tensors
+    buffers: list = [None] * len(tensors)
+    for tensor_id, array in engine.constants.items():
+        buffers[tensor_id] = array
+    raw, placements = allocate_arena(memory)
+    for tensor_id, start in placements:
+        tensor = tensors[tensor_id]
+        dtype, shape = np.dtype(tensor["dtype"]), tuple(tensor["shape"])
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buffers[tensor_id] = raw[start:start + nbytes].view(dtype).reshape(shape)
     input_ids = {b.tensor for b in engine.inputs}
     for step in engine.steps:  # plans without a memory section: plain arrays, allocated once here
         for tensor_id in step.outputs:
