@@ -65,6 +65,24 @@ done:
     return result;
 }
 
+/* Shared by the row kernels: out is x itself or apart from it, and the row range [*first, +*count) (count -1: to
+ * the end) lies within the input's rows. 0, or -1 with a ValueError naming the kernel. */
+static int check_rows(const char *kernel, const Py_buffer *x, const Py_buffer *out, int64_t rows, int64_t *first,
+                      int64_t *count) {
+    const char *a = x->buf, *b = out->buf;
+    if (a != b && a < b + out->len && b < a + x->len) {
+        PyErr_Format(PyExc_ValueError, "%s: the output overlaps the input without being it", kernel);
+        return -1;
+    }
+    if (*count < 0) *count = rows - *first;
+    if (*first < 0 || *first > rows || *count < 0 || *count > rows - *first) {
+        PyErr_Format(PyExc_ValueError, "%s: rows [%lld, +%lld) outside the input's %lld", kernel, (long long)*first,
+                     (long long)*count, (long long)rows);
+        return -1;
+    }
+    return 0;
+}
+
 /* softmax(x, out, cols, first_row=0, row_count=-1): softmax over rows of `cols` contiguous floats, rows
  * [first_row, first_row + row_count); out is x's size and may be x itself (same start), nothing else. */
 PyObject *native_softmax(PyObject *self, PyObject *args) {
@@ -74,22 +92,12 @@ PyObject *native_softmax(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*w*L|LL", &x, &out, &cols, &first, &count)) return NULL;
     int64_t rows = cols > 0 ? x.len / (Py_ssize_t)sizeof(float) / cols : 0;
-    const char *a = x.buf, *b = out.buf;
     if (cols < 1 || x.len != out.len || x.len % (Py_ssize_t)sizeof(float) || (x.len / (Py_ssize_t)sizeof(float)) % cols) {
         PyErr_Format(PyExc_ValueError, "softmax: expected input and output of equal size, a multiple of %lld "
                      "float32 rows; got %zd and %zd bytes", (long long)cols, x.len, out.len);
         goto done;
     }
-    if (a != b && a < b + out.len && b < a + x.len) {
-        PyErr_SetString(PyExc_ValueError, "softmax: the output overlaps the input without being it");
-        goto done;
-    }
-    if (count < 0) count = rows - first;
-    if (first < 0 || first > rows || count < 0 || count > rows - first) {
-        PyErr_Format(PyExc_ValueError, "softmax: rows [%lld, +%lld) outside the input's %lld", (long long)first,
-                     (long long)count, (long long)rows);
-        goto done;
-    }
+    if (check_rows("softmax", &x, &out, rows, &first, &count) < 0) goto done;
     Py_BEGIN_ALLOW_THREADS
     softmax_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols);
     Py_END_ALLOW_THREADS
@@ -115,7 +123,6 @@ PyObject *native_layernorm(PyObject *self, PyObject *args) {
         || (bias_object != Py_None && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS) < 0))
         goto done;
     int64_t elements = x.len / (Py_ssize_t)sizeof(float), rows = cols > 0 ? elements / cols : 0;
-    const char *a = x.buf, *b = out.buf;
     if (cols < 1 || x.len != out.len || x.len % (Py_ssize_t)sizeof(float) || elements % cols
         || (scale.buf && scale.len != cols * (Py_ssize_t)sizeof(float))
         || (bias.buf && bias.len != cols * (Py_ssize_t)sizeof(float))) {
@@ -124,16 +131,7 @@ PyObject *native_layernorm(PyObject *self, PyObject *args) {
                      scale.len, bias.len);
         goto done;
     }
-    if (a != b && a < b + out.len && b < a + x.len) {
-        PyErr_SetString(PyExc_ValueError, "layernorm: the output overlaps the input without being it");
-        goto done;
-    }
-    if (count < 0) count = rows - first;
-    if (first < 0 || first > rows || count < 0 || count > rows - first) {
-        PyErr_Format(PyExc_ValueError, "layernorm: rows [%lld, +%lld) outside the input's %lld", (long long)first,
-                     (long long)count, (long long)rows);
-        goto done;
-    }
+    if (check_rows("layernorm", &x, &out, rows, &first, &count) < 0) goto done;
     Py_BEGIN_ALLOW_THREADS
     layernorm_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols, scale.buf,
                    bias.buf, epsilon);
