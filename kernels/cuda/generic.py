@@ -222,7 +222,8 @@ def _join(texts: list, kinds: list, spaced: list) -> str:
 def match(forms: dict, unit: Unit, where: str) -> tuple[str, list]:
     """(generic kernel name, values of its hoisted literals) for a unit lowered at the current shapes."""
     texts = unit.literal_texts()
-    for entry in forms.get(unit.form, ()):
+    # the most specialized kernel first (fewest literals read at run time: an opt-shape kernel at the opt shape)
+    for entry in sorted(forms.get(unit.form, ()), key=lambda e: len(e["types"])):
         fixed = entry["literals"]
         if len(fixed) != len(texts) or any(f is not None and f != t for f, t in zip(fixed, texts)):
             continue

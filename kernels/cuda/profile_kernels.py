@@ -3,7 +3,9 @@
 Per profile: the tactics are chosen at its opt shape (the policy: timing cache, autotuning or the cost
 model) and pinned; the plan is then lowered at the profile's probe shapes (min, opt, max, the staggered
 ones) and a few more random shapes in range, every launch's kernel unit is collected by form, and each
-form becomes one generic kernel (or a build error naming the layer). The section adds to the static one:
+form becomes one generic kernel (or a build error naming the layer), plus one kernel specialized to the
+opt shape (every literal constant: what a static plan for that shape would run; the runtime prefers the
+kernel with the fewest run-time literals that fits). The section adds to the static one:
 
     "dynamic": {"forms": {form digest: [{"kernel": name, "literals": [text | None], "types": [C type]}]},
                 "tactics": [{layer name: [[bm, bn, splits, loader, bk, nj], ...]} per profile],
@@ -75,14 +77,17 @@ class _Collector:
         self.headers: list[str] = []
         self.workspace = self.counters = self.aux = 0
         self.derived: list[dict] = []
+        self.at_opt: dict[tuple, object] = {}   # key -> the unit lowered at its profile's opt shape
 
-    def add(self, ctx, launches: list, profile: int, conservative: bool = False) -> None:
+    def add(self, ctx, launches: list, profile: int, conservative: bool = False, opt: bool = False) -> None:
         layers = self.document["layers"]
         for (index, position), _, unit in launch_units(ctx, launches, layers):
             # one launch of one layer in one profile and lowering mode: units of other layers (or of this layer
             # with another profile's tactic or mode) may share the form with other constants
             key = (profile, conservative, index, position, unit.form)
             self.forms.setdefault(key, []).append(unit)
+            if opt:
+                self.at_opt.setdefault(key, unit)
             self.where.setdefault(key, f"layer {layers[index]['name']!r} ({layers[index]['kind']})")
         self.headers += [h for h in ctx.headers if h not in self.headers]
         self.workspace = max(self.workspace, ctx.workspace_bytes)
@@ -113,7 +118,7 @@ def compile_profile_kernels(document: dict, arch, *, policy=None, ptx: bool = Fa
         pinned = pinned_tactics(document, ctx.tactic_policy.decisions)
         pinned_per_profile.append(pinned)
         opt_lowering = opt_lowering or (launches, fused, ctx.tactic_policy)
-        collector.add(ctx, launches, index)
+        collector.add(ctx, launches, index, opt=True)
         # each shape with the opt shape's tactics, then without the parity-dependent fast paths (general loader,
         # K unsplit): that lowering's kernel forms serve any shape whose fast forms were not compiled
         shapes_list = profile_shapes(profile, seed=index)
@@ -132,11 +137,16 @@ def compile_profile_kernels(document: dict, arch, *, policy=None, ptx: bool = Fa
 def _section(document, arch, collector: _Collector, pinned_per_profile, opt_lowering, sm_count, **compile_options):
     table, module = {}, LowerContext(document, int("".join(c for c in arch if c.isdigit())), sm_count)
     for key, units in collector.forms.items():
-        source, entry = generalize(units, collector.where[key])
-        entries = table.setdefault(units[0].form, [])
-        if entry not in entries:
-            entries.append(entry)
-        module.kernels.setdefault(entry["kernel"], source)
+        # the generic kernel of the form, and one specialized to the opt shape (every literal a constant, as in a
+        # static plan): the runtime takes the kernel with the most constants that fits, so a profile plan runs
+        # at its opt shape the kernels a static plan built for that shape would
+        variants = [units] + ([[collector.at_opt[key]]] if key in collector.at_opt else [])
+        for samples in variants:
+            source, entry = generalize(samples, collector.where[key])
+            entries = table.setdefault(units[0].form, [])
+            if entry not in entries:
+                entries.append(entry)
+            module.kernels.setdefault(entry["kernel"], source)
     module.headers = list(collector.headers)
     modules, kernel_modules = compile_context(module, arch, **compile_options)
     launches, fused, recorder = opt_lowering
