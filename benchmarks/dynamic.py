@@ -4,8 +4,8 @@ that shape (issue 13 target: within 1.10x). Same process, interleaved runs, medi
     python benchmarks/dynamic.py [--reps 30] [--models ocr resnet ...] [--device cpu|cuda [--fp16]]
 
 ``--device cuda`` (needs cupy and a GPU): both plans get CUDA kernels for the GPU's arch with the cost model's
-tactics (the profile plan chooses them at the opt shape too, its kernels are the shape-generic ones); the
-table shows the GPU time of one replay of each plan's CUDA graph (CUDA events), and the host time of a whole
+tactics (the profile plan chooses them at the opt shape too, and at the opt shape it runs kernels specialized
+to it, elsewhere the shape-generic ones); the table shows the GPU time of one replay of each plan's CUDA graph (CUDA events), and the host time of a whole
 ``execute`` (upload, replay, download).
 """
 
