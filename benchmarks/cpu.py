@@ -293,6 +293,7 @@ def header(args) -> None:
 
 def main() -> None:
     import edgert
+    from edgert.kernels.cpu import threads
 
     args = parse_args()
     models = models_for(args)
@@ -300,7 +301,9 @@ def main() -> None:
     extras = []
     for name, (model, shapes) in models.items():
         engine = edgert.load(edgert.build(model, shapes=shapes))
+        regions = threads.pool().regions()
         context, model_bytes = engine.create_execution_context(), model.SerializeToString()
+        regions = threads.pool().regions() - regions   # the context's parallel regions
         feeds = feeds_for(engine)
         quiet, spinning = (ort_session(model_bytes, args.threads, s) for s in (False, True))
         runs = {"edgert": context.execute, "ort": lambda f, s=quiet: s.run(None, f),
@@ -320,12 +323,12 @@ def main() -> None:
                f"{p50['edgert'] / p50['ort']:.2f}x | {p50['edgert'] / p50['ort-spin']:.2f}x |")
         print(row + (f" {p50['plain']:.2f} |" if args.no_opt else "")
               + (f" {p50['im2col']:.2f} |" if args.no_direct else ""), flush=True)
-        extras.append((name, engine, context, feeds, model_bytes, runs))
-    for name, engine, context, feeds, model_bytes, runs in extras:
-        report_extras(args, name, engine, context, feeds, model_bytes, runs)
+        extras.append((name, engine, context, regions, feeds, model_bytes, runs))
+    for name, engine, context, regions, feeds, model_bytes, runs in extras:
+        report_extras(args, name, engine, context, regions, feeds, model_bytes, runs)
 
 
-def report_extras(args, name, engine, context, feeds, model_bytes, runs) -> None:
+def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs) -> None:
     if args.layers:
         print(f"\n{name}: slowest layers (µs, * = no prepared fast path)")
         for micros, text in slowest_layers(context, feeds, args.reps, args.layers):
@@ -347,9 +350,9 @@ def report_extras(args, name, engine, context, feeds, model_bytes, runs) -> None
               f"many idle — ms idle p50 / loaded p50 / loaded p99 (p99 over idle p50)")
         for key, (idle, p50, p99) in loaded.items():
             print(f"  {key:>8}: {idle:.2f} / {p50:.2f} / {p99:.2f} ({p99 / idle:.2f}x)")
-        stats = threads.pool().stats()
-        print(f"  edgert's regions now: {stats['split']} split, {stats['inline']} inline, {stats['measuring']} "
-              f"measuring; lag pauses during the runs: {stats['lags'] - lags}")
+        stats = threads.pool().stats(regions)
+        print(f"  edgert's parallel regions at the end: {stats['split']} split, {stats['inline']} inline, "
+              f"{stats['measuring']} measuring; lag pauses during the runs: {stats['lags'] - lags}")
     if args.contexts:
         rounds = context_throughput(engine, feeds, args.contexts, max(4, args.reps // args.contexts))
         ratios = [many / one for one, many in rounds]

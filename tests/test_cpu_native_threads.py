@@ -258,6 +258,27 @@ def test_recheck_interval_doubles_while_the_choice_holds_and_resets_when_it_chan
     assert runs == threads.RECHECK_FIRST
 
 
+def test_staggered_choices_recheck_later():
+    clock = FakeClock()
+    choice = threads.SplitChoice(clock, stagger=0.5)
+    measure(choice, 1.0, 2.0)
+    runs = 0
+    while not choice._measuring:
+        choice.record(True, 1.0)
+        runs += 1
+    assert runs == threads.RECHECK_FIRST * 3 // 2
+    measure(choice, 1.0, 2.0)
+    clock.now += threads.RECHECK_SECONDS * 1.49
+    choice.record(True, 1.0)
+    assert not choice._measuring
+    clock.now += threads.RECHECK_SECONDS * 0.02
+    choice.record(True, 1.0)
+    assert choice._measuring
+    pool = threads.WorkerPool(1)
+    staggers = sorted(pool.region([print, print]).choice.stagger for _ in range(8))
+    assert all(0 <= s < 1 for s in staggers) and min(b - a for a, b in zip(staggers, staggers[1:])) > 0.05
+
+
 def test_choice_rechecks_after_seconds_however_few_runs():
     clock = FakeClock()
     choice = threads.SplitChoice(clock)

@@ -19,10 +19,11 @@ side by side. One-off splits (no bound layer) call ``pool().run_parts(parts)``.
   and the second core is free. A region times both ways, ``SPLIT_SAMPLES`` runs each, alternating, and keeps
   the one whose median is faster (split must save ``1 - SPLIT_GAIN`` of the time: it also costs the other
   core); it measures again after ``RECHECK_FIRST`` runs, then after twice as many each time the choice
-  holds, up to ``RECHECK_LAST`` runs or ``RECHECK_SECONDS``, and back to ``RECHECK_FIRST`` when it changes.
+  holds, up to ``RECHECK_LAST`` runs or ``RECHECK_SECONDS``, and back to ``RECHECK_FIRST`` when it changes;
+  each region's intervals are stretched by its own fraction, so the regions of a model re-check apart.
 - A core that another process keeps busy (the lag detector): a worker preempted in the middle of a part holds
-  up its caller for a scheduler slice. When a caller waits longer for the workers than it worked itself (and
-  over ``LAG_MIN_SECONDS``), every
+  up its caller for a scheduler slice, and a region re-checks too rarely to notice load that comes and goes.
+  When a caller waits longer for the workers than it worked itself (and over ``LAG_MIN_SECONDS``), every
   region runs inline for a pause, which doubles from ``LAG_PAUSE_FIRST`` to ``LAG_PAUSE_LAST`` while splits
   keep lagging and halves after each split that does not.
 - Parts run on a worker never split again (that would queue behind themselves): they run inline.
@@ -63,10 +64,13 @@ def usable_cores() -> int:
 
 class SplitChoice:
     """Whether one region's next run splits, from timings of both ways: ``want_split()`` before a run,
-    ``record(split, seconds)`` after one that ran the way it was asked to. ``clock`` is injected for tests."""
+    ``record(split, seconds)`` after one that ran the way it was asked to. ``clock`` is injected for tests.
+    ``stagger`` in [0, 1) stretches each interval by that fraction, so that the regions of one model (made
+    together, run once per inference each) do not all re-check, each running its slower way, in the same
+    inferences."""
 
-    def __init__(self, clock=time.perf_counter):
-        self.clock = clock
+    def __init__(self, clock=time.perf_counter, stagger: float = 0.0):
+        self.clock, self.stagger = clock, stagger
         self.split: bool | None = None   # the choice; None before the first decision
         self.decisions = 0
         self._samples: dict[bool, list[float]] = {True: [], False: []}
@@ -99,15 +103,16 @@ class SplitChoice:
         self.split, self.decisions = split, self.decisions + 1
         self._samples = {True: [], False: []}
         self._measuring = False
-        self._runs_left, self._deadline = self._interval, self.clock() + RECHECK_SECONDS
+        self._runs_left = self._interval + int(self.stagger * self._interval)
+        self._deadline = self.clock() + RECHECK_SECONDS * (1 + self.stagger)
 
 
 class Region:
     """Parts bound once by a kernel, run by calling the region: split over the pool or inline, as its
     ``SplitChoice`` says. One caller at a time (a region belongs to one execution context's layer)."""
 
-    def __init__(self, pool: WorkerPool, parts: list):
-        self.pool, self.parts, self.choice = pool, list(parts), SplitChoice(pool.clock)
+    def __init__(self, pool: WorkerPool, parts: list, stagger: float = 0.0):
+        self.pool, self.parts, self.choice = pool, list(parts), SplitChoice(pool.clock, stagger)
 
     def __call__(self) -> None:
         want = self.choice.want_split()
@@ -136,6 +141,7 @@ class WorkerPool:
         self._pause, self._inline_until = LAG_PAUSE_FIRST, float("-inf")
         self.lags = 0   # split runs whose caller waited longer than it worked (each starts a pause)
         self._regions: weakref.WeakSet[Region] = weakref.WeakSet()
+        self._made = 0
         self._workers = [threading.Thread(target=self._work, name=f"edgert-cpu-{i}", daemon=True)
                          for i in range(size - 1)]
         for worker in self._workers:
@@ -145,7 +151,8 @@ class WorkerPool:
         """A callable running ``parts``: a ``Region`` when there is something to split, else the one part."""
         if len(parts) == 1:
             return parts[0]
-        region = Region(self, parts)
+        self._made += 1
+        region = Region(self, parts, (self._made * 0.6180339887) % 1.0)   # spread evenly, whatever the count
         self._regions.add(region)
         return region
 
@@ -235,10 +242,15 @@ class WorkerPool:
             if part is not None:
                 self._finish(batch, part)
 
-    def stats(self) -> dict:
-        """Live regions by their current choice (split / inline / measuring), lag pauses so far."""
+    def regions(self) -> set:
+        """The live regions of this pool."""
+        return set(self._regions)
+
+    def stats(self, regions=None) -> dict:
+        """``regions`` (default: every live one) by their current choice (split / inline / measuring), and the
+        pool's lag pauses so far."""
         counts = {"split": 0, "inline": 0, "measuring": 0}
-        for region in list(self._regions):
+        for region in self.regions() if regions is None else regions:
             split = region.choice.split
             counts["measuring" if split is None else "split" if split else "inline"] += 1
         return {**counts, "lags": self.lags}
