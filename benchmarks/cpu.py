@@ -28,7 +28,8 @@ spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over ea
 - ``--load`` keeps one core busy with another process (spinning, pinned to the last usable core) and reports
   each side's p50/p99 under load against its idle p50 (issue 16: edgert's p99 <= 2x its idle p50):
   ``--load-runs`` (100) loaded runs of each side and as many idle ones, in alternating blocks of 10, the three
-  sides interleaved in each; also how many of edgert's parallel regions ended split or inline, and how often
+  sides interleaved in each; the p99 is also given over the table's p50, measured before any load (the idle
+  blocks' p50 can include runs still inline after a loaded block: kernels/cpu/threads.py's lag pause); also how many of edgert's parallel regions ended split or inline, and how often
   a lagging worker paused splitting (kernels/cpu/threads.py).
 - ``--contexts K`` runs K execution contexts in K threads and reports their throughput against one
   context's (issue 16: >= 1.0x): 3 rounds, one context then K, medians and the ratio of each round.
@@ -323,12 +324,13 @@ def main() -> None:
                f"{p50['edgert'] / p50['ort']:.2f}x | {p50['edgert'] / p50['ort-spin']:.2f}x |")
         print(row + (f" {p50['plain']:.2f} |" if args.no_opt else "")
               + (f" {p50['im2col']:.2f} |" if args.no_direct else ""), flush=True)
-        extras.append((name, engine, context, regions, feeds, model_bytes, runs))
-    for name, engine, context, regions, feeds, model_bytes, runs in extras:
-        report_extras(args, name, engine, context, regions, feeds, model_bytes, runs)
+        extras.append((name, engine, context, regions, feeds, model_bytes, runs, p50))
+    for extra in extras:
+        report_extras(args, *extra)
 
 
-def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs) -> None:
+def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs, p50) -> None:
+    """--layers, --kinds, --load and --contexts for one model (``p50``: its medians in the table, ms)."""
     if args.layers:
         print(f"\n{name}: slowest layers (µs, * = no prepared fast path)")
         for micros, text in slowest_layers(context, feeds, args.reps, args.layers):
@@ -347,9 +349,9 @@ def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs
         lags = threads.pool().lags
         loaded = under_load({k: runs[k] for k in ("edgert", "ort", "ort-spin")}, feeds, args.load_runs)
         print(f"\n{name}: one core busy, {args.load_runs} runs each in blocks of {LOAD_BLOCK} alternating with as "
-              f"many idle — ms idle p50 / loaded p50 / loaded p99 (p99 over idle p50)")
-        for key, (idle, p50, p99) in loaded.items():
-            print(f"  {key:>8}: {idle:.2f} / {p50:.2f} / {p99:.2f} ({p99 / idle:.2f}x)")
+              f"many idle — ms idle p50 / loaded p50 / loaded p99 (p99 over idle p50; over the table's p50)")
+        for key, (idle, busy, p99) in loaded.items():
+            print(f"  {key:>8}: {idle:.2f} / {busy:.2f} / {p99:.2f} ({p99 / idle:.2f}x; {p99 / p50[key]:.2f}x)")
         stats = threads.pool().stats(regions)
         print(f"  edgert's parallel regions at the end: {stats['split']} split, {stats['inline']} inline, "
               f"{stats['measuring']} measuring; lag pauses during the runs: {stats['lags'] - lags}")

@@ -2,6 +2,7 @@
 idle and with one core kept busy by another process.
 
     python benchmarks/cpu_pool.py [--reps 200] [--threads 2] [--no-load]
+    python benchmarks/cpu_pool.py --models mobilenetv2 zoo/squeezenet corpus/yolov8n ... [--reps 100]
 
 For each kernel region (empty parts: the pool's own overhead; depthwise 3x3 and 5x5 by planes; a fused SiLU by
 chunks; a matrix product by column blocks) the three ways take turns, call by call, in rotating order: ``inline`` (every part on the
@@ -9,6 +10,11 @@ caller), ``split`` (over the pool, as far as the pool allows: the lag detector m
 ``region`` (the region's choice, measured and re-checked as it runs). Times in µs, medians and p99 over --reps
 calls of each, first on the idle machine, then with a spinning process pinned to the last usable core; the
 last column says what the region chose by the end and how many lag pauses the block saw.
+
+With ``--models`` (test models, zoo/NAME, corpus/NAME from benchmarks/corpus.py's cache) it compares whole
+models instead, contexts of one engine interleaved run by run: ``adaptive`` (the regions' own choices),
+``split`` (every region asks to split; the lag detector still applies), ``1 thread`` (a pool of one: no
+regions at all), and onnxruntime (2 threads, spinning off) for scale; medians and p99 in ms, idle then loaded.
 """
 
 from __future__ import annotations
@@ -94,16 +100,77 @@ def table(title: str, regions: dict, times: dict, lags: int) -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {'measuring' if split is None else 'split' if split else 'inline'} |")
 
 
+class AlwaysSplit:
+    """A region's choice that always asks to split (the pool before regions chose)."""
+    split = True
+
+    def want_split(self) -> bool:
+        return True
+
+    def record(self, split: bool, seconds: float) -> None:
+        pass
+
+
+def model_runs(model, shapes, threads_count: int) -> tuple[dict, dict]:
+    """(name -> run(feeds), feeds) for one model: edgert adaptive, always split, one thread; onnxruntime."""
+    import edgert
+    from cpu import feeds_for, ort_session
+    from edgert.kernels.cpu import threads
+    engine = edgert.load(edgert.build(model, shapes=shapes))
+    adaptive = engine.create_execution_context()
+    own = threads.WorkerPool(threads_count)   # the split context's regions are this pool's, all of them
+    shared, threads._pool = threads._pool, own
+    try:
+        split = engine.create_execution_context()
+        for region in own.regions():
+            region.choice = AlwaysSplit()
+        threads._pool = threads.WorkerPool(1)
+        single = engine.create_execution_context()
+    finally:
+        threads._pool = shared
+    session = ort_session(model.SerializeToString(), threads_count, spinning=False)
+    return ({"adaptive": adaptive.execute, "split": split.execute, "1 thread": single.execute,
+             "ort": lambda feeds: session.run(None, feeds)}, feeds_for(engine))
+
+
+def compare_models(names: list[str], reps: int, threads_count: int, load: bool) -> None:
+    import _models
+    from cpu import Spinner, corpus_files, interleaved, percentile
+    from corpus import DEFAULT_CACHE
+    own = [n for n in names if not n.startswith("corpus/")]
+    models = _models.select(own, any(n.startswith("zoo/") for n in own)) if own else {}
+    models.update(corpus_files([n[len("corpus/"):] for n in names if n.startswith("corpus/")], DEFAULT_CACHE))
+    print("| model | state | " + " | ".join(f"{w} ms (p99)" for w in ("adaptive", "split", "1 thread", "ort"))
+          + " |\n| --- | --- |" + " ---: |" * 4)
+    for name, (model, shapes) in models.items():
+        runs, feeds = model_runs(model, shapes, threads_count)
+        spinner = Spinner() if load else None
+        try:
+            for state in ("idle", "loaded") if load else ("idle",):
+                if spinner is not None:
+                    spinner.busy(state == "loaded")
+                times = interleaved(runs, feeds, reps)
+                print(f"| {name} | {state} | " + " | ".join(
+                    f"{percentile(t, 50):.2f} ({percentile(t, 99):.2f})" for t in times.values()) + " |", flush=True)
+        finally:
+            if spinner is not None:
+                spinner.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-load", action="store_true", help="only the idle block")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="compare whole models instead (see above)")
     args = parser.parse_args()
     os.environ.setdefault("EDGERT_CPU_THREADS", str(args.threads))
     from edgert.kernels.cpu import native, threads
     print(f"# edgert's worker pool — {_models.machine()}, {datetime.date.today()}, {threads.thread_count()} threads, "
-          f"{args.reps} calls of each way; kernels: {native.status()}")
+          f"{args.reps} {'runs' if args.models else 'calls'} of each way; kernels: {native.status()}")
+    if args.models:
+        compare_models(args.models, args.reps, threads.thread_count(), not args.no_load)
+        return
     regions = cases()
     lags = threads.pool().lags
     table("idle", regions, measure(regions, args.reps), threads.pool().lags - lags)

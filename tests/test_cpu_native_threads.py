@@ -313,11 +313,11 @@ def test_lagging_worker_pauses_splitting_and_waiting_uses_no_cpu():
     assert set(names) == {threading.current_thread().name}
 
 
-def test_lag_pause_grows_and_shrinks():
+def test_lag_pause_grows_while_splits_lag_and_shrinks_with_calm():
     clock = FakeClock()
     pool = threads.WorkerPool(2, clock)
     pauses = []
-    for _ in range(10):
+    for _ in range(10):   # a lag right after each pause: the load is still there
         pool._lagged(True)
         pauses.append(pool._inline_until - clock.now)
         assert pool.run([lambda: None] * 2, True) is False   # inline during the pause
@@ -325,9 +325,14 @@ def test_lag_pause_grows_and_shrinks():
     assert pauses[0] == pytest.approx(threads.LAG_PAUSE_FIRST) and pauses[-1] == pytest.approx(threads.LAG_PAUSE_LAST)
     assert all(b == pytest.approx(min(2 * a, threads.LAG_PAUSE_LAST)) for a, b in zip(pauses, pauses[1:]))
     assert pool.run([lambda: None] * 2, True) is True   # the pause is over: split again
-    for _ in range(10):
-        pool._lagged(False)
-    assert pool._pause == threads.LAG_PAUSE_FIRST
+    pool._lagged(False)
+    clock.now += 2.5 * threads.LAG_PAUSE_LAST   # two whole calm periods: a quarter of the last pause
+    pool._lagged(True)
+    assert pool._inline_until - clock.now == pytest.approx(threads.LAG_PAUSE_LAST / 4)
+    clock.now += 1e6   # long calm: back to the first pause
+    pool._lagged(True)
+    assert pool._inline_until - clock.now == pytest.approx(threads.LAG_PAUSE_FIRST)
+    assert pool.lags == 12
 
 
 def test_callers_beyond_the_pool_size_run_inline(pool_of_three):

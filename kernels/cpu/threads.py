@@ -25,7 +25,7 @@ side by side. One-off splits (no bound layer) call ``pool().run_parts(parts)``.
   up its caller for a scheduler slice, and a region re-checks too rarely to notice load that comes and goes.
   When a caller waits longer for the workers than it worked itself (and over ``LAG_MIN_SECONDS``), every
   region runs inline for a pause, which doubles from ``LAG_PAUSE_FIRST`` to ``LAG_PAUSE_LAST`` while splits
-  keep lagging and halves after each split that does not.
+  keep lagging right after each pause, and halves for every ``LAG_PAUSE_LAST`` seconds without a lag.
 - Parts run on a worker never split again (that would queue behind themselves): they run inline.
 
 The outputs never depend on the choice: inline runs the same parts, one after the other.
@@ -138,7 +138,7 @@ class WorkerPool:
         self._queue: collections.deque[_Batch] = collections.deque()
         self._local = threading.local()
         self._callers = 0   # callers (not workers) inside ``run`` now
-        self._pause, self._inline_until = LAG_PAUSE_FIRST, float("-inf")
+        self._pause, self._inline_until = LAG_PAUSE_FIRST / 2, 0.0   # the first lag pauses LAG_PAUSE_FIRST
         self.lags = 0   # split runs whose caller waited longer than it worked (each starts a pause)
         self._regions: weakref.WeakSet[Region] = weakref.WeakSet()
         self._made = 0
@@ -194,19 +194,21 @@ class WorkerPool:
             self._finish(batch, part)
         worked = self.clock()
         batch.done.wait()
-        waited = self.clock() - worked
-        self._lagged(waited > max(worked - started, LAG_MIN_SECONDS))
+        self._lagged(self.clock() - worked > max(worked - started, LAG_MIN_SECONDS))
         if batch.error is not None:
             raise batch.error
 
     def _lagged(self, lagged: bool) -> None:
-        """The lag detector's pause (races between callers only blur a hint)."""
-        if lagged:
-            self.lags += 1
-            self._inline_until = self.clock() + self._pause
-            self._pause = min(2 * self._pause, LAG_PAUSE_LAST)
-        else:
-            self._pause = max(self._pause / 2, LAG_PAUSE_FIRST)
+        """The lag detector's pause: twice the last one, halved for each LAG_PAUSE_LAST seconds that passed
+        since it ended (load that comes and goes is remembered a while). Races between callers only blur it."""
+        if not lagged:
+            return
+        self.lags += 1
+        now = self.clock()
+        calm = max(0.0, now - self._inline_until) // LAG_PAUSE_LAST
+        pause = self._pause * 2 if calm == 0 else self._pause / 2 ** min(calm, 64)
+        self._pause = min(max(pause, LAG_PAUSE_FIRST), LAG_PAUSE_LAST)
+        self._inline_until = now + self._pause
 
     def _claim(self, batch: _Batch):
         """The next unclaimed part of ``batch`` (None when all are claimed); call with the lock held."""
