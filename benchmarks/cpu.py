@@ -29,8 +29,8 @@ spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over ea
   each side's p50/p99 under load against its idle p50 (issue 16: edgert's p99 <= 2x its idle p50):
   ``--load-runs`` (100) loaded runs of each side and as many idle ones, in alternating blocks of 10, the three
   sides interleaved in each; the p99 is also given over the table's p50, measured before any load (the idle
-  blocks' p50 can include runs still inline after a loaded block: kernels/cpu/threads.py's lag pause); also how many of edgert's parallel regions ended split or inline, and how often
-  a lagging worker paused splitting (kernels/cpu/threads.py).
+  blocks' p50 can include runs still inline after a loaded block: kernels/cpu/threads.py's lag pause); also
+  how many of edgert's parallel regions ended split or inline, and how often a lagging worker paused splitting.
 - ``--contexts K`` runs K execution contexts in K threads and reports their throughput against one
   context's (issue 16: >= 1.0x): 3 rounds, one context then K, medians and the ratio of each round.
 """
@@ -83,6 +83,7 @@ def interleaved(runs: dict, feeds: dict, reps: int, warmup: int = 3) -> dict:
 
 
 LOAD_BLOCK = 10   # runs of each side per block; idle and loaded blocks alternate
+CONTEXT_WARMUP = 8
 
 
 def _spin(go, core) -> None:
@@ -136,11 +137,13 @@ def under_load(runs: dict, feeds: dict, loaded_runs: int) -> dict:
 
 def context_throughput(engine, feeds: dict, contexts: int, runs_each: int, rounds: int = 3) -> list:
     """Per round, (runs/s of one context, runs/s of ``contexts`` contexts in as many threads), the two taking
-    turns; every context (the single one too) does its runs after one warm-up run."""
+    turns; every context (the single one too) first runs CONTEXT_WARMUP times (its parallel regions choose
+    between split and inline over their first runs: kernels/cpu/threads.py)."""
     single = engine.create_execution_context()
     many = [engine.create_execution_context() for _ in range(contexts)]
     for context in [single] + many:
-        context.execute(feeds)
+        for _ in range(CONTEXT_WARMUP):
+            context.execute(feeds)
     results = []
     for _ in range(rounds):
         started = time.perf_counter()

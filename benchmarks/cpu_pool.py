@@ -5,8 +5,9 @@ idle and with one core kept busy by another process.
     python benchmarks/cpu_pool.py --models mobilenetv2 zoo/squeezenet corpus/yolov8n ... [--reps 100]
 
 For each kernel region (empty parts: the pool's own overhead; depthwise 3x3 and 5x5 by planes; a fused SiLU by
-chunks; a matrix product by column blocks) the three ways take turns, call by call, in rotating order: ``inline`` (every part on the
-caller), ``split`` (over the pool, as far as the pool allows: the lag detector may still run a call inline),
+chunks; a matrix product by column blocks) the three ways take turns, call by call, in rotating order:
+``inline`` (every part on the caller), ``split`` (over the pool, as far as the pool allows: the lag detector
+may still run a call inline),
 ``region`` (the region's choice, measured and re-checked as it runs). Times in µs, medians and p99 over --reps
 calls of each, first on the idle machine, then with a spinning process pinned to the last usable core; the
 last column says what the region chose by the end and how many lag pauses the block saw.
@@ -97,7 +98,8 @@ def table(title: str, regions: dict, times: dict, lags: int) -> None:
     for name, samples in times.items():
         cells = [f"{np.median(s) * 1e6:.1f} ({np.percentile(s, 99) * 1e6:.1f})" for s in samples.values()]
         split = regions[name].choice.split
-        print(f"| {name} | " + " | ".join(cells) + f" | {'measuring' if split is None else 'split' if split else 'inline'} |")
+        choice = "measuring" if split is None else "split" if split else "inline"
+        print(f"| {name} | " + " | ".join(cells) + f" | {choice} |")
 
 
 class AlwaysSplit:
