@@ -13,7 +13,7 @@ calls of each, first on the idle machine, then with a spinning process pinned to
 last column says what the region chose by the end and how many lag pauses the block saw.
 
 With ``--models`` (test models, zoo/NAME, corpus/NAME from benchmarks/corpus.py's cache) it compares whole
-models instead, contexts of one engine interleaved run by run: ``adaptive`` (the regions' own choices),
+models instead, contexts of one engine interleaved run by run in rotating order: ``adaptive`` (the regions' own choices),
 ``split`` (every region asks to split; the lag detector still applies), ``1 thread`` (a pool of one: no
 regions at all), and onnxruntime (2 threads, spinning off) for scale; medians and p99 in ms, idle then loaded.
 """
@@ -135,13 +135,30 @@ def model_runs(model, shapes, threads_count: int) -> tuple[dict, dict]:
              "ort": lambda feeds: session.run(None, feeds)}, feeds_for(engine))
 
 
+def rotated(runs: dict, feeds: dict, reps: int) -> dict:
+    """name -> list of seconds: ``reps`` rounds of every run, each round starting one later (no run always
+    follows the same one: the first run after onnxruntime's finds cold caches), after 3 warm-up rounds."""
+    order = list(runs.items())
+    times = {key: [] for key in runs}
+    for rep in range(-3, reps):
+        shift = rep % len(order)
+        for key, run in order[shift:] + order[:shift]:
+            started = time.perf_counter()
+            run(feeds)
+            if rep >= 0:
+                times[key].append(time.perf_counter() - started)
+    return times
+
+
 def compare_models(names: list[str], reps: int, threads_count: int, load: bool) -> None:
     import _models
-    from cpu import Spinner, corpus_files, interleaved, percentile
+    from cpu import Spinner, corpus_files, percentile
     from corpus import DEFAULT_CACHE
     own = [n for n in names if not n.startswith("corpus/")]
     models = _models.select(own, any(n.startswith("zoo/") for n in own)) if own else {}
-    models.update(corpus_files([n[len("corpus/"):] for n in names if n.startswith("corpus/")], DEFAULT_CACHE))
+    corpus = [n[len("corpus/"):] for n in names if n.startswith("corpus/")]
+    if corpus:   # (none given would mean all of them)
+        models.update(corpus_files(corpus, DEFAULT_CACHE))
     print("| model | state | " + " | ".join(f"{w} ms (p99)" for w in ("adaptive", "split", "1 thread", "ort"))
           + " |\n| --- | --- |" + " ---: |" * 4)
     for name, (model, shapes) in models.items():
@@ -151,7 +168,7 @@ def compare_models(names: list[str], reps: int, threads_count: int, load: bool) 
             for state in ("idle", "loaded") if load else ("idle",):
                 if spinner is not None:
                     spinner.busy(state == "loaded")
-                times = interleaved(runs, feeds, reps)
+                times = rotated(runs, feeds, reps)
                 print(f"| {name} | {state} | " + " | ".join(
                     f"{percentile(t, 50):.2f} ({percentile(t, 99):.2f})" for t in times.values()) + " |", flush=True)
         finally:

@@ -244,7 +244,7 @@ def test_recheck_interval_doubles_while_the_choice_holds_and_resets_when_it_chan
     for _ in range(12):
         measure(choice, 1.0, 2.0)
         runs = 0
-        while choice.want_split() is True and not choice._measuring:
+        while choice.want_split() is True and not choice.measuring:
             choice.record(True, 1.0)
             runs += 1
         intervals.append(runs)
@@ -252,7 +252,7 @@ def test_recheck_interval_doubles_while_the_choice_holds_and_resets_when_it_chan
     assert intervals == expected and expected[-1] == threads.RECHECK_LAST
     measure(choice, 2.0, 1.0)   # changed: re-check soon
     runs = 0
-    while not choice._measuring:
+    while not choice.measuring:
         choice.record(choice.want_split(), 1.0)
         runs += 1
     assert runs == threads.RECHECK_FIRST
@@ -263,17 +263,17 @@ def test_staggered_choices_recheck_later():
     choice = threads.SplitChoice(clock, stagger=0.5)
     measure(choice, 1.0, 2.0)
     runs = 0
-    while not choice._measuring:
+    while not choice.measuring:
         choice.record(True, 1.0)
         runs += 1
     assert runs == threads.RECHECK_FIRST * 3 // 2
     measure(choice, 1.0, 2.0)
     clock.now += threads.RECHECK_SECONDS * 1.49
     choice.record(True, 1.0)
-    assert not choice._measuring
+    assert not choice.measuring
     clock.now += threads.RECHECK_SECONDS * 0.02
     choice.record(True, 1.0)
-    assert choice._measuring
+    assert choice.measuring
     pool = threads.WorkerPool(1)
     staggers = sorted(pool.region([print, print]).choice.stagger for _ in range(8))
     assert all(0 <= s < 1 for s in staggers) and min(b - a for a, b in zip(staggers, staggers[1:])) > 0.05
@@ -284,14 +284,14 @@ def test_choice_rechecks_after_seconds_however_few_runs():
     choice = threads.SplitChoice(clock)
     for _ in range(5):   # a long interval
         measure(choice, 1.0, 2.0)
-        while not choice._measuring:
+        while not choice.measuring:
             choice.record(True, 1.0)
     measure(choice, 1.0, 2.0)
     choice.record(True, 1.0)
-    assert not choice._measuring
+    assert not choice.measuring
     clock.now += threads.RECHECK_SECONDS
     choice.record(True, 1.0)
-    assert choice._measuring
+    assert choice.measuring
 
 
 def test_lagging_worker_pauses_splitting_and_waiting_uses_no_cpu():
@@ -414,3 +414,75 @@ def test_bench_reports_the_regions(tmp_path, capsys):
         assert regions == {"split": 0, "inline": 0, "measuring": 0, "lags": 0}
     assert main(["bench", str(plan), "--iterations", "3"]) == 0
     assert "CPU layers split over the worker pool: " in capsys.readouterr().out
+
+
+def _three_ways(region):
+    """Outputs of ``region`` run split, as its parts in turn, and as its whole call (each after NaN-filling)."""
+    out = region.out
+    results = []
+    for way in (lambda: region.pool.run(region.parts, True), lambda: threads._inline(region.parts, None),
+                region.whole):
+        out[...] = np.nan
+        way()
+        results.append(out.copy())
+    return results
+
+
+def _direct_regions():
+    from test_cpu_native_conv import CASES, direct_case
+    for case in CASES:
+        x, w, b, out, _, _, params = direct_case(*case)
+        region = native.bind_conv_direct(x, native.pack_direct_weights(w), b, out, params,
+                                         native.activation_program([{"type": "swish"}]))
+        if isinstance(region, threads.Region):
+            region.out = out
+            yield region
+
+
+def _row_regions():
+    x = rng.standard_normal((37, 3000)).astype(np.float32)
+    out = np.empty_like(x)
+    softmax = native.bind_softmax(x, out, (1,))
+    softmax.out = out
+    yield softmax
+    scale, bias = rng.standard_normal(3000).astype(np.float32), rng.standard_normal(3000).astype(np.float32)
+    norm_out = np.empty_like(x)
+    layernorm = native.bind_layernorm(x, norm_out, (1,), scale, bias, 1e-5)
+    layernorm.out = norm_out
+    yield layernorm
+    gelu = [{"kind": "Activation", "attrs": {"type": "gelu_erf"}, "args": [0]}]
+    y = rng.standard_normal(5 * native.POINTWISE_PART_ELEMENTS + 77).astype(np.float32)
+    program_out = np.empty_like(y)
+    program = native.bind_program(gelu, [y], program_out)
+    program.out = program_out
+    yield program
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "pooling", "direct rows of 1", "direct rows of 3", "rows"])
+def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, monkeypatch):
+    """A region's ``whole`` (what it runs inline) against its parts split and in turn: the same bits."""
+    monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+    if kind == "depthwise":
+        regions = []
+        for case in DEPTHWISE:
+            x, w, b, out, _, params = depthwise_case(*case)
+            regions.append(native.bind_depthwise(x, w, b, out, params))
+            regions[-1].out = out
+    elif kind == "pooling":
+        regions = []
+        for case in POOLS:
+            x, out, attrs = pool_case(*case)
+            region = bind_pool(x, out, attrs)
+            if isinstance(region, threads.Region):
+                region.out = out
+                regions.append(region)
+    elif kind.startswith("direct"):
+        monkeypatch.setattr(native, "DIRECT_ROWS_PER_PART", int(kind.split()[-1]))
+        regions = list(_direct_regions())
+    else:
+        regions = list(_row_regions())
+    assert regions and all(isinstance(r, threads.Region) and r.whole is not None for r in regions)
+    for region in regions:
+        split, in_turn, whole = _three_ways(region)
+        assert not np.isnan(whole).any()
+        assert np.array_equal(split, whole) and np.array_equal(in_turn, whole)

@@ -28,7 +28,8 @@ side by side. One-off splits (no bound layer) call ``pool().run_parts(parts)``.
   keep lagging right after each pause, and halves for every ``LAG_PAUSE_LAST`` seconds without a lag.
 - Parts run on a worker never split again (that would queue behind themselves): they run inline.
 
-The outputs never depend on the choice: inline runs the same parts, one after the other.
+The outputs never depend on the choice: inline runs the same parts one after the other, or one call that the
+kernel gives as computing the same, bit for bit (``parallel(parts, whole)``; tests check each kernel's).
 """
 
 from __future__ import annotations
@@ -78,21 +79,26 @@ class SplitChoice:
         self._interval = RECHECK_FIRST
         self._runs_left, self._deadline = 0, 0.0
 
+    @property
+    def measuring(self) -> bool:
+        return self._measuring
+
     def want_split(self) -> bool:
         if self._measuring:   # alternate, split first, until both ways have their samples
             return len(self._samples[True]) <= len(self._samples[False])
         return bool(self.split)
 
     def record(self, split: bool, seconds: float) -> None:
-        if self._measuring:
-            if len(self._samples[split]) < SPLIT_SAMPLES:
-                self._samples[split].append(seconds)
-            if min(len(s) for s in self._samples.values()) >= SPLIT_SAMPLES:
-                self._decide()
+        """A measuring run that went as asked, or (``seconds`` unused) any run after the decision."""
+        if not self._measuring:
+            self._runs_left -= 1
+            if self._runs_left <= 0 or self.clock() >= self._deadline:
+                self._measuring = True
             return
-        self._runs_left -= 1
-        if self._runs_left <= 0 or self.clock() >= self._deadline:
-            self._measuring = True
+        if len(self._samples[split]) < SPLIT_SAMPLES:
+            self._samples[split].append(seconds)
+        if min(len(s) for s in self._samples.values()) >= SPLIT_SAMPLES:
+            self._decide()
 
     def _decide(self) -> None:
         split = statistics.median(self._samples[True]) < SPLIT_GAIN * statistics.median(self._samples[False])
@@ -109,17 +115,29 @@ class SplitChoice:
 
 class Region:
     """Parts bound once by a kernel, run by calling the region: split over the pool or inline, as its
-    ``SplitChoice`` says. One caller at a time (a region belongs to one execution context's layer)."""
+    ``SplitChoice`` says; inline means ``whole()`` where the kernel has one call doing what the parts do with
+    the same result (one native call over every plane instead of one per range), else the parts in turn.
+    One caller at a time (a region belongs to one execution context's layer)."""
 
-    def __init__(self, pool: WorkerPool, parts: list, stagger: float = 0.0):
-        self.pool, self.parts, self.choice = pool, list(parts), SplitChoice(pool.clock, stagger)
+    def __init__(self, pool: WorkerPool, parts: list, whole=None, stagger: float = 0.0):
+        self.pool, self.parts, self.whole = pool, list(parts), whole
+        self.choice = SplitChoice(pool.clock, stagger)
 
     def __call__(self) -> None:
-        want = self.choice.want_split()
+        choice = self.choice
+        if not choice.measuring:   # decided: no clock reads, every run counts toward the re-check
+            self.pool.run(self.parts, choice.split, self.whole)
+            choice.record(choice.split, 0.0)
+            return
+        want = choice.want_split()
         started = self.pool.clock()
-        split = self.pool.run(self.parts, want)
+        split = self.pool.run(self.parts, want, self.whole)
         if split == want:   # a run the pool forced inline says nothing about splitting
-            self.choice.record(split, self.pool.clock() - started)
+            choice.record(split, self.pool.clock() - started)
+
+
+class _ThreadState(threading.local):
+    worker = False   # a default here: getattr with a default on a bare local raises inside, and costs ~1 µs
 
 
 class _Batch:
@@ -136,8 +154,9 @@ class WorkerPool:
         self.size, self.clock = size, clock
         self._ready = threading.Condition(threading.Lock())
         self._queue: collections.deque[_Batch] = collections.deque()
-        self._local = threading.local()
+        self._local = _ThreadState()
         self._callers = 0   # callers (not workers) inside ``run`` now
+        self._counting = threading.Lock()   # guards _callers (a plain lock: cheaper than the condition's)
         self._pause, self._inline_until = LAG_PAUSE_FIRST / 2, 0.0   # the first lag pauses LAG_PAUSE_FIRST
         self.lags = 0   # split runs whose caller waited longer than it worked (each starts a pause)
         self._regions: weakref.WeakSet[Region] = weakref.WeakSet()
@@ -147,12 +166,13 @@ class WorkerPool:
         for worker in self._workers:
             worker.start()
 
-    def region(self, parts: list):
-        """A callable running ``parts``: a ``Region`` when there is something to split, else the one part."""
+    def region(self, parts: list, whole=None):
+        """A callable running ``parts``: a ``Region`` when there is something to split, else the one part.
+        ``whole``: one call giving the parts' results, bit for bit, for running inline (see Region)."""
         if len(parts) == 1:
             return parts[0]
         self._made += 1
-        region = Region(self, parts, (self._made * 0.6180339887) % 1.0)   # spread evenly, whatever the count
+        region = Region(self, parts, whole, (self._made * 0.6180339887) % 1.0)   # spread evenly, whatever the count
         self._regions.add(region)
         return region
 
@@ -160,24 +180,23 @@ class WorkerPool:
         """Run every callable of ``parts`` (independent of each other) and return when all are done."""
         self.run(parts, True)
 
-    def run(self, parts: list, split: bool) -> bool:
-        """Run ``parts``, split over the pool when ``split`` and the pool allows it; whether it split."""
-        if getattr(self._local, "worker", False):
-            for part in parts:
-                part()
+    def run(self, parts: list, split: bool, whole=None) -> bool:
+        """Run ``parts``, split over the pool when ``split`` and the pool allows it, else inline (``whole()`` if
+        given, else the parts in turn); whether it split."""
+        if self._local.worker:
+            _inline(parts, whole)
             return False
-        with self._ready:
+        with self._counting:
             crowded = self._callers >= self.size   # the callers fill the cores already
             self._callers += 1
         try:
             if split and not crowded and len(parts) > 1 and self.size > 1 and self.clock() >= self._inline_until:
                 self._run_split(parts)
                 return True
-            for part in parts:
-                part()
+            _inline(parts, whole)
             return False
         finally:
-            with self._ready:
+            with self._counting:
                 self._callers -= 1
 
     def _run_split(self, parts: list) -> None:
@@ -258,6 +277,14 @@ class WorkerPool:
         return {**counts, "lags": self.lags}
 
 
+def _inline(parts: list, whole) -> None:
+    if whole is not None:
+        whole()
+        return
+    for part in parts:
+        part()
+
+
 _pool: WorkerPool | None = None
 _pool_lock = threading.Lock()
 
@@ -272,9 +299,10 @@ def pool() -> WorkerPool:
     return _pool
 
 
-def parallel(parts: list):
-    """A callable running ``parts`` over the process's pool, choosing per call between split and inline."""
-    return pool().region(parts)
+def parallel(parts: list, whole=None):
+    """A callable running ``parts`` over the process's pool, choosing per call between split and inline
+    (``whole()``, when given, runs inline: one call with the parts' results, bit for bit)."""
+    return pool().region(parts, whole)
 
 
 def thread_count() -> int:
