@@ -45,7 +45,9 @@ ENV_THREADS = "EDGERT_CPU_THREADS"
 SPLIT_SAMPLES = 3                        # timed runs of each way per decision; their medians decide
 SPLIT_GAIN = 0.95                        # split when its median is below this fraction of inline's
 RECHECK_FIRST, RECHECK_LAST = 16, 1024   # runs between decisions, doubling while the choice holds
-RECHECK_SECONDS = 2.0                    # ... and at most this long, so a region run rarely still re-checks
+# ... and at most this long, so that a region run rarely (a slow model's) still notices a core freed again; long
+# enough that its re-checks (3 runs the slower way each) cost little
+RECHECK_SECONDS = 30.0
 LAG_PAUSE_FIRST, LAG_PAUSE_LAST = 0.02, 2.0   # seconds every region runs inline after a split lagged
 LAG_MIN_SECONDS = 1e-4                   # a shorter wait is wake-up jitter, not a preempted worker
 
