@@ -390,7 +390,7 @@ def test_one_and_two_threads_are_bit_identical(name, monkeypatch):
             assert np.array_equal(run[key], value), key
 
 
-def test_bench_reports_the_regions(tmp_path, capsys):
+def test_bench_reports_the_regions(tmp_path, capsys, monkeypatch):
     import json
 
     import onnx
@@ -406,6 +406,8 @@ def test_bench_reports_the_regions(tmp_path, capsys):
     plan = tmp_path / "m.plan"
     assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan)]) == 0
     capsys.readouterr()
+    monkeypatch.setattr(threads, "_pool", threads.WorkerPool(threads.usable_cores()))   # no pause left by others
+    monkeypatch.setattr(threads, "LAG_MIN_SECONDS", float("inf"))   # none now: it decides after its 6 timed runs
     assert main(["bench", str(plan), "--iterations", "12", "--warmup", "0", "--json"]) == 0
     regions = json.loads(capsys.readouterr().out)["cpu_regions"]
     if threads.thread_count() > 1:   # one region, decided after its first 2 * SPLIT_SAMPLES runs
