@@ -205,6 +205,16 @@ class CupyDriver:
     def empty(self, shape, dtype, stream=None):
         return self.cupy.empty(shape, dtype)
 
+    # timing events (per-layer times: `edgert bench --profile`, the API's IProfiler)
+    def event(self):
+        return check("creating an event", self.cupy.cuda.Event)
+
+    def record(self, event, stream=None) -> None:
+        check("recording an event", event.record, stream)
+
+    def elapsed_ms(self, start, end) -> float:
+        return float(check("reading event times", self.cupy.cuda.get_elapsed_time, start, end))
+
 
 # -- engine and contexts ----------------------------------------------------------------------------
 class _Binding:
@@ -399,6 +409,33 @@ class CudaExecutionContext:
 
     def _pack(self, entry: dict) -> PackedParams:
         return PackedParams(pack_params(entry["params"], self._resolve))
+
+    def layer_calls(self) -> list[tuple]:
+        """(layer index, launch) of every launch, in schedule order."""
+        return [(layer, call) for (layer, _), call in zip(self.engine.launches, self._calls)]
+
+    def layer_times(self, stream=None) -> list[tuple[int, float]]:
+        """Run the schedule once launch by launch (not as a graph) on the device buffers as they are, each
+        layer's launches between two events, and return (layer index, milliseconds) in schedule order; waits
+        for the GPU."""
+        stream = stream if stream is not None else self.stream
+        with self._lock:
+            marks = []
+            for layer, (function, grid, block, smem, params) in self.layer_calls():
+                start, end = self.driver.event(), self.driver.event()
+                self.driver.record(start, stream)
+                self.driver.launch(function, grid, block, smem, params, stream)
+                self.driver.record(end, stream)
+                marks.append((layer, start, end))
+            self.driver.synchronize(stream)
+        times: list[tuple[int, float]] = []
+        for layer, start, end in marks:
+            ms = self.driver.elapsed_ms(start, end)
+            if times and times[-1][0] == layer:   # a layer of several launches: one time
+                times[-1] = (layer, times[-1][1] + ms)
+            else:
+                times.append((layer, ms))
+        return times
 
     def _run_schedule(self, launch) -> None:
         for function, grid, block, smem, params in self._calls:

@@ -116,6 +116,16 @@ class PycudaDriver:
         else:
             check("synchronizing the stream", stream.synchronize)
 
+    # timing events (per-layer times: `edgert bench --profile`, the API's IProfiler)
+    def event(self):
+        return check("creating an event", self.cuda.Event)
+
+    def record(self, event, stream=None) -> None:
+        check("recording an event", event.record, stream)
+
+    def elapsed_ms(self, start, end) -> float:
+        return float(check("reading event times", end.time_since, start))
+
     def launch(self, function, grid, block, smem: int, params, stream=None) -> None:
         check("launching a kernel", function._launch_kernel, tuple(grid), tuple(block), params.data, smem, stream)
 

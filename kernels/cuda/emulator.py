@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,15 @@ class EmulatedDriver:
 
     def empty(self, shape, dtype, stream=None):
         return np.empty(shape, dtype)
+
+    # timing events: the emulator runs each launch synchronously, so an event is the host clock when recorded
+    def event(self) -> list:
+        return [None]
+
+    def record(self, event: list, stream=None) -> None:
+        event[0] = time.perf_counter()
+
+    def elapsed_ms(self, start: list, end: list) -> float:
+        if start[0] is None or end[0] is None:
+            raise DeviceError("elapsed time of an event that was never recorded")
+        return (end[0] - start[0]) * 1e3
