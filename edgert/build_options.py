@@ -95,6 +95,8 @@ class BuildConfig:
                 value = None            # a TimingCache object: the header records a path only
             elif name == "calib" and not isinstance(value, (str, os.PathLike)):
                 value = None            # batches given in Python are used, not recorded
+            if name == "max_aux_streams" and not value:
+                value = None            # 0 is the default (one stream): plans stay byte-identical
             if value is not None:
                 recorded[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
         return recorded

@@ -78,6 +78,10 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts, dynamic=config.dynamic_shapes)
     streams = assign_streams(specs.steps, config.max_aux_streams or 0)
+    if streams.count > 1 and cpu_kernels:
+        from edgert import log
+        log.warning(f"max_aux_streams {config.max_aux_streams}: the plan has no CUDA kernels, and the CPU runtime runs "
+                    "its layers one at a time; the streams take effect with CUDA kernels (--gpu-kernels)")
     memory = plan_graph_memory(specs, reuse=config.memory_reuse, streams=streams)
     check_arena(memory.arena_bytes, config.max_arena, config.target)
     document = _document(graph, specs, memory, schedule_report, config, output_rows)
