@@ -140,3 +140,58 @@ void CONV_SUFFIX(conv_direct_rows)(const ConvDirect *p, int64_t row_begin, int64
         }
     }
 }
+
+/* CONV_BODY_GROUP output channels over two vectors of columns of a pointwise convolution, input channels
+ * [c_begin, c_end): per input channel, 2 loads and CONV_BODY_GROUP broadcasts feed 2 x CONV_BODY_GROUP multiply-adds.
+ * The first channel block starts from the bias, later ones from the partial sums already in the output. */
+static inline void CONV_SUFFIX(pointwise_group)(const ConvPointwise *p, const float *weights, int64_t channels,
+                                                int64_t first_channel, int64_t col, int64_t lanes, int64_t c_begin,
+                                                int64_t c_end) {
+    ConvVector acc[CONV_BODY_GROUP][2];
+    float *target = p->out + first_channel * p->out_stride + col;
+    for (int b = 0; b < CONV_BODY_GROUP; ++b) {
+        acc[b][0] = acc[b][1] = (ConvVector){0} + (p->bias && b < channels && c_begin == 0 ? p->bias[first_channel + b]
+                                                                                           : 0.0f);
+        if (c_begin == 0 || b >= channels) continue;
+        if (lanes >= 2 * CONV_BODY_LANES) {
+            CONV_LOAD(acc[b][0], target + b * p->out_stride);
+            CONV_LOAD(acc[b][1], target + b * p->out_stride + CONV_BODY_LANES);
+        } else {
+            for (int64_t lane = 0; lane < lanes; ++lane)
+                acc[b][lane / CONV_BODY_LANES][lane % CONV_BODY_LANES] = target[b * p->out_stride + lane];
+        }
+    }
+    const float *x = p->x + c_begin * p->x_stride + col;
+    weights += c_begin * CONV_BLOCK;
+    for (int64_t c = c_begin; c < c_end; ++c, x += p->x_stride, weights += CONV_BLOCK) {
+        ConvVector x0, x1;
+        CONV_LOAD(x0, x);
+        CONV_LOAD(x1, x + CONV_BODY_LANES);
+        for (int b = 0; b < CONV_BODY_GROUP; ++b) {
+            acc[b][0] += weights[b] * x0;
+            acc[b][1] += weights[b] * x1;
+        }
+    }
+    for (int b = 0; b < channels && b < CONV_BODY_GROUP; ++b) {
+        CONV_STORE(target + b * p->out_stride, acc[b][0], lanes);
+        if (lanes > CONV_BODY_LANES)
+            CONV_STORE(target + b * p->out_stride + CONV_BODY_LANES, acc[b][1], lanes - CONV_BODY_LANES);
+    }
+}
+
+/* input channels per pass over a span: its 2 vectors of each stay within L1 (32 KiB with AVX-512) */
+#define CONV_POINTWISE_CHANNEL_BLOCK 256
+
+void CONV_SUFFIX(conv_pointwise_cols)(const ConvPointwise *p, int64_t col_begin, int64_t col_end) {
+    for (int64_t c = 0; c < p->channels; c += CONV_POINTWISE_CHANNEL_BLOCK) {
+        int64_t c_end = c + CONV_POINTWISE_CHANNEL_BLOCK < p->channels ? c + CONV_POINTWISE_CHANNEL_BLOCK : p->channels;
+        for (int64_t m = 0; m < p->out_channels; m += CONV_BODY_GROUP) {
+            const float *weights = p->packed + (m / CONV_BLOCK) * p->channels * CONV_BLOCK + m % CONV_BLOCK;
+            int64_t channels = p->out_channels - m < CONV_BODY_GROUP ? p->out_channels - m : CONV_BODY_GROUP;
+            for (int64_t col = col_begin; col < col_end; col += 2 * CONV_BODY_LANES) {
+                int64_t lanes = col_end - col < 2 * CONV_BODY_LANES ? col_end - col : 2 * CONV_BODY_LANES;
+                CONV_SUFFIX(pointwise_group)(p, weights, channels, m, col, lanes, c, c_end);
+            }
+        }
+    }
+}

@@ -37,6 +37,24 @@ typedef struct {
 
 void conv_direct_rows(const ConvDirect *p, int64_t row_begin, int64_t row_end);
 
+/* A pointwise (1x1, unit-stride) convolution, a matrix product with the weights packed as the direct kernel's:
+ * out[m][col] = bias[m] + sum_c w[m][c] * x[c * x_stride + col] for columns [col_begin, col_end) and output channels
+ * [0, out_channels) (rows out_stride apart). It reads whole spans (conv_pointwise_span() floats from each span's
+ * first column, spans starting at col_begin): the caller makes sure they are readable (a copy of a row's last partial
+ * span: see native_conv.c); the outputs past col_end are never written. */
+typedef struct {
+    const float *x;
+    int64_t x_stride, channels;
+    const float *packed, *bias;
+    int64_t out_channels, out_stride;
+    float *out;
+} ConvPointwise;
+
+void conv_pointwise_cols(const ConvPointwise *p, int64_t col_begin, int64_t col_end);
+
+/* columns conv_pointwise_cols computes at once (two vectors of the chosen build: the same as conv_direct_span) */
+int64_t conv_pointwise_span(void);
+
 /* outputs of a row conv_direct_rows computes at once (two vectors of the chosen build) */
 int64_t conv_direct_span(void);
 

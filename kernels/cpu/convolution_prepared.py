@@ -11,7 +11,10 @@ arithmetic. Here it happens once, at context creation, over the layer's fixed ar
 - other 2-D float32 single-image single-group ones, when it is built: its im2col, then one GEMM; columns
   above PREPARED_COLUMN_BYTES in L2-sized tiles of output rows, each made and multiplied in turn, the tiles
   spread over the worker pool (no layer of this kind falls back to the generic kernel's allocations);
-- pointwise (1x1, no padding): one GEMM of the weights with the input itself (after one strided
+- pointwise (1x1, no padding), float32, single image and group, 16 or more output positions: the native pointwise
+  kernel (_bind_native_pointwise) on the input itself (after one strided copy when strided), the epilogue's
+  activations and residual add fused into it;
+- other pointwise ones: one GEMM of the weights with the input itself (after one strided
   copy when strided), straight into the output;
 - others: the input is copied into scratch laid out so that every kernel tap reads one contiguous
   run per plane; one copy per stride phase gathers the column matrix, one GEMM (one matrix-vector
@@ -63,6 +66,9 @@ TILED_MAX_OUTPUT_CHANNELS = 64
 TILED_MIN_COLUMN_BYTES = 1 << 20
 # the direct kernel's limit on input channels x kernel taps (see _direct_pays)
 DIRECT_MAX_TAPS = 1536
+# pointwise convolutions with fewer output positions (squeeze-excite's 1x1 ones) stay with BLAS: the native kernel's
+# spans of 16-32 columns would be mostly empty
+POINTWISE_MIN_COLUMNS = 16
 
 
 def _bind_product(weights, cols, target, flops):
@@ -93,6 +99,32 @@ def _bias_column(w, bias, workspace):
     m = w.shape[0]
     return workspace.derived((w, bias), "convolution weights, bias column",
                              lambda w, bias: np.concatenate([w.reshape(m, -1), bias.reshape(m, 1)], axis=1))
+
+
+def _bind_native_pointwise(x, w, bias, attrs, inputs, strides, out, workspace):
+    """A single-image, single-group float32 pointwise convolution on the native kernel (native.bind_conv_pointwise:
+    weights packed once, the bias in its accumulators, the epilogue's activations and residual add applied to each
+    column tile in cache), after one strided copy when strided; None where it does not apply or would not pay."""
+    n, c = x.shape[:2]
+    m, positions = out.shape[1], math.prod(out.shape[2:])
+    if n != 1 or out.dtype != np.float32 or positions < POINTWISE_MIN_COLUMNS or not native.direct_span() \
+            or (bias is not None and bias.dtype != np.float32):
+        return None
+    packed = workspace.derived((w,), "convolution weights, direct kernel blocks", native.pack_direct_weights)
+    if packed is None:
+        return None
+    source = x[(Ellipsis,) + tuple(slice(None, None, s) for s in strides)]
+    gather = None
+    if any(s != 1 for s in strides):
+        scratch = workspace.scratch(source.shape, x.dtype)
+        gather = functools.partial(np.copyto, scratch, source)
+        source = scratch
+    records, residual, rest = native.epilogue_program(list(attrs.get("epilogue") or []), inputs, out)
+    bound = native.bind_conv_pointwise(source.reshape(c, positions), packed, bias, out.reshape(m, positions), records,
+                                       None if residual is None else residual.reshape(m, positions))
+    if bound is None:
+        return None
+    return sequence([gather, bound, bind_epilogue({"epilogue": rest}, inputs, out)])
 
 
 def _bind_pointwise(x, w, bias, strides, group, out, workspace):
@@ -382,6 +414,10 @@ def prepare_convolution(attrs, inputs, outputs, workspace):
     if any(p < 0 for p in begins + ends):
         return None
     if all(k == 1 for k in kernel) and not any(begins) and not any(ends):
+        if group == 1 and x.ndim >= 3:
+            bound = _bind_native_pointwise(x, w, bias, attrs, inputs, strides, out, workspace)
+            if bound is not None:
+                return bound
         main = _bind_pointwise(x, w, bias, strides, group, out, workspace)
     else:
         depthwise = group == x.shape[1] == out.shape[1] and group > 1
