@@ -144,7 +144,7 @@ void CONV_SUFFIX(conv_direct_rows)(const ConvDirect *p, int64_t row_begin, int64
 /* CONV_BODY_GROUP output channels over two vectors of columns of a pointwise convolution, input channels
  * [c_begin, c_end): per input channel, 2 loads and CONV_BODY_GROUP broadcasts feed 2 x CONV_BODY_GROUP multiply-adds.
  * The first channel block starts from the bias, later ones from the partial sums already in the output. */
-static inline void CONV_SUFFIX(pointwise_group)(const ConvPointwise *p, const float *weights, int64_t channels,
+static inline __attribute__((always_inline)) void CONV_SUFFIX(pointwise_group)(const ConvPointwise *p, const float *weights, int64_t channels,
                                                 int64_t first_channel, int64_t col, int64_t lanes, int64_t c_begin,
                                                 int64_t c_end) {
     ConvVector acc[CONV_BODY_GROUP][2];
@@ -163,13 +163,21 @@ static inline void CONV_SUFFIX(pointwise_group)(const ConvPointwise *p, const fl
     }
     const float *x = p->x + c_begin * p->x_stride + col;
     weights += c_begin * CONV_BLOCK;
-    for (int64_t c = c_begin; c < c_end; ++c, x += p->x_stride, weights += CONV_BLOCK) {
-        ConvVector x0, x1;
-        CONV_LOAD(x0, x);
-        CONV_LOAD(x1, x + CONV_BODY_LANES);
-        for (int b = 0; b < CONV_BODY_GROUP; ++b) {
-            acc[b][0] += weights[b] * x0;
-            acc[b][1] += weights[b] * x1;
+    if (lanes <= CONV_BODY_LANES) {   /* a row's last few columns: one vector (half the work of two) */
+        for (int64_t c = c_begin; c < c_end; ++c, x += p->x_stride, weights += CONV_BLOCK) {
+            ConvVector x0;
+            CONV_LOAD(x0, x);
+            for (int b = 0; b < CONV_BODY_GROUP; ++b) acc[b][0] += weights[b] * x0;
+        }
+    } else {
+        for (int64_t c = c_begin; c < c_end; ++c, x += p->x_stride, weights += CONV_BLOCK) {
+            ConvVector x0, x1;
+            CONV_LOAD(x0, x);
+            CONV_LOAD(x1, x + CONV_BODY_LANES);
+            for (int b = 0; b < CONV_BODY_GROUP; ++b) {
+                acc[b][0] += weights[b] * x0;
+                acc[b][1] += weights[b] * x1;
+            }
         }
     }
     for (int b = 0; b < channels && b < CONV_BODY_GROUP; ++b) {
