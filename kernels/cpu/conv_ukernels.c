@@ -83,7 +83,7 @@ void conv_pointwise_cols(const ConvPointwise *p, int64_t col_begin, int64_t col_
 int64_t conv_pointwise_span(void) {
     if (!chosen_pointwise) chosen_pointwise = choose_pointwise();
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (chosen_pointwise == conv_pointwise_cols_avx512) return 32;
+    if (chosen_pointwise == conv_pointwise_cols_avx512) return 48;
 #endif
     return 2 * CONV_LANES;
 }
@@ -91,7 +91,7 @@ int64_t conv_pointwise_span(void) {
 int64_t conv_direct_span(void) {
     if (!chosen_direct) chosen_direct = choose_direct();
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (chosen_direct == conv_direct_rows_avx512) return 32;
+    if (chosen_direct == conv_direct_rows_avx512) return 48;
 #endif
     return 2 * CONV_LANES;
 }

@@ -362,15 +362,19 @@ def _bind_column_tiles(x, w, bias, folded, params, out, workspace):
 
 def _direct_pays(x, w, out, strides=(1, 1), dilations=(1, 1)) -> bool:
     """Whether the native direct kernel beats im2col + GEMM for this layer. It computes rows of an output plane a span
-    of 16 or 32 outputs at a time (native.direct_span), so a row narrower than the span wastes lanes, unless the
+    of 16 or 48 outputs at a time (native.direct_span; a row's last span only the vectors of 8 or 16 it needs), so a
+    row narrower than the span wastes lanes, unless the
     strides are 1: then a tile of rows is one flat run over the padded input rows, wasting only their padding
     columns. Measured on one AVX-512 core against OpenBLAS (2026-12-05): rows filling >= 80 % of their spans win
     1.1-2.6x at any channel count (64->64 at 56x56 1.63 vs 2.21 ms, 64->144 at 80x80 7.0 vs 7.8 ms), as do
     few-input-channel layers (the 3->16 stride-2 stem at 640: 0.95 vs 2.4 ms) down to 60 %; 40-wide rows of 128
     or more channels lose as rows (4.1 vs 3.8 ms) and win as flat runs (2.9 vs 3.8 ms). The kernel takes input
     channels in blocks of 576 taps (one span's inputs stay in L1), and still GEMM is as fast or faster from 256
-    input channels of 3x3 up (256->256 at 20x20: 8.1 vs 7.4 ms; 160->160 at 40x40: direct 8.3 vs 9.6 ms)."""
-    span = native.direct_span()
+    input channels of 3x3 up (256->256 at 20x20: 8.1 vs 7.4 ms; 160->160 at 40x40: direct 8.3 vs 9.6 ms). These
+    thresholds were measured with AVX-512 spans of 32 (two vectors); three vectors (2026-12-06) made the kernel 10-14 %
+    faster (64->64 3x3 at 40x40: 128 -> 146 GFLOP/s on one core), so they err towards GEMM."""
+    # measured with spans of 32; AVX-512's spans of 48 end a row with only the vectors it needs, so waste no more
+    span = min(native.direct_span(), 32)
     if not span or x.ndim != 4 or math.prod(w.shape[1:]) > DIRECT_MAX_TAPS:
         return False
     width = out.shape[3]

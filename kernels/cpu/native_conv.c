@@ -126,9 +126,9 @@ PyObject *conv2d_direct(PyObject *self, PyObject *args) {
     if (make_scratch(&g, 0.0f, g.channels, window, 0, &s) < 0) goto done;
     /* Unit strides: the scratch rows are as wide as the padded input, so a tile's output rows can be computed as one
      * flat run over them (the padding columns computed too, then dropped): narrow rows then fill whole vectors */
-    int64_t span = conv_direct_span(), flat_bytes = 0;
+    int64_t vector = CONV_VECTOR_ALIGN, flat_bytes = 0;   /* a row's last span takes only the vectors it needs */
     float *flat = NULL;
-    if (g.stride_h == 1 && g.stride_w == 1 && s.row_stride < (g.out_width + span - 1) / span * span) {
+    if (g.stride_h == 1 && g.stride_w == 1 && s.row_stride < (g.out_width + vector - 1) / vector * vector) {
         if (checked_product(4, (int64_t[]){out_channels, tile, s.row_stride, sizeof(float)}, &flat_bytes) < 0
             || !(flat = malloc(flat_bytes))) {
             free_scratch(&s);
@@ -164,7 +164,7 @@ done:
 }
 
 /* columns of a pointwise convolution per tile: computed for every output channel, then the epilogue over them while
- * they are in L2 (a multiple of both spans) */
+ * they are in L2 (a multiple of CONV_VECTOR_ALIGN) */
 #define POINTWISE_TILE_COLUMNS 256
 
 static int overlaps(const Py_buffer *a, const Py_buffer *b) {
@@ -245,8 +245,9 @@ PyObject *conv2d_pointwise(PyObject *self, PyObject *args) {
         goto done;
     }
     int64_t span = conv_pointwise_span(), col_end = col_begin + col_count;
-    /* spans from col_begin that end inside the rows read x directly; the last partial one reads a zero-padded copy */
-    int64_t whole_end = col_begin + (columns - col_begin) / span * span, tail_bytes;
+    /* spans (from col_begin, at multiples of CONV_VECTOR_ALIGN) read x directly up to whole_end; the last few columns
+     * are read from a zero-padded copy */
+    int64_t whole_end = col_begin + (columns - col_begin) / CONV_VECTOR_ALIGN * CONV_VECTOR_ALIGN, tail_bytes;
     float *tail = NULL;
     if (col_end > whole_end) {
         if (checked_product(3, (int64_t[]){channels, span, sizeof(float)}, &tail_bytes) < 0
