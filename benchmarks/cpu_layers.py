@@ -17,7 +17,7 @@ import time
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-# name: (input channels, output channels, size, kernel, stride, activation, residual)
+# name: (input channels, output channels, size, kernel, stride, activation, residual[, depthwise])
 LAYERS = {
     "pw 16->72 @56 relu": (16, 72, 56, 1, 1, "Relu", False),
     "pw 72->24 @28": (72, 24, 28, 1, 1, None, False),
@@ -34,15 +34,22 @@ LAYERS = {
     "3x3 96->24 @80": (96, 24, 80, 3, 1, None, False),
     "3x3 64->64 @40 silu": (64, 64, 40, 3, 1, "Silu", False),
     "3x3 16->32 @160 s2 silu": (16, 32, 160, 3, 2, "Silu", False),
+    "dw 3x3 16 @112 s2 relu": (16, 16, 112, 3, 2, "Relu", False, True),
+    "dw 3x3 72 @56 s2 relu": (72, 72, 56, 3, 2, "Relu", False, True),
+    "dw 5x5 96 @28 s2 hswish": (96, 96, 28, 5, 2, "HardSwish", False, True),
+    "dw 5x5 240 @14 hswish": (240, 240, 14, 5, 1, "HardSwish", False, True),
+    "dw 5x5 576 @7 hswish": (576, 576, 7, 5, 1, "HardSwish", False, True),
 }
 
 
-def layer_model(cin, cout, size, kernel, stride, activation, residual):
+def layer_model(cin, cout, size, kernel, stride, activation, residual, depthwise=False):
     rng = np.random.default_rng(0)
-    w = (rng.standard_normal((cout, cin, kernel, kernel)) * np.sqrt(2 / (cin * kernel * kernel))).astype(np.float32)
+    group = cin if depthwise else 1
+    w = (rng.standard_normal((cout, cin // group, kernel, kernel)) * np.sqrt(2 / (cin // group * kernel * kernel))) \
+        .astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32) * 0.1
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[kernel] * 2, strides=[stride] * 2,
-                              pads=[kernel // 2] * 4)]
+                              pads=[kernel // 2] * 4, group=group)]
     out = "y"
     if activation == "Silu":
         nodes += [helper.make_node("Sigmoid", ["y"], ["s"]), helper.make_node("Mul", ["y", "s"], ["a"])]
