@@ -24,6 +24,8 @@ from edgert.safe_write import atomic_write
 
 MAGIC = "EDGERT-PLAN"
 FORMAT_VERSION = 2   # 2: the checksum covers the header too, and plans may hold optimization profiles
+STREAMS_FORMAT_VERSION = 3   # 3: layers may carry "stream" and "wait" (auxiliary streams); others stay format 2
+NEWEST_FORMAT_VERSION = 3
 BLOB_ALIGNMENT = 64
 # Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
 BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")
@@ -39,7 +41,7 @@ def write_plan(document: dict) -> bytes:
     packer = msgpack.Packer(use_bin_type=True)
     body = b"".join(packer.pack(k) + packer.pack(v) for k, v in body_entries)
     header = dict(document.get("header", {}))
-    header.update(magic=MAGIC, format_version=FORMAT_VERSION, constants_bytes=len(blob),
+    header.update(magic=MAGIC, format_version=_format_version(document), constants_bytes=len(blob),
                   checksum_algorithm="sha256", checksum="0" * 64)
     count = len(body_entries) + 3  # header, pad, blob
     prefix = _map_header(count) + packer.pack("header") + packer.pack(header)
@@ -54,6 +56,13 @@ def write_plan(document: dict) -> bytes:
     digest.update(blob)
     header["checksum"] = digest.hexdigest()
     return b"".join((_map_header(count), packer.pack("header"), packer.pack(header), body, tail, blob))
+
+
+def _format_version(document: dict) -> int:
+    """The oldest format that holds ``document``: 3 when a layer names a stream, else 2 (byte-identical to before)."""
+    if any("stream" in layer or "wait" in layer for layer in document.get("layers", ())):
+        return STREAMS_FORMAT_VERSION
+    return FORMAT_VERSION
 
 
 def _bin_header(length: int) -> bytes:
@@ -98,10 +107,11 @@ def read_header(data: bytes) -> tuple[dict, int, int]:
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
                         f"is older than this edgert reads (format {FORMAT_VERSION}, whose checksum also covers "
                         "the header); rebuild the plan with `edgert build`")
-    if version > FORMAT_VERSION:
+    if version > NEWEST_FORMAT_VERSION:
         from edgert import __version__
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
-                        f"is newer than this edgert {__version__} reads (format {FORMAT_VERSION}); "
+                        f"is newer than this edgert {__version__} reads (formats {FORMAT_VERSION} to "
+                        f"{NEWEST_FORMAT_VERSION}); "
                         f"install an edgert that reads format {version}")
     return header, count, unpacker.tell()
 
@@ -132,6 +142,9 @@ def read_plan(data: bytes) -> dict:
         raise PlanError("plan has trailing bytes after its body (corrupt file)")
     document.pop(_PAD_KEY, None)
     validate_document(document)
+    if header["format_version"] < _format_version(document):
+        raise PlanError(f"plan format version {header['format_version']} cannot hold layer streams (format "
+                        f"{STREAMS_FORMAT_VERSION} does): the file is corrupt or was edited")
     return document
 
 

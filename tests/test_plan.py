@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 import edgert
 from edgert.errors import PlanError
-from edgert.plan import FORMAT_VERSION, read_plan, write_plan
+from edgert.plan import FORMAT_VERSION, NEWEST_FORMAT_VERSION, read_plan, write_plan
 
 
 def _model():
@@ -74,8 +74,8 @@ def test_newer_format_is_refused_with_the_version(plan_bytes):
     key = msgpack.packb("format_version")
     at = bytes(data).index(key) + len(key)
     assert data[at] == FORMAT_VERSION
-    data[at] = FORMAT_VERSION + 1
-    with pytest.raises(PlanError, match=f"format version {FORMAT_VERSION + 1}.*newer"):
+    data[at] = NEWEST_FORMAT_VERSION + 1
+    with pytest.raises(PlanError, match=f"format version {NEWEST_FORMAT_VERSION + 1}.*newer"):
         read_plan(bytes(data))
 
 

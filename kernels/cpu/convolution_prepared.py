@@ -354,7 +354,7 @@ def _bind_column_tiles(x, w, bias, folded, params, out, workspace):
             calls += [gather, functools.partial(columns[taps].fill, 1) if folded is not None else None,
                       functools.partial(np.matmul, weights, columns, out=target)]
         parts.append(sequence(calls))
-    calls = [functools.partial(threads.pool().run_parts, parts) if len(parts) > 1 else parts[0]]
+    calls = [threads.parallel(parts)]
     if bias is not None and folded is None:
         calls.append(_bias_add(bias, out))
     return sequence(calls)

@@ -66,7 +66,7 @@ def _split_by_planes(call, planes: int, work: int, shrinking_over_input: bool):
     if workers == 1 or work < PARALLEL_MIN_WORK or shrinking_over_input:
         return functools.partial(call, 0, planes)
     parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 def _shrinking_over_input(x, out) -> bool:
@@ -182,7 +182,7 @@ def bind_conv_direct(x, packed, bias, out, params, program: bytes | None = None)
     # parts of a few rows, dealt as they come: a worker that another process delays holds up less of the layer
     ranges = threads.split(rows, max(workers, rows // DIRECT_ROWS_PER_PART))
     parts = [functools.partial(call, lo, hi - lo, program) for lo, hi in ranges]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 # multiply-adds below which a pointwise convolution runs on the calling thread (waking a worker costs ~5 µs and a
@@ -306,7 +306,7 @@ def bind_program(program: list, inputs: list, out):
         return call
     parts = [functools.partial(call, lo, min(out.size, lo + POINTWISE_PART_ELEMENTS) - lo)
              for lo in range(0, out.size, POINTWISE_PART_ELEMENTS)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 def lstm_steps(projection, r_t, h, c, y, direction: int, reverse: bool) -> None:
@@ -341,7 +341,7 @@ def bind_softmax(x, out, axes: tuple):
     if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
         return call
     parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
@@ -365,4 +365,4 @@ def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
     if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
         return call
     parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
