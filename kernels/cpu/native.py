@@ -243,7 +243,7 @@ def bind_conv_pointwise(x, packed, bias, out, program: bytes | None = None, resi
                                    columns, program, residual) for lo, hi in threads.split(blocks, workers)]
     if len(parts) == 1:
         return parts[0]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
