@@ -67,7 +67,7 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     # element (see edgert.schedule.step_alias); cpu_only_aliases=False plans so without compiling them
     compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
     cpu_kernels = bool(config.cpu_only_aliases) and not compile_cuda
-    codes = _int8_codes(graph, config, precision_report, compile_cuda)
+    codes = _int8_codes(graph, config, precision_report, cpu_kernels)
     output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
     counts = [rows[0] for rows in output_rows if rows is not None]
     schedule_report = choose_schedule(graph, cpu_kernels, counts) if config.reorder else {"order": "model",
@@ -89,11 +89,11 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     return Plan(document)
 
 
-def _int8_codes(graph: Graph, config: BuildConfig, precision_report, compile_cuda: bool):
+def _int8_codes(graph: Graph, config: BuildConfig, precision_report, cpu_kernels: bool):
     """int8 codes between int8 layers (``edgert.int8_codes``) when ``config.int8_codes`` asks or defaults so."""
     from edgert import int8_codes
 
-    if not int8_codes.wanted(config.int8_codes, precision_report, compile_cuda):
+    if not int8_codes.wanted(config.int8_codes, precision_report, cpu_kernels):
         return None
     return int8_codes.apply_int8_codes(graph, config.target)
 

@@ -16,8 +16,9 @@ Numerics are unchanged: an int8 kernel quantizing a float input computes round(q
 codes computes the very codes (and outputs) of the plan without them. What changes is the bytes: an int8
 tensor takes a quarter of the arena a float32 one does.
 
-The CUDA int8 kernels still read float32 tensors, so builds that compile CUDA kernels keep codes off (asking
-for them there is an error).
+The CUDA int8 kernels still read float32 tensors, so builds for CUDA kernels (compiled into the plan, or
+``cpu_only_aliases=False``) keep codes off; asking for them there is an error, and lowering a plan with codes
+to CUDA is a PlanError.
 """
 
 from __future__ import annotations
@@ -52,14 +53,16 @@ class CodesReport:
                 "dequantize_reformats": self.dequantize}
 
 
-def wanted(option, precision_report, compile_cuda: bool) -> bool:
-    """Whether to run the step: ``option`` None = whenever the plan has int8 layers and no CUDA kernels."""
+def wanted(option, precision_report, cpu_kernels: bool) -> bool:
+    """Whether to run the step: ``option`` None = whenever the plan has int8 layers and runs the CPU kernels
+    (no CUDA kernels compiled into it, now or later: ``cpu_only_aliases``)."""
     has_int8 = "int8" in precision_report.layers.values()
     if option is None:
-        return has_int8 and not compile_cuda
-    if option and compile_cuda:
-        raise Int8CodesError("int8_codes=True with CUDA kernels: the CUDA int8 kernels read float32 tensors; "
-                             "build without int8_codes (or without gpu_kernels) for now")
+        return has_int8 and cpu_kernels
+    if option and not cpu_kernels:
+        raise Int8CodesError("int8_codes=True with CUDA kernels (gpu_kernels, a timing cache, autotune or "
+                             "cpu_only_aliases=False): the CUDA int8 kernels read float32 tensors; build without "
+                             "int8_codes for CUDA")
     return bool(option) and has_int8
 
 

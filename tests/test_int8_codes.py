@@ -198,6 +198,19 @@ def test_int8_codes_with_cuda_kernels_is_an_error(built):
                      target="jetson-agx-orin")
 
 
+def test_a_plan_with_codes_is_not_lowered_to_cuda(built):
+    from edgert.kernels.cuda.lowering import lower_plan
+
+    with pytest.raises(PlanError, match="int8 codes"):
+        lower_plan(read_plan(built["codes"].to_bytes()), "sm_90")
+    rng = np.random.default_rng()
+    calib = [{"x": rng.standard_normal(SHAPE).astype(np.float32)}]
+    with pytest.raises(EdgeRTError, match="int8_codes=True with CUDA kernels"):
+        edgert.build(built["model"], precision="int8", calib=calib, int8_codes=True, cpu_only_aliases=False)
+    later = edgert.build(built["model"], precision="int8", calib=calib, cpu_only_aliases=False)
+    assert not any("scale" in t for t in later.document["tensors"])
+
+
 def test_fp32_and_fp16_plans_have_no_codes(built):
     assert not any(t["dtype"] == "int8" for t in built["fp32"].document["tensors"])
     plan = edgert.build(built["model"], precision="fp16", int8_codes=True)
