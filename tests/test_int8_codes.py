@@ -230,3 +230,44 @@ def test_quantize_reformat_kernel_matches_the_int8_kernels_rounding():
     back = np.empty(x.shape, np.float32)
     reformat_codes({"scale": 0.02}, [codes], [back])
     np.testing.assert_array_equal(back, (codes.astype(np.float64) * 0.02).astype(np.float32))
+
+
+def _dynamic_model(rng):
+    def weights(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
+             node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), node("Relu", ["c2"], ["r2"]),
+             node("GlobalAveragePool", ["r2"], ["y"])]
+    graph = helper.make_graph(nodes, "dynamic", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [weights("w1", 8, 3, 3, 3), weights("w2", 8, 8, 3, 3)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("codes", [None, False])
+def test_int8_profile_build_calibrates_once_and_matches_static_plans(codes, tmp_path):
+    """Formerly every probe calibrated its own graph: batches of 2 through the batch-1 probe broke the CPU conv."""
+    rng = np.random.default_rng()
+    model = _dynamic_model(rng)
+    cache = str(tmp_path / "calibration.json")
+    calib = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    plan = edgert.build(model, profiles=[{"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}], precision="int8",
+                        calib=calib, calib_cache=cache, int8_codes=codes)
+    assert any(t["dtype"] == "int8" for t in plan.document["tensors"]) == (codes is None)
+    context = edgert.load(plan.to_bytes()).create_execution_context()
+    for batch in (1, 3, 4):
+        x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        static = edgert.build(model, shapes={"x": (batch, 3, 8, 8)}, precision="int8", calib_cache=cache,
+                              int8_codes=codes)
+        want = edgert.load(static.to_bytes()).create_execution_context().execute({"x": x})["y"]
+        np.testing.assert_array_equal(context.execute({"x": x})["y"], want)
+
+
+def test_calibration_batches_of_another_shape_are_a_clear_error():
+    from edgert.calibration import CalibrationError
+
+    rng = np.random.default_rng()
+    calib = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}]
+    with pytest.raises(CalibrationError, match=r"calibration batch 0 gives input 'x' shape \(2, 3, 8, 8\)"):
+        edgert.build(_dynamic_model(rng), shapes={"x": (1, 3, 8, 8)}, precision="int8", calib=calib)
