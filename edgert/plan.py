@@ -146,9 +146,10 @@ def read_plan(data: bytes) -> dict:
         raise PlanError("plan has trailing bytes after its body (corrupt file)")
     document.pop(_PAD_KEY, None)
     validate_document(document)
-    if header["format_version"] < _format_version(document):
-        raise PlanError(f"plan format version {header['format_version']} cannot hold layer streams (format "
-                        f"{STREAMS_FORMAT_VERSION} does): the file is corrupt or was edited")
+    needed = _format_version(document)
+    if header["format_version"] < needed:
+        raise PlanError(f"plan format version {header['format_version']} cannot hold layer streams or int8 code "
+                        f"tensors (format {needed} does): the file is corrupt or was edited")
     return document
 
 
