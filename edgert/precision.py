@@ -42,7 +42,7 @@ FOLLOW_KINDS = frozenset({LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.CONCATEN
                           LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.EXPAND, LayerKind.TILE,
                           LayerKind.SELECT, LayerKind.TOPK})
 # Layers whose output type is fixed by their attrs or that sit at a device boundary: never retyped.
-FIXED_KINDS = frozenset({LayerKind.CAST, LayerKind.REFORMAT, LayerKind.PLUGIN})
+FIXED_KINDS = frozenset({LayerKind.CAST, LayerKind.REFORMAT})
 INT8_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY, LayerKind.POOLING,
                         LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.POINTWISE, LayerKind.SCALE})
 _INT8_ELEMENTWISE = frozenset({ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWiseOp.PROD, ElementWiseOp.MAX,

@@ -120,7 +120,7 @@ def test_plan_kernels_section_round_trips():
 def test_every_layer_kind_has_a_cuda_kernel():
     from edgert.ir.kinds import LayerKind
     from edgert.kernels.cuda.library import CPU_ONLY_KINDS
-    missing = set(LayerKind) - supported_kinds() - {LayerKind.PLUGIN} - CPU_ONLY_KINDS
+    missing = set(LayerKind) - supported_kinds() - CPU_ONLY_KINDS
     assert not missing, f"no CUDA lowering for {sorted(k.value for k in missing)}"
     assert not CPU_ONLY_KINDS & supported_kinds(), "a kind with a CUDA kernel is still listed as CPU-only"
 
@@ -216,3 +216,31 @@ def test_tf32_option_runs_fp32_products_on_tensor_cores():
         want = edgert.load(plan).create_execution_context().execute(feeds)["y"].astype(np.float64)
         err = np.linalg.norm(got - want) / np.linalg.norm(want)
         assert (1e-6 < err <= 2e-3) if tf32 else err <= 1e-5, (tf32, err)
+
+
+@needs_cxx
+def test_layer_times_run_every_layer_between_events_on_the_emulator():
+    """``layer_times`` (``bench --profile``, the API's IProfiler on CUDA) runs the schedule launch by launch: one
+    time per layer that launches, in schedule order, and the same outputs as the graph replay."""
+    from edgert.runtime.cuda import CudaEngine
+    from helpers import random_inputs
+    from models import MODELS
+    plan = _resnet_plan("float32")
+    plan.document["kernels"] = {"sm_90": compile_for_plan(plan.document, "sm_90", emulate=True)}
+    feeds = random_inputs(MODELS["resnet"].build(), MODELS["resnet"].shapes)
+    context = CudaEngine(plan.document, driver=emulator.EmulatedDriver()).create_execution_context()
+    want = context.execute(feeds)["logits"]
+    output = next(b for b in context.engine.outputs if b.name == "logits")
+    context.poison()
+    for binding, array in zip(context.engine.inputs, [feeds[b.name] for b in context.engine.inputs]):
+        context.driver.upload(context.addresses[binding.tensor], array)
+    times = context.layer_times()
+    launched = []
+    for layer, _ in context.layer_calls():
+        if not launched or launched[-1] != layer:
+            launched.append(layer)
+    assert [layer for layer, _ in times] == launched and len(set(launched)) == len(launched)
+    assert all(ms > 0 for _, ms in times)
+    got = np.empty(output.shape, output.dtype)
+    context.driver.download(got, context.addresses[output.tensor])
+    np.testing.assert_array_equal(got, want)

@@ -4,6 +4,8 @@ ones, device pointers (``array.data.ptr``) as tensor addresses and a cupy stream
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,39 @@ def test_onnx_model_on_cuda_with_execute_async_v3():
     assert context.execute_async_v3(0)    # the legacy default stream: ordered after cupy's copies above
     cupy.cuda.Stream.null.synchronize()
     assert normwise_error(cupy.asnumpy(y_device), ort_run(model, {"x": x})["y"]) <= 1e-4
+
+
+def test_profiler_on_cuda_reports_every_launching_layer():
+    """``context.profiler`` on the CUDA backend: each layer's launches between CUDA events, reported after the
+    run (synchronously, as TensorRT's profiler does), with the same outputs as a run without it."""
+    import cupy
+
+    class Profiler(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)
+            self.times = []
+
+        def report_layer_time(self, layer_name, ms):
+            self.times.append((layer_name, ms))
+
+    rng = np.random.default_rng()
+    weights = mnist_weights(rng)
+    logger = CollectingLogger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    populate_mnist_network(network, weights, with_topk=False)
+    engine = build_cuda_engine(network, builder, logger)
+    context = engine.create_execution_context()
+    buffers = allocate_device_buffers(engine, context)
+    buffers["data"].set(rng.random((1, 1, 28, 28), dtype=np.float32))
+    assert context.execute_async_v3(0)
+    cupy.cuda.Device().synchronize()
+    plain = buffers["prob"].get()
+    context.profiler = Profiler()
+    buffers["prob"].fill(np.nan)
+    assert context.execute_async_v3(0)
+    np.testing.assert_array_equal(buffers["prob"].get(), plain)
+    layers = json.loads(engine.create_engine_inspector().get_engine_information())["Layers"]
+    names = [name for name, _ in context.profiler.times]
+    assert names and set(names) <= {layer["name"] for layer in layers} and len(set(names)) == len(names)
+    assert all(ms > 0 for _, ms in context.profiler.times)

@@ -2,7 +2,7 @@
 built with ``Builder`` and run through ``IExecutionContext.execute_async_v3`` on host pointers, matches a NumPy
 reference (or onnxruntime on the equivalent one-node ONNX model where NumPy would restate the kernel).
 
-Reformat, PointWise and Plugin are made by the builder (partitioner, fusion passes), not by users;
+Reformat and PointWise are made by the builder (partitioner, fusion passes), not by users;
 ``test_kinds_covered`` checks that list. RNN comes from edgert's own ``add_rnn`` (TensorRT 10 has no RNN layer)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import edgert as trt
 from edgert.ir.kinds import LayerKind
 from helpers import normwise_error, op_model, ort_run
 
-NOT_USER_KINDS = {LayerKind.REFORMAT, LayerKind.POINTWISE, LayerKind.PLUGIN}
+NOT_USER_KINDS = {LayerKind.REFORMAT, LayerKind.POINTWISE}
 rng = np.random.default_rng()
 
 

@@ -1,8 +1,8 @@
 """``INetworkDefinition``: TensorRT's ``add_*`` layer methods (names and argument order as in TensorRT 10)
 over the IR graph of ``edgert.api.network``. Layers TensorRT has no method for (Expand, Tile, RoiAlign) get
-edgert's own ``add_expand`` / ``add_tile`` / ``add_roi_align``; Reformat, PointWise and Plugin are made by the
-builder's passes and partitioner, not by users, and RNN is reachable through OnnxParser only (TensorRT 10
-removed its RNN layer)."""
+edgert's own ``add_expand`` / ``add_tile`` / ``add_roi_align`` / ``add_rnn`` (TensorRT 10 removed its RNN layer);
+Reformat and PointWise are made by the builder's partitioner and fusion passes, not by users (as TensorRT's
+reformatting layers and pointwise fusions are)."""
 
 from __future__ import annotations
 

@@ -268,9 +268,6 @@ class IExecutionContext:
             raise InputError(f"no address for tensor(s) {', '.join(missing)}; call set_tensor_address(name, "
                              "array.ctypes.data) for every input and output")
         if self.engine.device.startswith("cuda"):
-            if self.profiler is not None:
-                raise UnsupportedError("per-layer times (context.profiler) are measured on the CPU backend only "
-                                       "for now; time CUDA layers with `edgert bench`")
             from edgert.api.cuda_io import execute_device
             execute_device(self, stream_handle)
         else:

@@ -86,7 +86,6 @@ class LayerKind(str, enum.Enum):
     # a fused chain of per-element layers; attrs: program = [{"kind", "attrs", "args"}...] where args
     # index registers (inputs first, then one register per instruction); the last register is the output
     POINTWISE = "PointWise"
-    PLUGIN = "Plugin"
 
     # -- recurrent layers (issue 15; ONNX If / Loop / Scan are unrolled or folded at import into the kinds
     # above, so control flow adds no kind) -----------------------------------------------------------------

@@ -284,8 +284,9 @@ class DynamicCudaExecutionContext(CudaExecutionContext):
         self._aux_owner = None
 
     def layer_calls(self) -> list[tuple]:
-        """(layer index, launch) of every launch at the current input shapes (``edgert bench --profile``)."""
-        bound = self._bind_shapes(self._key())
+        """(layer index, launch) of every launch at the current input shapes, in schedule order (their kernel
+        tables uploaded)."""
+        bound = self._activate(self._key())
         return list(zip(bound.layers, bound.calls))
 
     @property

@@ -116,6 +116,23 @@ class PycudaDriver:
         else:
             check("synchronizing the stream", stream.synchronize)
 
+    # timing events (per-layer times: `edgert bench --profile`, the API's IProfiler)
+    def event(self):
+        return check("creating an event", self.cuda.Event)
+
+    def record(self, event, stream=None) -> None:
+        check("recording an event", event.record, stream)
+
+    def elapsed_ms(self, start, end) -> float:
+        return float(check("reading event times", end.time_since, start))
+
+    # ordering events between streams (auxiliary streams)
+    def sync_event(self):
+        return check("creating an event", self.cuda.Event, self.cuda.event_flags.DISABLE_TIMING)
+
+    def wait_event(self, stream, event) -> None:
+        check("making a stream wait for an event", stream.wait_for_event, event)
+
     def launch(self, function, grid, block, smem: int, params, stream=None) -> None:
         check("launching a kernel", function._launch_kernel, tuple(grid), tuple(block), params.data, smem, stream)
 
