@@ -460,7 +460,24 @@ def _row_regions():
     yield program
 
 
-@pytest.mark.parametrize("kind", ["depthwise", "pooling", "direct rows of 1", "direct rows of 3", "rows"])
+def _pointwise_conv_regions():
+    from test_cpu_native_conv import EPILOGUES
+    from test_cpu_native_conv1x1 import SHAPES
+    for channels, columns, out_channels in SHAPES + [(24, 600, 40), (96, 49, 200)]:
+        x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((channels, columns), (out_channels, channels),
+                                                                         (out_channels,)))
+        residual = rng.standard_normal((out_channels, columns)).astype(np.float32)
+        out = np.empty((out_channels, columns), np.float32)
+        steps, _ = EPILOGUES[sorted(EPILOGUES)[columns % len(EPILOGUES)]]
+        records, fused, _ = native.epilogue_program(steps, [x, w, b, residual], out)
+        region = native.bind_conv_pointwise(x, native.pack_direct_weights(w[:, :, None, None]), b, out, records, fused)
+        if isinstance(region, threads.Region):
+            region.out = out
+            yield region
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "pooling", "direct rows of 1", "direct rows of 3", "rows",
+                                  "pointwise convolution"])
 def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, monkeypatch):
     """A region's ``whole`` (what it runs inline) against its parts split and in turn: the same bits."""
     monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
@@ -481,6 +498,9 @@ def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, mon
     elif kind.startswith("direct"):
         monkeypatch.setattr(native, "DIRECT_ROWS_PER_PART", int(kind.split()[-1]))
         regions = list(_direct_regions())
+    elif kind == "pointwise convolution":
+        monkeypatch.setattr(native, "POINTWISE_PARALLEL_WORK", 0)
+        regions = list(_pointwise_conv_regions())
     else:
         regions = list(_row_regions())
     assert regions and all(isinstance(r, threads.Region) and r.whole is not None for r in regions)

@@ -243,7 +243,7 @@ def bind_conv_pointwise(x, packed, bias, out, program: bytes | None = None, resi
                                    columns, program, residual) for lo, hi in threads.split(blocks, workers)]
     if len(parts) == 1:
         return parts[0]
-    return threads.parallel(parts)
+    return threads.parallel(parts, functools.partial(call, 0, out_channels, 0, columns, program, residual))
 
 
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
