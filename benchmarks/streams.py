@@ -23,8 +23,7 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))   # the models; edgert itself comes from the installed package
 
 FP16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]}
 
