@@ -126,8 +126,13 @@ def test_inspect_shows_the_reformats(built, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
-    text = json.dumps(shown)
-    assert "quantize(x)" in text and "dequantize(" in text
+    layers = {layer["name"]: layer for layer in shown["layers"]}
+    assert layers["quantize(x)"]["outputs"][0]["scale"] > 0 and any(n.startswith("dequantize(") for n in layers)
+    done = subprocess.run([sys.executable, "-m", "edgert.tools.cli", "inspect", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if " quantize(x) " in line)
+    assert "quantize(x)_out 2x3x12x12 int8" in line and "us (estimate)" in line, line
 
 
 def test_arena_counts_real_bytes(built):
