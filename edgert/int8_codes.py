@@ -31,10 +31,10 @@ from edgert.ir.graph import Graph, Node, Value
 from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import infer_node
 
-# The int8 CPU kernels that read and write codes (kernels/cpu/int8.py). PointWise (a fused program) keeps
-# float tensors: its instructions are typed by its output.
+# The int8 kernels that read and write codes (kernels/cpu/int8.py, kernels/cuda/lower_int8*.py): every kind
+# precision.py runs int8. A PointWise program computes on the dequantized values of its code inputs.
 CODE_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY, LayerKind.POOLING,
-                        LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.SCALE})
+                        LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.SCALE, LayerKind.POINTWISE})
 HOST_STREAM_GBS = 10.0   # host builds have no target profile: a modest streaming bandwidth for Reformat costs
 
 

@@ -373,7 +373,7 @@ def test_int8_codes_match_the_reference_on_the_emulator(arch, sm_count):
     launches = plan.document["kernels"][arch]["launches"]
     used = {launch["tactic"].split(" ")[0] for layer in launches for launch in layer}
     assert {"int8-quantize", "int8-dequantize", "int8-implicit-gemm", "int8-gemm", "int8-depthwise",
-            "int8-pool-max", "int8-pool-average"} <= used, used
+            "int8-pool-max", "int8-pool-average", "int8-pointwise"} <= used, used
     assert plan.document["kernels"][arch]["fused"], "a Relu folded into a convolution's epilogue"
     want = reference(plan, feeds)
     assert_same_codes(got, want)

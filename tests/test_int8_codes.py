@@ -266,3 +266,25 @@ def test_calibration_batches_of_another_shape_are_a_clear_error():
     calib = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}]
     with pytest.raises(CalibrationError, match=r"calibration batch 0 gives input 'x' shape \(2, 3, 8, 8\)"):
         edgert.build(_dynamic_model(rng), shapes={"x": (1, 3, 8, 8)}, precision="int8", calib=calib)
+
+
+def test_a_pointwise_chain_between_convolutions_reads_and_writes_codes():
+    """conv_fusion off: the add and tanh of two convolutions stay one PointWise layer of their own."""
+    rng = np.random.default_rng()
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), node("Conv", ["x", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             node("Add", ["c1", "c2"], ["a"]), node("Tanh", ["a"], ["t"]),
+             node("Conv", ["t", "w3"], ["c3"], pads=[1, 1, 1, 1]), node("Relu", ["c3"], ["r"]),
+             node("GlobalAveragePool", ["r"], ["y"])]
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 3, 3, 3)), ("w3", (8, 8, 3, 3)))]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calib = [{"x": rng.standard_normal(SHAPE).astype(np.float32)} for _ in range(2)]
+    options = dict(precision="int8", calib=calib, precision_rules=ALL_INT8, disabled_passes=["conv_fusion"])
+    codes, floats = edgert.build(model, **options), edgert.build(model, int8_codes=False, **options)
+    pointwise = next(layer for layer in codes.layers if layer["kind"] == "PointWise")
+    assert all(t["dtype"] == "int8" for t in _tensors(codes, pointwise["inputs"] + pointwise["outputs"]))
+    x = (rng.standard_normal(SHAPE) * 2).astype(np.float32)
+    np.testing.assert_array_equal(_run(codes, x)["y"], _run(floats, x)["y"])
