@@ -288,3 +288,22 @@ def test_a_pointwise_chain_between_convolutions_reads_and_writes_codes():
     assert all(t["dtype"] == "int8" for t in _tensors(codes, pointwise["inputs"] + pointwise["outputs"]))
     x = (rng.standard_normal(SHAPE) * 2).astype(np.float32)
     np.testing.assert_array_equal(_run(codes, x)["y"], _run(floats, x)["y"])
+
+
+def test_compare_per_layer_reads_codes_as_their_values(built):
+    """edgert compare --per-layer: a code tensor compares by the values it stands for (codes x scale)."""
+    pytest.importorskip("onnxruntime")
+    from edgert.tools.compare import compare
+
+    model = type(built["model"]).FromString(built["model"].SerializeToString())
+    for index, onnx_node in enumerate(model.graph.node):   # per-layer matching goes by ONNX node names
+        onnx_node.name = f"node{index}"
+    rng = np.random.default_rng()
+    calib = [{"x": rng.standard_normal(SHAPE).astype(np.float32)}]
+    options = dict(precision="int8", calib=calib, precision_rules=ALL_INT8)
+    x = {"x": rng.standard_normal(SHAPE).astype(np.float32)}
+    with_codes = compare(model, edgert.build(model, **options), x, per_layer=True)["layers"]
+    without = compare(model, edgert.build(model, int8_codes=False, **options), x, per_layer=True)["layers"]
+    assert [e["layer"] for e in with_codes] == [e["layer"] for e in without] and len(with_codes) >= 4
+    for a, b in zip(with_codes, without):
+        assert a["normwise_rel"] == b["normwise_rel"], (a, b)
