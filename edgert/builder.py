@@ -14,6 +14,7 @@ from edgert.ir.valid_rows import graph_output_rows
 from edgert.memory import ALIGNMENT, MemoryPlan
 from edgert.plan import Plan, to_plain
 from edgert.schedule import ScheduleSpecs, choose_schedule, plan_graph_memory
+from edgert.streams import assign_streams
 
 CONST_ALIGNMENT = 64
 _PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float64": "fp64"}
@@ -41,6 +42,9 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=
         raise EdgeRTError(f"give build settings either as config= or as keywords, not both (found config and "
                           f"{', '.join(sorted(options))})")
     if profiles is not None:
+        if config.max_aux_streams:
+            raise EdgeRTError("max_aux_streams is not supported with optimization profiles yet; build with "
+                              "static shapes (--shape) or without auxiliary streams")
         from edgert.dynamic import build_with_profiles
         return build_with_profiles(model, profiles, shapes, config)
 
@@ -74,10 +78,16 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
                                                                                           "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts, dynamic=config.dynamic_shapes)
-    memory = plan_graph_memory(specs, reuse=config.memory_reuse)
+    streams = assign_streams(specs.steps, config.max_aux_streams or 0)
+    if streams.count > 1 and cpu_kernels:
+        from edgert import log
+        log.warning(f"max_aux_streams {config.max_aux_streams}: the plan has no CUDA kernels, and the CPU runtime runs "
+                    "its layers one at a time; the streams take effect with CUDA kernels (--gpu-kernels)")
+    memory = plan_graph_memory(specs, reuse=config.memory_reuse, streams=streams)
     check_arena(memory.arena_bytes, config.max_arena, config.target)
     document = _document(graph, specs, memory, schedule_report, config, output_rows,
                          codes.scales if codes is not None else None)
+    streams.to_layers(document["layers"])
     if compile_cuda:
         _compile_gpu_kernels(document, config.target, config, config.timing_cache)
     document["header"]["passes"] = pass_counts

@@ -25,7 +25,8 @@ from edgert.safe_write import atomic_write
 MAGIC = "EDGERT-PLAN"
 FORMAT_VERSION = 3       # the newest format this edgert reads and writes
 MIN_FORMAT_VERSION = 2   # 2: the checksum covers the header too, and plans may hold optimization profiles
-# 3: tensors may hold int8 codes (dtype int8 with a "scale"); plans without them are still written as 2
+# 3: layers may carry "stream" and "wait" (auxiliary streams), tensors may hold int8 codes (dtype int8 with a
+# "scale"); plans with neither are still written as 2 (byte-identical to before, older readers load them)
 BLOB_ALIGNMENT = 64
 # Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
 BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")
@@ -59,7 +60,10 @@ def write_plan(document: dict) -> bytes:
 
 
 def _format_version(document: dict) -> int:
-    """The oldest format that holds ``document``: 3 with int8 code tensors, else 2 (older readers load it)."""
+    """The oldest format that holds ``document``: 3 when a layer names a stream or a tensor holds int8 codes,
+    else 2."""
+    if any("stream" in layer or "wait" in layer for layer in document.get("layers", ())):
+        return 3
     if any(isinstance(t, dict) and "scale" in t for t in document.get("tensors") or []):
         return 3
     return MIN_FORMAT_VERSION
@@ -110,7 +114,8 @@ def read_header(data: bytes) -> tuple[dict, int, int]:
     if version > FORMAT_VERSION:
         from edgert import __version__
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
-                        f"is newer than this edgert {__version__} reads (format {FORMAT_VERSION}); "
+                        f"is newer than this edgert {__version__} reads (formats {MIN_FORMAT_VERSION} to "
+                        f"{FORMAT_VERSION}); "
                         f"install an edgert that reads format {version}")
     return header, count, unpacker.tell()
 
@@ -141,6 +146,10 @@ def read_plan(data: bytes) -> dict:
         raise PlanError("plan has trailing bytes after its body (corrupt file)")
     document.pop(_PAD_KEY, None)
     validate_document(document)
+    needed = _format_version(document)
+    if header["format_version"] < needed:
+        raise PlanError(f"plan format version {header['format_version']} cannot hold layer streams or int8 code "
+                        f"tensors (format {needed} does): the file is corrupt or was edited")
     return document
 
 

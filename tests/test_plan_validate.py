@@ -213,3 +213,12 @@ def test_every_layer_kind_the_cpu_runs_has_an_attr_schema():
     from edgert.runtime.attr_schema import SCHEMAS
     missing = sorted(kind.value for kind in registry.kinds("cpu") if kind not in SCHEMAS)
     assert not missing, f"kinds with CPU kernels but no attr schema: {missing}"
+
+
+@pytest.mark.parametrize("value", [1e39, float("inf"), float("nan")])
+def test_lrn_float_attributes_must_be_finite_float32(value):
+    from edgert.ir.kinds import LayerKind
+    from edgert.runtime.attr_schema import check_attrs
+    with pytest.raises(PlanError, match="finite float32"):
+        check_attrs(LayerKind.LRN, {"size": 3, "alpha": value, "beta": 0.75, "bias": 1.0}, "layer 'lrn'")
+    check_attrs(LayerKind.LRN, {"size": 3, "alpha": 1e-4, "beta": 0.75, "bias": 1.0}, "layer 'lrn'")

@@ -12,7 +12,9 @@ tensors:
 - every tensor a layer reads exists by then (a graph input, a constant or an earlier layer's output),
   no layer writes a constant or a graph input, every graph output is written;
 - arena placements keep each tensor aligned to its element size and never put a constant or an input
-  in the arena; the arena alignment is a sane power of two.
+  in the arena; the arena alignment is a sane power of two;
+- plans with auxiliary streams (``edgert.streams``): every layer names a stream in range, waits name earlier
+  layers on other streams, and every layer's producers are ordered before it (no interleaving reads early).
 
 Every failure is a one-line ``PlanError`` naming the layer or tensor. Needs NumPy only (no onnx).
 """
@@ -28,6 +30,7 @@ from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import POINTWISE_KINDS, LayerKind
 from edgert.ir.shape_inference import rule_for
 from edgert.runtime.attr_schema import SCHEMAS, check_attrs, fail, is_int
+from edgert.streams import check_layers as check_stream_fields
 
 _DEVICE = re.compile(r"cpu|gpu|dla(:\d{1,2})?")
 MAX_ALIGNMENT = 1 << 16
@@ -98,6 +101,7 @@ def validate_plan(document: dict) -> None:
         if binding["tensor"] not in written:
             fail(f"output binding {binding['name']!r}", f"names tensor {binding['tensor']}, which no layer writes")
     _check_memory(document, tensors, constant_ids | input_ids)
+    check_stream_fields(document["layers"], fail)
 
 
 def _count(shape) -> int:
