@@ -379,3 +379,26 @@ def test_int8_codes_match_the_reference_on_the_emulator(arch, sm_count):
     assert_same_codes(got, want)
     floats = edgert.build(model, int8_codes=False, **options)   # the float-dequant plan computes the same
     np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sm_count", [None, 1])
+def test_int8_codes_match_the_reference_on_the_gpu(sm_count):
+    """The emulator test of int8 codes on the real GPU, and the digits CNN's accuracy with codes."""
+    rng = np.random.default_rng()
+    driver = _gpu_driver()
+    arch = driver.arch()
+    model, shapes = codes_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], disabled_passes=["conv_fusion"], int8_codes=True)
+    for _ in range(3):
+        feeds = feeds_for(shapes, rng)
+        assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), reference(plan, feeds))
+    digits = pytest.importorskip("test_calibration")
+    data = digits.digits.__wrapped__()
+    plan = edgert.build(data["model"], cpu_only_aliases=False, shapes=digits.SHAPES, precision="int8",
+                        calib=data["calib"], int8_codes=True)
+    assert any("scale" in t for t in plan.document["tensors"])
+    feeds = {"image": np.ascontiguousarray(data["test_x"][:digits.BATCH])}
+    want = reference(plan, feeds)
+    assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), want)
