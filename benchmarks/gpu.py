@@ -37,7 +37,6 @@ import time
 import numpy as np
 
 
-
 def to_float16(model):
     """float32 weights and I/O → float16 (what model.half() computes in PyTorch)."""
     import onnx
