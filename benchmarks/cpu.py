@@ -12,7 +12,8 @@ onnxruntime columns, spinning off and on):
     python benchmarks/cpu.py --zoo --corpus --reps 30 --contexts 4    # 3. 4 contexts >= 1.0x one context
 
 Every run interleaves edgert with onnxruntime twice (``intra_op_num_threads`` = --threads, its idle workers
-spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over each. Spread is p10-p90.
+spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over each. Spread is p10-p90. After
+each ``ort-spin`` run the next side waits 20 ms: its workers go on spinning after the run returns.
 
 - ONNX files given on the command line are benchmarked beside the selected models (dynamic dims: 1).
 - ``--corpus`` adds the real-models corpus (benchmarks/corpus_models.py; exported files from --corpus-cache, as
@@ -68,8 +69,14 @@ def percentile(samples, q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1e3, q))
 
 
+# onnxruntime's spinning workers go on spinning after its run returns and slow whatever runs next (edgert right
+# after it: 23.8 ms vs 17.2 ms after the non-spinning session, MobileNet-v3-small on the shared 2-core VM): the
+# next side waits this long after each such run
+SETTLE_AFTER = {"ort-spin": 0.02}
+
+
 def interleaved(runs: dict, feeds: dict, reps: int, warmup: int = 3) -> dict:
-    """name -> list of seconds, the runs taking turns (``warmup`` untimed rounds first)."""
+    """name -> list of seconds, the runs taking turns (``warmup`` untimed rounds first; SETTLE_AFTER)."""
     times = {key: [] for key in runs}
     for _ in range(warmup):
         for run in runs.values():
@@ -79,6 +86,8 @@ def interleaved(runs: dict, feeds: dict, reps: int, warmup: int = 3) -> dict:
             started = time.perf_counter()
             run(feeds)
             times[key].append(time.perf_counter() - started)
+            if key in SETTLE_AFTER:
+                time.sleep(SETTLE_AFTER[key])
     return times
 
 

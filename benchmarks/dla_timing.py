@@ -46,18 +46,20 @@ def default_graphs() -> dict:
             "dla-tutorial-model-bn-32x32": dla_networks.optimized_graph(dla_networks.dla_tutorial_model_bn_model())}
 
 
-def evaluate(iterations: int = 4000, graphs: dict | None = None) -> dict:
-    """{"fit": FitResult, "rows": [...], "held_out": [(measurement, prediction)], "workloads": ...}."""
+def evaluate(iterations: int = 4000, graphs: dict | None = None, settings: dict | None = None) -> dict:
+    """{"fit": FitResult, "rows": [...], "held_out": [(measurement, prediction)], "workloads": ...}.
+
+    ``settings``: timing-model constants over the stored ones, for the workloads (an ablation)."""
     from edgert.targets import fit as fitting
 
     graphs = graphs or default_graphs()
     measurements = fitting.load_measurements()
-    workloads = fitting.build_workloads(measurements, graphs)
-    used = [m for m in measurements if m.fit and (m.device, m.model) in workloads]
+    workloads = fitting.build_workloads(measurements, graphs, settings)
+    used = [m for m in measurements if m.fit and m.workload_key in workloads]
     result = fitting.fit(used, workloads, iterations=iterations)
     rows = []
     for m in measurements:
-        workload = workloads.get((m.device, m.model))
+        workload = workloads.get(m.workload_key)
         prediction = fitting.predict(m, workload, result.constants_for(workload.profile)) if workload else None
         rows.append((m, prediction))
     held_out = fitting.leave_one_out(used, workloads, iterations)

@@ -40,9 +40,9 @@ def model_of(name: str):
         return model, {data.name: tuple(d.dim_value for d in data.type.tensor_type.shape.dim)}
     from stream_models import inception, two_head
     if name == "inception":
-        return inception(batch=1, size=56, width=64, blocks=4, seed=0)
+        return inception(batch=1, size=28, width=64, blocks=4, seed=0)       # Inception 4a..4d-like stage
     if name == "two_head":
-        return two_head(batch=1, size=320, width=32, depth=4, classes=80, seed=0)
+        return two_head(batch=1, size=128, width=64, depth=4, classes=80, seed=0)   # heads on a 64x64x128 map
     raise SystemExit(f"unknown model {name!r}: inception_v1, inception, two_head")
 
 

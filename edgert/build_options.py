@@ -18,7 +18,7 @@ from edgert.errors import EdgeRTError, ShapeError
 # Recorded in the plan header (``header["options"]``) when set: the build settings a reader of the plan may want.
 RECORDED = ("precision", "placement", "precision_rules", "calib", "calibrator", "calib_cache", "timing_cache",
             "gpu_kernels", "autotune", "gpu_archs", "ptx", "tf32", "dla_core", "gpu_fallback", "max_arena",
-            "max_aux_streams")
+            "max_aux_streams", "int8_codes")
 # Set by edgert.dynamic for its probe builds; accepted, not offered to users.
 INTERNAL_OPTIONS = frozenset({"initializer_cache", "dynamic_shapes", "dynamic_layers"})
 HOST_MAX_ARENA = 16 << 30
@@ -57,6 +57,7 @@ class BuildConfig:
     cpu_only_aliases: bool = True           # False: plan memory for CUDA kernels compiled into the plan later
     max_arena: object = None                # bytes or a size such as "2GiB"
     max_aux_streams: int | None = None      # auxiliary CUDA streams for independent branches (None/0: one stream)
+    int8_codes: bool | None = None          # int8 codes between int8 layers (None: when no CUDA kernels compiled)
     # edgert.dynamic's probe builds
     initializer_cache: dict | None = None
     dynamic_shapes: bool = False

@@ -71,6 +71,7 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     # element (see edgert.schedule.step_alias); cpu_only_aliases=False plans so without compiling them
     compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
     cpu_kernels = bool(config.cpu_only_aliases) and not compile_cuda
+    codes = _int8_codes(graph, config, precision_report, cpu_kernels)
     output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
     counts = [rows[0] for rows in output_rows if rows is not None]
     schedule_report = choose_schedule(graph, cpu_kernels, counts) if config.reorder else {"order": "model",
@@ -84,7 +85,8 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
                     "its layers one at a time; the streams take effect with CUDA kernels (--gpu-kernels)")
     memory = plan_graph_memory(specs, reuse=config.memory_reuse, streams=streams)
     check_arena(memory.arena_bytes, config.max_arena, config.target)
-    document = _document(graph, specs, memory, schedule_report, config, output_rows)
+    document = _document(graph, specs, memory, schedule_report, config, output_rows,
+                         codes.scales if codes is not None else None)
     streams.to_layers(document["layers"])
     if compile_cuda:
         _compile_gpu_kernels(document, config.target, config, config.timing_cache)
@@ -92,7 +94,18 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     if partition_report is not None:
         document["header"]["partition"] = to_plain(partition_report.to_dict())
     document["header"]["precision"] = to_plain(precision_report.to_dict())
+    if codes is not None:
+        document["header"]["int8_codes"] = codes.to_dict()
     return Plan(document)
+
+
+def _int8_codes(graph: Graph, config: BuildConfig, precision_report, cpu_kernels: bool):
+    """int8 codes between int8 layers (``edgert.int8_codes``) when ``config.int8_codes`` asks or defaults so."""
+    from edgert import int8_codes
+
+    if not int8_codes.wanted(config.int8_codes, precision_report, cpu_kernels):
+        return None
+    return int8_codes.apply_int8_codes(graph, config.target)
 
 
 def _partition(graph: Graph, config: BuildConfig):
@@ -202,9 +215,12 @@ def warn_unused_dla(report, dla_core, precision: str) -> None:
 
 
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, config: BuildConfig,
-              output_rows=None) -> dict:
+              output_rows=None, code_scales=None) -> dict:
     constants, blob = _pack_constants(specs)
     tensors = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in specs.values]
+    for tensor in tensors:   # int8 codes: the scale of their values (edgert.int8_codes)
+        if code_scales and tensor["name"] in code_scales and tensor["dtype"] == "int8":
+            tensor["scale"] = float(code_scales[tensor["name"]])
 
     def binding(value, name, rows=None):
         entry = {"name": name, "dtype": value.dtype.value, "shape": list(value.shape), "tensor": specs.ids[id(value)]}

@@ -235,7 +235,9 @@ class _StreamOrder:
         for tid, spec in tensors.items():
             if spec.graph_output and not spec.external:
                 frontier[slot[aliases.root(tid)[0]]] = never   # read after the last step: nothing follows it
-        before = (earliest[None, :, :] >= frontier[:, None, :]).all(axis=2)   # before[a, b]: a wholly before b
+        before = np.empty((count, count), bool)   # before[a, b]: a wholly before b (rows in chunks: bounded memory)
+        for start in range(0, count, 256):
+            before[start:start + 256] = (earliest[None, :, :] >= frontier[start:start + 256, None, :]).all(axis=2)
         return ~(before | before.T)
 
 

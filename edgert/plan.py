@@ -23,9 +23,10 @@ from edgert.plan_schema import validate_document
 from edgert.safe_write import atomic_write
 
 MAGIC = "EDGERT-PLAN"
-FORMAT_VERSION = 2   # 2: the checksum covers the header too, and plans may hold optimization profiles
-STREAMS_FORMAT_VERSION = 3   # 3: layers may carry "stream" and "wait" (auxiliary streams); others stay format 2
-NEWEST_FORMAT_VERSION = 3
+FORMAT_VERSION = 3       # the newest format this edgert reads and writes
+MIN_FORMAT_VERSION = 2   # 2: the checksum covers the header too, and plans may hold optimization profiles
+# 3: layers may carry "stream" and "wait" (auxiliary streams), tensors may hold int8 codes (dtype int8 with a
+# "scale"); plans with neither are still written as 2 (byte-identical to before, older readers load them)
 BLOB_ALIGNMENT = 64
 # Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
 BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")
@@ -59,10 +60,13 @@ def write_plan(document: dict) -> bytes:
 
 
 def _format_version(document: dict) -> int:
-    """The oldest format that holds ``document``: 3 when a layer names a stream, else 2 (byte-identical to before)."""
+    """The oldest format that holds ``document``: 3 when a layer names a stream or a tensor holds int8 codes,
+    else 2."""
     if any("stream" in layer or "wait" in layer for layer in document.get("layers", ())):
-        return STREAMS_FORMAT_VERSION
-    return FORMAT_VERSION
+        return 3
+    if any(isinstance(t, dict) and "scale" in t for t in document.get("tensors") or []):
+        return 3
+    return MIN_FORMAT_VERSION
 
 
 def _bin_header(length: int) -> bytes:
@@ -103,15 +107,15 @@ def read_header(data: bytes) -> tuple[dict, int, int]:
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise PlanError("plan header is corrupt (bad format_version)")
-    if version < FORMAT_VERSION:
+    if version < MIN_FORMAT_VERSION:
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
-                        f"is older than this edgert reads (format {FORMAT_VERSION}, whose checksum also covers "
+                        f"is older than this edgert reads (format {MIN_FORMAT_VERSION}, whose checksum also covers "
                         "the header); rebuild the plan with `edgert build`")
-    if version > NEWEST_FORMAT_VERSION:
+    if version > FORMAT_VERSION:
         from edgert import __version__
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
-                        f"is newer than this edgert {__version__} reads (formats {FORMAT_VERSION} to "
-                        f"{NEWEST_FORMAT_VERSION}); "
+                        f"is newer than this edgert {__version__} reads (formats {MIN_FORMAT_VERSION} to "
+                        f"{FORMAT_VERSION}); "
                         f"install an edgert that reads format {version}")
     return header, count, unpacker.tell()
 
@@ -142,9 +146,10 @@ def read_plan(data: bytes) -> dict:
         raise PlanError("plan has trailing bytes after its body (corrupt file)")
     document.pop(_PAD_KEY, None)
     validate_document(document)
-    if header["format_version"] < _format_version(document):
-        raise PlanError(f"plan format version {header['format_version']} cannot hold layer streams (format "
-                        f"{STREAMS_FORMAT_VERSION} does): the file is corrupt or was edited")
+    needed = _format_version(document)
+    if header["format_version"] < needed:
+        raise PlanError(f"plan format version {header['format_version']} cannot hold layer streams or int8 code "
+                        f"tensors (format {needed} does): the file is corrupt or was edited")
     return document
 
 

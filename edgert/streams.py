@@ -22,6 +22,7 @@ interleaving, so the CPU runtime runs a stream plan as it is. Pure data in and o
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ class StreamSchedule:
         """Streams used (main included)."""
         return max(self.streams, default=0) + 1
 
-    @property
+    @functools.cached_property
     def positions(self) -> list[int]:
         """Each layer's position among the layers of its stream."""
         seen = [0] * self.count

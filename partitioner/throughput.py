@@ -21,7 +21,7 @@ from edgert.errors import PlacementError
 from edgert.ir.graph import Graph
 from edgert.targets.layers import from_node, tensor_info
 from edgert.targets.profiles import TargetProfile, load_profile
-from edgert.targets.timing import TimingModel
+from edgert.targets.timing import TimingModel, dla_layer_times
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,11 @@ def parse_engines(text: str, profile: TargetProfile) -> list[str]:
 
 
 def engine_loads(graph: Graph, profile: TargetProfile, engines: list[str], precision: str = "int8",
-                 gpu_batch: int = 256, dla_batch: int = 2, timing: TimingModel | None = None) -> list[EngineLoad]:
-    """The load of each engine running its own copy of ``graph`` (node devices are left as they were)."""
+                 gpu_batch: int = 256, dla_batch: int = 2, timing: TimingModel | None = None,
+                 sparse: bool = False) -> list[EngineLoad]:
+    """The load of each engine running its own copy of ``graph`` (node devices are left as they were).
+
+    ``sparse``: the DLA engines run 2:4 structured-sparse weights (TensorRT ``--sparsity=force``)."""
     timing = timing or TimingModel(profile)
     saved = {id(node): node.device for node in graph.nodes}
     try:
@@ -106,7 +109,7 @@ def engine_loads(graph: Graph, profile: TargetProfile, engines: list[str], preci
                 loads.append(_gpu_load(graph, timing, precision, gpu_batch))
                 continue
             if dla_load is None:  # the DLA cores of a device are identical: one partition serves every core
-                dla_load = _dla_load(graph, profile, timing, precision, dla_batch)
+                dla_load = _dla_load(graph, profile, timing, precision, dla_batch, sparse)
             loads.append(EngineLoad(engine, *dla_load))
         return loads
     finally:
@@ -120,22 +123,19 @@ def _gpu_load(graph: Graph, timing: TimingModel, precision: str, batch: int) -> 
     return EngineLoad("gpu", batch, batch_ms, batch_ms, sum(t.bytes for t in times), len(times))
 
 
-def _dla_load(graph: Graph, profile: TargetProfile, timing: TimingModel, precision: str, batch: int) -> tuple:
+def _dla_load(graph: Graph, profile: TargetProfile, timing: TimingModel, precision: str, batch: int,
+              sparse: bool = False) -> tuple:
     """(batch, batch_ms, gpu_ms, dram_bytes, layers) of one DLA core running the network with GPU fallback."""
     from edgert.partitioner.assign import partition
     from edgert.partitioner.segments import crossings, precision_on
 
     report = partition(graph, profile, dla_core=0, gpu_fallback=True, precision=precision, insert_reformats=False)
-    dla_ms = gpu_ms = dram = 0.0
-    layers = 0
-    for node in graph.nodes:
-        on_dla = node.device.startswith("dla")
-        layer = timing.layer(from_node(node), "dla:0" if on_dla else "gpu", precision, batch)
-        dram += layer.bytes
-        if on_dla:
-            dla_ms, layers = dla_ms + layer.ms, layers + 1
-        else:
-            gpu_ms += layer.ms
+    on_dla = [node for node in graph.nodes if node.device.startswith("dla")]
+    dla_times = dla_layer_times(timing, on_dla, precision, batch, sparse, graph.outputs)
+    gpu_times = [timing.layer(from_node(node), "gpu", precision, batch)
+                 for node in graph.nodes if not node.device.startswith("dla")]
+    dla_ms, gpu_ms = sum(t.ms for t in dla_times), sum(t.ms for t in gpu_times)
+    dram, layers = sum(t.bytes for t in dla_times + gpu_times), len(dla_times)
     devices = {id(node): node.device for node in graph.nodes}
     for value, source, target in crossings(graph, devices):
         gpu_ms += timing.reformat_ms(tensor_info(value), precision_on(source, precision),
@@ -161,7 +161,8 @@ def combine(loads: list[EngineLoad], bandwidth_gbs: float) -> tuple[dict, float,
 
 
 def throughput(graph: Graph, profile, engines: list[str] | None = None, precision: str = "int8",
-               gpu_batch: int = 256, dla_batch: int = 2, timing: TimingModel | None = None) -> ThroughputReport:
+               gpu_batch: int = 256, dla_batch: int = 2, timing: TimingModel | None = None,
+               sparse: bool = False) -> ThroughputReport:
     """Images/s of ``graph`` with ``engines`` (default: the GPU and every DLA core) working at once."""
     profile = profile if isinstance(profile, TargetProfile) else load_profile(profile)
     if not profile.has_gpu:
@@ -170,7 +171,7 @@ def throughput(graph: Graph, profile, engines: list[str] | None = None, precisio
     engines = engines or parse_engines("all", profile)
     if precision == "fp32" and any(e.startswith("dla") for e in engines):
         raise PlacementError("the DLA runs fp16 and int8 only; use --precision fp16 or int8 with DLA engines")
-    loads = engine_loads(graph, profile, engines, precision, gpu_batch, dla_batch, timing)
+    loads = engine_loads(graph, profile, engines, precision, gpu_batch, dla_batch, timing, sparse)
     bandwidth = profile.memory_bandwidth_gbs * timing.c["shared_memory_efficiency"]
     rates, demand, scale = combine(loads, bandwidth)
     return ThroughputReport(profile.name, precision, loads, rates, bandwidth, demand, scale)

@@ -54,6 +54,26 @@ DEFAULTS = {
     # measurements use) are "channel pre-extended" by the kernel width, so kernel_w x 4 input channels fill
     # the MAC atoms instead of 3 of 64 (nvdla.org/hw/format.html, "Channel pre-extension for image input").
     "dla_image_input_channels": 4,
+    # NVDLA's fused operation: the convolution pipeline hands its output (through the SDP) straight to the
+    # pooling engine (PDP), so a convolution's output read only by a pooling layer on the same core never
+    # goes through DRAM (nvdla.org/hw/v1/hwarch.html, "Fused operation"). 1: modelled, 0: off (ablation).
+    "dla_conv_pool_fusion": 1,
+    # NVDLA runs a batch of convolutions image by image: its multi-batch mode is for inner-product layers
+    # only, and a convolution's weights are re-used across hardware layers only while they stay in the
+    # convolution buffer (nvdla.org/hw/v1/ias/programming_guide.html, "Convolution pipeline programming").
+    # So a DLA convolution whose weights exceed the buffer reads them from DRAM once per image, not once per
+    # batch. Inferred: 512 KiB is NVDLA nv_full's buffer; Orin's is not published. inf: once per batch (ablation).
+    "dla_conv_buffer_kib": 512.0,
+    # 2:4 structured sparsity on the DLA (TensorRT --sparsity=force): the MAC array skips the zero half, twice
+    # the dense rate (published: 105 sparse vs 52.5 dense INT8 TOPS on AGX Orin); the weights are stored as
+    # the kept half plus a 2-bit index per kept value (inferred, as on Ampere's sparse tensor cores).
+    "dla_sparse_mac_speedup": 2.0,
+    "dla_sparse_index_bits": 2,
+    # A DLA core reads and writes DRAM through one memory interface clocked with the core: at most this many
+    # bytes per DLA clock, whatever the DRAM could give (inferred: NVDLA's primary memory interface, DBBIF, is
+    # a 512-bit AXI port in the core clock domain, nvdla.org/hw/v1/integration_guide.html). A slow DLA clock
+    # (Orin NX: 614 MHz, 39 GB/s) then caps it below its DRAM share. 0: no cap (ablation).
+    "dla_port_bytes_per_clock": 64,
     "dla_elements_per_clock": 32,      # per-element engines (SDP, PDP, CDP): elements per clock
     "dla_layer_overhead_us": 2.0,      # per hardware operation, scheduled by the DLA's own sequencer
     "dla_submit_us": 60.0,             # submitting one loadable and waiting for it (per segment per run)
@@ -135,13 +155,23 @@ class TimingModel:
         return self._basis[name]
 
     # -- layers ------------------------------------------------------------------------------
-    def layer(self, info: LayerInfo, device: str, precision: str = "fp16", batch: int = 1) -> LayerTime:
-        """Time of ``info`` on ``device`` ("gpu" or "dla:N"); ``batch`` scales activations, not weights."""
+    def layer(self, info: LayerInfo, device: str, precision: str = "fp16", batch: int = 1, *,
+              streamed_input: bool = False, streamed_output: bool = False, sparse: bool = False) -> LayerTime:
+        """Time of ``info`` on ``device`` ("gpu" or "dla:N"); ``batch`` scales activations, and weights only
+        where the device reads them once per image (``weight_reads``).
+
+        ``streamed_input`` / ``streamed_output``: the first input / the output stays on chip (a DLA
+        convolution feeding its pooling layer, ``dla_layer_times``). ``sparse``: 2:4 structured-sparse
+        weights (DLA convolutions only).
+        """
         macs = layer_macs(info) * batch
         kind = device_kind(device)
-        moved = layer_bytes(info, precision, batch, self.onchip_bytes(kind))
+        sparse = sparse and kind == "dla" and info.kind == LayerKind.CONVOLUTION and not _is_depthwise(info)
+        moved = layer_bytes(info, precision, batch, self.onchip_bytes(kind), skip_input=streamed_input,
+                            skip_output=streamed_output, weight_reads=self.weight_reads(info, kind, precision, batch),
+                            weight_fraction=self.sparse_weight_fraction(precision) if sparse else 1.0)
         if kind == "dla":
-            return self._dla(info, macs, moved, precision, batch)
+            return self._dla(info, macs, moved, precision, batch, sparse)
         if kind == "gpu":
             return self._gpu(info, macs, moved, precision)
         return LayerTime(macs, moved, 0.0, 0.0, 0.0)  # cpu: not modeled
@@ -162,7 +192,22 @@ class TimingModel:
         memory = moved / (self.profile.memory_bandwidth_gbs * 1e9 * c["gpu_memory_efficiency"])
         return LayerTime(macs, moved, compute * 1e3, memory * 1e3, self.gpu_layer_overhead_ms())
 
-    def _dla(self, info: LayerInfo, macs: float, moved: float, precision: str, batch: int) -> LayerTime:
+    def weight_reads(self, info: LayerInfo, kind: str, precision: str, batch: int) -> int:
+        """How many times a batch reads the layer's weights from DRAM: once, or once per image for a DLA
+        convolution whose weights do not fit in the convolution buffer (``dla_conv_buffer_kib``)."""
+        if kind != "dla" or info.kind not in (LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION) or \
+                _is_inner_product(info):
+            return 1
+        weights = sum(t.size for t in info.inputs if t is not None and t.is_const) * BYTES[_int8_or_fp16(precision)]
+        return batch if weights > self.c["dla_conv_buffer_kib"] * 1024.0 else 1
+
+    def sparse_weight_fraction(self, precision: str) -> float:
+        """Stored size of 2:4 sparse weights relative to dense: the kept half plus its indices."""
+        bits = 8 * BYTES[_int8_or_fp16(precision)]
+        return 0.5 * (1.0 + self.c["dla_sparse_index_bits"] / bits)
+
+    def _dla(self, info: LayerInfo, macs: float, moved: float, precision: str, batch: int,
+             sparse: bool = False) -> LayerTime:
         dla, c = self.profile.dla, self.c
         if dla is None:
             return LayerTime(macs, moved, float("inf"), 0.0, 0.0)
@@ -175,12 +220,19 @@ class TimingModel:
                 utilization = _image_input_utilization(info, align, c["dla_image_input_channels"])
             else:
                 utilization = _channel_utilization(info, align)
-            compute = macs / (dla.rate_tops(precision) * 1e12 / 2 * c["dla_mac_efficiency"] * utilization)
+            rate = dla.rate_tops(precision) * (c["dla_sparse_mac_speedup"] if sparse else 1.0)
+            compute = macs / (rate * 1e12 / 2 * c["dla_mac_efficiency"] * utilization)
         else:
             elements = sum(t.size for t in info.inputs if t is not None and not t.is_const) * batch
             compute = elements / (c["dla_elements_per_clock"] * dla.max_clock_mhz * 1e6)
-        memory = moved / (self.profile.memory_bandwidth_gbs * 1e9 * c["dla_memory_efficiency"])
+        memory = moved / (self.dla_bandwidth_gbs() * 1e9 * c["dla_memory_efficiency"])
         return LayerTime(macs, moved, compute * 1e3, memory * 1e3, c["dla_layer_overhead_us"] / 1e3)
+
+    def dla_bandwidth_gbs(self) -> float:
+        """What one DLA core could move at most: the DRAM bandwidth, capped by its memory port."""
+        dram, port = self.profile.memory_bandwidth_gbs, self.c["dla_port_bytes_per_clock"]
+        dla = self.profile.dla
+        return min(dram, port * dla.max_clock_mhz / 1e3) if port and dla is not None else dram
 
     def onchip_bytes(self, kind: str) -> float:
         """On-chip memory that keeps activations out of DRAM: the GPU's L2, one DLA core's SRAM share."""
@@ -226,17 +278,22 @@ def layer_macs(info: LayerInfo) -> int:
     return 0
 
 
-def layer_bytes(info: LayerInfo, precision: str, batch: int = 1, onchip_bytes: float = 0.0) -> float:
-    """DRAM bytes read and written: activations at ``precision`` (x batch), constants (weights) once.
+def layer_bytes(info: LayerInfo, precision: str, batch: int = 1, onchip_bytes: float = 0.0, *,
+                skip_input: bool = False, skip_output: bool = False, weight_reads: int = 1,
+                weight_fraction: float = 1.0) -> float:
+    """DRAM bytes read and written: activations at ``precision`` (x batch), constants (weights)
+    ``weight_reads`` times (x ``weight_fraction``: compressed sparse weights).
 
     An activation that fits in half of ``onchip_bytes`` (the GPU's L2, the DLA's SRAM) is produced and
-    consumed on chip and costs no DRAM traffic.
+    consumed on chip and costs no DRAM traffic; so are a first input / an output streamed between fused
+    engines (``skip_input`` / ``skip_output``).
     """
     size = BYTES.get(precision, 4)
-    activations = [t for t in info.inputs if t is not None and not t.is_const] + list(info.outputs)
+    inputs = [t for t in info.inputs if t is not None and not t.is_const]
+    activations = (inputs[1:] if skip_input else inputs) + ([] if skip_output else list(info.outputs))
     dram = sum(t.size * batch * size for t in activations if t.size * batch * size > onchip_bytes / 2)
     weights = sum(t.size for t in info.inputs if t is not None and t.is_const)
-    return float(dram + weights * size)
+    return float(dram + weights * size * weight_reads * weight_fraction)
 
 
 def _int8_or_fp16(precision: str) -> str:
@@ -248,6 +305,12 @@ def _is_depthwise(info: LayerInfo) -> bool:
         return False
     group = int(info.attrs.get("group", 1))
     return group > 1 and group == info.input(0).shape[1]
+
+
+def _is_inner_product(info: LayerInfo) -> bool:
+    """A 1x1 convolution on a 1x1 map: NVDLA runs it as an inner product (multi-batch mode shares weights)."""
+    return info.kind == LayerKind.CONVOLUTION and all(int(d) == 1 for d in info.output.shape[2:]) and \
+        all(int(d) == 1 for d in info.input(1).shape[2:])
 
 
 def _is_image_input(info: LayerInfo, pixel_channels: int) -> bool:
@@ -285,6 +348,34 @@ def _channel_utilization(info: LayerInfo, align: int, small_input_align: int = 0
 
 def _fill(channels: int, align: int) -> float:
     return channels / (-(-channels // align) * align)
+
+
+def dla_streamed_outputs(nodes, model: TimingModel, graph_outputs=()) -> set[int]:
+    """ids of the ``nodes`` (all on one DLA core) whose output goes straight into a pooling layer among them
+    (NVDLA fused operation; ``dla_conv_pool_fusion``): a convolution whose only reader is that pooling layer,
+    not a graph output."""
+    if not model.c["dla_conv_pool_fusion"]:
+        return set()
+    members, outputs = {id(node) for node in nodes}, {id(value) for value in graph_outputs}
+    streamed = set()
+    for node in nodes:
+        if node.kind != LayerKind.CONVOLUTION or len(node.outputs) != 1:
+            continue
+        uses = node.outputs[0].uses()
+        if len(uses) == 1 and uses[0][0].kind == LayerKind.POOLING and uses[0][1] == 0 and \
+                id(uses[0][0]) in members and id(node.outputs[0]) not in outputs:
+            streamed.add(id(node))
+    return streamed
+
+
+def dla_layer_times(model: TimingModel, nodes, precision: str, batch: int, sparse: bool = False,
+                    graph_outputs=()) -> list[LayerTime]:
+    """Times of ``nodes`` (IR nodes, in order) on one DLA core, with convolution -> pooling kept on chip."""
+    from edgert.targets.layers import from_node
+    streamed = dla_streamed_outputs(nodes, model, graph_outputs)
+    fed = {id(node.outputs[0].uses()[0][0]) for node in nodes if id(node) in streamed}
+    return [model.layer(from_node(node), "dla:0", precision, batch, streamed_output=id(node) in streamed,
+                        streamed_input=id(node) in fed, sparse=sparse) for node in nodes]
 
 
 def nodes_ms(model: TimingModel, nodes, device: str, precision: str = "fp16", batch: int = 1) -> float:

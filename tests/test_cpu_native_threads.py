@@ -388,3 +388,29 @@ def test_one_and_two_threads_are_bit_identical(name, monkeypatch):
     for run in results[0] + results[1]:
         for key, value in first.items():
             assert np.array_equal(run[key], value), key
+
+
+def test_bench_reports_the_regions(tmp_path, capsys):
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgert.tools.cli import main
+    shape = [1, 1 << 18]   # SiLU over 256k elements: a fused per-element program split in chunks
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
+                              "silu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    plan = tmp_path / "m.plan"
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan)]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(plan), "--iterations", "12", "--warmup", "0", "--json"]) == 0
+    regions = json.loads(capsys.readouterr().out)["cpu_regions"]
+    if threads.thread_count() > 1:   # one region, decided after its first 2 * SPLIT_SAMPLES runs
+        assert regions["split"] + regions["inline"] == 1 and regions["measuring"] == 0
+    else:
+        assert regions == {"split": 0, "inline": 0, "measuring": 0, "lags": 0}
+    assert main(["bench", str(plan), "--iterations", "3"]) == 0
+    assert "CPU layers split over the worker pool: " in capsys.readouterr().out

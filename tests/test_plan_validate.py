@@ -178,7 +178,7 @@ def test_crafted_pooling_pads_exit_2_not_a_segfault(plan_bytes, tmp_path):
 
 def test_format_1_is_refused_naming_the_version(plan_bytes, monkeypatch):
     document = decoded(plan_bytes)
-    monkeypatch.setattr(edgert.plan, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(edgert.plan, "_format_version", lambda document: 1)
     old = write_plan(document)
     monkeypatch.undo()
     with pytest.raises(PlanError, match=r"format version 1 .*older.*rebuild"):

@@ -167,6 +167,24 @@ def test_the_check_catches_a_memory_plan_made_without_clocks():
     assert unsafe_overlaps(mixed)
 
 
+def test_in_place_waits_for_concurrent_readers_and_branches_keep_apart():
+    """t1 is read by a conv on another stream and by an in-place activation: in one stream the activation may
+    write over t1 (its last reader), with streams it may not, and the branches' outputs get distinct bytes."""
+    from edgert.memory import TensorSpec, plan_memory
+    spec = [StepSpec((0,), (1,)), StepSpec((1,), (2,)), StepSpec((1,), (3,), alias="inplace"),
+            StepSpec((2, 3), (4,))]
+    tensors = [TensorSpec(0, 1024, external=True, shape=(256,)), TensorSpec(1, 1024, shape=(256,)),
+               TensorSpec(2, 1024, shape=(256,)), TensorSpec(3, 1024, shape=(256,)),
+               TensorSpec(4, 1024, graph_output=True, shape=(256,))]
+    one = plan_memory(spec, tensors)
+    assert one.pools["cpu"]["offsets"][3] == one.pools["cpu"]["offsets"][1]
+    schedule = assign_streams(spec, 1)
+    assert schedule.streams == (0, 0, 1, 0) or schedule.streams == (0, 1, 0, 0), schedule
+    many = plan_memory(spec, tensors, streams=schedule)
+    offsets = many.pools["cpu"]["offsets"]
+    assert offsets[3] != offsets[1] and len({offsets[1], offsets[2], offsets[3]}) == 3
+
+
 # -- validation ------------------------------------------------------------------------------------
 def corrupted(plan, change) -> bytes:
     document = copy.deepcopy(plan.document)

@@ -219,11 +219,12 @@ def test_fast_predictions_equal_the_throughput_report(resnet50):
     rng = np.random.default_rng()
     for m in rows:
         constants = _random_constants(rng)
-        profile = workloads[(m.device, m.model)].profile
-        fast = fitting.predict(m, workloads[(m.device, m.model)], constants)
+        profile = workloads[m.workload_key].profile
+        fast = fitting.predict(m, workloads[m.workload_key], constants)
         timing = TimingModel(profile, overrides=dict(fitting.base_constants(profile), **constants))
-        if m.metric == "latency_p90_ms":
-            full = engine_loads(resnet50, profile, ["gpu"], m.precision, gpu_batch=1, timing=timing)[0].batch_ms
+        if m.metric.startswith("latency"):
+            full = engine_loads(resnet50, profile, ["gpu"], m.precision, gpu_batch=m.batch["gpu"],
+                                timing=timing)[0].batch_ms
         else:
             full = throughput(resnet50, profile, list(m.engines), m.precision, m.batch.get("gpu", 1),
                               m.batch.get("dla", 1), timing).total_ips
@@ -236,7 +237,7 @@ def test_fit_recovers_the_predictions_of_known_constants(resnet50):
     truth = {"gpu_mac_efficiency": 0.55, "dla_mac_efficiency": 0.5, "gpu_layer_overhead_kcycles": 6.0,
              "gpu_submit_us": 30.0, "gpu_memory_efficiency": 0.75, "dla_submit_us": 40.0,
              "shared_memory_efficiency": 0.85}
-    synthetic = [dataclasses.replace(m, value=fitting.predict(m, workloads[(m.device, m.model)], truth)) for m in rows]
+    synthetic = [dataclasses.replace(m, value=fitting.predict(m, workloads[m.workload_key], truth)) for m in rows]
     result = fitting.fit(synthetic, workloads, iterations=3000)
     assert max(abs(np.log(r)) for r in result.residuals.values()) < 0.03, result.residuals
 

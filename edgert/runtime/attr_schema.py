@@ -174,7 +174,9 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.IDENTITY: {},
     LayerKind.REFORMAT: {"from_device": _text, "to_device": _text, "from_layout": optional(_text),
                          "to_layout": optional(_text), "from_precision": optional(_text),
-                         "to_precision": optional(_text), "cost_ms": _number},
+                         "to_precision": optional(_text), "cost_ms": _number,
+                         "to_dtype": optional(one_of((DataType.INT8, DataType.FLOAT))),
+                         "scale": optional(positive_number)},
     LayerKind.QUANTIZE: {**_QUANTIZE, "to": _DTYPE},
     LayerKind.DEQUANTIZE: dict(_QUANTIZE),
     LayerKind.POINTWISE: {},   # its program is checked instruction by instruction (validate.py)

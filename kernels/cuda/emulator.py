@@ -13,7 +13,7 @@ operations in issue order, and replay interleaves the streams by a policy (``int
 (issue order), ``"low"`` / ``"high"`` (the runnable stream of the lowest / highest number first: each stream
 runs as far ahead of the others as its waits allow) or ``"random:SEED"``. An operation runs only after every earlier one of
 its stream, and a wait only after the event's matching record ran, as on a GPU; so a missing wait shows
-up as a wrong result under some policy, and a cycle of waits as a DeviceError. Outside capture every
+up as a wrong result under some policy (a wait that could never be met would be a DeviceError). Outside capture every
 operation runs when issued (issue order is one valid interleaving).
 """
 
