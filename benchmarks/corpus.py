@@ -148,7 +148,9 @@ def run_model(name: str, cache: str, device: str = "cpu", precisions=("fp32",), 
         stage = "load"
         from corpus_pack import load
         feeds = spec.sample(np.random.default_rng(0))
+        start = time.perf_counter()
         model = load(path, feeds)
+        row["load_s"] = round(time.perf_counter() - start, 2)   # a packed model: weights redrawn, re-centred
         row["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         row["nodes"] = len(model.graph.node)
         row["batchnorm_recalibrated"] = {p.key: p.value for p in model.metadata_props}.get(RECALIBRATED_KEY)
