@@ -200,18 +200,20 @@ def judge(model, feeds: dict, outputs: dict, reference: dict, tolerance: float, 
 
 # DESIGN.md's numerics contract: normwise error bounds against onnxruntime (CPU, fp32), per device and precision
 TOLERANCE = {"cpu": {"fp32": 1e-5, "fp16": 1e-2}, "cuda": {"fp32": 1e-4, "fp16": 1e-2}}
-NEAR_IDEAL = 3.0    # a plan "beyond" its precision must still be within this factor of the ideal error
+NEAR_IDEAL = 1.5    # a plan within this factor of its precision's ideal error loses no more than the precision
+                    # does (edgert's fp16 plans that pass are 0.6-1.3x their ideal on the corpus)
 
 
 def beyond_verdict(precision: str, normwise: float, ideal: float | None, bound: float) -> str:
-    """The status of a plan that missed ``bound``: "beyond fp16" / "beyond fp32" when even the ideal evaluation
-    at that precision misses it and the plan stays within NEAR_IDEAL of it; else a mismatch. The ideal: for
-    fp16, weights and activations rounded to float16 and computed in float32 (benchmarks/corpus_fp16.py); for
-    fp32, onnxruntime's own fp32 result against the float64 evaluation (``normwise`` is then edgert's error
-    against the float64 one). Both statuses name the ideal error."""
+    """The status of a plan that missed ``bound``: "beyond fp16" / "beyond fp32" when its error is within
+    NEAR_IDEAL of the ideal error at that precision (the precision itself is what misses, or nearly misses,
+    the bound); else a mismatch: the plan loses more than the precision explains. The ideal: for fp16,
+    weights and activations rounded to float16 and computed in float32 (benchmarks/corpus_fp16.py); for fp32,
+    onnxruntime's own fp32 result against the float64 evaluation (``normwise`` is then edgert's error against
+    the float64 one). Both statuses name the ideal error."""
     if ideal is None:
         return "mismatch"
-    if ideal > bound and normwise <= NEAR_IDEAL * ideal:
+    if normwise <= NEAR_IDEAL * ideal:
         return f"beyond {precision} (ideal {ideal:.1e})"
     return f"mismatch (ideal {ideal:.1e})"
 
