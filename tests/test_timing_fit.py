@@ -179,3 +179,19 @@ def test_ablation_switches_each_feature_off(graphs, capsys):
     assert "misses" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no measurement nope"):
         dla_timing.evaluate(iterations=10, graphs={"resnet50": graphs["resnet50"]}, exclude=("nope",))
+
+
+def test_fast_predictions_of_sparse_rows_equal_the_throughput_report(graphs):
+    """The fit's precomputed workloads rescale the sparse convolutions' MAC time by the sparse speedup
+    exactly as the full timing model does."""
+    from edgert.partitioner.throughput import throughput
+    rows = [m for m in fitting.load_measurements() if m.sparsity != "dense"]
+    workloads = fitting.build_workloads(rows, graphs)
+    assert len(rows) == 2 and len(workloads) == 2
+    for m, speedup in zip(rows, (1.4, 2.0)):
+        profile = workloads[m.workload_key].profile
+        constants = {"dla_mac_efficiency": 0.7, "dla_memory_efficiency": 0.4, "dla_sparse_mac_speedup": speedup}
+        timing = TimingModel(profile, overrides=dict(fitting.base_constants(profile), **constants))
+        full = throughput(graphs[m.model], profile, list(m.engines), m.precision, 1, m.batch["dla"], timing,
+                          sparse=True).total_ips
+        assert fitting.predict(m, workloads[m.workload_key], constants) == pytest.approx(full, rel=1e-9), m.id
