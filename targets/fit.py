@@ -7,9 +7,11 @@ of DRAM bandwidth engines get together. Everything else (peak rates, clocks, ban
 alignment) stays as the profiles and ``timing.DEFAULTS`` say.
 
 Predictions are the same ones ``edgert partition --throughput`` makes (``partitioner.throughput``):
-single-stream latency = one batch-1 inference on the GPU; offline throughput = the listed engines working
-at once. For speed the per-layer times are computed once with unit efficiencies and rescaled per trial
-(``Workload``); a test checks that this equals the full path.
+single-stream / multi-stream latency = one GPU inference at the row's batch (1 / 8); offline and DLA-only
+throughput = the listed engines working at once (a row with ``sparsity = "2:4"`` runs sparse DLA weights).
+``build_workloads(..., settings)`` switches non-fitted model features off for an ablation. For speed the
+per-layer times are computed once with unit efficiencies and rescaled per trial (``Workload``); a test
+checks that this equals the full path.
 
     measurements = [m for m in load_measurements() if m.fit]
     workloads = build_workloads(measurements, graphs={"resnet50": graph})
@@ -351,9 +353,9 @@ RESTARTS = 12  # at most this many fresh simplices around the best point so far
 def _minimize(f, x0: np.ndarray, iterations: int, tolerance: float = 1e-9) -> np.ndarray:
     """Nelder-Mead restarted from its own result until a restart no longer improves ``f`` by ``tolerance``.
 
-    One Nelder-Mead run stops when its simplex collapses, often short of the minimum in 10-15 dimensions (a
-    single run left the held-out errors up to 1.1x away from the converged fit's); a fresh simplex of the
-    full step size around the best point lets it move on."""
+    One Nelder-Mead run stops when its simplex collapses, often short of the minimum in 10-11 dimensions (on
+    the previous round's model a single run hid one of its two held-out misses, docs/benchmarks.md); a fresh
+    simplex of the full step size around the best point lets it move on."""
     best, value = x0, f(x0)
     for _ in range(RESTARTS + 1):
         candidate = _nelder_mead(f, best, iterations)
