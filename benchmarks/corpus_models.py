@@ -7,6 +7,12 @@ writes the .onnx file the way that exporter does by default (dynamic batch where
 make it dynamic), and ``sample(rng)``: one feed per graph input at the sample shape the build pins the
 dynamic dims to. The exporters' packages are imported inside the functions, so listing the corpus
 needs none of them.
+
+Every torch network with BatchNorm layers (torchvision, timm, the CRNN) has its BatchNorm statistics
+re-estimated on smooth random images before export (benchmarks/corpus_calibrate.py), so that its
+activations have a trained network's ranges; the exported file's metadata says how many layers were
+(``edgert_corpus_batchnorm_recalibrated``). Ultralytics builds and exports its own models (not
+recalibrated: their activations already stay in range), and the other models have no BatchNorm.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from typing import Callable
 
 import numpy as np
 
+from corpus_calibrate import recalibrate_images, smooth_images
+
+RECALIBRATED_KEY = "edgert_corpus_batchnorm_recalibrated"   # metadata: BatchNorm layers re-estimated
 EXPORTER_PACKAGES = {"torchscript": ("torch",), "dynamo": ("torch", "onnxscript"),
                      "ultralytics": ("torch", "ultralytics"), "paddle2onnx": ("paddle", "paddle2onnx")}
 
@@ -45,7 +54,9 @@ def corpus_model(name: str, exporter: str, source: str, sample):
 
 
 def image(size=224, name="input", batch=1):
-    return lambda rng: {name: rng.standard_normal((batch, 3, size, size)).astype(np.float32)}
+    """Smooth random images, per channel of mean 0 and deviation 1 (as after ImageNet normalisation): the data
+    the BatchNorm statistics were re-estimated on, so activations stay in their calibrated ranges."""
+    return lambda rng: {name: smooth_images(rng, (batch, 3, size, size))}
 
 
 def uniform_image(size, name):
@@ -75,10 +86,21 @@ def dynamo(module, args, path, input_names, output_names, dynamic_axes, kwargs=N
     program.save(path, external_data=False)
 
 
+def note_recalibrated(path: str, layers: int) -> None:
+    """Record in the exported file how many BatchNorm layers had their statistics re-estimated."""
+    import onnx
+    model = onnx.load(path)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = RECALIBRATED_KEY, str(layers)
+    onnx.save(model, path)
+
+
 def image_classifier(export_fn, path, module, size=224):
     import torch
+    layers = recalibrate_images(module, height=size)
     export_fn(module, (torch.randn(1, 3, size, size),), path, ["input"], ["logits"],
               {"input": {0: "batch"}, "logits": {0: "batch"}})
+    note_recalibrated(path, layers)
 
 
 def _torchvision(factory: str, **kwargs):
@@ -121,13 +143,15 @@ corpus_model("dynamo_vit_ti_16", "dynamo", "torchvision", image())(
 # -- torchvision detection and segmentation ----------------------------------------------------------
 
 @corpus_model("tv_ssdlite320_mobilenet_v3_large", "torchscript", "torchvision",
-              lambda rng: {"images": rng.random((3, 320, 320), dtype=np.float32)})
+              lambda rng: {"images": smooth_images(rng, (1, 3, 320, 320), unit_range=True)[0]})
 def _ssdlite(path):
     import torch
     model = _torchvision("ssdlite320_mobilenet_v3_large", weights_backbone=None)
+    layers = recalibrate_images(model, height=320, unit_range=True, as_list=True)
     # torchvision's detection models take a list of images and return boxes/scores/labels after NMS
     torchscript(model, ([torch.rand(3, 320, 320)],), path, ["images"], ["boxes", "scores", "labels"],
                 {"boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"}})
+    note_recalibrated(path, layers)
 
 
 class _SegmentationOut:
@@ -275,11 +299,13 @@ def _crnn():
 
 
 @corpus_model("crnn_bilstm_ctc", "torchscript", "custom",
-              lambda rng: {"image": rng.standard_normal((1, 1, 32, 128)).astype(np.float32)})
+              lambda rng: {"image": smooth_images(rng, (1, 1, 32, 128))})
 def _export_crnn(path):
     model, torch = _crnn()
+    layers = recalibrate_images(model, channels=1, height=32, width=128)
     torchscript(model, (torch.randn(1, 1, 32, 128),), path, ["image"], ["log_probs"],
                 {"image": {0: "batch", 3: "width"}, "log_probs": {0: "steps", 1: "batch"}})
+    note_recalibrated(path, layers)
 
 
 @corpus_model("gru_keyword_spotter", "torchscript", "custom",

@@ -2,7 +2,7 @@
 
     python benchmarks/cpu.py [MODEL.onnx ...] [--models resnet unet ...] [--zoo] [--corpus [NAME ...]]
                              [--corpus-cache DIR] [--reps 30] [--threads 2] [--layers N] [--kinds] [--load]
-                             [--contexts 4] [--no-opt] [--no-direct]
+                             [--load-runs 100] [--contexts 4] [--no-opt] [--no-direct]
 
 Issue 16's three targets, on an otherwise idle machine (2 cores, 2 threads each; every command prints both
 onnxruntime columns, spinning off and on):
@@ -12,7 +12,8 @@ onnxruntime columns, spinning off and on):
     python benchmarks/cpu.py --zoo --corpus --reps 30 --contexts 4    # 3. 4 contexts >= 1.0x one context
 
 Every run interleaves edgert with onnxruntime twice (``intra_op_num_threads`` = --threads, its idle workers
-spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over each. Spread is p10-p90.
+spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over each. Spread is p10-p90. After
+each ``ort-spin`` run the next side waits 20 ms: its workers go on spinning after the run returns.
 
 - ONNX files given on the command line are benchmarked beside the selected models (dynamic dims: 1).
 - ``--corpus`` adds the real-models corpus (benchmarks/corpus_models.py; exported files from --corpus-cache, as
@@ -25,10 +26,14 @@ spinning off and on: ``ort`` / ``ort-spin``); ratios are edgert's median over ea
 - ``--layers N`` lists each model's N slowest edgert layers (``*``: no prepared fast path).
 - ``--kinds`` prints time per layer kind: edgert's (its layers timed one by one) beside onnxruntime's
   profile per op type (both medians over --reps runs).
-- ``--load`` keeps one core busy with a spinning process and reports each side's p50/p99 under load
-  against its idle p50 (issue 16: edgert's p99 <= 2x its idle p50).
+- ``--load`` keeps one core busy with another process (spinning, pinned to the last usable core) and reports
+  each side's p50/p99 under load against its idle p50 (issue 16: edgert's p99 <= 2x its idle p50):
+  ``--load-runs`` (100) loaded runs of each side and as many idle ones, in alternating blocks of 10, the three
+  sides interleaved in each; the p99 is also given over the table's p50, measured before any load (the idle
+  blocks' p50 can include runs still inline after a loaded block: kernels/cpu/threads.py's lag pause); also
+  how many of edgert's parallel regions ended split or inline, and how often a lagging worker paused splitting.
 - ``--contexts K`` runs K execution contexts in K threads and reports their throughput against one
-  context's (issue 16: >= 1.0x).
+  context's (issue 16: >= 1.0x): 3 rounds, one context then K, medians and the ratio of each round.
 """
 
 from __future__ import annotations
@@ -64,10 +69,16 @@ def percentile(samples, q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1e3, q))
 
 
-def interleaved(runs: dict, feeds: dict, reps: int) -> dict:
-    """name -> list of seconds, the runs taking turns (3 warm-up rounds first)."""
+# onnxruntime's spinning workers go on spinning after its run returns and slow whatever runs next (edgert right
+# after it: 23.8 ms vs 17.2 ms after the non-spinning session, MobileNet-v3-small on the shared 2-core VM): the
+# next side waits this long after each such run
+SETTLE_AFTER = {"ort-spin": 0.02}
+
+
+def interleaved(runs: dict, feeds: dict, reps: int, warmup: int = 3) -> dict:
+    """name -> list of seconds, the runs taking turns (``warmup`` untimed rounds first; SETTLE_AFTER)."""
     times = {key: [] for key in runs}
-    for _ in range(3):
+    for _ in range(warmup):
         for run in runs.values():
             run(feeds)
     for _ in range(reps):
@@ -75,54 +86,94 @@ def interleaved(runs: dict, feeds: dict, reps: int) -> dict:
             started = time.perf_counter()
             run(feeds)
             times[key].append(time.perf_counter() - started)
+            if key in SETTLE_AFTER:
+                time.sleep(SETTLE_AFTER[key])
     return times
 
 
-def _spin() -> None:
+LOAD_BLOCK = 10   # runs of each side per block; idle and loaded blocks alternate
+CONTEXT_WARMUP = 8
+
+
+def _spin(go, core) -> None:
+    """Keep ``core`` busy while ``go`` is set (blocked, using no CPU, while it is clear)."""
+    if core is not None:
+        os.sched_setaffinity(0, {core})
     while True:
-        pass
+        go.wait()
+        while go.is_set():
+            for _ in range(20000):
+                pass
 
 
-def under_load(runs: dict, feeds: dict, reps: int) -> dict:
-    """name -> (idle p50, loaded p50, loaded p99) in ms, one core kept busy by another process."""
-    idle = interleaved(runs, feeds, reps)
-    busy = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
-    busy.start()
+class Spinner:
+    """Another process that keeps one core busy on demand: the last core this process may use, pinned there
+    (issue 16: "one of the two cores kept busy by another process")."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        self.go = context.Event()
+        core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        self.process = context.Process(target=_spin, args=(self.go, core), daemon=True)
+        self.process.start()
+
+    def busy(self, on: bool) -> None:
+        self.go.set() if on else self.go.clear()
+        time.sleep(0.05)   # let it get going, or finish its last loop
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.join()
+
+
+def under_load(runs: dict, feeds: dict, loaded_runs: int) -> dict:
+    """name -> (idle p50, loaded p50, loaded p99) in ms: ``loaded_runs`` runs of each side with one core kept
+    busy by another process and as many idle, in alternating blocks of LOAD_BLOCK (interleaved inside each)."""
+    idle = {key: [] for key in runs}
+    loaded = {key: [] for key in runs}
+    spinner = Spinner()
     try:
-        time.sleep(0.2)
-        loaded = interleaved(runs, feeds, reps)
+        interleaved(runs, feeds, 0)   # warm-up
+        for block in range(2 * -(-loaded_runs // LOAD_BLOCK)):
+            spinner.busy(block % 2 == 1)
+            for key, samples in interleaved(runs, feeds, LOAD_BLOCK, warmup=0).items():
+                (loaded if block % 2 else idle)[key] += samples
     finally:
-        busy.terminate()
-        busy.join()
+        spinner.close()
     return {key: (percentile(idle[key], 50), percentile(loaded[key], 50), percentile(loaded[key], 99))
             for key in runs}
 
 
-def context_throughput(engine, feeds: dict, contexts: int, runs_each: int) -> tuple[float, float]:
-    """(runs/s of one context, runs/s of ``contexts`` contexts in as many threads)."""
+def context_throughput(engine, feeds: dict, contexts: int, runs_each: int, rounds: int = 3) -> list:
+    """Per round, (runs/s of one context, runs/s of ``contexts`` contexts in as many threads), the two taking
+    turns; every context (the single one too) first runs CONTEXT_WARMUP times (its parallel regions choose
+    between split and inline over their first runs: kernels/cpu/threads.py)."""
     single = engine.create_execution_context()
-    single.execute(feeds)
-    started = time.perf_counter()
-    for _ in range(runs_each * contexts):
-        single.execute(feeds)
-    one = runs_each * contexts / (time.perf_counter() - started)
     many = [engine.create_execution_context() for _ in range(contexts)]
-    for context in many:
-        context.execute(feeds)
-    barrier = threading.Barrier(contexts + 1)
-
-    def work(context):
-        barrier.wait()
-        for _ in range(runs_each):
+    for context in [single] + many:
+        for _ in range(CONTEXT_WARMUP):
             context.execute(feeds)
-    workers = [threading.Thread(target=work, args=(c,)) for c in many]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    return one, runs_each * contexts / (time.perf_counter() - started)
+    results = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(runs_each * contexts):
+            single.execute(feeds)
+        one = runs_each * contexts / (time.perf_counter() - started)
+        barrier = threading.Barrier(contexts + 1)
+
+        def work(context):
+            barrier.wait()
+            for _ in range(runs_each):
+                context.execute(feeds)
+        workers = [threading.Thread(target=work, args=(c,)) for c in many]
+        for worker in workers:
+            worker.start()
+        barrier.wait()
+        started = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        results.append((one, runs_each * contexts / (time.perf_counter() - started)))
+    return results
 
 
 def edgert_kind_times(context, feeds: dict, reps: int) -> dict:
@@ -225,6 +276,8 @@ def parse_args():
     parser.add_argument("--layers", type=int, default=0, metavar="N", help="list each model's N slowest layers")
     parser.add_argument("--kinds", action="store_true", help="time per layer kind against onnxruntime's profile")
     parser.add_argument("--load", action="store_true", help="p50/p99 with one core kept busy vs idle p50")
+    parser.add_argument("--load-runs", type=int, default=100, metavar="N",
+                        help="--load: loaded runs of each side (and as many idle ones; default 100)")
     parser.add_argument("--contexts", type=int, default=0, metavar="K", help="K contexts in K threads vs one")
     args = parser.parse_args()
     os.environ.setdefault("EDGERT_CPU_THREADS", str(args.threads))   # edgert's pool: the same count as ORT's
@@ -253,6 +306,7 @@ def header(args) -> None:
 
 def main() -> None:
     import edgert
+    from edgert.kernels.cpu import threads
 
     args = parse_args()
     models = models_for(args)
@@ -260,7 +314,9 @@ def main() -> None:
     extras = []
     for name, (model, shapes) in models.items():
         engine = edgert.load(edgert.build(model, shapes=shapes))
+        regions = threads.pool().regions()
         context, model_bytes = engine.create_execution_context(), model.SerializeToString()
+        regions = threads.pool().regions() - regions   # the context's parallel regions
         feeds = feeds_for(engine)
         quiet, spinning = (ort_session(model_bytes, args.threads, s) for s in (False, True))
         runs = {"edgert": context.execute, "ort": lambda f, s=quiet: s.run(None, f),
@@ -280,12 +336,13 @@ def main() -> None:
                f"{p50['edgert'] / p50['ort']:.2f}x | {p50['edgert'] / p50['ort-spin']:.2f}x |")
         print(row + (f" {p50['plain']:.2f} |" if args.no_opt else "")
               + (f" {p50['im2col']:.2f} |" if args.no_direct else ""), flush=True)
-        extras.append((name, engine, context, feeds, model_bytes, runs))
-    for name, engine, context, feeds, model_bytes, runs in extras:
-        report_extras(args, name, engine, context, feeds, model_bytes, runs)
+        extras.append((name, engine, context, regions, feeds, model_bytes, runs, p50))
+    for extra in extras:
+        report_extras(args, *extra)
 
 
-def report_extras(args, name, engine, context, feeds, model_bytes, runs) -> None:
+def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs, p50) -> None:
+    """--layers, --kinds, --load and --contexts for one model (``p50``: its medians in the table, ms)."""
     if args.layers:
         print(f"\n{name}: slowest layers (µs, * = no prepared fast path)")
         for micros, text in slowest_layers(context, feeds, args.reps, args.layers):
@@ -300,14 +357,23 @@ def report_extras(args, name, engine, context, feeds, model_bytes, runs) -> None
             b = f"{right[i][0]:>20} {right[i][1]:9.1f}" if i < len(right) else ""
             print(f"  {a}  | {b}")
     if args.load:
-        loaded = under_load({k: runs[k] for k in ("edgert", "ort", "ort-spin")}, feeds, args.reps)
-        print(f"\n{name}: one core busy — ms idle p50 / loaded p50 / loaded p99 (p99 over idle p50)")
-        for key, (idle, p50, p99) in loaded.items():
-            print(f"  {key:>8}: {idle:.2f} / {p50:.2f} / {p99:.2f} ({p99 / idle:.2f}x)")
+        from edgert.kernels.cpu import threads
+        lags = threads.pool().lags
+        loaded = under_load({k: runs[k] for k in ("edgert", "ort", "ort-spin")}, feeds, args.load_runs)
+        print(f"\n{name}: one core busy, {args.load_runs} runs each in blocks of {LOAD_BLOCK} alternating with as "
+              f"many idle — ms idle p50 / loaded p50 / loaded p99 (p99 over idle p50; over the table's p50)")
+        for key, (idle, busy, p99) in loaded.items():
+            print(f"  {key:>8}: {idle:.2f} / {busy:.2f} / {p99:.2f} ({p99 / idle:.2f}x; {p99 / p50[key]:.2f}x)")
+        stats = threads.pool().stats(regions)
+        print(f"  edgert's parallel regions at the end: {stats['split']} split, {stats['inline']} inline, "
+              f"{stats['measuring']} measuring; lag pauses during the runs: {stats['lags'] - lags}")
     if args.contexts:
-        one, many = context_throughput(engine, feeds, args.contexts, max(4, args.reps // args.contexts))
+        rounds = context_throughput(engine, feeds, args.contexts, max(4, args.reps // args.contexts))
+        ratios = [many / one for one, many in rounds]
+        one, many = (statistics.median(values) for values in zip(*rounds))
         print(f"\n{name}: {args.contexts} contexts in {args.contexts} threads: {many:.1f} runs/s vs one context "
-              f"{one:.1f} runs/s ({many / one:.2f}x)")
+              f"{one:.1f} runs/s (medians of {len(rounds)} rounds; ratio per round "
+              + ", ".join(f"{r:.2f}x" for r in ratios) + f"; median {statistics.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,18 @@ torch.compile(mode="max-autotune"), on torchvision resnet18 / resnet50 / mobilen
 weights, fp32 and fp16, batch 1 and 8. Runs on the GPU machine (needs torch, torchvision, cupy,
 and NVRTC or nvcc for edgert's kernels).
 
+``--dtypes int8``: edgert's int8 plan, calibrated (``--calibrator``, default entropy) on ``--calib-batches``
+batches of random images (uniform pixels normalized with ImageNet's mean and std); the PyTorch columns of
+an int8 row are PyTorch's fp16 run (model.half()), the speed an int8 plan has to beat. ``arena MiB`` is the
+plan's activation arena.
+
 Every latency is GPU time from CUDA events around one inference, after warm-up; the median of
 ``--reps`` runs. Also reported: edgert's plan load → first result time (plan bytes → outputs on the
 host, all of it: read and verify the plan, load cubins, upload weights, allocate, capture the graph,
 run) and edgert's error against PyTorch on the same input.
 
-    python benchmarks/gpu.py [--models resnet18 resnet50 mobilenet_v2] [--dtypes fp32 fp16]
-                             [--batches 1 8] [--compile key|all|none] [--layers MODEL:DTYPE:BATCH]
+    python benchmarks/gpu.py [--models resnet18 resnet50 mobilenet_v2] [--dtypes fp32 tf32 fp16 int8]
+                             [--batches 1 8] [--calib-batches N] [--calibrator entropy|minmax|percentile] [--compile key|all|none] [--layers MODEL:DTYPE:BATCH]
                              [--json FILE]
 
 ``--compile key`` (default) runs torch.compile only for resnet50 fp16 batch 1 (max-autotune takes
@@ -104,13 +109,30 @@ def torch_time(fn, reps: int, warmup: int) -> float:
 FP16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]}
 
 
-def build_plan(onnx_model, batch: int, arch: str, dtype: str = "fp32", timing_cache: str | None = None) -> bytes:
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
+
+
+def random_images(batch: int, rng) -> np.ndarray:
+    """A batch of random 224x224 RGB images, normalized as torchvision's classifiers expect."""
+    return (rng.random((batch, 3, 224, 224), np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def int8_options(batch: int, calib_batches: int, calibrator: str, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"precision": "int8", "calibrator": calibrator,
+            "calib": [{"input": random_images(batch, rng)} for _ in range(calib_batches)]}
+
+
+def build_plan(onnx_model, batch: int, arch: str, dtype: str = "fp32", timing_cache: str | None = None,
+               int8: dict | None = None) -> bytes:
     """The plan with kernels for ``arch``: tactics autotuned on this GPU (timings kept in and reused from
-    ``timing_cache``) when a cache file is given, else the cost model's."""
+    ``timing_cache``) when a cache file is given, else the cost model's. ``int8``: the int8 build options
+    (``int8_options``)."""
     import edgert
     from edgert.kernels.cuda.plan_kernels import compile_for_plan
     from edgert.plan import Plan
-    options = FP16 if dtype == "fp16" else {"tf32": True} if dtype == "tf32" else {}
+    options = FP16 if dtype == "fp16" else {"tf32": True} if dtype == "tf32" else int8 if dtype == "int8" else {}
     if timing_cache:
         return edgert.build(onnx_model, shapes={"input": (batch, 3, 224, 224)}, gpu_kernels=True, gpu_archs=[arch],
                             timing_cache=timing_cache, autotune=True, **options).to_bytes()
@@ -130,7 +152,7 @@ def edgert_measure(plan_bytes: bytes, x: np.ndarray, reps: int, warmup: int) -> 
     first_ms = (time.perf_counter() - started) * 1e3
     latency = cuda_time(lambda: context.run(), reps, warmup, context.stream)
     return {"latency_ms": latency, "first_result_ms": first_ms, "output": first, "context": context,
-            "engine": engine}
+            "engine": engine, "arena_bytes": int(engine.document["memory"]["arena_bytes"])}
 
 
 def layer_table(context, engine, reps: int = 20, repeat: int = 20) -> list[tuple]:
@@ -187,8 +209,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["resnet18", "resnet50", "mobilenet_v2"])
     parser.add_argument("--dtypes", nargs="*", default=["fp32", "tf32", "fp16"],
+                        choices=["fp32", "tf32", "fp16", "int8"],
                         help="fp32: exact fp32 on both sides (PyTorch with TF32 off); tf32: fp32 data on "
-                             "tensor cores on both sides (edgert's tf32 option, PyTorch's allow_tf32); fp16")
+                             "tensor cores on both sides (edgert's tf32 option, PyTorch's allow_tf32); fp16; "
+                             "int8: edgert calibrated int8 against PyTorch fp16")
+    parser.add_argument("--calib-batches", type=int, default=4, metavar="N",
+                        help="int8: calibrate on N batches of random images (default 4)")
+    parser.add_argument("--calibrator", choices=["entropy", "minmax", "percentile"], default="entropy",
+                        help="int8: how activation ranges become scales (default entropy)")
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     parser.add_argument("--compile", choices=["key", "all", "none"], default="key")
     parser.add_argument("--layers", nargs="*", default=[], help="MODEL:DTYPE:BATCH to print per-kernel tables for")
@@ -212,8 +240,8 @@ def main() -> int:
           f"median of {args.reps} CUDA-event timings after {args.warmup} warm-ups", flush=True)
     print(f"# command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
     print("| model | dtype | batch | edgert ms | eager ms | CUDA graph ms | compile ms | edgert/graph | "
-          "edgert/compile | load→first ms | err vs torch |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+          "edgert/compile | load→first ms | err vs torch | arena MiB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     records = []
     folder = args.onnx_dir or tempfile.mkdtemp(prefix="edgert-bench-")
     os.makedirs(folder, exist_ok=True)
@@ -225,16 +253,19 @@ def main() -> int:
                 onnx_model = to_float16(exported) if dtype == "fp16" else exported
                 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
                 started = time.perf_counter()
-                plan_bytes = build_plan(onnx_model, batch, arch, dtype, args.timing_cache)
+                int8 = int8_options(batch, args.calib_batches, args.calibrator) if dtype == "int8" else None
+                plan_bytes = build_plan(onnx_model, batch, arch, dtype, args.timing_cache, int8)
                 build_s = time.perf_counter() - started
                 torch_model = copy.deepcopy(base).cuda()
-                torch_model = torch_model.half() if dtype == "fp16" else torch_model
-                x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.float16 if dtype == "fp16" else
-                                torch.float32)
+                torch_half = dtype in ("fp16", "int8")   # int8 rows: PyTorch's fp16 run
+                torch_model = torch_model.half() if torch_half else torch_model
+                image = torch.from_numpy(random_images(batch, np.random.default_rng(1))).cuda()
+                x = image.half() if torch_half else image
                 key = name == "resnet50" and dtype == "fp16" and batch == 1
                 theirs = torch_measure(torch_model, x, args.reps, args.warmup,
                                        args.compile == "all" or (args.compile == "key" and key))
-                ours = edgert_measure(plan_bytes, x.cpu().numpy(), args.reps, args.warmup)
+                ours = edgert_measure(plan_bytes, (image if dtype == "int8" else x).cpu().numpy(), args.reps,
+                                      args.warmup)
                 ref = theirs.pop("reference")
                 got = ours["output"]["logits"].astype(np.float32)
                 err = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
@@ -242,7 +273,8 @@ def main() -> int:
                     print(f"# note: PyTorch's {name} {dtype} output is all zero/non-finite; the error says little")
                 record = {"model": name, "dtype": dtype, "batch": batch, "edgert_ms": ours["latency_ms"],
                           "first_result_ms": ours["first_result_ms"], "build_s": build_s,
-                          "plan_mb": len(plan_bytes) / 2**20, "error_vs_torch": err, **theirs}
+                          "plan_mb": len(plan_bytes) / 2**20, "error_vs_torch": err,
+                          "arena_bytes": ours["arena_bytes"], **theirs}
                 records.append(record)
                 compiled = theirs.get("compile_ms")
                 ratio = f"{ours['latency_ms'] / compiled:.2f}x" if compiled else "-"
@@ -250,7 +282,7 @@ def main() -> int:
                       f"{theirs['graph_ms']:.3f} | {compiled and f'{compiled:.3f}' or '-'} | "
                       f"{ours['latency_ms'] / theirs['graph_ms']:.2f}x | "
                       f"{ratio} | "
-                      f"{ours['first_result_ms']:.0f} | {err:.2e} |", flush=True)
+                      f"{ours['first_result_ms']:.0f} | {err:.2e} | {ours['arena_bytes'] / 2**20:.1f} |", flush=True)
                 if f"{name}:{dtype}:{batch}" in args.layers:
                     rows = layer_table(ours["context"], ours["engine"])
                     total = sum(r[0] for r in rows)

@@ -17,7 +17,8 @@ from edgert.errors import EdgeRTError, ShapeError
 
 # Recorded in the plan header (``header["options"]``) when set: the build settings a reader of the plan may want.
 RECORDED = ("precision", "placement", "precision_rules", "calib", "calibrator", "calib_cache", "timing_cache",
-            "gpu_kernels", "autotune", "gpu_archs", "ptx", "tf32", "dla_core", "gpu_fallback", "max_arena")
+            "gpu_kernels", "autotune", "gpu_archs", "ptx", "tf32", "dla_core", "gpu_fallback", "max_arena",
+            "max_aux_streams", "int8_codes")
 # Set by edgert.dynamic for its probe builds; accepted, not offered to users.
 INTERNAL_OPTIONS = frozenset({"initializer_cache", "dynamic_shapes", "dynamic_layers"})
 HOST_MAX_ARENA = 16 << 30
@@ -55,6 +56,8 @@ class BuildConfig:
     gpu_fallback: bool | None = None
     cpu_only_aliases: bool = True           # False: plan memory for CUDA kernels compiled into the plan later
     max_arena: object = None                # bytes or a size such as "2GiB"
+    max_aux_streams: int | None = None      # auxiliary CUDA streams for independent branches (None/0: one stream)
+    int8_codes: bool | None = None          # int8 codes between int8 layers (None: when no CUDA kernels compiled)
     # edgert.dynamic's probe builds
     initializer_cache: dict | None = None
     dynamic_shapes: bool = False
@@ -76,6 +79,7 @@ class BuildConfig:
         config = cls(**options)
         if config.max_arena is not None:
             parse_size(config.max_arena)   # a bad size fails before the build's work
+        check_aux_streams(config.max_aux_streams)
         return config
 
     def replace(self, **changes) -> "BuildConfig":
@@ -92,6 +96,8 @@ class BuildConfig:
                 value = None            # a TimingCache object: the header records a path only
             elif name == "calib" and not isinstance(value, (str, os.PathLike)):
                 value = None            # batches given in Python are used, not recorded
+            if name == "max_aux_streams" and not value:
+                value = None            # 0 is the default (one stream): plans stay byte-identical
             if value is not None:
                 recorded[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
         return recorded
@@ -111,6 +117,17 @@ def parse_size(text) -> int:
     if value <= 0:
         raise EdgeRTError(f"size {text!r} must be positive")
     return value
+
+
+def check_aux_streams(value) -> None:
+    """``max_aux_streams``: None or an integer 0..MAX_STREAMS-1 (edgert.streams)."""
+    from edgert.streams import MAX_STREAMS
+
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_STREAMS:
+        raise EdgeRTError(f"max_aux_streams is {value!r}; expected an integer from 0 (one stream) to "
+                          f"{MAX_STREAMS - 1}")
 
 
 def default_max_arena(target: str) -> int:

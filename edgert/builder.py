@@ -14,6 +14,7 @@ from edgert.ir.valid_rows import graph_output_rows
 from edgert.memory import ALIGNMENT, MemoryPlan
 from edgert.plan import Plan, to_plain
 from edgert.schedule import ScheduleSpecs, choose_schedule, plan_graph_memory
+from edgert.streams import assign_streams
 
 CONST_ALIGNMENT = 64
 _PRECISION_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "float64": "fp64"}
@@ -41,6 +42,9 @@ def build(model, *, shapes: Mapping[str, Sequence[int]] | None = None, profiles=
         raise EdgeRTError(f"give build settings either as config= or as keywords, not both (found config and "
                           f"{', '.join(sorted(options))})")
     if profiles is not None:
+        if config.max_aux_streams:
+            raise EdgeRTError("max_aux_streams is not supported with optimization profiles yet; build with "
+                              "static shapes (--shape) or without auxiliary streams")
         from edgert.dynamic import build_with_profiles
         return build_with_profiles(model, profiles, shapes, config)
 
@@ -67,22 +71,41 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     # element (see edgert.schedule.step_alias); cpu_only_aliases=False plans so without compiling them
     compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
     cpu_kernels = bool(config.cpu_only_aliases) and not compile_cuda
+    codes = _int8_codes(graph, config, precision_report, cpu_kernels)
     output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
     counts = [rows[0] for rows in output_rows if rows is not None]
     schedule_report = choose_schedule(graph, cpu_kernels, counts) if config.reorder else {"order": "model",
                                                                                           "lower_bound_bytes": {}}
     graph.verify()
     specs = ScheduleSpecs(graph, graph.nodes, cpu_kernels=cpu_kernels, keep=counts, dynamic=config.dynamic_shapes)
-    memory = plan_graph_memory(specs, reuse=config.memory_reuse)
+    streams = assign_streams(specs.steps, config.max_aux_streams or 0)
+    if streams.count > 1 and cpu_kernels:
+        from edgert import log
+        log.warning(f"max_aux_streams {config.max_aux_streams}: the plan has no CUDA kernels, and the CPU runtime runs "
+                    "its layers one at a time; the streams take effect with CUDA kernels (--gpu-kernels)")
+    memory = plan_graph_memory(specs, reuse=config.memory_reuse, streams=streams)
     check_arena(memory.arena_bytes, config.max_arena, config.target)
-    document = _document(graph, specs, memory, schedule_report, config, output_rows)
+    document = _document(graph, specs, memory, schedule_report, config, output_rows,
+                         codes.scales if codes is not None else None)
+    streams.to_layers(document["layers"])
     if compile_cuda:
         _compile_gpu_kernels(document, config.target, config, config.timing_cache)
     document["header"]["passes"] = pass_counts
     if partition_report is not None:
         document["header"]["partition"] = to_plain(partition_report.to_dict())
     document["header"]["precision"] = to_plain(precision_report.to_dict())
+    if codes is not None:
+        document["header"]["int8_codes"] = codes.to_dict()
     return Plan(document)
+
+
+def _int8_codes(graph: Graph, config: BuildConfig, precision_report, cpu_kernels: bool):
+    """int8 codes between int8 layers (``edgert.int8_codes``) when ``config.int8_codes`` asks or defaults so."""
+    from edgert import int8_codes
+
+    if not int8_codes.wanted(config.int8_codes, precision_report, cpu_kernels):
+        return None
+    return int8_codes.apply_int8_codes(graph, config.target)
 
 
 def _partition(graph: Graph, config: BuildConfig):
@@ -192,9 +215,12 @@ def warn_unused_dla(report, dla_core, precision: str) -> None:
 
 
 def _document(graph: Graph, specs: ScheduleSpecs, memory: MemoryPlan, schedule_report: dict, config: BuildConfig,
-              output_rows=None) -> dict:
+              output_rows=None, code_scales=None) -> dict:
     constants, blob = _pack_constants(specs)
     tensors = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in specs.values]
+    for tensor in tensors:   # int8 codes: the scale of their values (edgert.int8_codes)
+        if code_scales and tensor["name"] in code_scales and tensor["dtype"] == "int8":
+            tensor["scale"] = float(code_scales[tensor["name"]])
 
     def binding(value, name, rows=None):
         entry = {"name": name, "dtype": value.dtype.value, "shape": list(value.shape), "tensor": specs.ids[id(value)]}

@@ -224,6 +224,7 @@ def calibrate(graph: Graph, batches, calibrator: str = "entropy") -> Calibration
     batches = load_batches(batches, graph) if isinstance(batches, (str, os.PathLike)) else list(batches)
     if not batches:
         raise CalibrationError("calibration needs at least one input batch")
+    _check_batch_shapes(graph, batches)
     amax = collect_amax(graph, batches)
     thresholds = dict(amax)
     if calibrator != "minmax":
@@ -233,6 +234,15 @@ def calibrate(graph: Graph, batches, calibrator: str = "entropy") -> Calibration
             thresholds[name] = pick(hist, amax[name])
     scales = {name: (t if t > 0 else 1.0) / 127.0 for name, t in thresholds.items()}
     return CalibrationTable(scales, calibrator)
+
+
+def _check_batch_shapes(graph: Graph, batches: list) -> None:
+    for index, batch in enumerate(batches):
+        for value in graph.inputs:
+            if value.name in batch and tuple(np.shape(batch[value.name])) != tuple(value.shape):
+                raise CalibrationError(f"calibration batch {index} gives input {value.name!r} shape "
+                                       f"{tuple(np.shape(batch[value.name]))}, but the build's input shape is "
+                                       f"{tuple(value.shape)}; give batches of the input's shape")
 
 
 def calibrate_or_load(graph: Graph, batches, calibrator: str = "entropy", cache=None) -> CalibrationTable:

@@ -66,6 +66,7 @@ def build_profiles(build_at, input_dims, profiles, shapes=None, config=None):
     profiles = normalize_profiles(profiles, input_dims, shapes)
     if is_static(profiles):
         return build_at({name: opt for name, (_, opt, _) in profiles[0].items()}, config)
+    config = _calibrate_once(build_at, profiles, config)
     full_config = config
     compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
     # the probes are built without CUDA kernels, their memory planned for parallel CUDA kernels when there will be
@@ -93,6 +94,44 @@ def build_profiles(build_at, input_dims, profiles, shapes=None, config=None):
     if compile_cuda:
         _compile_cuda(main, full_config)
     return Plan(main)
+
+
+def _calibrate_once(build_at, profiles: list[dict], config):
+    """int8 calibration for a profile build: run once, at the calibration batches' own shapes (a directory of
+    batches: profile 0's opt shapes), and give every probe the table. Each probe calibrating its own graph
+    would run batches of one shape through a graph of another (and split a directory by each probe's batch)."""
+    import os
+    import tempfile
+
+    from edgert.calibration import CalibrationTable
+
+    int8 = config.precision == "int8" or _int8_rules(config)
+    if not int8 or config.calibration is not None or (config.calib is None and not config.calib_cache):
+        return config
+    if config.calib_cache and os.path.exists(config.calib_cache):
+        return config.replace(calibration=CalibrationTable.load(config.calib_cache))
+    if isinstance(config.calib, (str, os.PathLike)):
+        shapes = {name: opt for name, (_, opt, _) in profiles[0].items()}
+    else:
+        batches = list(config.calib)
+        if not batches:
+            return config.replace(calib=batches)   # the build's own error: no batches
+        shapes = {name: tuple(np.shape(array)) for name, array in batches[0].items()}
+        config = config.replace(calib=batches)
+    with tempfile.TemporaryDirectory(prefix="edgert-calib-") as folder:
+        cache = config.calib_cache or os.path.join(folder, "calibration.json")
+        try:
+            build_at(shapes, config.replace(calib_cache=cache, gpu_kernels=None, timing_cache=None, autotune=None))
+        except EdgeRTError as e:
+            raise type(e)(f"calibrating at shapes {_shown(shapes)}: {e}") from e
+        return config.replace(calibration=CalibrationTable.load(cache))
+
+
+def _int8_rules(config) -> bool:
+    from edgert.precision import load_rules
+
+    rules = load_rules(config.placement, "placement file") + load_rules(config.precision_rules)
+    return any(rule.precision == "int8" for rule in rules)
 
 
 def _compile_cuda(main: dict, config) -> None:
@@ -230,7 +269,7 @@ def _fit_layer(layer: dict, main: dict, documents: list[dict], probes: list) -> 
     dynamic = []
     for path, value in main_leaves.items():
         values = [leaves.get(path, _MISSING) for leaves, _ in per_probe]
-        if all(v == value for v in values):
+        if all(v == value for v in values) or path == ("cost_ms",):   # a Reformat's estimate: the max shapes'
             continue
         if any(set(leaves) != set(main_leaves) for leaves, _ in per_probe):
             raise UnsupportedError(f"layer {name!r} ({layer['kind']}): its parameters change form with the input "

@@ -14,6 +14,12 @@ Inputs are plain data (``TensorSpec``, ``StepSpec``) so the planner knows nothin
    size × lifetime, by start), then a deterministic local search (hill climbing over the placement
    order) keeping the best; it stops early when the arena equals the lower bound.
 
+With auxiliary streams (``streams=``, an ``edgert.streams.StreamSchedule``) layers of different streams run
+concurrently, so schedule positions no longer order them: two buffers may share bytes only when every
+access of one is ordered (vector clocks) before every write of the other, an in-place write needs every
+other reader of its input ordered before it, and ``overwrite`` aliases are not made (CUDA kernels never
+take them).
+
 ``plan_memory(..., reuse=False)`` turns reuse off (every tensor gets its own bytes) for debugging,
 and ``MemoryPlan.summary()`` prints what reuse saved.
 """
@@ -60,6 +66,7 @@ class Buffer:
     # them are free once step tail_last (the overwrite) is done. Zero for a plain buffer.
     tail_bytes: int = 0
     tail_last: int = -1
+    slot: int = -1     # row of the conflict matrix (plans with auxiliary streams), -1 without one
 
     def rectangles(self) -> list[tuple[int, int, int, int]]:
         """(byte offset in the buffer, bytes, first step, last step) of each part."""
@@ -121,7 +128,9 @@ def _internal(tensors, tid) -> bool:
     return tid >= 0 and not tensors[tid].external
 
 
-def _resolve_aliases(steps: Sequence[StepSpec], tensors: dict[int, TensorSpec], last_use: dict[int, int]):
+def _resolve_aliases(steps: Sequence[StepSpec], tensors: dict[int, TensorSpec], last_use: dict[int, int],
+                     order=None):
+    """``order``: a ``_StreamOrder`` (plans with auxiliary streams) or None (one stream: positions order steps)."""
     aliases = _Aliases(tensors)
     elided: list[int] = []
     overwrites: list[int] = []
@@ -143,10 +152,11 @@ def _resolve_aliases(steps: Sequence[StepSpec], tensors: dict[int, TensorSpec], 
                 if (_internal(tensors, source) and last_use.get(source) == index and not spec.graph_output
                         and spec.nbytes == tensors[out].nbytes and spec.dtype == tensors[out].dtype
                         and spec.shape == tensors[out].shape and spec.pool == tensors[out].pool
-                        and not aliases.aliased(source) and step.inputs.count(source) == 1):
+                        and not aliases.aliased(source) and step.inputs.count(source) == 1
+                        and (order is None or order.readers_before(source, index))):
                     aliases.join(out, source)
                     break
-        elif step.alias == "overwrite" and _may_overwrite(step, index, tensors, aliases, last_use):
+        elif step.alias == "overwrite" and order is None and _may_overwrite(step, index, tensors, aliases, last_use):
             aliases.join(step.outputs[0], step.inputs[0])
             overwrites.append(index)
         elif step.alias == "concat" and _concat_in_place(step, tensors, aliases, concat_readers):
@@ -182,6 +192,53 @@ def _concat_in_place(step: StepSpec, tensors, aliases: _Aliases, concat_readers:
                 or spec.pool != out.pool or spec.dtype != out.dtype or concat_readers.get(source) != 1):
             return False
     return True
+
+
+class _StreamOrder:
+    """Happens-before between the steps of a schedule with auxiliary streams (``edgert.streams``)."""
+
+    def __init__(self, steps: Sequence[StepSpec], schedule):
+        self.schedule, self.clocks = schedule, schedule.clocks()
+        self.positions = np.array(schedule.positions, np.int64)
+        self.streams = np.array(schedule.streams, np.int64)
+        self.readers: dict[int, list[int]] = {}
+        for index, step in enumerate(steps):
+            for tid in set(step.inputs):
+                self.readers.setdefault(tid, []).append(index)
+
+    def readers_before(self, tensor: int, index: int) -> bool:
+        """Every other step that reads ``tensor`` finishes before step ``index`` starts."""
+        return all(r == index or self.clocks[index][self.streams[r]] >= self.positions[r]
+                   for r in self.readers.get(tensor, ()))
+
+    def conflicts(self, steps, tensors, aliases: _Aliases, buffers: list[Buffer]) -> np.ndarray:
+        """(buffers, buffers) bool: may run concurrently (neither's accesses all ordered before the other's
+        writes). Sets each buffer's ``slot`` to its row."""
+        slot = {b.id: i for i, b in enumerate(buffers)}
+        for i, b in enumerate(buffers):
+            b.slot = i
+        count, width = len(buffers), self.clocks.shape[1]
+        never = np.iinfo(np.int64).max
+        frontier = np.full((count, width), -1, np.int64)    # last access position per stream
+        earliest = np.full((count, width), never, np.int64)  # per stream, what every write of it comes after
+        for index, step in enumerate(steps):
+            stream, position = self.streams[index], self.positions[index]
+            for tid in step.inputs:
+                if _internal(tensors, tid):
+                    row = slot[aliases.root(tid)[0]]
+                    frontier[row, stream] = max(frontier[row, stream], position)
+            for tid in step.outputs:
+                if _internal(tensors, tid):
+                    row = slot[aliases.root(tid)[0]]
+                    frontier[row, stream] = max(frontier[row, stream], position)
+                    np.minimum(earliest[row], self.clocks[index], out=earliest[row])
+        for tid, spec in tensors.items():
+            if spec.graph_output and not spec.external:
+                frontier[slot[aliases.root(tid)[0]]] = never   # read after the last step: nothing follows it
+        before = np.empty((count, count), bool)   # before[a, b]: a wholly before b (rows in chunks: bounded memory)
+        for start in range(0, count, 256):
+            before[start:start + 256] = (earliest[None, :, :] >= frontier[start:start + 256, None, :]).all(axis=2)
+        return ~(before | before.T)
 
 
 # -- lifetimes -----------------------------------------------------------------------------------
@@ -228,10 +285,12 @@ def lower_bound(buffers: Sequence[Buffer]) -> int:
 
 
 # -- offset assignment ---------------------------------------------------------------------------
-def _greedy(order: Sequence[Buffer]) -> tuple[dict[int, int], int]:
+def _greedy(order: Sequence[Buffer], conflicts: np.ndarray | None = None) -> tuple[dict[int, int], int]:
     """Best-fit placement in the given order: the smallest gap among time-overlapping buffers that fits
-    (an overwritten buffer, two rectangles: the lowest offset where both fit)."""
+    (an overwritten buffer, two rectangles: the lowest offset where both fit). ``conflicts`` (auxiliary
+    streams): buffers meet when their row says so, not by step ranges."""
     n = len(order) + sum(1 for b in order if b.tail_bytes)
+    slots = np.empty(n, np.int64)
     firsts = np.empty(n, np.int64)
     lasts = np.empty(n, np.int64)
     starts = np.empty(n, np.int64)
@@ -242,7 +301,10 @@ def _greedy(order: Sequence[Buffer]) -> tuple[dict[int, int], int]:
         if buffer.tail_bytes:
             offset = _lowest_fit(buffer, firsts[:count], lasts[:count], starts[:count], ends[:count])
         else:
-            live = (firsts[:count] <= buffer.last) & (lasts[:count] >= buffer.first)
+            if conflicts is None:
+                live = (firsts[:count] <= buffer.last) & (lasts[:count] >= buffer.first)
+            else:
+                live = conflicts[buffer.slot][slots[:count]]
             offset = 0
             if live.any():
                 s, e = starts[:count][live], ends[:count][live]
@@ -255,7 +317,7 @@ def _greedy(order: Sequence[Buffer]) -> tuple[dict[int, int], int]:
                 offset = int(gap_starts[fits[np.argmin(gap_sizes[fits])]])
         for delta, nbytes, first, last in (buffer.rectangles() if buffer.tail_bytes else
                                            ((0, buffer.nbytes, buffer.first, buffer.last),)):
-            firsts[count], lasts[count] = first, last
+            firsts[count], lasts[count], slots[count] = first, last, buffer.slot
             starts[count], ends[count] = offset + delta, offset + delta + nbytes
             count += 1
         offsets[buffer.id] = offset
@@ -284,15 +346,16 @@ _ORDERINGS = {
 }
 
 
-def assign_offsets(buffers: Sequence[Buffer], *, search_steps: int | None = None, seed: int = 0):
-    """(offsets, arena_bytes, strategy name) for buffers of one pool; deterministic for a given seed."""
+def assign_offsets(buffers: Sequence[Buffer], *, search_steps: int | None = None, seed: int = 0, conflicts=None):
+    """(offsets, arena_bytes, strategy name) for buffers of one pool; deterministic for a given seed.
+    ``conflicts``: which buffers may be alive together (rows by ``Buffer.slot``), None: overlapping step ranges."""
     if not buffers:
         return {}, 0, "empty"
     bound = lower_bound(buffers)
     best = None
     for name, key in _ORDERINGS.items():
         order = sorted(buffers, key=key)
-        offsets, arena = _greedy(order)
+        offsets, arena = _greedy(order, conflicts)
         if best is None or arena < best[1]:
             best = (offsets, arena, name, order)
     offsets, arena, name, order = best
@@ -306,7 +369,7 @@ def assign_offsets(buffers: Sequence[Buffer], *, search_steps: int | None = None
         i, j = rng.sample(range(len(order)), 2)
         candidate = list(order)
         candidate.insert(j, candidate.pop(i))
-        new_offsets, new_arena = _greedy(candidate)
+        new_offsets, new_arena = _greedy(candidate, conflicts)
         if new_arena <= arena:
             if new_arena < arena:
                 name = f"{name}+search"
@@ -315,18 +378,21 @@ def assign_offsets(buffers: Sequence[Buffer], *, search_steps: int | None = None
 
 
 def plan_memory(steps: Sequence[StepSpec], tensors: Sequence[TensorSpec], *, alignment: int = ALIGNMENT,
-                reuse: bool = True, search_steps: int | None = None) -> MemoryPlan:
-    """Place every internal tensor of the schedule in its pool's arena."""
+                reuse: bool = True, search_steps: int | None = None, streams=None) -> MemoryPlan:
+    """Place every internal tensor of the schedule in its pool's arena. ``streams``: the schedule's
+    ``edgert.streams.StreamSchedule`` when layers run on auxiliary streams (None or one stream: in order)."""
     table = {t.id: t for t in tensors}
+    order = _StreamOrder(steps, streams) if streams is not None and streams.count > 1 else None
     last_use: dict[int, int] = {}
     for index, step in enumerate(steps):
         for tid in step.inputs:
             last_use[tid] = index
     if reuse:
-        aliases, elided, overwrites = _resolve_aliases(steps, table, last_use)
+        aliases, elided, overwrites = _resolve_aliases(steps, table, last_use, order)
     else:
         aliases, elided, overwrites = _Aliases(table), [], []
     buffers, spans = _buffers(steps, table, aliases, alignment, overwrites)
+    conflicts = order.conflicts(steps, table, aliases, buffers) if order is not None else None
     no_reuse = sum(align(t.nbytes, alignment) for t in tensors if not t.external)
     pools: dict[str, dict] = {}
     bound = 0
@@ -334,7 +400,7 @@ def plan_memory(steps: Sequence[StepSpec], tensors: Sequence[TensorSpec], *, ali
         members = [b for b in buffers if b.pool == pool]
         bound += lower_bound(members)
         if reuse:
-            offsets, arena, strategy = assign_offsets(members, search_steps=search_steps)
+            offsets, arena, strategy = assign_offsets(members, search_steps=search_steps, conflicts=conflicts)
         else:
             offsets, arena, strategy = _no_reuse(members)
         pools[pool] = {"arena_bytes": arena, "offsets": offsets, "strategy": strategy}

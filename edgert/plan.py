@@ -23,7 +23,10 @@ from edgert.plan_schema import validate_document
 from edgert.safe_write import atomic_write
 
 MAGIC = "EDGERT-PLAN"
-FORMAT_VERSION = 2   # 2: the checksum covers the header too, and plans may hold optimization profiles
+FORMAT_VERSION = 3       # the newest format this edgert reads and writes
+MIN_FORMAT_VERSION = 2   # 2: the checksum covers the header too, and plans may hold optimization profiles
+# 3: layers may carry "stream" and "wait" (auxiliary streams), tensors may hold int8 codes (dtype int8 with a
+# "scale"); plans with neither are still written as 2 (byte-identical to before, older readers load them)
 BLOB_ALIGNMENT = 64
 # Body entries in file order; "blob" is always last so its bytes can be aligned and sliced without copying.
 BODY_KEYS = ("bindings", "tensors", "constants", "kernels", "layers", "memory", "blob")
@@ -39,7 +42,7 @@ def write_plan(document: dict) -> bytes:
     packer = msgpack.Packer(use_bin_type=True)
     body = b"".join(packer.pack(k) + packer.pack(v) for k, v in body_entries)
     header = dict(document.get("header", {}))
-    header.update(magic=MAGIC, format_version=FORMAT_VERSION, constants_bytes=len(blob),
+    header.update(magic=MAGIC, format_version=_format_version(document), constants_bytes=len(blob),
                   checksum_algorithm="sha256", checksum="0" * 64)
     count = len(body_entries) + 3  # header, pad, blob
     prefix = _map_header(count) + packer.pack("header") + packer.pack(header)
@@ -54,6 +57,16 @@ def write_plan(document: dict) -> bytes:
     digest.update(blob)
     header["checksum"] = digest.hexdigest()
     return b"".join((_map_header(count), packer.pack("header"), packer.pack(header), body, tail, blob))
+
+
+def _format_version(document: dict) -> int:
+    """The oldest format that holds ``document``: 3 when a layer names a stream or a tensor holds int8 codes,
+    else 2."""
+    if any("stream" in layer or "wait" in layer for layer in document.get("layers", ())):
+        return 3
+    if any(isinstance(t, dict) and "scale" in t for t in document.get("tensors") or []):
+        return 3
+    return MIN_FORMAT_VERSION
 
 
 def _bin_header(length: int) -> bytes:
@@ -94,14 +107,15 @@ def read_header(data: bytes) -> tuple[dict, int, int]:
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise PlanError("plan header is corrupt (bad format_version)")
-    if version < FORMAT_VERSION:
+    if version < MIN_FORMAT_VERSION:
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
-                        f"is older than this edgert reads (format {FORMAT_VERSION}, whose checksum also covers "
+                        f"is older than this edgert reads (format {MIN_FORMAT_VERSION}, whose checksum also covers "
                         "the header); rebuild the plan with `edgert build`")
     if version > FORMAT_VERSION:
         from edgert import __version__
         raise PlanError(f"plan format version {version} (built by edgert {header.get('edgert_version', '?')}) "
-                        f"is newer than this edgert {__version__} reads (format {FORMAT_VERSION}); "
+                        f"is newer than this edgert {__version__} reads (formats {MIN_FORMAT_VERSION} to "
+                        f"{FORMAT_VERSION}); "
                         f"install an edgert that reads format {version}")
     return header, count, unpacker.tell()
 
@@ -132,6 +146,10 @@ def read_plan(data: bytes) -> dict:
         raise PlanError("plan has trailing bytes after its body (corrupt file)")
     document.pop(_PAD_KEY, None)
     validate_document(document)
+    needed = _format_version(document)
+    if header["format_version"] < needed:
+        raise PlanError(f"plan format version {header['format_version']} cannot hold layer streams or int8 code "
+                        f"tensors (format {needed} does): the file is corrupt or was edited")
     return document
 
 

@@ -54,6 +54,12 @@ def _validate_tensors(document: dict) -> list[int]:
         _expect(tensor, dict, where)
         _expect(tensor.get("name"), str, f"{where} name")
         sizes.append(_tensor_bytes(tensor.get("dtype"), tensor.get("shape"), where))
+        if "scale" in tensor:   # int8 codes (format 3): the scale of their values
+            scale = tensor["scale"]
+            if tensor["dtype"] != "int8" or isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+                    or not 0 < scale < float("inf"):
+                _fail(where, f"has scale {scale!r} on a {tensor['dtype']} tensor; a scale is a positive finite "
+                             "number on an int8 tensor of codes")
     return sizes
 
 

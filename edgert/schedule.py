@@ -210,7 +210,7 @@ def choose_schedule(graph: Graph, cpu_kernels: bool = True, keep=()) -> dict:
     return {"order": best, "lower_bound_bytes": bounds}
 
 
-def plan_graph_memory(specs: ScheduleSpecs, *, reuse: bool = True) -> MemoryPlan:
-    """The memory plan of a graph in the order ``specs`` was made for."""
-    return plan_memory(specs.steps, specs.tensors, reuse=reuse)
+def plan_graph_memory(specs: ScheduleSpecs, *, reuse: bool = True, streams=None) -> MemoryPlan:
+    """The memory plan of a graph in the order ``specs`` was made for (``streams``: its auxiliary streams)."""
+    return plan_memory(specs.steps, specs.tensors, reuse=reuse, streams=streams)
 

@@ -1,7 +1,10 @@
 """The shared worker pool (kernels/cpu/threads.py) and the kernels split over it.
 
 The pool: every part runs once, errors reach the caller, parts on a worker never split again, several
-callers at once all get their results, idle workers use no CPU. The kernels: depthwise convolution, pooling,
+callers at once all get their results, idle workers and waiting callers use no CPU, callers beyond the pool's
+size run inline, a lagging worker pauses splitting. The split-or-inline choice of a region is tested with
+given timings and a fake clock (no timed assertions); split and inline runs give bit-identical outputs, as do
+pools of one and two threads on whole models. The kernels: depthwise convolution, pooling,
 im2col and matrix products split by planes or column blocks give the unsplit results, also over their own
 input, with a pool of 3 (more parts than this 2-core machine has cores) and every size threshold at 0.
 """
@@ -192,15 +195,222 @@ def test_convolution_in_column_tiles(case, bias, pool_of_three, monkeypatch):
         assert math.prod(w.shape[1:]) * math.prod(out.shape[2:]) * 4 > convolution_prepared.PREPARED_COLUMN_BYTES
 
 
-def test_lagging_workers_make_the_next_batches_run_inline(pool_of_three, monkeypatch):
-    monkeypatch.setattr(threads, "BACKOFF_BATCHES", 3)
-    caller = threading.current_thread().name
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
 
-    def slow_on_a_worker():   # a worker's part "preempted" for 50 ms; the caller's take 2 ms (workers wake meanwhile)
-        time.sleep(0.05 if threading.current_thread().name != caller else 0.002)
-    pool_of_three.run_parts([slow_on_a_worker] * 6)
-    assert pool_of_three._inline_left == 3
+    def __call__(self):
+        return self.now
+
+
+def measure(choice, split_seconds, inline_seconds):
+    """Answer one measuring round of ``choice``; the ways it asked for, in order."""
+    asked = []
+    while len(asked) < 2 * threads.SPLIT_SAMPLES:
+        split = choice.want_split()
+        asked.append(split)
+        choice.record(split, split_seconds if split else inline_seconds)
+    return asked
+
+
+def test_choice_measures_both_ways_then_keeps_the_faster():
+    choice = threads.SplitChoice(FakeClock())
+    assert measure(choice, 1.0, 2.0) == [True, False] * threads.SPLIT_SAMPLES
+    assert choice.split is True and choice.decisions == 1
+    for _ in range(threads.RECHECK_FIRST - 1):
+        assert choice.want_split() is True
+        choice.record(True, 1.0)
+    choice.record(True, 1.0)   # the RECHECK_FIRST-th run: measure again
+    assert measure(choice, 3.0, 2.0) == [True, False] * threads.SPLIT_SAMPLES   # the core got busy
+    assert choice.split is False and choice.decisions == 2
+    assert choice.want_split() is False
+
+
+def test_choice_takes_the_median_and_wants_a_real_gain():
+    choice = threads.SplitChoice(FakeClock())
+    answers = {True: iter([50.0, 1.0, 1.0]), False: iter([2.0, 2.0, 2.0])}   # an outlier among split's
+    for _ in range(2 * threads.SPLIT_SAMPLES):
+        split = choice.want_split()
+        choice.record(split, next(answers[split]))
+    assert choice.split is True
+    tie = threads.SplitChoice(FakeClock())
+    measure(tie, threads.SPLIT_GAIN * 1.01, 1.0)   # saves under 1 - SPLIT_GAIN: not worth the second core
+    assert tie.split is False
+
+
+def test_recheck_interval_doubles_while_the_choice_holds_and_resets_when_it_changes():
+    choice = threads.SplitChoice(FakeClock())
+    intervals = []
+    for _ in range(12):
+        measure(choice, 1.0, 2.0)
+        runs = 0
+        while choice.want_split() is True and not choice._measuring:
+            choice.record(True, 1.0)
+            runs += 1
+        intervals.append(runs)
+    expected = [min(threads.RECHECK_FIRST << i, threads.RECHECK_LAST) for i in range(12)]
+    assert intervals == expected and expected[-1] == threads.RECHECK_LAST
+    measure(choice, 2.0, 1.0)   # changed: re-check soon
+    runs = 0
+    while not choice._measuring:
+        choice.record(choice.want_split(), 1.0)
+        runs += 1
+    assert runs == threads.RECHECK_FIRST
+
+
+def test_staggered_choices_recheck_later():
+    clock = FakeClock()
+    choice = threads.SplitChoice(clock, stagger=0.5)
+    measure(choice, 1.0, 2.0)
+    runs = 0
+    while not choice._measuring:
+        choice.record(True, 1.0)
+        runs += 1
+    assert runs == threads.RECHECK_FIRST * 3 // 2
+    measure(choice, 1.0, 2.0)
+    clock.now += threads.RECHECK_SECONDS * 1.49
+    choice.record(True, 1.0)
+    assert not choice._measuring
+    clock.now += threads.RECHECK_SECONDS * 0.02
+    choice.record(True, 1.0)
+    assert choice._measuring
+    pool = threads.WorkerPool(1)
+    staggers = sorted(pool.region([print, print]).choice.stagger for _ in range(8))
+    assert all(0 <= s < 1 for s in staggers) and min(b - a for a, b in zip(staggers, staggers[1:])) > 0.05
+
+
+def test_choice_rechecks_after_seconds_however_few_runs():
+    clock = FakeClock()
+    choice = threads.SplitChoice(clock)
+    for _ in range(5):   # a long interval
+        measure(choice, 1.0, 2.0)
+        while not choice._measuring:
+            choice.record(True, 1.0)
+    measure(choice, 1.0, 2.0)
+    choice.record(True, 1.0)
+    assert not choice._measuring
+    clock.now += threads.RECHECK_SECONDS
+    choice.record(True, 1.0)
+    assert choice._measuring
+
+
+def test_lagging_worker_pauses_splitting_and_waiting_uses_no_cpu():
+    pool = threads.WorkerPool(2)
+    started = threading.Event()
+
+    def part():
+        if threading.current_thread().name.startswith("edgert-cpu"):   # "preempted": holds up the caller
+            started.set()
+            time.sleep(0.4)
+        else:
+            assert started.wait(10)   # the worker has the other part
+    cpu = time.process_time()
+    assert pool.run([part, part], True) is True
+    assert time.process_time() - cpu < 0.1   # a caller spinning for its worker would burn ~0.4 s
+    assert pool.lags == 1
     names = []
-    for _ in range(3):
-        pool_of_three.run_parts([lambda: names.append(threading.current_thread().name)] * 4)
-    assert set(names) == {caller} and pool_of_three._inline_left == 0
+    assert pool.run([lambda: names.append(threading.current_thread().name)] * 4, True) is False
+    assert set(names) == {threading.current_thread().name}
+
+
+def test_lag_pause_grows_while_splits_lag_and_shrinks_with_calm():
+    clock = FakeClock()
+    pool = threads.WorkerPool(2, clock)
+    pauses = []
+    for _ in range(10):   # a lag right after each pause: the load is still there
+        pool._lagged(True)
+        pauses.append(pool._inline_until - clock.now)
+        assert pool.run([lambda: None] * 2, True) is False   # inline during the pause
+        clock.now = pool._inline_until
+    assert pauses[0] == pytest.approx(threads.LAG_PAUSE_FIRST) and pauses[-1] == pytest.approx(threads.LAG_PAUSE_LAST)
+    assert all(b == pytest.approx(min(2 * a, threads.LAG_PAUSE_LAST)) for a, b in zip(pauses, pauses[1:]))
+    assert pool.run([lambda: None] * 2, True) is True   # the pause is over: split again
+    pool._lagged(False)
+    clock.now += 2.5 * threads.LAG_PAUSE_LAST   # two whole calm periods: a quarter of the last pause
+    pool._lagged(True)
+    assert pool._inline_until - clock.now == pytest.approx(threads.LAG_PAUSE_LAST / 4)
+    clock.now += 1e6   # long calm: back to the first pause
+    pool._lagged(True)
+    assert pool._inline_until - clock.now == pytest.approx(threads.LAG_PAUSE_FIRST)
+    assert pool.lags == 12
+
+
+def test_callers_beyond_the_pool_size_run_inline(pool_of_three):
+    pool_of_three._callers = pool_of_three.size   # as many callers running parts as there are threads
+    names = []
+    assert pool_of_three.run([lambda: names.append(threading.current_thread().name)] * 6, True) is False
+    assert set(names) == {threading.current_thread().name}
+    pool_of_three._callers = 0
+    assert pool_of_three.run([lambda: None] * 6, True) is True
+
+
+def test_region_records_only_runs_that_went_as_asked():
+    clock = FakeClock()
+    pool = threads.WorkerPool(2, clock)
+    calls = []
+    region = pool.region([lambda: calls.append(1)] * 2)
+    pool._inline_until = float("inf")   # pausing: every run inline
+    for _ in range(4):
+        region()
+    assert len(calls) == 8
+    assert region.choice._samples == {True: [], False: []}   # it asked for split runs: none recorded
+    assert pool.stats() == {"split": 0, "inline": 0, "measuring": 1, "lags": 0}
+    assert pool.region([print]) is print   # nothing to split
+
+
+@pytest.mark.parametrize("case", DEPTHWISE[:3], ids=lambda case: "x".join(map(str, case[0])))
+def test_split_and_inline_runs_are_bit_identical(case, pool_of_three):
+    x, w, b, out, want, params = depthwise_case(*case)
+    run = native.bind_depthwise(x, w, b, out, params)
+    assert isinstance(run, threads.Region)
+    outputs = []
+    for _ in range(2 * threads.SPLIT_SAMPLES + 2):   # both ways while it measures, then its choice
+        out[...] = np.nan
+        run()
+        outputs.append(out.copy())
+    assert all(np.array_equal(o, outputs[0]) for o in outputs)
+    np.testing.assert_allclose(outputs[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "unet"])
+def test_one_and_two_threads_are_bit_identical(name, monkeypatch):
+    monkeypatch.setattr(native, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+    case = MODELS[name]
+    plan = edgert.build(case.build()).to_bytes()
+    feeds = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in case.shapes.items()}
+    results = []
+    for size in (1, 2):
+        monkeypatch.setattr(threads, "_pool", threads.WorkerPool(size))
+        context = edgert.load(plan).create_execution_context()
+        results.append([{k: v.copy() for k, v in context.execute(feeds).items()} for _ in range(8)])
+    first = results[0][0]
+    for run in results[0] + results[1]:
+        for key, value in first.items():
+            assert np.array_equal(run[key], value), key
+
+
+def test_bench_reports_the_regions(tmp_path, capsys):
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgert.tools.cli import main
+    shape = [1, 1 << 18]   # SiLU over 256k elements: a fused per-element program split in chunks
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
+                              "silu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    plan = tmp_path / "m.plan"
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan)]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(plan), "--iterations", "12", "--warmup", "0", "--json"]) == 0
+    regions = json.loads(capsys.readouterr().out)["cpu_regions"]
+    if threads.thread_count() > 1:   # one region, decided after its first 2 * SPLIT_SAMPLES runs
+        assert regions["split"] + regions["inline"] == 1 and regions["measuring"] == 0
+    else:
+        assert regions == {"split": 0, "inline": 0, "measuring": 0, "lags": 0}
+    assert main(["bench", str(plan), "--iterations", "3"]) == 0
+    assert "CPU layers split over the worker pool: " in capsys.readouterr().out

@@ -178,7 +178,7 @@ def test_crafted_pooling_pads_exit_2_not_a_segfault(plan_bytes, tmp_path):
 
 def test_format_1_is_refused_naming_the_version(plan_bytes, monkeypatch):
     document = decoded(plan_bytes)
-    monkeypatch.setattr(edgert.plan, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(edgert.plan, "_format_version", lambda document: 1)
     old = write_plan(document)
     monkeypatch.undo()
     with pytest.raises(PlanError, match=r"format version 1 .*older.*rebuild"):
@@ -213,3 +213,12 @@ def test_every_layer_kind_the_cpu_runs_has_an_attr_schema():
     from edgert.runtime.attr_schema import SCHEMAS
     missing = sorted(kind.value for kind in registry.kinds("cpu") if kind not in SCHEMAS)
     assert not missing, f"kinds with CPU kernels but no attr schema: {missing}"
+
+
+@pytest.mark.parametrize("value", [1e39, float("inf"), float("nan")])
+def test_lrn_float_attributes_must_be_finite_float32(value):
+    from edgert.ir.kinds import LayerKind
+    from edgert.runtime.attr_schema import check_attrs
+    with pytest.raises(PlanError, match="finite float32"):
+        check_attrs(LayerKind.LRN, {"size": 3, "alpha": value, "beta": 0.75, "bias": 1.0}, "layer 'lrn'")
+    check_attrs(LayerKind.LRN, {"size": 3, "alpha": 1e-4, "beta": 0.75, "bias": 1.0}, "layer 'lrn'")

@@ -116,8 +116,11 @@ def main(args) -> int:
     from edgert.runtime import load
 
     _check_args(args)
+    from edgert.kernels.cpu import threads
     engine = load(args.plan, device=args.device)
+    regions, lags = threads.pool().regions(), threads.pool().lags
     context = engine.create_execution_context()
+    regions = threads.pool().regions() - regions   # the context's layers split over the CPU worker pool
     feeds = random_inputs(engine, 0)
     result = measure(context, feeds, args.iterations, args.warmup, args.duration, args.warmup_ms)
     result["device"] = args.device
@@ -125,6 +128,8 @@ def main(args) -> int:
         from edgert.kernels.cpu import native
         result["scratch_bytes"] = int(context.scratch_bytes)
         result["cpu_kernels"] = native.status()
+        stats = threads.pool().stats(regions)
+        result["cpu_regions"] = {**stats, "lags": stats["lags"] - lags}
     layers = profile(context, feeds, result["iterations"], args.device) if args.profile or args.export_profile \
         else None
     if args.export_profile:
@@ -148,6 +153,9 @@ def _print_result(args, result: dict) -> None:
     if "scratch_bytes" in result:
         print(f"  CPU kernel scratch: {result['scratch_bytes'] / 2**20:.2f} MiB per context (beside the arena)")
         print(f"  CPU kernels: {result['cpu_kernels']}")
+        regions = result["cpu_regions"]
+        print(f"  CPU layers split over the worker pool: {regions['split']} split, {regions['inline']} on one thread, "
+              f"{regions['measuring']} still timing both ways; pauses for a lagging worker: {regions['lags']}")
 
 
 def _print_profile(layers: list[dict]) -> None:

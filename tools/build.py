@@ -30,6 +30,9 @@ def add_arguments(parser) -> None:
                         help="how activation ranges become int8 scales (default: entropy)")
     parser.add_argument("--calib-cache", metavar="FILE",
                         help="calibration cache: used when it exists (no calibration run), written otherwise")
+    parser.add_argument("--int8-codes", action=argparse.BooleanOptionalAction, default=None,
+                        help="int8 tensors (codes + scale) between int8 layers, Reformat layers where precision "
+                             "changes (default: on for int8 plans without CUDA kernels)")
     parser.add_argument("--gpu-kernels", action="store_true",
                         help="cross-compile CUDA kernels for the target's GPU into the plan (experimental)")
     parser.add_argument("--timing-cache", metavar="FILE",
@@ -44,6 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-arena", metavar="SIZE",
                         help="largest activation arena the plan may need, e.g. 2GiB (default: 16 GiB for host, "
                              "half the target's memory for a device)")
+    parser.add_argument("--max-aux-streams", type=int, default=None, metavar="N",
+                        help="run independent branches on up to N auxiliary CUDA streams (TensorRT's "
+                             "maxAuxStreams; default 0: one stream)")
     parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
@@ -57,7 +63,8 @@ def build_config(args):
         disabled_passes=[p for p in args.no_opt if p != "all"], dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
         placement=args.placement, calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
         gpu_kernels=args.gpu_kernels or None, timing_cache=args.timing_cache, autotune=args.autotune,
-        tf32=args.tf32 or None, max_arena=args.max_arena)
+        tf32=args.tf32 or None, max_arena=args.max_arena, max_aux_streams=args.max_aux_streams,
+        int8_codes=args.int8_codes)
 
 
 def main(args) -> int:

@@ -36,6 +36,8 @@ def describe(document: dict) -> dict:
         "precision": layer.get("precision"), "tactic": layer.get("tactic"),
         "inputs": [tensor(i) for i in layer["inputs"]], "outputs": [tensor(i) for i in layer["outputs"]],
         "origin": layer.get("origin", []), "attrs": layer.get("attrs", {}),
+        # auxiliary streams: the CUDA stream that runs the layer (0 = the context's) and the layers it waits for
+        "stream": layer.get("stream", 0), "wait": layer.get("wait", []),
     } for index, layer in enumerate(document["layers"])]
     header = document["header"]
     bindings = document["bindings"]
@@ -83,6 +85,10 @@ def print_tables(info: dict) -> None:
     for direction in ("inputs", "outputs"):
         for binding in info[direction]:
             print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {_shape(binding)}")
+    streams = any(layer["stream"] or layer["wait"] for layer in info["layers"])
+    if streams:
+        print(f"auxiliary streams: {max(layer['stream'] for layer in info['layers'])} (stream 0 is the context's; "
+              "'waits' lists the layers a layer waits for on other streams)")
     rows = [("#", "name", "kind", "device", "precision", "tactic", "inputs", "outputs", "cost", "fused from")]
     for index, layer in enumerate(info["layers"]):
         fused = " + ".join(layer["origin"]) if layer["origin"] != [layer["name"]] else ""
@@ -92,6 +98,12 @@ def print_tables(info: dict) -> None:
     caps = [48] * len(rows[0])
     caps[5] = 64   # a tactic with its source: "implicit-gemm-tap mma 128x128 splitk16 [timing-cache]"
     caps[6] = caps[7] = 72
+    if streams:   # two columns after the device: stream, waits
+        rows = [row[:4] + (("stream", "waits") if index == 0 else
+                           (str(info["layers"][index - 1]["stream"]),
+                            ",".join(map(str, info["layers"][index - 1]["wait"])) or "-")) + row[4:]
+                for index, row in enumerate(rows)]
+        caps = caps[:4] + [6, 24] + caps[4:]
     widths = [min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate(caps)]
     free = sum(not layer["runs"] for layer in info["layers"])
     print(f"{len(info['layers'])} layers ({free} free: views and concats the memory plan elides):")

@@ -115,7 +115,7 @@ class IInt8LegacyCalibrator(IInt8Calibrator):
 class IBuilderConfig:
     __slots__ = ("_flags", "_device_types", "_profiles", "_pools", "_timing_cache", "default_device_type",
                  "DLA_core", "int8_calibrator", "builder_optimization_level", "profiling_verbosity", "target",
-                 "placement", "gpu_kernels", "avg_timing_iterations", "progress_monitor")
+                 "placement", "gpu_kernels", "avg_timing_iterations", "progress_monitor", "max_aux_streams")
 
     def __init__(self):
         self._flags = {BuilderFlag.TF32}          # TensorRT's default
@@ -130,6 +130,7 @@ class IBuilderConfig:
         self.profiling_verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
         self.avg_timing_iterations = 1
         self.progress_monitor = None
+        self.max_aux_streams = 0    # TensorRT's default is -1 (builder's choice); edgert's: one stream
         # edgert's own: the device profile to cross-build for, placement rules (a TOML file or rule dicts),
         # and CUDA kernels compiled into the plan
         self.target = "host"
@@ -246,6 +247,8 @@ class IBuilderConfig:
         rules = self._precision_rules(network)
         if rules:
             options["precision_rules"] = rules
+        if self.max_aux_streams:
+            options["max_aux_streams"] = int(self.max_aux_streams)
         if MemoryPoolType.WORKSPACE in self._pools:
             options["max_arena"] = self._pools[MemoryPoolType.WORKSPACE]
         if self.gpu_kernels:

@@ -105,6 +105,13 @@ def positive_number(value, where: str) -> None:
         fail(where, f"is {value}, expected a positive finite number")
 
 
+def float32_number(value, where: str) -> None:
+    """A finite float32 value (ONNX float attributes are float32; kernels cast them to the data's dtype)."""
+    _number(value, where)
+    if not (math.isfinite(value) and abs(value) <= 3.4028234663852886e38):
+        fail(where, f"is {value}, expected a finite float32 number")
+
+
 _DTYPE = one_of(DataType)
 _SPATIAL = {"kernel": int_list(1), "strides": int_list(1), "dilations": int_list(1), "pads": int_list(0)}
 _ACTIVATION = {"type": one_of(ActivationType), "alpha": _number, "beta": _number}
@@ -155,7 +162,7 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.MATRIX_MULTIPLY: {"trans_a": _boolean, "trans_b": _boolean},
     LayerKind.NORMALIZATION: {"axes": int_list(), "epsilon": _number, "groups": integer(1),
                               "stats_dtype": optional(_DTYPE)},
-    LayerKind.LRN: {"size": integer(1), "alpha": _number, "beta": _number, "bias": _number},
+    LayerKind.LRN: {"size": integer(1), "alpha": float32_number, "beta": float32_number, "bias": float32_number},
     LayerKind.PARAMETRIC_RELU: {},
     LayerKind.CAST: {"to": _DTYPE},
     LayerKind.GATHER: {"axis": integer(0)},
@@ -167,7 +174,9 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.IDENTITY: {},
     LayerKind.REFORMAT: {"from_device": _text, "to_device": _text, "from_layout": optional(_text),
                          "to_layout": optional(_text), "from_precision": optional(_text),
-                         "to_precision": optional(_text), "cost_ms": _number},
+                         "to_precision": optional(_text), "cost_ms": _number,
+                         "to_dtype": optional(one_of((DataType.INT8, DataType.FLOAT))),
+                         "scale": optional(positive_number)},
     LayerKind.QUANTIZE: {**_QUANTIZE, "to": _DTYPE},
     LayerKind.DEQUANTIZE: dict(_QUANTIZE),
     LayerKind.POINTWISE: {},   # its program is checked instruction by instruction (validate.py)

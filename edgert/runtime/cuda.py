@@ -7,7 +7,12 @@ schedule is captured once into a CUDA graph and replayed. ``execute()`` takes an
 arrays; ``execute_async()`` takes device arrays and a stream and returns device arrays.
 
 The device work goes through a small driver interface (cupy here, pycuda in ``pycuda_backend``,
-a CPU emulator in ``edgert.kernels.cuda.emulator`` for tests). Every backend error passes through
+a CPU emulator in ``edgert.kernels.cuda.emulator`` for tests). Plans with auxiliary streams (layers with
+``stream``/``wait``, ``edgert.streams``) run each layer on its stream: the context's stream forks to the
+auxiliary ones through an event, a layer first waits for the events of the layers in its ``wait`` list, and
+every auxiliary stream joins back at the end, so the CUDA graph captures parallel branches. Each stream has
+its own workspace and counters (split-K partial sums of concurrent layers must not share bytes).
+Every backend error passes through
 one ``check()`` that turns it into a ``DeviceError`` with the decoded CUDA message.
 Never import onnx, the builder or the passes from here.
 """
@@ -23,6 +28,7 @@ import numpy as np
 
 from edgert.errors import DeviceError, EdgeRTError, InputError, PlanError
 from edgert.runtime.io import check_inputs
+from edgert.streams import StreamSchedule
 
 _SCALARS = {"i32": ("<i", 4), "i64": ("<q", 8), "f32": ("<f", 4), "f64": ("<d", 8)}
 _POINTERS = ("t", "a", "d", "w", "c", "0")
@@ -215,6 +221,13 @@ class CupyDriver:
     def elapsed_ms(self, start, end) -> float:
         return float(check("reading event times", self.cupy.cuda.get_elapsed_time, start, end))
 
+    # ordering events between streams (auxiliary streams)
+    def sync_event(self):
+        return check("creating an event", self.cupy.cuda.Event, disable_timing=True)
+
+    def wait_event(self, stream, event) -> None:
+        check("making a stream wait for an event", stream.wait_event, event)
+
 
 # -- engine and contexts ----------------------------------------------------------------------------
 class _Binding:
@@ -350,13 +363,22 @@ class CudaExecutionContext:
         self._buffers, self._regions = [], []
         self.addresses = self._place_tensors()
         self.stream = driver.stream()
-        self._workspace = driver.alloc(max(engine.workspace_bytes, 1))
-        self._counters = driver.alloc(max(engine.counter_bytes, 4))   # kernels leave them at zero
-        self._buffers += [self._workspace, self._counters]
-        driver.memset(self._counters.ptr, 0, engine.counter_bytes, self.stream)
+        layers = engine.document["layers"]
+        self.streams = StreamSchedule.from_layers(layers) if any("stream" in layer for layer in layers) else None
+        count = self.streams.count if self.streams is not None else 1
+        self._aux_streams = [driver.stream() for _ in range(count - 1)]
+        self._workspaces = [driver.alloc(max(engine.workspace_bytes, 1)) for _ in range(count)]
+        self._counter_buffers = [driver.alloc(max(engine.counter_bytes, 4)) for _ in range(count)]
+        self._workspace, self._counters = self._workspaces[0], self._counter_buffers[0]
+        self._buffers += self._workspaces + self._counter_buffers
+        for counters in self._counter_buffers:   # kernels leave them at zero
+            driver.memset(counters.ptr, 0, engine.counter_bytes, self.stream)
         driver.synchronize(self.stream)
+        stream_of = self.streams.streams if self.streams is not None else [0] * len(layers)
         self._calls = [(engine.functions[entry["kernel"]], tuple(entry["grid"]), tuple(entry["block"]),
-                        int(entry.get("smem", 0)), self._pack(entry)) for _, entry in engine.launches]
+                        int(entry.get("smem", 0)), self._pack(entry, stream_of[layer]))
+                       for layer, entry in engine.launches]
+        self._ops = self._stream_ops() if self.streams is not None else None
         self.use_graph = use_graph
         self._graph = None
 
@@ -390,7 +412,40 @@ class CudaExecutionContext:
                 addresses[index] = self._allocate(nbytes).ptr
         return addresses
 
-    def _resolve(self, entry) -> int:
+    def _stream_ops(self) -> list[tuple]:
+        """The schedule as ("launch", stream, call) / ("record", stream, event) / ("wait", stream, event) in issue
+        order: fork from the main stream (0), each layer's waits and launches on its stream, an event recorded
+        after every layer another waits for, and every auxiliary stream joined back into the main one."""
+        schedule, driver = self.streams, self.driver
+        waited = {w for waits in schedule.waits for w in waits}
+        events = {layer: driver.sync_event() for layer in sorted(waited)}
+        start = driver.sync_event()
+        ops: list[tuple] = [("record", 0, start)] + [("wait", s, start) for s in range(1, schedule.count)]
+        calls = {}
+        for (layer, _), call in zip(self.engine.launches, self._calls):
+            calls.setdefault(layer, []).append(call)
+        for layer, stream in enumerate(schedule.streams):
+            ops += [("wait", stream, events[w]) for w in schedule.waits[layer]]
+            ops += [("launch", stream, call) for call in calls.get(layer, ())]
+            if layer in events:
+                ops.append(("record", stream, events[layer]))
+        for stream in range(1, schedule.count):
+            end = driver.sync_event()
+            ops += [("record", stream, end), ("wait", 0, end)]
+        return ops
+
+    def _issue(self, launch, main_stream) -> None:
+        """Issue the stream plan's operations, the main stream being ``main_stream``."""
+        streams = [main_stream] + self._aux_streams
+        for op, stream, payload in self._ops:
+            if op == "launch":
+                launch(*payload, streams[stream])
+            elif op == "record":
+                self.driver.record(payload, streams[stream])
+            else:
+                self.driver.wait_event(streams[stream], payload)
+
+    def _resolve(self, entry, stream: int = 0) -> int:
         kind = entry[0]
         if kind == "t":
             tensor = int(entry[1])
@@ -402,13 +457,14 @@ class CudaExecutionContext:
         if kind == "d":
             return self.engine.derived_ptr(int(entry[1])) + int(entry[2])
         if kind == "w":
-            return self._workspace.ptr + int(entry[1])
+            return (self._workspaces[stream] if stream else self._workspace).ptr + int(entry[1])
         if kind == "c":
-            return self._counters.ptr + int(entry[1])
+            return (self._counter_buffers[stream] if stream else self._counters).ptr + int(entry[1])
         return 0
 
-    def _pack(self, entry: dict) -> PackedParams:
-        return PackedParams(pack_params(entry["params"], self._resolve))
+    def _pack(self, entry: dict, stream: int = 0) -> PackedParams:
+        """Parameters of a launch on ``stream`` (its workspace and counters are that stream's own)."""
+        return PackedParams(pack_params(entry["params"], lambda e: self._resolve(e, stream)))
 
     def layer_calls(self) -> list[tuple]:
         """(layer index, launch) of every launch, in schedule order."""
@@ -438,6 +494,9 @@ class CudaExecutionContext:
         return times
 
     def _run_schedule(self, launch) -> None:
+        if self._ops is not None:
+            self._issue(launch, self.stream)
+            return
         for function, grid, block, smem, params in self._calls:
             launch(function, grid, block, smem, params, self.stream)
 
@@ -447,6 +506,9 @@ class CudaExecutionContext:
     def run(self, stream=None) -> None:
         """Run the schedule on the context's device buffers as they are (no copies), on ``stream``."""
         stream = stream if stream is not None else self.stream
+        if not self.use_graph and self._ops is not None:
+            self._issue(self.driver.launch, stream)
+            return
         if not self.use_graph:
             for function, grid, block, smem, params in self._calls:
                 self.driver.launch(function, grid, block, smem, params, stream)

@@ -126,6 +126,13 @@ class PycudaDriver:
     def elapsed_ms(self, start, end) -> float:
         return float(check("reading event times", end.time_since, start))
 
+    # ordering events between streams (auxiliary streams)
+    def sync_event(self):
+        return check("creating an event", self.cuda.Event, self.cuda.event_flags.DISABLE_TIMING)
+
+    def wait_event(self, stream, event) -> None:
+        check("making a stream wait for an event", stream.wait_for_event, event)
+
     def launch(self, function, grid, block, smem: int, params, stream=None) -> None:
         check("launching a kernel", function._launch_kernel, tuple(grid), tuple(block), params.data, smem, stream)
 

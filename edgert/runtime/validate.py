@@ -12,7 +12,9 @@ tensors:
 - every tensor a layer reads exists by then (a graph input, a constant or an earlier layer's output),
   no layer writes a constant or a graph input, every graph output is written;
 - arena placements keep each tensor aligned to its element size and never put a constant or an input
-  in the arena; the arena alignment is a sane power of two.
+  in the arena; the arena alignment is a sane power of two;
+- plans with auxiliary streams (``edgert.streams``): every layer names a stream in range, waits name earlier
+  layers on other streams, and every layer's producers are ordered before it (no interleaving reads early).
 
 Every failure is a one-line ``PlanError`` naming the layer or tensor. Needs NumPy only (no onnx).
 """
@@ -28,6 +30,7 @@ from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import POINTWISE_KINDS, LayerKind
 from edgert.ir.shape_inference import rule_for
 from edgert.runtime.attr_schema import SCHEMAS, check_attrs, fail, is_int
+from edgert.streams import check_layers as check_stream_fields
 
 _DEVICE = re.compile(r"cpu|gpu|dla(:\d{1,2})?")
 MAX_ALIGNMENT = 1 << 16
@@ -92,11 +95,13 @@ def validate_plan(document: dict) -> None:
             _check_program(node, where)
         _check_epilogue(node, where)
         _check_int8(node, where)
+        _check_codes(layer, kind, attrs, document["tensors"], where)
         written.update(layer["outputs"])
     for binding in document["bindings"]["outputs"]:
         if binding["tensor"] not in written:
             fail(f"output binding {binding['name']!r}", f"names tensor {binding['tensor']}, which no layer writes")
     _check_memory(document, tensors, constant_ids | input_ids)
+    check_stream_fields(document["layers"], fail)
 
 
 def _count(shape) -> int:
@@ -194,6 +199,32 @@ def _check_int8(node: _Layer, where: str) -> None:
         if len(w.shape) < 2 or len(weights) != w.shape[axis]:
             fail(where, f"has {len(weights)} int8 weight scales for weights of shape {w.shape} (one per output "
                         "channel)")
+
+
+def _check_codes(layer: dict, kind: LayerKind, attrs: dict, tensors: list, where: str) -> None:
+    """int8 code tensors (format 3: dtype int8 with a scale) are written and read at their own scale: by int8
+    layers (``output_scale`` / ``input_scales[slot]``) or by the quantize / dequantize Reformat layers."""
+    spec = attrs.get("int8") or {}
+    reformat = kind == LayerKind.REFORMAT and attrs.get("to_dtype") is not None
+    if reformat and attrs.get("scale") is None:
+        fail(where, f"converts to {attrs['to_dtype']} without an int8 scale")
+    for slot, tensor_id in enumerate(layer["inputs"]):
+        tensor = tensors[tensor_id] if tensor_id >= 0 else {}
+        if "scale" not in tensor:
+            continue
+        scales = spec.get("input_scales") or []
+        reads = attrs.get("scale") if reformat and slot == 0 else scales[slot] if slot < len(scales) else None
+        if reads != tensor["scale"]:
+            fail(where, f"reads the int8 codes of tensor {tensor['name']!r} (scale {tensor['scale']}) at scale "
+                        f"{reads}; codes are read by int8 layers and Reformat layers at their own scale")
+    for tensor_id in layer["outputs"]:
+        tensor = tensors[tensor_id]
+        writes = attrs.get("scale") if reformat else spec.get("output_scale") if spec else None
+        if "scale" in tensor and writes != tensor["scale"]:
+            fail(where, f"writes the int8 codes of tensor {tensor['name']!r} (scale {tensor['scale']}) at scale "
+                        f"{writes}")
+        if tensor["dtype"] == "int8" and "scale" not in tensor and (spec or reformat):
+            fail(where, f"writes int8 tensor {tensor['name']!r} as codes, but the tensor has no scale")
 
 
 def _broadcast(*shapes):

@@ -444,6 +444,9 @@ static PyMethodDef methods[] = {
      "lstm(projection, r_t, h, c, y, y_offset, y_step, steps, batch, hidden, reverse)"},
     {"conv2d_direct", conv2d_direct, METH_VARARGS,
      "conv2d_direct(x, packed, bias, out, geometry, out_channels, row_begin=0, row_count=-1, program=None)"},
+    {"conv2d_pointwise", conv2d_pointwise, METH_VARARGS,
+     "conv2d_pointwise(x, packed, bias, out, channels, out_channels, m_begin=0, m_count=-1, col_begin=0, "
+     "col_count=-1, program=None, residual=None)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},

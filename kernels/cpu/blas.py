@@ -98,5 +98,4 @@ def bind_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, flops: int):
     parts = _column_blocks(a, b, out, flops)
     if len(parts) == 1:
         return parts[0]
-    run_parts = threads.pool().run_parts
-    return functools.partial(run_parts, parts)
+    return threads.parallel(parts)

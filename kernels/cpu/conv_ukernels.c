@@ -13,6 +13,7 @@
 typedef void (*DepthwiseRows)(float *, int64_t, int64_t, const float *, int64_t, const int64_t *, int64_t,
                               const float *, float);
 typedef void (*DirectRows)(const ConvDirect *, int64_t, int64_t);
+typedef void (*PointwiseCols)(const ConvPointwise *, int64_t, int64_t);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 void conv_depthwise_rows_avx2(float *out, int64_t rows, int64_t out_w, const float *plane, int64_t row_step,
@@ -21,6 +22,8 @@ void conv_direct_rows_avx2(const ConvDirect *p, int64_t row_begin, int64_t row_e
 void conv_depthwise_rows_avx512(float *out, int64_t rows, int64_t out_w, const float *plane, int64_t row_step,
                                 const int64_t *offsets, int64_t taps, const float *w, float start);
 void conv_direct_rows_avx512(const ConvDirect *p, int64_t row_begin, int64_t row_end);
+void conv_pointwise_cols_avx2(const ConvPointwise *p, int64_t col_begin, int64_t col_end);
+void conv_pointwise_cols_avx512(const ConvPointwise *p, int64_t col_begin, int64_t col_end);
 
 /* EDGERT_CPU_ISA=baseline or avx2 caps the build chosen (to test every build on one machine) */
 static int capped(const char *isa) {
@@ -45,14 +48,21 @@ static DepthwiseRows choose_depthwise(void) {
 static DirectRows choose_direct(void) {
     return has_avx512() ? conv_direct_rows_avx512 : has_avx2_fma() ? conv_direct_rows_avx2 : conv_direct_rows_baseline;
 }
+/* the same build as the direct kernel's, so that conv_pointwise_span() == conv_direct_span() */
+static PointwiseCols choose_pointwise(void) {
+    return has_avx512() ? conv_pointwise_cols_avx512 : has_avx2_fma() ? conv_pointwise_cols_avx2
+                                                                      : conv_pointwise_cols_baseline;
+}
 #else
 static DepthwiseRows choose_depthwise(void) { return conv_depthwise_rows_baseline; }
 static DirectRows choose_direct(void) { return conv_direct_rows_baseline; }
+static PointwiseCols choose_pointwise(void) { return conv_pointwise_cols_baseline; }
 #endif
 
 /* the dispatch table, filled on first use (a race fills it twice with the same pointers) */
 static DepthwiseRows chosen_depthwise;
 static DirectRows chosen_direct;
+static PointwiseCols chosen_pointwise;
 
 void conv_depthwise_rows(float *out, int64_t rows, int64_t out_w, const float *plane, int64_t row_step,
                          const int64_t *offsets, int64_t taps, const float *w, float start) {
@@ -65,10 +75,23 @@ void conv_direct_rows(const ConvDirect *p, int64_t row_begin, int64_t row_end) {
     if (row_end > row_begin && p->out_w > 0 && p->out_channels > 0) chosen_direct(p, row_begin, row_end);
 }
 
+void conv_pointwise_cols(const ConvPointwise *p, int64_t col_begin, int64_t col_end) {
+    if (!chosen_pointwise) chosen_pointwise = choose_pointwise();
+    if (col_end > col_begin && p->out_channels > 0 && p->channels > 0) chosen_pointwise(p, col_begin, col_end);
+}
+
+int64_t conv_pointwise_span(void) {
+    if (!chosen_pointwise) chosen_pointwise = choose_pointwise();
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (chosen_pointwise == conv_pointwise_cols_avx512) return 48;
+#endif
+    return 2 * CONV_LANES;
+}
+
 int64_t conv_direct_span(void) {
     if (!chosen_direct) chosen_direct = choose_direct();
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (chosen_direct == conv_direct_rows_avx512) return 32;
+    if (chosen_direct == conv_direct_rows_avx512) return 48;
 #endif
     return 2 * CONV_LANES;
 }

@@ -2,9 +2,10 @@
  * tested natively and cross-compiled for aarch64 under qemu (tests/native/conv_check.c).
  *
  * Both read "tap runs" from padded scratch planes laid out as _native.c's Scratch: for output row oy, kernel tap k
- * reads plane[offsets[k] + oy * row_step + ox] for ox in [0, out_w). They work on one or two vectors of CONV_LANES
- * outputs of a row at a time and may read up to 2 x 16 - 1 floats past the last run (the caller's scratch
- * keeps CONV_READ_SLACK spare floats at its end); those lanes are never written out. */
+ * reads plane[offsets[k] + oy * row_step + ox] for ox in [0, out_w). They work on one to three vectors of CONV_LANES
+ * (AVX-512: 16) outputs of a row at a time and may read up to 16 - 1 floats past the last run, and up to 2 x 16 - 1
+ * past the last depthwise run (the caller's scratch keeps CONV_READ_SLACK spare floats at its end); those lanes are
+ * never written out. */
 #ifndef EDGERT_CONV_UKERNELS_H
 #define EDGERT_CONV_UKERNELS_H
 
@@ -12,6 +13,8 @@
 
 #define CONV_LANES 8          /* the AVX-512 build's vectors hold 16 */
 #define CONV_READ_SLACK 32
+/* every build's vectors divide this many floats: the pointwise kernel reads whole vectors of it from each span's start */
+#define CONV_VECTOR_ALIGN 16
 /* output channels one direct-convolution block computes: the packed weights' last axis */
 #define CONV_BLOCK 8
 
@@ -37,7 +40,26 @@ typedef struct {
 
 void conv_direct_rows(const ConvDirect *p, int64_t row_begin, int64_t row_end);
 
-/* outputs of a row conv_direct_rows computes at once (two vectors of the chosen build) */
+/* A pointwise (1x1, unit-stride) convolution, a matrix product with the weights packed as the direct kernel's:
+ * out[m][col] = bias[m] + sum_c w[m][c] * x[c * x_stride + col] for columns [col_begin, col_end) and output channels
+ * [0, out_channels) (rows out_stride apart). Spans of conv_pointwise_span() columns start at col_begin; each reads
+ * whole vectors, up to the first multiple of CONV_VECTOR_ALIGN columns from its start at or past col_end: the caller
+ * makes sure they are readable (a copy of a row's last few columns: see native_conv.c); the outputs past col_end are
+ * never written. */
+typedef struct {
+    const float *x;
+    int64_t x_stride, channels;
+    const float *packed, *bias;
+    int64_t out_channels, out_stride;
+    float *out;
+} ConvPointwise;
+
+void conv_pointwise_cols(const ConvPointwise *p, int64_t col_begin, int64_t col_end);
+
+/* columns conv_pointwise_cols computes at once (up to three vectors of the chosen build: as conv_direct_span) */
+int64_t conv_pointwise_span(void);
+
+/* outputs of a row conv_direct_rows computes at once (AVX-512: three vectors of 16, else two of 8) */
 int64_t conv_direct_span(void);
 
 /* which build runs: "avx512", "avx2+fma", "baseline" or "neon" */

@@ -20,8 +20,11 @@
 #define CONV_SUFFIX(name) name##_avx512
 #undef CONV_BODY_LANES
 #undef CONV_BODY_GROUP
+#undef CONV_BODY_VECTORS
+#undef CONV_BODY_SPAN
 #define CONV_BODY_LANES 16
 #define CONV_BODY_GROUP 8
+#define CONV_BODY_VECTORS 3
 #define ConvVector ConvVector512
 #include "conv_body.h"
 #if defined(__clang__)

@@ -11,7 +11,10 @@ arithmetic. Here it happens once, at context creation, over the layer's fixed ar
 - other 2-D float32 single-image single-group ones, when it is built: its im2col, then one GEMM; columns
   above PREPARED_COLUMN_BYTES in L2-sized tiles of output rows, each made and multiplied in turn, the tiles
   spread over the worker pool (no layer of this kind falls back to the generic kernel's allocations);
-- pointwise (1x1, no padding): one GEMM of the weights with the input itself (after one strided
+- pointwise (1x1, no padding), float32, single image and group, 16 or more output positions: the native pointwise
+  kernel (_bind_native_pointwise) on the input itself (after one strided copy when strided), the epilogue's
+  activations and residual add fused into it;
+- other pointwise ones: one GEMM of the weights with the input itself (after one strided
   copy when strided), straight into the output;
 - others: the input is copied into scratch laid out so that every kernel tap reads one contiguous
   run per plane; one copy per stride phase gathers the column matrix, one GEMM (one matrix-vector
@@ -63,6 +66,9 @@ TILED_MAX_OUTPUT_CHANNELS = 64
 TILED_MIN_COLUMN_BYTES = 1 << 20
 # the direct kernel's limit on input channels x kernel taps (see _direct_pays)
 DIRECT_MAX_TAPS = 1536
+# pointwise convolutions with fewer output positions (squeeze-excite's 1x1 ones) stay with BLAS: the native kernel's
+# spans of 16-32 columns would be mostly empty
+POINTWISE_MIN_COLUMNS = 16
 
 
 def _bind_product(weights, cols, target, flops):
@@ -93,6 +99,32 @@ def _bias_column(w, bias, workspace):
     m = w.shape[0]
     return workspace.derived((w, bias), "convolution weights, bias column",
                              lambda w, bias: np.concatenate([w.reshape(m, -1), bias.reshape(m, 1)], axis=1))
+
+
+def _bind_native_pointwise(x, w, bias, attrs, inputs, strides, out, workspace):
+    """A single-image, single-group float32 pointwise convolution on the native kernel (native.bind_conv_pointwise:
+    weights packed once, the bias in its accumulators, the epilogue's activations and residual add applied to each
+    column tile in cache), after one strided copy when strided; None where it does not apply or would not pay."""
+    n, c = x.shape[:2]
+    m, positions = out.shape[1], math.prod(out.shape[2:])
+    if n != 1 or out.dtype != np.float32 or positions < POINTWISE_MIN_COLUMNS or not native.direct_span() \
+            or (bias is not None and bias.dtype != np.float32):
+        return None
+    packed = workspace.derived((w,), "convolution weights, direct kernel blocks", native.pack_direct_weights)
+    if packed is None:
+        return None
+    source = x[(Ellipsis,) + tuple(slice(None, None, s) for s in strides)]
+    gather = None
+    if any(s != 1 for s in strides):
+        scratch = workspace.scratch(source.shape, x.dtype)
+        gather = functools.partial(np.copyto, scratch, source)
+        source = scratch
+    records, residual, rest = native.epilogue_program(list(attrs.get("epilogue") or []), inputs, out)
+    bound = native.bind_conv_pointwise(source.reshape(c, positions), packed, bias, out.reshape(m, positions), records,
+                                       None if residual is None else residual.reshape(m, positions))
+    if bound is None:
+        return None
+    return sequence([gather, bound, bind_epilogue({"epilogue": rest}, inputs, out)])
 
 
 def _bind_pointwise(x, w, bias, strides, group, out, workspace):
@@ -322,7 +354,7 @@ def _bind_column_tiles(x, w, bias, folded, params, out, workspace):
             calls += [gather, functools.partial(columns[taps].fill, 1) if folded is not None else None,
                       functools.partial(np.matmul, weights, columns, out=target)]
         parts.append(sequence(calls))
-    calls = [functools.partial(threads.pool().run_parts, parts) if len(parts) > 1 else parts[0]]
+    calls = [threads.parallel(parts)]
     if bias is not None and folded is None:
         calls.append(_bias_add(bias, out))
     return sequence(calls)
@@ -330,15 +362,19 @@ def _bind_column_tiles(x, w, bias, folded, params, out, workspace):
 
 def _direct_pays(x, w, out, strides=(1, 1), dilations=(1, 1)) -> bool:
     """Whether the native direct kernel beats im2col + GEMM for this layer. It computes rows of an output plane a span
-    of 16 or 32 outputs at a time (native.direct_span), so a row narrower than the span wastes lanes, unless the
+    of 16 or 48 outputs at a time (native.direct_span; a row's last span only the vectors of 8 or 16 it needs), so a
+    row narrower than the span wastes lanes, unless the
     strides are 1: then a tile of rows is one flat run over the padded input rows, wasting only their padding
     columns. Measured on one AVX-512 core against OpenBLAS (2026-12-05): rows filling >= 80 % of their spans win
     1.1-2.6x at any channel count (64->64 at 56x56 1.63 vs 2.21 ms, 64->144 at 80x80 7.0 vs 7.8 ms), as do
     few-input-channel layers (the 3->16 stride-2 stem at 640: 0.95 vs 2.4 ms) down to 60 %; 40-wide rows of 128
     or more channels lose as rows (4.1 vs 3.8 ms) and win as flat runs (2.9 vs 3.8 ms). The kernel takes input
     channels in blocks of 576 taps (one span's inputs stay in L1), and still GEMM is as fast or faster from 256
-    input channels of 3x3 up (256->256 at 20x20: 8.1 vs 7.4 ms; 160->160 at 40x40: direct 8.3 vs 9.6 ms)."""
-    span = native.direct_span()
+    input channels of 3x3 up (256->256 at 20x20: 8.1 vs 7.4 ms; 160->160 at 40x40: direct 8.3 vs 9.6 ms). These
+    thresholds were measured with AVX-512 spans of 32 (two vectors); three vectors (2026-12-06) made the kernel 10-14 %
+    faster (64->64 3x3 at 40x40: 128 -> 146 GFLOP/s on one core), so they err towards GEMM."""
+    # measured with spans of 32; AVX-512's spans of 48 end a row with only the vectors it needs, so waste no more
+    span = min(native.direct_span(), 32)
     if not span or x.ndim != 4 or math.prod(w.shape[1:]) > DIRECT_MAX_TAPS:
         return False
     width = out.shape[3]
@@ -382,6 +418,10 @@ def prepare_convolution(attrs, inputs, outputs, workspace):
     if any(p < 0 for p in begins + ends):
         return None
     if all(k == 1 for k in kernel) and not any(begins) and not any(ends):
+        if group == 1 and x.ndim >= 3:
+            bound = _bind_native_pointwise(x, w, bias, attrs, inputs, strides, out, workspace)
+            if bound is not None:
+                return bound
         main = _bind_pointwise(x, w, bias, strides, group, out, workspace)
     else:
         depthwise = group == x.shape[1] == out.shape[1] and group > 1

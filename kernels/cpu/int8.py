@@ -9,6 +9,10 @@ partial sum stays below 2^53), the bias added as int32 at scale s_x * s_c, the a
 to int32, requantized by s_x * s_c to float, the fused epilogue applied, and the result saturated to
 int8 at ``output_scale``. Other kinds quantize their inputs, compute wide and saturate the output.
 
+Plans built with int8 codes (``edgert.int8_codes``) hand these kernels int8 tensors: an int8 input is read as
+the codes it holds (the very codes quantizing its dequantized values gives), and an int8 output receives the
+codes instead of their dequantized values. ``reformat_codes`` is the quantize / dequantize Reformat layer.
+
 ``kernel_for(kind, attrs, device)`` is what the runtime calls to pick a layer's kernel.
 """
 
@@ -43,6 +47,22 @@ def quantize_codes(x: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, np.float64) / scale), INT8_MIN, INT8_MAX)
 
 
+def input_codes(x: np.ndarray, scale: float) -> np.ndarray:
+    """The codes of an activation input as float64: an int8 tensor holds them, a float one is quantized."""
+    if x.dtype == np.int8:
+        return x.astype(np.float64)
+    return quantize_codes(x, scale)
+
+
+def reformat_codes(attrs, inputs, outputs):
+    """Quantize a float tensor to int8 codes, or dequantize codes, at ``attrs["scale"]``."""
+    x, out, scale = inputs[0], outputs[0], float(attrs["scale"])
+    if out.dtype == np.int8:
+        np.copyto(out, input_codes(x, scale), casting="unsafe")
+    else:
+        np.copyto(out, x.astype(np.float64) * scale, casting="unsafe")
+
+
 def weight_codes(w: np.ndarray, axis: int, scales) -> tuple[np.ndarray, np.ndarray]:
     """(codes, per-channel scales) of a symmetric per-output-channel quantization (range +-127)."""
     w = np.asarray(w, np.float64)
@@ -57,7 +77,8 @@ def weight_codes(w: np.ndarray, axis: int, scales) -> tuple[np.ndarray, np.ndarr
 
 
 def _saturate_out(values: np.ndarray, out: np.ndarray, scale: float) -> None:
-    np.copyto(out, quantize_codes(values, scale) * scale, casting="unsafe")
+    codes = quantize_codes(values, scale)
+    np.copyto(out, codes if out.dtype == np.int8 else codes * scale, casting="unsafe")
 
 
 def _wide_inputs(attrs: dict, inputs, skip=()) -> list:
@@ -65,10 +86,11 @@ def _wide_inputs(attrs: dict, inputs, skip=()) -> list:
     scales = attrs["int8"].get("input_scales") or []
     wide = []
     for slot, x in enumerate(inputs):
-        if x is None or x.dtype.kind != "f" or slot in skip or slot >= len(scales) or not scales[slot]:
+        quantized = x is not None and (x.dtype.kind == "f" or x.dtype == np.int8)
+        if not quantized or slot in skip or slot >= len(scales) or not scales[slot]:
             wide.append(None if x is None else np.asarray(x, np.float64) if x.dtype.kind == "f" else x)
         else:
-            wide.append(quantize_codes(x, float(scales[slot])) * float(scales[slot]))
+            wide.append(input_codes(x, float(scales[slot])) * float(scales[slot]))
     return wide
 
 
@@ -86,7 +108,7 @@ def _plain(attrs: dict) -> dict:
 def convolution(attrs, inputs, outputs):
     spec = attrs["int8"]
     x_scale = float(spec["input_scales"][0])
-    x_q = quantize_codes(inputs[0], x_scale)
+    x_q = input_codes(inputs[0], x_scale)
     w_q, w_scales = weight_codes(inputs[1], 0, spec.get("weight_scales"))
     acc = np.empty(outputs[0].shape, np.float64)
     bias = inputs[2] if len(inputs) > 2 else None
@@ -99,7 +121,7 @@ def convolution(attrs, inputs, outputs):
 def matrix_multiply(attrs, inputs, outputs):
     spec = attrs["int8"]
     x_scale = float(spec["input_scales"][0])
-    x_q = quantize_codes(inputs[0], x_scale)
+    x_q = input_codes(inputs[0], x_scale)
     w_q, w_scales = weight_codes(inputs[1], 0 if attrs.get("trans_b") else 1, spec.get("weight_scales"))
     acc = np.empty(outputs[0].shape, np.float64)
     lookup(LayerKind.MATRIX_MULTIPLY)(_plain(attrs), [x_q, w_q], [acc])
@@ -117,7 +139,7 @@ def _requantize(attrs: dict, inputs, acc: np.ndarray, rescale: np.ndarray, out: 
 def _generic(kind: LayerKind):
     def kernel(attrs, inputs, outputs):
         wide = _wide_inputs(attrs, inputs)
-        temps = [np.empty(o.shape, np.float64) if o.dtype.kind == "f" else o for o in outputs]
+        temps = [np.empty(o.shape, np.float64) if o.dtype.kind == "f" or o.dtype == np.int8 else o for o in outputs]
         lookup(kind)(_plain(attrs), wide, temps)
         _epilogue(attrs, wide, temps[0])
         for out, temp in zip(outputs, temps):

@@ -1,5 +1,5 @@
-"""The native CPU kernels (``_native.c``, ``native_conv.c``, ``conv_ukernels.c``, ``pointwise_ukernels.c``): depthwise
-and direct convolution, windowed 2-D pooling, the im2col of 2-D convolutions (whole or by output-row tiles), fused
+"""The native CPU kernels (``_native.c``, ``native_conv.c``, ``conv_ukernels.c``, ``pointwise_ukernels.c``): depthwise,
+direct and pointwise (1x1) convolution, windowed 2-D pooling, the im2col of 2-D convolutions (whole or by output-row tiles), fused
 per-element programs and the LSTM time loop, over float32.
 
 NumPy has no formulation of the first three that is not several times slower than their arithmetic (each
@@ -35,7 +35,7 @@ except ImportError as error:   # not built: no C compiler at install, or a sourc
 
 ENV_SWITCH = "EDGERT_CPU_NATIVE"
 DIRECT_SWITCH = "EDGERT_CPU_DIRECT"
-KERNELS = ("depthwise convolution", "direct convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
+KERNELS = ("depthwise convolution", "direct convolution", "pointwise (1x1) convolution", "2-D max/average pooling", "im2col of 2-D convolutions",
            "fused per-element programs (GELU, SiLU, HardSwish, Mish, sigmoid/tanh chains)", "softmax", "layer normalization",
            "LSTM time loop")
 
@@ -66,7 +66,7 @@ def _split_by_planes(call, planes: int, work: int, shrinking_over_input: bool):
     if workers == 1 or work < PARALLEL_MIN_WORK or shrinking_over_input:
         return functools.partial(call, 0, planes)
     parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 def _shrinking_over_input(x, out) -> bool:
@@ -151,11 +151,11 @@ def pack_direct_weights(w: np.ndarray) -> np.ndarray:
 
 
 def direct_span() -> int:
-    """Outputs of a row the direct kernel computes at once (two vectors: 32 with AVX-512, else 16), 0 without it
-    (or with EDGERT_CPU_DIRECT=0, to compare it with im2col + GEMM)."""
+    """Outputs of a row the direct (and pointwise) kernel computes at once (three vectors of 16 with AVX-512: 48, else
+    two of 8: 16), 0 without it (or with EDGERT_CPU_DIRECT=0, to compare both with im2col + GEMM and BLAS products)."""
     if not enabled() or os.environ.get(DIRECT_SWITCH, "1") == "0":
         return 0
-    return 32 if _native.conv_isa() == "avx512" else 16
+    return 48 if _native.conv_isa() == "avx512" else 16
 
 
 def activation_program(activations: list) -> bytes | None:
@@ -182,7 +182,68 @@ def bind_conv_direct(x, packed, bias, out, params, program: bytes | None = None)
     # parts of a few rows, dealt as they come: a worker that another process delays holds up less of the layer
     ranges = threads.split(rows, max(workers, rows // DIRECT_ROWS_PER_PART))
     parts = [functools.partial(call, lo, hi - lo, program) for lo, hi in ranges]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
+
+
+# multiply-adds below which a pointwise convolution runs on the calling thread (waking a worker costs ~5 µs and a
+# worker delayed by another process holds up the layer), and its columns per part when split by columns
+POINTWISE_PARALLEL_WORK = 1 << 21
+POINTWISE_TILE_COLUMNS = 256   # native_conv.c's tile: parts split by columns start on tile boundaries
+
+
+def epilogue_program(steps: list, inputs: list, out) -> tuple[bytes | None, object, list]:
+    """(records, residual, rest): the leading epilogue steps (epilogue.py) as a per-element program over the output
+    (register 0) and at most one residual (register 1: an added input of the output's shape apart from it), for a
+    kernel that applies it to each tile in cache (conv2d_pointwise); ``rest`` are the steps it does not cover."""
+    covered, residual = [], None
+    for step in steps:
+        if step["op"] == "add" and residual is None:
+            other = inputs[step["input"]]
+            if not (_fits(other) and other.shape == out.shape) or np.may_share_memory(other, out):
+                break
+            residual = other
+        elif step["op"] != "activation":
+            break
+        covered.append(step)
+    first_result = 1 if residual is None else 2   # results are numbered after the inputs
+    program, current = [], 0
+    for step in covered:
+        if step["op"] == "activation":
+            program.append({"kind": "Activation", "attrs": step, "args": [current]})
+        else:
+            program.append({"kind": "ElementWise", "attrs": {"op": "sum"}, "args": [current, 1]})
+        current = first_result + len(program) - 1
+    records = encode_program(program) if program else None
+    if program and records is None:
+        return None, None, list(steps)
+    return records, residual, list(steps[len(covered):])
+
+
+def bind_conv_pointwise(x, packed, bias, out, program: bytes | None = None, residual=None):
+    """out (M, P) = activations(packed (from pack_direct_weights of (M, C) weights) @ x (C, P) + bias [+ residual])
+    for float32 arrays, ``program`` from epilogue_program applied to each tile of columns in cache; split over the
+    worker pool by columns (wide outputs) or output-channel blocks when the work deserves it. None when the module
+    is off or the arrays do not fit."""
+    if not enabled() or x.ndim != 2 or out.ndim != 2 or not _fits(x, packed, bias, out, residual) \
+            or x.shape[1] != out.shape[1] or np.may_share_memory(x, out):
+        return None
+    (channels, columns), out_channels = x.shape, out.shape[0]
+    call = functools.partial(_native.conv2d_pointwise, x, packed, bias, out, channels, out_channels)
+    workers = threads.thread_count()
+    if workers == 1 or out_channels * channels * columns < POINTWISE_PARALLEL_WORK:
+        return functools.partial(call, 0, out_channels, 0, columns, program, residual)
+    tiles = -(-columns // POINTWISE_TILE_COLUMNS)
+    blocks = -(-out_channels // CONV_BLOCK)
+    if tiles >= 2 * workers or tiles >= blocks:
+        parts = [functools.partial(call, 0, out_channels, lo * POINTWISE_TILE_COLUMNS,
+                                   min(columns, hi * POINTWISE_TILE_COLUMNS) - lo * POINTWISE_TILE_COLUMNS, program,
+                                   residual) for lo, hi in threads.split(tiles, workers)]
+    else:
+        parts = [functools.partial(call, lo * CONV_BLOCK, min(out_channels, hi * CONV_BLOCK) - lo * CONV_BLOCK, 0,
+                                   columns, program, residual) for lo, hi in threads.split(blocks, workers)]
+    if len(parts) == 1:
+        return parts[0]
+    return threads.parallel(parts)
 
 
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
@@ -245,7 +306,7 @@ def bind_program(program: list, inputs: list, out):
         return call
     parts = [functools.partial(call, lo, min(out.size, lo + POINTWISE_PART_ELEMENTS) - lo)
              for lo in range(0, out.size, POINTWISE_PART_ELEMENTS)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 def lstm_steps(projection, r_t, h, c, y, direction: int, reverse: bool) -> None:
@@ -280,7 +341,7 @@ def bind_softmax(x, out, axes: tuple):
     if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
         return call
     parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)
 
 
 def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
@@ -304,4 +365,4 @@ def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
     if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
         return call
     parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return functools.partial(threads.pool().run_parts, parts)
+    return threads.parallel(parts)

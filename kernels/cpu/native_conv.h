@@ -52,6 +52,7 @@ NATIVE_INTERNAL void fill_rows(const Geometry *g, const Scratch *s, const float 
                                int64_t end_row);
 
 PyObject *conv2d_direct(PyObject *self, PyObject *args);
+PyObject *conv2d_pointwise(PyObject *self, PyObject *args);
 PyObject *native_conv_isa(PyObject *self, PyObject *unused);
 
 #endif

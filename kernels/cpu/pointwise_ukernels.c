@@ -1,6 +1,6 @@
 /* Fused per-element programs over float32: the baseline build of pointwise_body.h, and the dispatch table
- * filled once from the CPU's features (x86-64: the AVX2+FMA build of pointwise_ukernels_avx2.c where cpuid
- * says so; aarch64: NEON is the baseline, so the one build is the vector one). Pure C, no Python: tests/native/
+ * filled once from the CPU's features (x86-64: the AVX-512 or AVX2+FMA build of pointwise_ukernels_avx2.c where
+ * cpuid says so; aarch64: NEON is the baseline, so the one build is the vector one). Pure C, no Python: tests/native/
  * cross-compiles it for aarch64 and runs it under qemu. */
 #include "pointwise_ukernels.h"
 
@@ -15,23 +15,41 @@ typedef void (*LstmSteps)(const float *, const float *, float *, float *, float 
                           int, float *);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-void pointwise_run_avx2(const PointwiseInstruction *program, int count, const float *const *inputs,
-                        const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);
-void softmax_rows_avx2(const float *x, float *out, int64_t rows, int64_t cols);
-void layernorm_rows_avx2(const float *x, float *out, int64_t rows, int64_t cols, const float *scale,
-                         const float *bias, float epsilon);
+#include <stdlib.h>
+#include <string.h>
+
+#define DECLARE_BUILD(isa)                                                                                          \
+    void pointwise_run_##isa(const PointwiseInstruction *program, int count, const float *const *inputs,            \
+                             const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);    \
+    void softmax_rows_##isa(const float *x, float *out, int64_t rows, int64_t cols);                                \
+    void layernorm_rows_##isa(const float *x, float *out, int64_t rows, int64_t cols, const float *scale,           \
+                              const float *bias, float epsilon);                                                    \
+    void lstm_steps_##isa(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,  \
+                          int64_t steps, int64_t batch, int64_t hidden, int reverse, float *gates);
+DECLARE_BUILD(avx2)
+DECLARE_BUILD(avx512)
+
+/* EDGERT_CPU_ISA=baseline or avx2 caps the build chosen (to test every build on one machine), as for convolutions */
+static int capped(const char *isa) {
+    const char *cap = getenv("EDGERT_CPU_ISA");
+    return cap != NULL && (strcmp(cap, "baseline") == 0 || (strcmp(cap, "avx2") == 0 && strcmp(isa, "avx512") == 0));
+}
 
 static int has_avx2_fma(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !capped("avx2");
 }
 
-void lstm_steps_avx2(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,
-                     int64_t steps, int64_t batch, int64_t hidden, int reverse, float *gates);
-static LstmSteps choose_lstm(void) { return has_avx2_fma() ? lstm_steps_avx2 : lstm_steps_baseline; }
-static PointwiseRun choose(void) { return has_avx2_fma() ? pointwise_run_avx2 : pointwise_run_baseline; }
-static SoftmaxRows choose_softmax(void) { return has_avx2_fma() ? softmax_rows_avx2 : softmax_rows_baseline; }
-static LayernormRows choose_layernorm(void) { return has_avx2_fma() ? layernorm_rows_avx2 : layernorm_rows_baseline; }
+static int has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && has_avx2_fma() && !capped("avx512");
+}
+
+#define CHOOSE(name) (has_avx512() ? name##_avx512 : has_avx2_fma() ? name##_avx2 : name##_baseline)
+static LstmSteps choose_lstm(void) { return CHOOSE(lstm_steps); }
+static PointwiseRun choose(void) { return CHOOSE(pointwise_run); }
+static SoftmaxRows choose_softmax(void) { return CHOOSE(softmax_rows); }
+static LayernormRows choose_layernorm(void) { return CHOOSE(layernorm_rows); }
 #else
 static PointwiseRun choose(void) { return pointwise_run_baseline; }
 static LstmSteps choose_lstm(void) { return lstm_steps_baseline; }
@@ -68,7 +86,7 @@ const char *pointwise_isa(void) {
 #if defined(__aarch64__)
     return "neon";   /* aarch64's baseline */
 #else
-    return chosen == pointwise_run_baseline ? "baseline" : "avx2+fma";
+    return chosen == pointwise_run_baseline ? "baseline" : chosen == pointwise_run_avx2 ? "avx2+fma" : "avx512";
 #endif
 }
 

@@ -39,7 +39,7 @@ void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, cons
 void lstm_steps(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,
                 int64_t steps, int64_t batch, int64_t hidden, int reverse, float *gates);
 
-/* which build runs: "avx2+fma" or "baseline" (the dispatch table is filled on first use) */
+/* which build runs: "avx512", "avx2+fma", "baseline" or "neon" (the dispatch table is filled on first use) */
 const char *pointwise_isa(void);
 
 /* 0 when the program is well formed for input_count inputs, else -1 */

@@ -7,6 +7,14 @@ core instructions emulated by their documented fragment layouts) into a shared l
 ``edgert.runtime.cuda``, with host memory standing in for device memory, so whole plans run
 through the real runtime code: launch specs, parameter packing, arena offsets, graph replay.
 Slow (every thread is a fiber): meant for small shapes.
+
+Streams and events are modelled for plans with auxiliary streams: a captured graph keeps each stream's
+operations in issue order, and replay interleaves the streams by a policy (``interleave=``): ``"fifo"``
+(issue order), ``"low"`` / ``"high"`` (the runnable stream of the lowest / highest number first: each stream
+runs as far ahead of the others as its waits allow) or ``"random:SEED"``. An operation runs only after every earlier one of
+its stream, and a wait only after the event's matching record ran, as on a GPU; so a missing wait shows
+up as a wrong result under some policy (a wait that could never be met would be a DeviceError). Outside capture every
+operation runs when issued (issue order is one valid interleaving).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -92,13 +101,38 @@ class _Function:
         self.lib = lib
 
 
+class _Stream:
+    def __init__(self, index: int):
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"stream {self.index}"
+
+
+class _SyncEvent:
+    """An ordering event: ``issued`` counts records issued (captured), ``done`` records that ran (replay)."""
+
+    def __init__(self):
+        self.issued = 0
+        self.done = 0
+
+
+_POLICIES = ("fifo", "low", "high", "random")
+
+
 class EmulatedDriver:
     """The runtime's driver interface over host memory and emulated kernels."""
 
     name = "emulator"
 
-    def __init__(self, arch: str = "sm_90"):
+    def __init__(self, arch: str = "sm_90", interleave: str = "fifo"):
         self._arch = arch
+        policy = interleave.split(":")[0]
+        if policy not in _POLICIES or (policy == "random") != (":" in interleave):
+            raise EdgeRTError(f"interleave {interleave!r}: expected fifo, low, high or random:SEED")
+        self.interleave = interleave
+        self._streams = 0
+        self._captured: list | None = None
 
     def arch(self) -> str:
         return self._arch
@@ -136,24 +170,75 @@ class EmulatedDriver:
         ctypes.memset(ptr, value, nbytes)
 
     def stream(self):
-        return None
+        self._streams += 1
+        return _Stream(self._streams)
 
     def synchronize(self, stream=None) -> None:
         return None
 
     def launch(self, function: _Function, grid, block, smem: int, params, stream=None) -> None:
+        if self._captured is not None:
+            self._captured.append(("launch", stream, (function, grid, block, smem, params)))
+            return
+        self._run_launch(function, grid, block, smem, params)
+
+    def capture(self, stream, run):
+        """The operations issued by ``run`` (launches, event records and waits), per stream in issue order."""
+        self._captured = []
+        try:
+            run(self.launch)
+            return self._captured
+        finally:
+            self._captured = None
+
+    def replay(self, graph, stream=None) -> None:
+        queues: dict = {}
+        for order, (op, on, payload) in enumerate(graph):
+            queues.setdefault(on, []).append((order, op, payload))
+        rank = {on: getattr(on, "index", 0) for on in queues}   # stream numbers, in creation order
+        for op, _, payload in graph:
+            if op == "record":
+                payload[0].done = 0
+        rng = random.Random(int(self.interleave.split(":")[1])) if ":" in self.interleave else None
+        heads = {on: 0 for on in queues}
+        while True:
+            ready = [on for on, queue in queues.items() if heads[on] < len(queue) and self._runnable(queue[heads[on]])]
+            if not ready:
+                break
+            if rng is not None:
+                on = rng.choice(sorted(ready, key=rank.get))
+            elif self.interleave == "fifo":
+                on = min(ready, key=lambda s: queues[s][heads[s]][0])
+            else:
+                on = (min if self.interleave == "low" else max)(ready, key=rank.get)
+            _, op, payload = queues[on][heads[on]]
+            heads[on] += 1
+            if op == "launch":
+                self._run_launch(*payload)
+            elif op == "record":
+                event, sequence = payload
+                event.done = max(event.done, sequence)
+        stuck = [on for on, queue in queues.items() if heads[on] < len(queue)]
+        if stuck:
+            raise DeviceError(f"CUDA graph deadlock: {', '.join(map(str, stuck))} wait for events never recorded")
+
+    @staticmethod
+    def _runnable(item) -> bool:
+        _, op, payload = item
+        return op != "wait" or payload[0].done >= payload[1]
+
+    def _run_launch(self, function, grid, block, smem, params) -> None:
         rc = function.fn(*[int(g) for g in grid], *[int(b) for b in block], ctypes.c_void_p(params.buffer_ptr))
         if rc != 0:
             raise DeviceError(f"kernel {function.name}: {function.lib.emu_error().decode()}")
 
-    def capture(self, stream, run):
-        calls = []
-        run(lambda *args: calls.append(args))
-        return calls
+    # ordering events between streams: recorded and waited for in captured graphs (see the module doc)
+    def sync_event(self) -> _SyncEvent:
+        return _SyncEvent()
 
-    def replay(self, graph, stream=None) -> None:
-        for args in graph:
-            self.launch(*args)
+    def wait_event(self, stream, event: _SyncEvent) -> None:
+        if self._captured is not None:
+            self._captured.append(("wait", stream, (event, event.issued)))
 
     # device arrays for execute_async: NumPy arrays stand in for them
     def array_ptr(self, array) -> int:
@@ -166,7 +251,14 @@ class EmulatedDriver:
     def event(self) -> list:
         return [None]
 
-    def record(self, event: list, stream=None) -> None:
+    def record(self, event, stream=None) -> None:
+        if isinstance(event, _SyncEvent):
+            event.issued += 1
+            if self._captured is not None:
+                self._captured.append(("record", stream, (event, event.issued)))
+            else:
+                event.done = event.issued
+            return
         event[0] = time.perf_counter()
 
     def elapsed_ms(self, start: list, end: list) -> float:

@@ -41,6 +41,9 @@ for _kind in DLA_KINDS:
 @register(LayerKind.REFORMAT, device="dla")
 def reformat(attrs, inputs, outputs):
     x, out = inputs[0], outputs[0]
+    if attrs.get("to_dtype"):   # int8 codes on the GPU / CPU (edgert.int8_codes), not a device boundary
+        from edgert.kernels.cpu.int8 import reformat_codes
+        return reformat_codes(attrs, inputs, outputs)
     to_dla = str(attrs.get("to_device", "")).startswith("dla")
     if to_dla and attrs.get("to_precision") == "int8" and attrs.get("scale"):
         np.copyto(out, quantize(x, float(attrs["scale"])), casting="unsafe")

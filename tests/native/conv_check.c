@@ -1,7 +1,7 @@
 /* Checks kernels/cpu/conv_ukernels.c without Python: the direct convolution and the depthwise rows over padded planes
  * (built here the way _native.c's scratch lays them out for unit column strides) against a double-precision loop, for
  * widths below, at and past the vector spans, output channels not a multiple of the block, strides 1-2, dilation,
- * 2x2 / 3x3 / 5x5 kernels, with and without bias, row ranges. Built and run by tests/test_cpu_native_aarch64.py on the
+ * 2x2 / 3x3 / 5x5 kernels, with and without bias, row ranges; and the pointwise (1x1) kernel over column ranges. Built and run by tests/test_cpu_native_aarch64.py on the
  * host and, cross-compiled, under qemu-aarch64 (the NEON build). Prints one line per failing case and exits 1 when any
  * fails, else prints the ISA and "ok". */
 #include <math.h>
@@ -107,6 +107,40 @@ static int check_direct(const Case *c, int with_bias) {
     return failed;
 }
 
+/* the pointwise kernel: x (channels, columns) read in whole spans (a copy with CONV_READ_SLACK spare floats), two
+ * column ranges (the second starting mid-row at a span boundary), with and without bias, partial sums across the
+ * 256-channel blocks */
+static int check_pointwise(int channels, int columns, int out_channels, int with_bias) {
+    int blocks = (out_channels + CONV_BLOCK - 1) / CONV_BLOCK;
+    float *x = calloc((size_t)channels * columns + CONV_READ_SLACK, sizeof(float));
+    float *w = malloc(sizeof(float) * out_channels * channels), *bias = malloc(sizeof(float) * out_channels);
+    float *packed = calloc((size_t)blocks * channels * CONV_BLOCK, sizeof(float));
+    float *out = malloc(sizeof(float) * out_channels * columns);
+    double *want = malloc(sizeof(double) * out_channels * columns);
+    for (int i = 0; i < channels * columns; ++i) x[i] = value(i, 3.5);
+    for (int m = 0; m < out_channels; ++m) {
+        bias[m] = value(m, 4.5);
+        for (int c = 0; c < channels; ++c) {
+            w[m * channels + c] = value(m * channels + c, 5.5);
+            packed[((m / CONV_BLOCK) * channels + c) * CONV_BLOCK + m % CONV_BLOCK] = w[m * channels + c];
+        }
+    }
+    ConvPointwise p = {x, columns, channels, packed, with_bias ? bias : NULL, out_channels, columns, out};
+    int64_t split = columns / 2 / conv_pointwise_span() * conv_pointwise_span();
+    conv_pointwise_cols(&p, 0, split);
+    conv_pointwise_cols(&p, split, columns);
+    for (int m = 0; m < out_channels; ++m)
+        for (int col = 0; col < columns; ++col) {
+            double sum = with_bias ? bias[m] : 0.0;
+            for (int c = 0; c < channels; ++c) sum += (double)w[m * channels + c] * x[c * columns + col];
+            want[m * columns + col] = sum;
+        }
+    Case c = {channels, 1, columns, out_channels, 1, 1, 1, 0};
+    int failed = compare(with_bias ? "pointwise+bias" : "pointwise", &c, out, want, (int64_t)out_channels * columns);
+    free(x), free(w), free(bias), free(packed), free(out), free(want);
+    return failed;
+}
+
 int main(void) {
     const Case cases[] = {
         {3, 20, 37, 16, 3, 2, 1, 1}, {16, 9, 16, 24, 3, 1, 1, 1}, {5, 7, 7, 7, 5, 1, 1, 2}, {4, 11, 45, 9, 3, 1, 2, 2},
@@ -116,6 +150,10 @@ int main(void) {
     int failures = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
         for (int with_bias = 0; with_bias < 2; ++with_bias) failures += check_direct(&cases[i], with_bias);
+    const int pointwise[][3] = {{16, 49, 96}, {3, 5, 7}, {24, 100, 13}, {300, 70, 20}, {8, 64, 8}, {260, 33, 9}};
+    for (size_t i = 0; i < sizeof pointwise / sizeof pointwise[0]; ++i)
+        for (int with_bias = 0; with_bias < 2; ++with_bias)
+            failures += check_pointwise(pointwise[i][0], pointwise[i][1], pointwise[i][2], with_bias);
     printf("%s %s\n", conv_isa(), failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

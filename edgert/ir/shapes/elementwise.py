@@ -21,10 +21,18 @@ def broadcast(node, *shapes) -> tuple[int, ...]:
                          f"{' and '.join(str(tuple(s)) for s in shapes)} do not broadcast") from None
 
 
-@shape_rule(LayerKind.ACTIVATION, LayerKind.IDENTITY, LayerKind.REFORMAT)
+@shape_rule(LayerKind.ACTIVATION, LayerKind.IDENTITY)
 def same_as_input(node):
     x = node.inputs[0]
     return [(x.dtype, x.shape)]
+
+
+@shape_rule(LayerKind.REFORMAT)
+def reformat(node):
+    """A Reformat keeps its input's type unless it quantizes to / dequantizes from int8 codes (``to_dtype``)."""
+    x = node.inputs[0]
+    to_dtype = node.attrs.get("to_dtype")
+    return [(DataType(to_dtype) if to_dtype is not None else x.dtype, x.shape)]
 
 
 @shape_rule(LayerKind.UNARY)

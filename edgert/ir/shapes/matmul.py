@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgert.errors import ShapeError
+from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import shape_rule
 from edgert.ir.shapes.elementwise import broadcast
@@ -30,7 +31,8 @@ def matmul_shape(node, a_shape, b_shape) -> tuple[int, ...]:
 @shape_rule(LayerKind.MATRIX_MULTIPLY)
 def matrix_multiply(node):
     a, b = node.inputs[:2]  # further inputs feed the fused epilogue (residual / bias adds)
-    if a.dtype != b.dtype:
+    codes_by_weights = a.dtype == DataType.INT8 and b.is_const and b.dtype == DataType.FLOAT  # edgert.int8_codes
+    if a.dtype != b.dtype and not codes_by_weights:
         raise ShapeError(f"layer {node.name!r}: matrix multiply of mismatched types {a.dtype.value} and "
                          f"{b.dtype.value}")
     a_shape = _transposed(a.shape, node.attrs.get("trans_a", False))

@@ -1,0 +1,118 @@
+"""Single convolution layers (with their activation) on the CPU: edgert with its native convolution kernels, edgert
+with them off (``EDGERT_CPU_DIRECT=0``: im2col / BLAS products) and onnxruntime, interleaved in one process, medians.
+
+    python benchmarks/cpu_layers.py [--threads 1] [--reps 200] [--only NAME ...]
+
+The layers are the shapes that dominate the issue-16 models (MobileNet-v3 expand/project 1x1 convolutions, YOLO's
+C2f 1x1 and 3x3 convolutions, the 96->24 3x3 one on 80x80).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+# name: (input channels, output channels, size, kernel, stride, activation, residual[, depthwise])
+LAYERS = {
+    "pw 16->72 @56 relu": (16, 72, 56, 1, 1, "Relu", False),
+    "pw 72->24 @28": (72, 24, 28, 1, 1, None, False),
+    "pw 24->96 @28 hswish": (24, 96, 28, 1, 1, "HardSwish", False),
+    "pw 240->40 @14 +res": (240, 40, 14, 1, 1, None, True),
+    "pw 40->240 @14 hswish": (40, 240, 14, 1, 1, "HardSwish", False),
+    "pw 96->576 @7 hswish": (96, 576, 7, 1, 1, "HardSwish", False),
+    "pw 576->96 @7 +res": (576, 96, 7, 1, 1, None, True),
+    "pw 32->32 @80 silu": (32, 32, 80, 1, 1, "Silu", False),
+    "pw 64->64 @40 silu": (64, 64, 40, 1, 1, "Silu", False),
+    "pw 192->64 @40 silu": (192, 64, 40, 1, 1, "Silu", False),
+    "pw 512->256 @10 silu": (512, 256, 10, 1, 1, "Silu", False),
+    "pw 128->256 @20 s2": (128, 256, 40, 1, 2, None, False),
+    "3x3 96->24 @80": (96, 24, 80, 3, 1, None, False),
+    "3x3 64->64 @40 silu": (64, 64, 40, 3, 1, "Silu", False),
+    "3x3 16->32 @160 s2 silu": (16, 32, 160, 3, 2, "Silu", False),
+    "dw 3x3 16 @112 s2 relu": (16, 16, 112, 3, 2, "Relu", False, True),
+    "dw 3x3 72 @56 s2 relu": (72, 72, 56, 3, 2, "Relu", False, True),
+    "dw 5x5 96 @28 s2 hswish": (96, 96, 28, 5, 2, "HardSwish", False, True),
+    "dw 5x5 240 @14 hswish": (240, 240, 14, 5, 1, "HardSwish", False, True),
+    "dw 5x5 576 @7 hswish": (576, 576, 7, 5, 1, "HardSwish", False, True),
+}
+
+
+def layer_model(cin, cout, size, kernel, stride, activation, residual, depthwise=False):
+    rng = np.random.default_rng(0)
+    group = cin if depthwise else 1
+    w = (rng.standard_normal((cout, cin // group, kernel, kernel)) * np.sqrt(2 / (cin // group * kernel * kernel))) \
+        .astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) * 0.1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[kernel] * 2, strides=[stride] * 2,
+                              pads=[kernel // 2] * 4, group=group)]
+    out = "y"
+    if activation == "Silu":
+        nodes += [helper.make_node("Sigmoid", ["y"], ["s"]), helper.make_node("Mul", ["y", "s"], ["a"])]
+        out = "a"
+    elif activation:
+        nodes.append(helper.make_node(activation, ["y"], ["a"]))
+        out = "a"
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, size, size])]
+    osize = (size - 1) // stride + 1
+    if residual:
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, cout, osize, osize]))
+        nodes.append(helper.make_node("Add", [out, "r"], ["z"]))
+        out = "z"
+    graph = helper.make_graph(nodes, "layer", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--only", nargs="*")
+    args = parser.parse_args()
+    os.environ["EDGERT_CPU_THREADS"] = str(args.threads)
+    import onnxruntime as ort
+
+    import edgert
+    from edgert.kernels.cpu import native
+    print(f"# {args.threads} thread(s), medians of {args.reps} interleaved runs, µs; edgert: {native.status()}")
+    print("| layer | edgert native | edgert off | ort | native / ort | native / off |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, spec in LAYERS.items():
+        if args.only and name not in args.only:
+            continue
+        model = layer_model(*spec)
+        engine = edgert.load(edgert.build(model))
+        rng = np.random.default_rng(1)
+        feeds = {b.name: rng.standard_normal(b.shape).astype(np.float32) for b in engine.inputs}
+        on = engine.create_execution_context()
+        os.environ[native.DIRECT_SWITCH] = "0"
+        off = engine.create_execution_context()
+        del os.environ[native.DIRECT_SWITCH]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        runs = {"on": on.execute, "off": off.execute, "ort": lambda f: session.run(None, f)}
+        times = {key: [] for key in runs}
+        for _ in range(5):
+            for run in runs.values():
+                run(feeds)
+        for _ in range(args.reps):
+            for key, run in runs.items():
+                started = time.perf_counter()
+                run(feeds)
+                times[key].append(time.perf_counter() - started)
+        p50 = {key: statistics.median(value) * 1e6 for key, value in times.items()}
+        print(f"| {name} | {p50['on']:.1f} | {p50['off']:.1f} | {p50['ort']:.1f} | {p50['on'] / p50['ort']:.2f}x | "
+              f"{p50['on'] / p50['off']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
