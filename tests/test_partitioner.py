@@ -463,3 +463,11 @@ def test_partition_tool_throughput(tmp_path, capsys):
     assert cli.main(argv + ["--engines", "gpu,dla3"]) == 2
     assert "dla3" in capsys.readouterr().err
     assert cli.main(argv[:-2] + ["--precision", "fp32"]) == 2
+    capsys.readouterr()
+    # Orin's efficiencies are fitted to measurements; Xavier's DLA ones are not, and the report says so
+    assert data["estimated_constants"] == [] and "note:" not in out
+    xavier = argv[:3] + ["jetson-agx-xavier"] + argv[4:]
+    assert cli.main(xavier) == 0
+    assert "dla_mac_efficiency" in capsys.readouterr().out.split("note:")[1]
+    assert cli.main(xavier + ["--engines", "gpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["estimated_constants"] == []
