@@ -148,7 +148,9 @@ def run_model(name: str, cache: str, device: str = "cpu", precisions=("fp32",), 
         stage = "load"
         from corpus_pack import load
         feeds = spec.sample(np.random.default_rng(0))
+        start = time.perf_counter()
         model = load(path, feeds)
+        row["load_s"] = round(time.perf_counter() - start, 2)   # a packed model: weights redrawn, re-centred
         row["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         row["nodes"] = len(model.graph.node)
         row["batchnorm_recalibrated"] = {p.key: p.value for p in model.metadata_props}.get(RECALIBRATED_KEY)
@@ -179,13 +181,16 @@ def run_model(name: str, cache: str, device: str = "cpu", precisions=("fp32",), 
     return row
 
 
-def judge(model, feeds: dict, outputs: dict, reference: dict, tolerance: float) -> dict:
-    """errors, status; when onnxruntime's result misses the tolerance, also errors_float64 (edgert against a
-    float64 evaluation, which may pass the model as "ok (float64 ref)") and onnxruntime_float64 (onnxruntime's
-    own fp32 error against it: the ideal fp32 error, see ``beyond_verdict``)."""
+def judge(model, feeds: dict, outputs: dict, reference: dict, tolerance: float, float64: bool = True) -> dict:
+    """errors, status; when onnxruntime's result misses the tolerance (and ``float64``), also errors_float64
+    (edgert against a float64 evaluation, which may pass the model as "ok (float64 ref)") and
+    onnxruntime_float64 (onnxruntime's own fp32 error against it: the ideal fp32 error, see ``beyond_verdict``).
+    An fp16 plan's error dwarfs onnxruntime's fp32 one: it is judged without the float64 evaluation."""
     errors = compare_outputs(outputs, reference)
     if passes(errors, tolerance):
         return {"errors": errors, "status": "ok"}
+    if not float64:
+        return {"errors": errors, "status": "mismatch"}
     wide = float64_outputs(model, feeds)
     errors64 = compare_outputs(outputs, wide)
     return {"errors": errors, "errors_float64": errors64,
@@ -195,18 +200,20 @@ def judge(model, feeds: dict, outputs: dict, reference: dict, tolerance: float) 
 
 # DESIGN.md's numerics contract: normwise error bounds against onnxruntime (CPU, fp32), per device and precision
 TOLERANCE = {"cpu": {"fp32": 1e-5, "fp16": 1e-2}, "cuda": {"fp32": 1e-4, "fp16": 1e-2}}
-NEAR_IDEAL = 3.0    # a plan "beyond" its precision must still be within this factor of the ideal error
+NEAR_IDEAL = 1.5    # a plan within this factor of its precision's ideal error loses no more than the precision
+                    # does (edgert's fp16 plans that pass are 0.6-1.3x their ideal on the corpus)
 
 
 def beyond_verdict(precision: str, normwise: float, ideal: float | None, bound: float) -> str:
-    """The status of a plan that missed ``bound``: "beyond fp16" / "beyond fp32" when even the ideal evaluation
-    at that precision misses it and the plan stays within NEAR_IDEAL of it; else a mismatch. The ideal: for
-    fp16, weights and activations rounded to float16 and computed in float32 (benchmarks/corpus_fp16.py); for
-    fp32, onnxruntime's own fp32 result against the float64 evaluation (``normwise`` is then edgert's error
-    against the float64 one). Both statuses name the ideal error."""
+    """The status of a plan that missed ``bound``: "beyond fp16" / "beyond fp32" when its error is within
+    NEAR_IDEAL of the ideal error at that precision (the precision itself is what misses, or nearly misses,
+    the bound); else a mismatch: the plan loses more than the precision explains. The ideal: for fp16,
+    weights and activations rounded to float16 and computed in float32 (benchmarks/corpus_fp16.py); for fp32,
+    onnxruntime's own fp32 result against the float64 evaluation (``normwise`` is then edgert's error against
+    the float64 one). Both statuses name the ideal error."""
     if ideal is None:
         return "mismatch"
-    if ideal > bound and normwise <= NEAR_IDEAL * ideal:
+    if normwise <= NEAR_IDEAL * ideal:
         return f"beyond {precision} (ideal {ideal:.1e})"
     return f"mismatch (ideal {ideal:.1e})"
 
@@ -251,7 +258,7 @@ def precision_result(model, feeds: dict, reference: dict | None, device: str, pr
             engine = edgert.load(plan.to_bytes(), device="cuda")
         outputs = engine.create_execution_context().execute(feeds)
         stage = "compare"
-        result.update(judge(model, feeds, outputs, reference, tolerance))
+        result.update(judge(model, feeds, outputs, reference, tolerance, float64=precision == "fp32"))
         if precision == "fp16":
             stage = "fp16 ideal"
             from corpus_fp16 import fp16_ideal_outputs

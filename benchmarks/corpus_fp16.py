@@ -1,7 +1,9 @@
 """The ideal fp16 evaluation of a model: how much of an fp16 plan's error fp16 itself causes.
 
 An fp16 plan stores its weights and activations in float16 and computes in float32 (tensor cores
-accumulate in fp32; edgert's CPU kernels compute float16 layers in float32). ``fp16_rounded(model)`` is
+accumulate in fp32; edgert's CUDA kernels compute float16 in float, and so do its CPU convolution and
+matrix kernels, while its CPU Scale and Pointwise kernels still compute in float16: see docs/corpus.md's
+RepViT note). ``fp16_rounded(model)`` is
 the model with exactly that rounding and nothing else: every float weight (initializers and Constant
 nodes) rounded to float16 and back, and every float activation of the main graph passed through
 Cast(float16) → Cast(float), graph inputs included. Like edgert's default fp16 build, the outputs of

@@ -8,11 +8,12 @@ make it dynamic), and ``sample(rng)``: one feed per graph input at the sample sh
 dynamic dims to. The exporters' packages are imported inside the functions, so listing the corpus
 needs none of them.
 
-Every torch network with BatchNorm layers (torchvision, timm, the CRNN) has its BatchNorm statistics
+Every network with BatchNorm layers (torchvision, timm, the CRNN, Paddle's) has its BatchNorm statistics
 re-estimated on smooth random images before export (benchmarks/corpus_calibrate.py), so that its
 activations have a trained network's ranges; the exported file's metadata says how many layers were
-(``edgert_corpus_batchnorm_recalibrated``). Ultralytics builds and exports its own models (not
-recalibrated: their activations already stay in range), and the other models have no BatchNorm.
+(``edgert_corpus_batchnorm_recalibrated``). The image samples are the same kind of smooth images.
+Ultralytics builds and exports its own models (not recalibrated: their activations already stay in
+range), and the other models have no BatchNorm.
 """
 
 from __future__ import annotations
@@ -363,7 +364,7 @@ def _paddle(path, factory: str):
     import paddle
     import paddle2onnx
     model = getattr(paddle.vision.models, factory)(pretrained=False)
-    model.eval()
+    layers = _recalibrate_paddle(model)
     workdir = tempfile.mkdtemp(prefix="corpus-paddle-")
     try:
         prefix = os.path.join(workdir, "model")
@@ -372,6 +373,28 @@ def _paddle(path, factory: str):
         paddle2onnx.export(program, prefix + ".pdiparams", path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    note_recalibrated(path, layers)
+
+
+def _recalibrate_paddle(model, batches: int = 8, size: int = 224) -> int:
+    """corpus_calibrate.recalibrate for a Paddle network: its BatchNorm layers in training mode, the k-th
+    batch weighted 1/(k+1) (Paddle has no cumulative mode: momentum k/(k+1) gives the same average)."""
+    import paddle
+    from corpus_calibrate import BATCH_SIZE
+    layers = [m for m in model.sublayers() if isinstance(m, paddle.nn.layer.norm._BatchNormBase)]
+    model.eval()
+    for layer in layers:
+        layer._mean.set_value(paddle.zeros_like(layer._mean))
+        layer._variance.set_value(paddle.ones_like(layer._variance))
+        layer.train()
+    rng = np.random.default_rng(0)
+    with paddle.no_grad():
+        for k in range(batches):
+            for layer in layers:
+                layer._momentum = k / (k + 1)
+            model(paddle.to_tensor(smooth_images(rng, (BATCH_SIZE, 3, size, size))))
+    model.eval()
+    return len(layers)
 
 
 for _factory in ("mobilenet_v3_small", "resnet18"):

@@ -2,8 +2,11 @@
 with them off (``EDGERT_CPU_DIRECT=0``: im2col / BLAS products) and onnxruntime, interleaved in one process, medians.
 
     python benchmarks/cpu_layers.py [--threads 1] [--reps 200] [--only NAME ...]
+    python benchmarks/cpu_layers.py --kernels [--reps 40]   # the native kernels alone, GFLOP/s, one thread
 
-The layers are the shapes that dominate the issue-16 models (MobileNet-v3 expand/project 1x1 convolutions, YOLO's
+``--kernels`` times the direct and pointwise convolution kernels on their own (best of --reps calls, one thread;
+the pointwise ones beside NumPy's single-threaded OpenBLAS product of the same matrices: run it with
+OPENBLAS_NUM_THREADS=1). The layers are the shapes that dominate the issue-16 models (MobileNet-v3 expand/project 1x1 convolutions, YOLO's
 C2f 1x1 and 3x3 convolutions, the 96->24 3x3 one on 80x80).
 """
 
@@ -70,13 +73,58 @@ def layer_model(cin, cout, size, kernel, stride, activation, residual, depthwise
     return model
 
 
+DIRECT_KERNELS = [(64, 64, 40, 3, 1), (96, 24, 80, 3, 1), (16, 32, 160, 3, 2), (32, 32, 80, 3, 1), (128, 128, 20, 3, 1),
+                  (64, 144, 40, 3, 1)]   # input channels, output channels, size, kernel, stride
+POINTWISE_KERNELS = [(192, 64, 1600), (32, 32, 6400), (16, 72, 3136), (576, 96, 49), (96, 576, 49), (512, 256, 100),
+                     (72, 24, 784), (64, 256, 3136), (1024, 256, 196)]   # input channels, output channels, columns
+
+
+def best_of(call, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def kernels(reps: int) -> None:
+    from edgert.kernels.cpu import native
+    rng = np.random.default_rng(0)
+    print(f"# native kernels alone, one thread, best of {reps}: {native.status()}")
+    print("| kernel | µs | GFLOP/s | OpenBLAS µs | OpenBLAS GFLOP/s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for cin, cout, size, k, stride in DIRECT_KERNELS:
+        x = rng.standard_normal((1, cin, size, size)).astype(np.float32)
+        w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+        osize = (size + 2 * (k // 2) - k) // stride + 1
+        out = np.empty((1, cout, osize, osize), np.float32)
+        params = ([k, k], [stride] * 2, [1, 1], [k // 2] * 2, [k // 2] * 2)
+        run = native.bind_conv_direct(x, native.pack_direct_weights(w), np.zeros(cout, np.float32), out, params)
+        seconds, flops = best_of(run, reps), 2 * cin * cout * k * k * osize * osize
+        print(f"| direct {cin}->{cout} {k}x{k} s{stride} @{size} | {seconds * 1e6:.0f} | {flops / seconds / 1e9:.0f} | | |")
+    for cin, cout, columns in POINTWISE_KERNELS:
+        x = rng.standard_normal((cin, columns)).astype(np.float32)
+        w = rng.standard_normal((cout, cin)).astype(np.float32)
+        out = np.empty((cout, columns), np.float32)
+        run = native.bind_conv_pointwise(x, native.pack_direct_weights(w[:, :, None, None]), None, out)
+        seconds, flops = best_of(run, reps), 2 * cin * cout * columns
+        blas = best_of(lambda: np.matmul(w, x, out=out), reps)
+        print(f"| pointwise {cin}->{cout} x{columns} | {seconds * 1e6:.0f} | {flops / seconds / 1e9:.0f} | "
+              f"{blas * 1e6:.0f} | {flops / blas / 1e9:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--kernels", action="store_true", help="the native kernels alone (one thread)")
     args = parser.parse_args()
-    os.environ["EDGERT_CPU_THREADS"] = str(args.threads)
+    os.environ["EDGERT_CPU_THREADS"] = "1" if args.kernels else str(args.threads)
+    if args.kernels:
+        kernels(args.reps)
+        return
     import onnxruntime as ort
 
     import edgert

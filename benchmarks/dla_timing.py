@@ -8,9 +8,11 @@ the timing model's free constants to the rows marked `fit`, and reports:
 
 - the fitted constants (with --write, stored in targets/fitted.toml, which TimingModel reads);
 - in-sample and leave-one-out errors (each measurement predicted by a fit that did not see it);
-- the concurrency report for the MLPerf offline setup (GPU + both DLA cores) next to the results.
+- the concurrency report for the MLPerf offline setup (GPU + both DLA cores) next to the results;
+- with --ablation, the held-out factors of fits with each model feature switched off (ABLATIONS).
 
-    python benchmarks/dla_timing.py [--write] [--iterations 4000]
+    python benchmarks/dla_timing.py [--write] [--iterations 4000] [--exclude ID,...]
+    python benchmarks/dla_timing.py --ablation
 """
 
 from __future__ import annotations
@@ -46,16 +48,21 @@ def default_graphs() -> dict:
             "dla-tutorial-model-bn-32x32": dla_networks.optimized_graph(dla_networks.dla_tutorial_model_bn_model())}
 
 
-def evaluate(iterations: int = 4000, graphs: dict | None = None, settings: dict | None = None) -> dict:
+def evaluate(iterations: int = 4000, graphs: dict | None = None, settings: dict | None = None,
+             exclude: tuple = ()) -> dict:
     """{"fit": FitResult, "rows": [...], "held_out": [(measurement, prediction)], "workloads": ...}.
 
-    ``settings``: timing-model constants over the stored ones, for the workloads (an ablation)."""
+    ``settings``: timing-model constants over the stored ones, for the workloads (an ablation);
+    ``exclude``: ids of fitted measurements to leave out."""
     from edgert.targets import fit as fitting
 
     graphs = graphs or default_graphs()
     measurements = fitting.load_measurements()
+    unknown = set(exclude) - {m.id for m in measurements}
+    if unknown:
+        raise SystemExit(f"--exclude: no measurement {', '.join(sorted(unknown))} in targets/measurements.toml")
     workloads = fitting.build_workloads(measurements, graphs, settings)
-    used = [m for m in measurements if m.fit and m.workload_key in workloads]
+    used = [m for m in measurements if m.fit and m.id not in exclude and m.workload_key in workloads]
     result = fitting.fit(used, workloads, iterations=iterations)
     rows = []
     for m in measurements:
@@ -117,12 +124,64 @@ def print_report(evaluation: dict) -> None:
               f"factor {factor(report.total_ips, published):.3f}")
 
 
+# Each model feature switched off in turn: (label, timing constants over the stored ones, fit restarts or None).
+ABLATIONS = (
+    ("stored model (every feature on)", {}, None),
+    ("DLA first layer not in image input mode (3/64 of the atoms)", {"dla_image_input_channels": 0}, None),
+    ("DLA convolution -> pooling through DRAM", {"dla_conv_pool_fusion": 0}, None),
+    ("DLA weights read once per batch", {"dla_conv_buffer_kib": float("inf")}, None),
+    ("no DLA memory-port cap", {"dla_port_bytes_per_clock": 0}, None),
+    ("the previous round's model (image input mode only)", {"dla_conv_pool_fusion": 0,
+                                                              "dla_conv_buffer_kib": float("inf"),
+                                                              "dla_port_bytes_per_clock": 0}, None),
+    ("one Nelder-Mead run per fit (no restarts)", {}, 0),
+)
+
+
+def ablation(iterations: int, graphs: dict | None = None, exclude: tuple = ()) -> list[tuple]:
+    """[(label, {measurement id: held-out factor})] for each entry of ABLATIONS; ``exclude``: measurement
+    ids left out of every fit (an ablation of data rather than of the model)."""
+    from edgert.targets import fit as fitting
+    graphs = graphs or default_graphs()
+    results = []
+    for label, settings, restarts in ABLATIONS:
+        saved = fitting.RESTARTS
+        fitting.RESTARTS = saved if restarts is None else restarts
+        try:
+            evaluation = evaluate(iterations, graphs, settings, exclude)
+        finally:
+            fitting.RESTARTS = saved
+        results.append((label, {m.id: fitting.factor(p, m.value) for m, p in evaluation["held_out"]}))
+    return results
+
+
+def print_ablation(results: list[tuple]) -> None:
+    ids = list(results[0][1])
+    print(f"held-out factors with one model feature switched off ({TOLERANCE}x target):")
+    print(f"{'model':52} {'worst':>6} {'misses':>6}")
+    for label, factors in results:
+        worst = max(factors.values())
+        misses = sum(f > TOLERANCE for f in factors.values())
+        print(f"{label[:52]:52} {worst:6.3f} {misses:6d}")
+    print("\nper measurement (columns: the models above, in order):")
+    for i in ids:
+        print(f"  {i:36} " + " ".join(f"{factors[i]:6.3f}" for _, factors in results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=4000, help="Nelder-Mead iterations per fit")
     parser.add_argument("--write", action="store_true", help="store the fitted constants in targets/fitted.toml")
+    parser.add_argument("--ablation", action="store_true",
+                        help="refit with each model feature switched off and print the held-out factors")
+    parser.add_argument("--exclude", default="", metavar="IDS",
+                        help="comma-separated measurement ids to leave out of the fit (with --ablation: of every fit)")
     args = parser.parse_args()
-    evaluation = evaluate(args.iterations)
+    exclude = tuple(i for i in args.exclude.split(",") if i)
+    if args.ablation:
+        print_ablation(ablation(args.iterations, exclude=exclude))
+        return
+    evaluation = evaluate(args.iterations, exclude=exclude)
     print_report(evaluation)
     if args.write:
         path = os.path.join(ROOT, "targets", "fitted.toml")

@@ -5,8 +5,9 @@ and NVRTC or nvcc for edgert's kernels).
 
 ``--dtypes int8``: edgert's int8 plan, calibrated (``--calibrator``, default entropy) on ``--calib-batches``
 batches of random images (uniform pixels normalized with ImageNet's mean and std); the PyTorch columns of
-an int8 row are PyTorch's fp16 run (model.half()), the speed an int8 plan has to beat. ``arena MiB`` is the
-plan's activation arena.
+an int8 row are PyTorch's fp16 run (model.half()), the speed an int8 plan has to beat. int8 activations
+travel between int8 layers as int8 codes (``int8_codes=True``; ``--no-int8-codes``: as dequantized float32,
+edgert's CUDA default). ``arena MiB`` is the plan's activation arena.
 
 Every latency is GPU time from CUDA events around one inference, after warm-up; the median of
 ``--reps`` runs. Also reported: edgert's plan load → first result time (plan bytes → outputs on the
@@ -34,9 +35,6 @@ import tempfile
 import time
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def to_float16(model):
@@ -118,9 +116,9 @@ def random_images(batch: int, rng) -> np.ndarray:
     return (rng.random((batch, 3, 224, 224), np.float32) - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def int8_options(batch: int, calib_batches: int, calibrator: str, seed: int = 0) -> dict:
+def int8_options(batch: int, calib_batches: int, calibrator: str, codes: bool = True, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    return {"precision": "int8", "calibrator": calibrator,
+    return {"precision": "int8", "calibrator": calibrator, "int8_codes": codes,
             "calib": [{"input": random_images(batch, rng)} for _ in range(calib_batches)]}
 
 
@@ -217,6 +215,8 @@ def main() -> int:
                         help="int8: calibrate on N batches of random images (default 4)")
     parser.add_argument("--calibrator", choices=["entropy", "minmax", "percentile"], default="entropy",
                         help="int8: how activation ranges become scales (default entropy)")
+    parser.add_argument("--int8-codes", action=argparse.BooleanOptionalAction, default=True,
+                        help="int8: int8 tensors between int8 layers (default); --no-int8-codes: float32 tensors")
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     parser.add_argument("--compile", choices=["key", "all", "none"], default="key")
     parser.add_argument("--layers", nargs="*", default=[], help="MODEL:DTYPE:BATCH to print per-kernel tables for")
@@ -238,6 +238,9 @@ def main() -> int:
     print(f"# edgert vs PyTorch {torch.__version__} on {gpu} ({arch}), {datetime.date.today()}; "
           f"PyTorch TF32 (cudnn and matmul) on for the tf32 rows only; "
           f"median of {args.reps} CUDA-event timings after {args.warmup} warm-ups", flush=True)
+    if "int8" in args.dtypes:
+        print(f"# int8: calibrated ({args.calibrator}) on {args.calib_batches} random-image batches, "
+              f"{'int8 codes' if args.int8_codes else 'float32 tensors'} between int8 layers; PyTorch columns: fp16")
     print(f"# command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
     print("| model | dtype | batch | edgert ms | eager ms | CUDA graph ms | compile ms | edgert/graph | "
           "edgert/compile | load→first ms | err vs torch | arena MiB |")
@@ -253,7 +256,8 @@ def main() -> int:
                 onnx_model = to_float16(exported) if dtype == "fp16" else exported
                 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
                 started = time.perf_counter()
-                int8 = int8_options(batch, args.calib_batches, args.calibrator) if dtype == "int8" else None
+                int8 = int8_options(batch, args.calib_batches, args.calibrator, args.int8_codes) \
+                    if dtype == "int8" else None
                 plan_bytes = build_plan(onnx_model, batch, arch, dtype, args.timing_cache, int8)
                 build_s = time.perf_counter() - started
                 torch_model = copy.deepcopy(base).cuda()

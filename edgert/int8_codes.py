@@ -16,9 +16,9 @@ Numerics are unchanged: an int8 kernel quantizing a float input computes round(q
 codes computes the very codes (and outputs) of the plan without them. What changes is the bytes: an int8
 tensor takes a quarter of the arena a float32 one does.
 
-The CUDA int8 kernels still read float32 tensors, so builds for CUDA kernels (compiled into the plan, or
-``cpu_only_aliases=False``) keep codes off; asking for them there is an error, and lowering a plan with codes
-to CUDA is a PlanError.
+CUDA: the int8 kernels (``kernels/cuda/lower_int8*.py``) read and write codes too, bit-exact with the CPU
+kernels on the emulator; until that is measured on a GPU, builds for CUDA kernels (compiled into the plan,
+or ``cpu_only_aliases=False``) take codes only when ``int8_codes=True`` asks.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from edgert.ir.graph import Graph, Node, Value
 from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import infer_node
 
-# The int8 CPU kernels that read and write codes (kernels/cpu/int8.py). PointWise (a fused program) keeps
-# float tensors: its instructions are typed by its output.
+# The int8 kernels that read and write codes (kernels/cpu/int8.py, kernels/cuda/lower_int8*.py): every kind
+# precision.py runs int8. A PointWise program computes on the dequantized values of its code inputs.
 CODE_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY, LayerKind.POOLING,
-                        LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.SCALE})
+                        LayerKind.ACTIVATION, LayerKind.ELEMENTWISE, LayerKind.SCALE, LayerKind.POINTWISE})
 HOST_STREAM_GBS = 10.0   # host builds have no target profile: a modest streaming bandwidth for Reformat costs
 
 
@@ -59,10 +59,6 @@ def wanted(option, precision_report, cpu_kernels: bool) -> bool:
     has_int8 = "int8" in precision_report.layers.values()
     if option is None:
         return has_int8 and cpu_kernels
-    if option and not cpu_kernels:
-        raise Int8CodesError("int8_codes=True with CUDA kernels (gpu_kernels, a timing cache, autotune or "
-                             "cpu_only_aliases=False): the CUDA int8 kernels read float32 tensors; build without "
-                             "int8_codes for CUDA")
     return bool(option) and has_int8
 
 

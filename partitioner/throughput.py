@@ -48,6 +48,8 @@ class ThroughputReport:
     bandwidth_gbs: float = 0.0                 # what the engines may move together
     demand_gbs: float = 0.0                    # what they would move at their unshared rates
     scale: float = 1.0                         # < 1: the shared-bandwidth bound binds
+    sparse: bool = False                       # the DLA engines run 2:4 structured-sparse weights
+    estimated: list = field(default_factory=list)  # efficiency constants this report rests on that no measurement fitted
 
     @property
     def total_ips(self) -> float:
@@ -60,10 +62,12 @@ class ThroughputReport:
                              "dram_mb_per_image": round(load.dram_bytes / load.batch / 1e6, 3)}
                             for load in self.loads],
                 "bandwidth_gbs": round(self.bandwidth_gbs, 3), "demand_gbs": round(self.demand_gbs, 3),
-                "bandwidth_bound": self.scale < 1.0, "total_ips": round(self.total_ips, 3)}
+                "bandwidth_bound": self.scale < 1.0, "dla_sparse": self.sparse, "total_ips": round(self.total_ips, 3),
+                "estimated_constants": list(self.estimated)}
 
     def format(self) -> str:
-        lines = [f"throughput on {self.target} ({self.precision}), engines working at once on different requests:",
+        weights = ", DLA weights 2:4 sparse" if self.sparse else ""
+        lines = [f"throughput on {self.target} ({self.precision}{weights}), engines working at once on different requests:",
                  f"  {'engine':8} {'batch':>5} {'ms/batch':>9} {'alone img/s':>12} {'together img/s':>15} {'MB/img':>7}"]
         for load in self.loads:
             lines.append(f"  {load.engine:8} {load.batch:5d} {load.batch_ms:9.3f} {load.alone_ips:12.1f} "
@@ -73,6 +77,9 @@ class ThroughputReport:
         lines.append(f"shared DRAM bandwidth: engines need {self.demand_gbs:.1f} GB/s of {self.bandwidth_gbs:.1f} GB/s "
                      f"usable ({bound} {factor:.2f}x)")
         lines.append(f"total: {self.total_ips:.1f} images/s")
+        if self.estimated:
+            lines.append(f"note: {', '.join(self.estimated)} for {self.target} are estimates that no published measurement "
+                         "fitted; read these engines' numbers as rough (docs/benchmarks.md, DLA section)")
         return "\n".join(lines)
 
 
@@ -163,7 +170,8 @@ def combine(loads: list[EngineLoad], bandwidth_gbs: float) -> tuple[dict, float,
 def throughput(graph: Graph, profile, engines: list[str] | None = None, precision: str = "int8",
                gpu_batch: int = 256, dla_batch: int = 2, timing: TimingModel | None = None,
                sparse: bool = False) -> ThroughputReport:
-    """Images/s of ``graph`` with ``engines`` (default: the GPU and every DLA core) working at once."""
+    """Images/s of ``graph`` with ``engines`` (default: the GPU and every DLA core) working at once;
+    ``sparse``: the DLA engines run 2:4 structured-sparse weights."""
     profile = profile if isinstance(profile, TargetProfile) else load_profile(profile)
     if not profile.has_gpu:
         raise PlacementError(f"target {profile.name!r} has no GPU or DLA to predict throughput for")
@@ -174,4 +182,7 @@ def throughput(graph: Graph, profile, engines: list[str] | None = None, precisio
     loads = engine_loads(graph, profile, engines, precision, gpu_batch, dla_batch, timing, sparse)
     bandwidth = profile.memory_bandwidth_gbs * timing.c["shared_memory_efficiency"]
     rates, demand, scale = combine(loads, bandwidth)
-    return ThroughputReport(profile.name, precision, loads, rates, bandwidth, demand, scale)
+    efficiencies = (["gpu_mac_efficiency", "gpu_memory_efficiency"] if "gpu" in engines else []) + \
+        (["dla_mac_efficiency", "dla_memory_efficiency"] if any(e.startswith("dla") for e in engines) else [])
+    estimated = [name for name in efficiencies if name in timing.c and timing.basis(name) == "estimated"]
+    return ThroughputReport(profile.name, precision, loads, rates, bandwidth, demand, scale, sparse, estimated)

@@ -7,9 +7,11 @@ of DRAM bandwidth engines get together. Everything else (peak rates, clocks, ban
 alignment) stays as the profiles and ``timing.DEFAULTS`` say.
 
 Predictions are the same ones ``edgert partition --throughput`` makes (``partitioner.throughput``):
-single-stream latency = one batch-1 inference on the GPU; offline throughput = the listed engines working
-at once. For speed the per-layer times are computed once with unit efficiencies and rescaled per trial
-(``Workload``); a test checks that this equals the full path.
+single-stream / multi-stream latency = one GPU inference at the row's batch (1 / 8); offline and DLA-only
+throughput = the listed engines working at once (a row with ``sparsity = "2:4"`` runs sparse DLA weights).
+``build_workloads(..., settings)`` switches non-fitted model features off for an ablation. For speed the
+per-layer times are computed once with unit efficiencies and rescaled per trial (``Workload``); a test
+checks that this equals the full path.
 
     measurements = [m for m in load_measurements() if m.fit]
     workloads = build_workloads(measurements, graphs={"resnet50": graph})
@@ -139,6 +141,9 @@ def default_params(measurements: list[Measurement]) -> list[Param]:
                for name in ("gpu_layer_overhead_kcycles", "gpu_submit_us", "gpu_memory_efficiency")]
     if versions:
         params += [Param(name, "shared", DEFAULTS[name]) for name in DLA_SHARED_CONSTANTS]
+    sparse_versions = sorted({load_profile(m.device).dla.version for m in measurements if m.sparsity != "dense"})
+    params += [Param("dla_sparse_mac_speedup", f"dla:v{v}", DEFAULTS["dla_sparse_mac_speedup"])
+               for v in sparse_versions]
     return params
 
 
@@ -165,9 +170,11 @@ class _Part:
     memory_ms: np.ndarray
     reformat_memory_ms: float = 0.0  # the reformats' copies, at unit memory efficiency
     reformats: int = 0
+    sparse: np.ndarray | None = None  # layers whose MACs run at the sparse rate (mac_ms is at the dense rate)
 
-    def ms(self, efficiency: float, per_layer_ms: float, memory_efficiency: float) -> float:
-        busy = np.maximum(self.mac_ms / efficiency + self.fixed_ms, self.memory_ms / memory_efficiency).sum()
+    def ms(self, efficiency: float, per_layer_ms: float, memory_efficiency: float, sparse_speedup: float = 1.0) -> float:
+        mac_ms = self.mac_ms if self.sparse is None else np.where(self.sparse, self.mac_ms / sparse_speedup, self.mac_ms)
+        busy = np.maximum(mac_ms / efficiency + self.fixed_ms, self.memory_ms / memory_efficiency).sum()
         return float(busy) + (len(self.mac_ms) + self.reformats) * per_layer_ms + \
             self.reformat_memory_ms / memory_efficiency
 
@@ -199,8 +206,8 @@ class Workload:
             # fallback layers and reformats (each reformat: a GPU layer plus the cross-engine wait)
             gpu_ms = gpu.ms(c["gpu_mac_efficiency"], self.gpu_layer_ms(c), c["gpu_memory_efficiency"]) + \
                 gpu.reformats * c["reformat_sync_us"] / 1e3
-            dla_ms = dla.ms(c["dla_mac_efficiency"], c["dla_layer_overhead_us"] / 1e3, c["dla_memory_efficiency"]) + \
-                segments * c["dla_submit_us"] / 1e3
+            dla_ms = dla.ms(c["dla_mac_efficiency"], c["dla_layer_overhead_us"] / 1e3, c["dla_memory_efficiency"],
+                            c["dla_sparse_mac_speedup"]) + segments * c["dla_submit_us"] / 1e3
             loads.append(EngineLoad(engine, batch["dla"], dla_ms + gpu_ms, gpu_ms, dram, len(dla.mac_ms)))
         return loads
 
@@ -228,7 +235,7 @@ def _unit_model(profile: TargetProfile, settings: dict | None = None):
     return TimingModel(profile, overrides=dict(settings or {}, **{
         "gpu_mac_efficiency": 1.0, "dla_mac_efficiency": 1.0, "gpu_layer_overhead_kcycles": 0.0,
         "dla_layer_overhead_us": 0.0, "reformat_sync_us": 0.0, "gpu_memory_efficiency": 1.0,
-        "dla_memory_efficiency": 1.0}))
+        "dla_memory_efficiency": 1.0, "dla_sparse_mac_speedup": 1.0}))
 
 
 def _part(times) -> _Part:
@@ -248,7 +255,7 @@ def _dla_parts(graph, profile, precision: str, batch: int, sparse: bool = False,
     from edgert.partitioner.assign import partition
     from edgert.partitioner.segments import crossings, precision_on
     from edgert.targets.layers import from_node, tensor_info
-    from edgert.targets.timing import dla_layer_times
+    from edgert.targets.timing import dla_layer_times, is_sparse_convolution
     model = _unit_model(profile, settings)
     saved = {id(node): node.device for node in graph.nodes}
     try:
@@ -264,7 +271,10 @@ def _dla_parts(graph, profile, precision: str, batch: int, sparse: bool = False,
         gpu = _part(gpu_times)
         gpu.reformat_memory_ms, gpu.reformats = sum(reformats), len(reformats)
         dram = sum(t.bytes for t in dla_times + gpu_times)
-        return _part(dla_times), gpu, len(report.segments), dram
+        dla = _part(dla_times)
+        if sparse:
+            dla.sparse = np.array([is_sparse_convolution(from_node(n)) for n in on_dla])
+        return dla, gpu, len(report.segments), dram
     finally:
         for node in graph.nodes:
             node.device = saved[id(node)]
@@ -290,7 +300,7 @@ def base_constants(profile: TargetProfile) -> dict:
 
 FITTABLE = ("gpu_mac_efficiency", "dla_mac_efficiency", "dla_memory_efficiency", "dla_layer_overhead_us",
             "gpu_layer_overhead_kcycles", "gpu_submit_us", "dla_submit_us",
-            "shared_memory_efficiency", "gpu_memory_efficiency")
+            "shared_memory_efficiency", "gpu_memory_efficiency", "dla_sparse_mac_speedup")
 
 
 # -- the fit -------------------------------------------------------------------------------------------------
@@ -343,9 +353,9 @@ RESTARTS = 12  # at most this many fresh simplices around the best point so far
 def _minimize(f, x0: np.ndarray, iterations: int, tolerance: float = 1e-9) -> np.ndarray:
     """Nelder-Mead restarted from its own result until a restart no longer improves ``f`` by ``tolerance``.
 
-    One Nelder-Mead run stops when its simplex collapses, often short of the minimum in 10-15 dimensions (a
-    single run left the held-out errors up to 1.1x away from the converged fit's); a fresh simplex of the
-    full step size around the best point lets it move on."""
+    One Nelder-Mead run stops when its simplex collapses, often short of the minimum in 10-11 dimensions (on
+    the previous round's model a single run hid one of its two held-out misses, docs/benchmarks.md); a fresh
+    simplex of the full step size around the best point lets it move on."""
     best, value = x0, f(x0)
     for _ in range(RESTARTS + 1):
         candidate = _nelder_mead(f, best, iterations)

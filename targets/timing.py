@@ -166,7 +166,7 @@ class TimingModel:
         """
         macs = layer_macs(info) * batch
         kind = device_kind(device)
-        sparse = sparse and kind == "dla" and info.kind == LayerKind.CONVOLUTION and not _is_depthwise(info)
+        sparse = sparse and kind == "dla" and is_sparse_convolution(info)
         moved = layer_bytes(info, precision, batch, self.onchip_bytes(kind), skip_input=streamed_input,
                             skip_output=streamed_output, weight_reads=self.weight_reads(info, kind, precision, batch),
                             weight_fraction=self.sparse_weight_fraction(precision) if sparse else 1.0)
@@ -305,6 +305,11 @@ def _is_depthwise(info: LayerInfo) -> bool:
         return False
     group = int(info.attrs.get("group", 1))
     return group > 1 and group == info.input(0).shape[1]
+
+
+def is_sparse_convolution(info: LayerInfo) -> bool:
+    """Whether 2:4 sparse weights speed the layer up on the DLA: dense (not depthwise) convolutions."""
+    return info.kind == LayerKind.CONVOLUTION and not _is_depthwise(info)
 
 
 def _is_inner_product(info: LayerInfo) -> bool:

@@ -98,7 +98,9 @@ def test_recentring_restores_each_layers_channel_statistics():
         np.testing.assert_allclose(after[name].mean(axis=(0, 2, 3)), before[name].mean(axis=(0, 2, 3)),
                                    atol=1e-3 * before[name].std())
         np.testing.assert_allclose(after[name].std(axis=(0, 2, 3)), before[name].std(axis=(0, 2, 3)), rtol=1e-3)
-    assert 0.2 < after["y"].std() / before["y"].std() < 5     # the head: the same scale, another draw
+    # the head (4 values per channel, fewer than MIN_SAMPLES): shifted only, its channel means as exported
+    np.testing.assert_allclose(after["y"].mean(axis=0), before["y"].mean(axis=0), atol=1e-4 * np.abs(before["y"]).max())
+    assert 0.2 < after["y"].std() / before["y"].std() < 5
     # without re-centring the folded biases no longer cancel their filters' means: the first layer is off
     plain = evaluate(repack(model, None), feeds, names)
     off = np.abs(plain["c1"].mean(axis=(0, 2, 3)) - before["c1"].mean(axis=(0, 2, 3))) / before["c1"].std(axis=(0, 2, 3))
@@ -151,3 +153,27 @@ def test_recurrent_and_embedding_weights_keep_per_row_and_per_column_statistics(
     gate_std = drawn["W"].reshape(4, hidden * inputs).std(axis=1)
     np.testing.assert_allclose(gate_std, [0.01, 1.0, 10.0, 0.1], rtol=0.25)
     np.testing.assert_allclose(drawn["table"].std(axis=0), table.std(axis=0), rtol=0.25)
+
+
+def test_layers_sharing_a_bias_get_their_own_and_single_values_are_shifted_to_the_exported_ones():
+    """Two heads whose equal biases the exporter shares (one directly, one through an Identity node, as the
+    TorchScript exporter writes them); one image: each head is shifted (fewer than MIN_SAMPLES values per
+    channel) to its exported outputs."""
+    rng = np.random.default_rng(8)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("wa", rng.standard_normal((40, 32))), ("wb", rng.standard_normal((40, 32)) * 3), ("bias", np.zeros(40))]]
+    nodes = [helper.make_node("Identity", ["bias"], ["bias_copy"]),
+             helper.make_node("Gemm", ["x", "wa", "bias"], ["a"], transB=1),
+             helper.make_node("Gemm", ["x", "wb", "bias_copy"], ["b"], transB=1),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": rng.random((1, 32), dtype=np.float32)}
+    unpacked = repack(model, feeds, "heads")
+    before, after = evaluate(model, feeds, ["a", "b", "y"]), evaluate(unpacked, feeds, ["a", "b", "y"])
+    for name in ("a", "b", "y"):
+        np.testing.assert_allclose(after[name], before[name], atol=1e-5 * np.abs(before[name]).max())
+    gemms = [n for n in unpacked.graph.node if n.op_type == "Gemm"]
+    assert len({n.input[2] for n in gemms} | {"bias"}) == 3     # each its own bias, the shared one untouched
+    np.testing.assert_array_equal(numpy_helper.to_array({t.name: t for t in unpacked.graph.initializer}["bias"]), 0)

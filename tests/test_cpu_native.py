@@ -226,3 +226,41 @@ def test_im2col_convolution_matches_numpy(case, monkeypatch):
     with pytest.raises(ValueError, match="columns overlap the input"):
         native.bind_im2col(inside, memory[x.size - 1:x.size - 1 + rows * positions].reshape(rows, positions),
                            out.shape[2:], params)()
+
+
+@pytest.mark.parametrize("shape", [(576, 49), (96, 196), (16, 3136), (3, 1), (8, 130), (5, 127)])
+def test_row_means_match_float64(shape):
+    planes, out = randn(*shape), np.full(shape[:1], np.nan, np.float32)
+    native.bind_row_means(planes, out)()
+    assert normwise_error(out, planes.astype(np.float64).mean(axis=1)) <= 1e-6
+
+
+def test_row_means_bad_calls_are_errors():
+    planes = randn(4, 10)
+    with pytest.raises(ValueError, match="one output float per row"):
+        native._native.row_means(planes, np.empty(3, np.float32), 10)
+    with pytest.raises(ValueError, match="outside"):
+        native._native.row_means(planes, np.empty(4, np.float32), 10, 2, 3)
+    shared = np.zeros(44, np.float32)
+    with pytest.raises(ValueError, match="overlaps"):
+        native._native.row_means(shared[:40], shared[38:42], 10)
+    assert native.bind_row_means(planes.astype(np.float64), np.empty(4)) is None
+    assert native.bind_row_means(planes[:, ::2], np.empty(4, np.float32)) is None
+
+
+def test_global_average_pool_model_against_onnxruntime(monkeypatch):
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Relu", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "gap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 72, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 72, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": randn(1, 72, 28, 28)}
+    want = ort_run(model, feeds)["y"]
+    engine = edgert.load(edgert.build(model).to_bytes())
+    calls = []
+    real = native.bind_row_means
+    monkeypatch.setattr(native, "bind_row_means", lambda *args: calls.append(1) or real(*args))
+    for switch in ("1", "0"):   # layers bind their kernels when the context is created
+        monkeypatch.setenv(native.ENV_SWITCH, switch)
+        assert normwise_error(engine.create_execution_context().execute(feeds)["y"], want) <= 1e-5, switch
+    assert len(calls) == 2   # asked both times; the module is off the second time

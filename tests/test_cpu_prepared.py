@@ -305,3 +305,26 @@ def test_transformer_blocks_match_onnxruntime():
     feeds = {name: randn(*shape) for name, shape in case.shapes.items()}
     errors = assert_matches_ort(model, feeds)
     assert all(error <= 1e-5 for error in errors.values())
+
+
+def test_float16_scale_computes_in_float32_and_rounds_once():
+    """A folded BatchNorm after a residual sum: ``x * scale`` nearly cancelled by ``shift``. Rounding the product
+    to float16 first (the old kernel) loses the bits that survive; computing in float32 and rounding at the store
+    gives the correctly rounded result, in both the prepared and the plain kernel."""
+    from edgert.kernels.cpu.scale import prepare_scale, scale_shift
+    rng = np.random.default_rng()
+    x = (rng.standard_normal((2, 8, 16, 16)) * 40 + 100).astype(np.float16)
+    scale = (rng.uniform(0.5, 2, (1, 8, 1, 1))).astype(np.float16)
+    shift = -(x.astype(np.float32).mean(axis=(0, 2, 3), keepdims=True) * scale).astype(np.float16)
+    want = (x.astype(np.float32) * scale.astype(np.float32) + shift.astype(np.float32)).astype(np.float16)
+    stepwise = (x * scale + shift)                                    # every step rounded to float16
+    assert not np.array_equal(stepwise, want), "the case must be one where rounding twice loses bits"
+    plain = np.empty_like(x)
+    scale_shift(x, scale, shift, plain)
+    np.testing.assert_array_equal(plain, want)
+    case = MODELS["exporter_style"]
+    workspace = Workspace(edgert.load(edgert.build(case.build(), shapes=case.shapes)))
+    workspace.begin_layer()
+    prepared = np.empty_like(x)
+    prepare_scale({}, [x, scale, shift], [prepared], workspace)()
+    np.testing.assert_array_equal(prepared, want)

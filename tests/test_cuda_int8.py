@@ -332,3 +332,73 @@ def _time_convolutions(emulate: bool) -> None:
 
 if __name__ == "__main__":   # python tests/test_cuda_int8.py [--emulate]: a timing table for reports
     _time_convolutions("--emulate" in sys.argv)
+
+
+# -- int8 codes between int8 layers (edgert.int8_codes) ----------------------------------------------------------
+def codes_model(rng):
+    """Every int8 kernel reading and writing int8 codes: convolutions (implicit GEMM with a residual add and a
+    folded Relu; depthwise direct), a MatMul over the last axis, max and average pooling, a Scale, quantize and
+    dequantize Reformats."""
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
+             node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), node("Add", ["c2", "r1"], ["a"]),
+             node("Relu", ["a"], ["r2"]), node("MatMul", ["r2", "m"], ["mm"]), node("Relu", ["mm"], ["r3"]),
+             node("MaxPool", ["r3"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["p", "dw"], ["d"], pads=[1, 1, 1, 1], group=16),
+             node("BatchNormalization", ["d", "g", "b", "mean", "var"], ["bn"]),
+             node("AveragePool", ["bn"], ["ap"], kernel_shape=[2, 2], strides=[1, 1]), node("Sigmoid", ["ap"], ["y"])]
+    inits = {"w1": _weights(rng, (16, 3, 3, 3)), "b1": _weights(rng, 16, 0.1), "w2": _weights(rng, (16, 16, 3, 3)),
+             "m": _weights(rng, (12, 12)), "dw": _weights(rng, (16, 1, 3, 3)), "g": _weights(rng, 16),
+             "b": _weights(rng, 16), "mean": _weights(rng, 16), "var": rng.random(16, np.float32) + 0.5}
+    shapes = {"x": (2, 3, 12, 12)}
+    graph = helper.make_graph(nodes, "codes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), shapes
+
+
+@needs_cxx
+@pytest.mark.parametrize("arch, sm_count", [("sm_75", 1), ("sm_90", None), ("sm_90", 1)])
+def test_int8_codes_match_the_reference_on_the_emulator(arch, sm_count):
+    rng = np.random.default_rng()
+    model, shapes = codes_model(rng)
+    options = dict(cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                   calib=[feeds_for(shapes, rng)], disabled_passes=["conv_fusion"])
+    plan = edgert.build(model, int8_codes=True, **options)
+    tensors = plan.document["tensors"]
+    assert sum("scale" in t for t in tensors) >= 8, [t["name"] for t in tensors if "scale" in t]
+    feeds = feeds_for(shapes, rng)
+    feeds["x"] *= 3   # saturating codes too
+    got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True, sm_count=sm_count)
+    launches = plan.document["kernels"][arch]["launches"]
+    used = {launch["tactic"].split(" ")[0] for layer in launches for launch in layer}
+    assert {"int8-quantize", "int8-dequantize", "int8-implicit-gemm", "int8-gemm", "int8-depthwise",
+            "int8-pool-max", "int8-pool-average", "int8-pointwise"} <= used, used
+    assert plan.document["kernels"][arch]["fused"], "a Relu folded into a convolution's epilogue"
+    want = reference(plan, feeds)
+    assert_same_codes(got, want)
+    floats = edgert.build(model, int8_codes=False, **options)   # the float-dequant plan computes the same
+    np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sm_count", [None, 1])
+def test_int8_codes_match_the_reference_on_the_gpu(sm_count):
+    """The emulator test of int8 codes on the real GPU, and the digits CNN's accuracy with codes."""
+    rng = np.random.default_rng()
+    driver = _gpu_driver()
+    arch = driver.arch()
+    model, shapes = codes_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], disabled_passes=["conv_fusion"], int8_codes=True)
+    for _ in range(3):
+        feeds = feeds_for(shapes, rng)
+        assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), reference(plan, feeds))
+    digits = pytest.importorskip("test_calibration")
+    data = digits.digits.__wrapped__()
+    plan = edgert.build(data["model"], cpu_only_aliases=False, shapes=digits.SHAPES, precision="int8",
+                        calib=data["calib"], int8_codes=True)
+    assert any("scale" in t for t in plan.document["tensors"])
+    feeds = {"image": np.ascontiguousarray(data["test_x"][:digits.BATCH])}
+    want = reference(plan, feeds)
+    assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), want)

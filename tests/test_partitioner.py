@@ -456,6 +456,18 @@ def test_partition_tool_throughput(tmp_path, capsys):
     assert [e["engine"] for e in data["engines"]] == ["gpu", "dla:0"]
     assert data["total_ips"] == pytest.approx(sum(e["concurrent_ips"] for e in data["engines"]), rel=1e-3)
     assert all(e["concurrent_ips"] <= e["alone_ips"] + 1e-6 for e in data["engines"])
+    assert cli.main(argv + ["--engines", "dla0", "--json", "--dla-sparse"]) == 0
+    sparse = json.loads(capsys.readouterr().out)
+    assert sparse["dla_sparse"] is True and data["dla_sparse"] is False
+    assert sparse["engines"][0]["alone_ips"] > data["engines"][1]["alone_ips"]   # the same DLA core, sparse
     assert cli.main(argv + ["--engines", "gpu,dla3"]) == 2
     assert "dla3" in capsys.readouterr().err
     assert cli.main(argv[:-2] + ["--precision", "fp32"]) == 2
+    capsys.readouterr()
+    # Orin's efficiencies are fitted to measurements; Xavier's DLA ones are not, and the report says so
+    assert data["estimated_constants"] == [] and "note:" not in out
+    xavier = argv[:3] + ["jetson-agx-xavier"] + argv[4:]
+    assert cli.main(xavier) == 0
+    assert "dla_mac_efficiency" in capsys.readouterr().out.split("note:")[1]
+    assert cli.main(xavier + ["--engines", "gpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["estimated_constants"] == []

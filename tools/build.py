@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
                         help="calibration cache: used when it exists (no calibration run), written otherwise")
     parser.add_argument("--int8-codes", action=argparse.BooleanOptionalAction, default=None,
                         help="int8 tensors (codes + scale) between int8 layers, Reformat layers where precision "
-                             "changes (default: on for int8 plans without CUDA kernels)")
+                             "changes (default: on for int8 plans without CUDA kernels; --gpu-kernels plans: when given)")
     parser.add_argument("--gpu-kernels", action="store_true",
                         help="cross-compile CUDA kernels for the target's GPU into the plan (experimental)")
     parser.add_argument("--timing-cache", metavar="FILE",

@@ -199,8 +199,11 @@ def _per_layer(model, document, plan_tensors, reference, threshold):
                       and tensor in plan_tensors), None)
         if match is None:
             continue
+        value = plan_tensors[tensor]
+        if "scale" in info:   # int8 codes (edgert.int8_codes): compare the values they stand for
+            value = (value.astype(np.float64) * info["scale"]).astype(np.float32)
         entry = {"layer": layer["name"], "kind": layer["kind"], "onnx_value": match,
-                 "precision": layer.get("precision"), **metrics(plan_tensors[tensor], reference[match])}
+                 "precision": layer.get("precision"), **metrics(value, reference[match])}
         layers.append(entry)
         if first is None and entry["normwise_rel"] > threshold:
             first = entry

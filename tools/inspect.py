@@ -25,6 +25,8 @@ def describe(document: dict) -> dict:
         shown = {"name": entry["name"], "dtype": entry["dtype"], "shape": list(entry["shape"])}
         if entry.get("range"):   # plans with optimization profiles: smallest and largest dims
             shown["range"] = entry["range"]
+        if "scale" in entry:     # int8 codes (edgert.int8_codes)
+            shown["scale"] = entry["scale"]
         return shown
 
     memory = document.get("memory") or {}
@@ -65,13 +67,16 @@ def _shape(tensor: dict) -> str:
 
 def _shapes(tensors) -> str:
     """'name 1x3x224x224' per tensor (constants included: weights are tensors too; ranges as min-max)."""
-    return ", ".join(f"{t['name']} {_shape(t)}" for t in tensors if t is not None)
+    return ", ".join(f"{t['name']} {_shape(t)}" + (" int8" if "scale" in t else "") for t in tensors if t is not None)
 
 
 def _cost(layer: dict) -> str:
     if not layer["runs"]:
         return "free (elided: view / written in place)"
-    return "writes over its input" if layer["writes_over_input"] else ""
+    if layer["writes_over_input"]:
+        return "writes over its input"
+    estimate = (layer.get("attrs") or {}).get("cost_ms")   # Reformat layers: the builder's estimate
+    return f"~{estimate * 1e3:.2f} us (estimate)" if estimate is not None else ""
 
 
 def print_tables(info: dict) -> None:

@@ -34,6 +34,10 @@ def _add_throughput_arguments(parser) -> None:
                        help="engines for --throughput: comma-separated gpu, dla0, dla1 ... or 'all' (default)")
     group.add_argument("--gpu-batch", type=int, default=256, metavar="N", help="GPU batch for --throughput (256)")
     group.add_argument("--dla-batch", type=int, default=2, metavar="N", help="DLA batch for --throughput (2)")
+    group.add_argument("--dla-sparse", action="store_true",
+                       help="for --throughput: the DLA engines run 2:4 structured-sparse weights (TensorRT "
+                            "--sparsity=force; twice the MAC rate for their convolutions, compressed weights); "
+                            "the weights are not checked for the pattern")
 
 
 def main(args) -> int:
@@ -67,6 +71,6 @@ def _throughput(graph, args) -> int:
         raise UsageError(f"--gpu-batch and --dla-batch must be at least 1 (found {args.gpu_batch}, {args.dla_batch})")
     profile = load_profile(args.target)
     report = throughput(graph, profile, parse_engines(args.engines, profile), args.precision,
-                        args.gpu_batch, args.dla_batch)
+                        args.gpu_batch, args.dla_batch, sparse=args.dla_sparse)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0

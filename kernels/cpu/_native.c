@@ -435,6 +435,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"softmax", native_softmax, METH_VARARGS, "softmax(x, out, cols, first_row=0, row_count=-1)"},
+    {"row_means", native_row_means, METH_VARARGS, "row_means(x, out, cols, first_row=0, row_count=-1)"},
     {"layernorm", native_layernorm, METH_VARARGS, "layernorm(x, out, cols, scale, bias, epsilon, first_row=0, row_count=-1)"},
     {"isa", native_isa, METH_NOARGS, "isa() -> the instruction set the kernels run with"},
     {"conv_isa", native_conv_isa, METH_NOARGS, "conv_isa() -> the instruction set the convolution microkernels run with"},

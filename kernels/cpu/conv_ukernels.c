@@ -41,9 +41,13 @@ static int has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && has_avx2_fma() && !capped("avx512");
 }
 
-/* depthwise rows are mostly narrow (7-56 outputs): 8-float vectors waste fewer lanes than 16-float ones */
+/* depthwise rows narrower than 16 outputs (7x7 to 14x14 planes) waste fewer lanes in 8-float vectors; wider ones run
+ * the AVX-512 build (half the instructions) where there is one */
 static DepthwiseRows choose_depthwise(void) {
     return has_avx2_fma() ? conv_depthwise_rows_avx2 : conv_depthwise_rows_baseline;
+}
+static DepthwiseRows choose_wide_depthwise(void) {
+    return has_avx512() ? conv_depthwise_rows_avx512 : choose_depthwise();
 }
 static DirectRows choose_direct(void) {
     return has_avx512() ? conv_direct_rows_avx512 : has_avx2_fma() ? conv_direct_rows_avx2 : conv_direct_rows_baseline;
@@ -55,19 +59,23 @@ static PointwiseCols choose_pointwise(void) {
 }
 #else
 static DepthwiseRows choose_depthwise(void) { return conv_depthwise_rows_baseline; }
+static DepthwiseRows choose_wide_depthwise(void) { return conv_depthwise_rows_baseline; }
 static DirectRows choose_direct(void) { return conv_direct_rows_baseline; }
 static PointwiseCols choose_pointwise(void) { return conv_pointwise_cols_baseline; }
 #endif
 
 /* the dispatch table, filled on first use (a race fills it twice with the same pointers) */
-static DepthwiseRows chosen_depthwise;
+static DepthwiseRows chosen_depthwise, chosen_wide_depthwise;
 static DirectRows chosen_direct;
 static PointwiseCols chosen_pointwise;
 
 void conv_depthwise_rows(float *out, int64_t rows, int64_t out_w, const float *plane, int64_t row_step,
                          const int64_t *offsets, int64_t taps, const float *w, float start) {
     if (!chosen_depthwise) chosen_depthwise = choose_depthwise();
-    if (rows > 0 && out_w > 0) chosen_depthwise(out, rows, out_w, plane, row_step, offsets, taps, w, start);
+    if (!chosen_wide_depthwise) chosen_wide_depthwise = choose_wide_depthwise();
+    if (rows > 0 && out_w > 0)
+        (out_w >= 16 ? chosen_wide_depthwise : chosen_depthwise)(out, rows, out_w, plane, row_step, offsets, taps, w,
+                                                                 start);
 }
 
 void conv_direct_rows(const ConvDirect *p, int64_t row_begin, int64_t row_end) {

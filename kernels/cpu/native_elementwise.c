@@ -108,6 +108,35 @@ done:
     return result;
 }
 
+/* row_means(x, out, cols, first_row=0, row_count=-1): out[r] = the mean of row r of `cols` contiguous floats of x, for
+ * rows [first_row, first_row + row_count); out holds one float per row, apart from x. */
+PyObject *native_row_means(PyObject *self, PyObject *args) {
+    Py_buffer x, out;
+    int64_t cols, first = 0, count = -1;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*L|LL", &x, &out, &cols, &first, &count)) return NULL;
+    int64_t elements = x.len / (Py_ssize_t)sizeof(float), rows = cols > 0 ? elements / cols : 0;
+    if (cols < 1 || x.len % (Py_ssize_t)sizeof(float) || elements % cols || out.len != rows * (Py_ssize_t)sizeof(float)) {
+        PyErr_Format(PyExc_ValueError, "row_means: expected an input of float32 rows of %lld and one output float per "
+                     "row; got %zd and %zd bytes", (long long)cols, x.len, out.len);
+        goto done;
+    }
+    if ((const char *)out.buf < (const char *)x.buf + x.len && (const char *)x.buf < (const char *)out.buf + out.len) {
+        PyErr_SetString(PyExc_ValueError, "row_means: the output overlaps the input");
+        goto done;
+    }
+    if (check_rows("row_means", &out, &out, rows, &first, &count) < 0) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    row_means((const float *)x.buf + first * cols, (float *)out.buf + first, count, cols);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 /* layernorm(x, out, cols, scale or None, bias or None, epsilon, first_row=0, row_count=-1): layer normalization
  * over rows of `cols` contiguous floats; scale and bias hold cols floats; out may be x itself, nothing else. */
 PyObject *native_layernorm(PyObject *self, PyObject *args) {

@@ -9,6 +9,7 @@
 
 PyObject *native_pointwise(PyObject *self, PyObject *args);
 PyObject *native_softmax(PyObject *self, PyObject *args);
+PyObject *native_row_means(PyObject *self, PyObject *args);
 PyObject *native_layernorm(PyObject *self, PyObject *args);
 PyObject *native_isa(PyObject *self, PyObject *unused);
 PyObject *native_lstm(PyObject *self, PyObject *args);

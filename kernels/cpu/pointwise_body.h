@@ -221,6 +221,23 @@ static inline float PW_SUFFIX(row_sum)(const float *in, int64_t n) {
     return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
 }
 
+/* the mean of each of `rows` contiguous rows of `cols` floats (out: rows floats, apart from x) */
+void PW_SUFFIX(row_means)(const float *x, float *out, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *in = x + r * cols;
+        if (cols < 128) {   /* short rows (7x7 to 10x10 planes): one 8-lane pass costs less than the wide sum's setup */
+            out[r] = PW_SUFFIX(row_sum)(in, cols) / (float)cols;
+            continue;
+        }
+        float lanes[32] = {0};   /* 32 partial sums: several vector additions in flight, not one chain */
+        int64_t i = 0;
+        for (; i + 32 <= cols; i += 32)
+            for (int j = 0; j < 32; ++j) lanes[j] += in[i + j];
+        for (int j = 0; j < 8; ++j) lanes[j] += (lanes[j + 8] + lanes[j + 16]) + lanes[j + 24];
+        out[r] = (PW_SUFFIX(row_sum)(lanes, 8) + PW_SUFFIX(row_sum)(in + i, cols - i)) / (float)cols;
+    }
+}
+
 /* softmax over each of `rows` contiguous rows of `cols` floats: exp(x - max) / sum; out may be x itself. A row
  * with NaN, or with an infinite maximum (inf - inf), comes out NaN as in NumPy and onnxruntime. */
 void PW_SUFFIX(softmax_rows)(const float *x, float *out, int64_t rows, int64_t cols) {

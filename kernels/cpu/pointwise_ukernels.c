@@ -10,6 +10,7 @@
 typedef void (*PointwiseRun)(const PointwiseInstruction *, int, const float *const *, const uint8_t *, int, float *,
                              int64_t, int64_t);
 typedef void (*SoftmaxRows)(const float *, float *, int64_t, int64_t);
+typedef void (*RowMeans)(const float *, float *, int64_t, int64_t);
 typedef void (*LayernormRows)(const float *, float *, int64_t, int64_t, const float *, const float *, float);
 typedef void (*LstmSteps)(const float *, const float *, float *, float *, float *, int64_t, int64_t, int64_t, int64_t,
                           int, float *);
@@ -22,6 +23,7 @@ typedef void (*LstmSteps)(const float *, const float *, float *, float *, float 
     void pointwise_run_##isa(const PointwiseInstruction *program, int count, const float *const *inputs,            \
                              const uint8_t *is_scalar, int input_count, float *out, int64_t begin, int64_t end);    \
     void softmax_rows_##isa(const float *x, float *out, int64_t rows, int64_t cols);                                \
+    void row_means_##isa(const float *x, float *out, int64_t rows, int64_t cols);                                   \
     void layernorm_rows_##isa(const float *x, float *out, int64_t rows, int64_t cols, const float *scale,           \
                               const float *bias, float epsilon);                                                    \
     void lstm_steps_##isa(const float *projection, const float *r_t, float *h, float *c, float *y, int64_t y_step,  \
@@ -49,17 +51,20 @@ static int has_avx512(void) {
 static LstmSteps choose_lstm(void) { return CHOOSE(lstm_steps); }
 static PointwiseRun choose(void) { return CHOOSE(pointwise_run); }
 static SoftmaxRows choose_softmax(void) { return CHOOSE(softmax_rows); }
+static RowMeans choose_row_means(void) { return CHOOSE(row_means); }
 static LayernormRows choose_layernorm(void) { return CHOOSE(layernorm_rows); }
 #else
 static PointwiseRun choose(void) { return pointwise_run_baseline; }
 static LstmSteps choose_lstm(void) { return lstm_steps_baseline; }
 static SoftmaxRows choose_softmax(void) { return softmax_rows_baseline; }
+static RowMeans choose_row_means(void) { return row_means_baseline; }
 static LayernormRows choose_layernorm(void) { return layernorm_rows_baseline; }
 #endif
 
 /* the dispatch table, filled on first use (a race fills it twice with the same pointers) */
 static PointwiseRun chosen;
 static SoftmaxRows chosen_softmax;
+static RowMeans chosen_row_means;
 static LayernormRows chosen_layernorm;
 static LstmSteps chosen_lstm;
 
@@ -74,6 +79,11 @@ void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, cons
                     float epsilon) {
     if (!chosen_layernorm) chosen_layernorm = choose_layernorm();
     if (rows > 0 && cols > 0) chosen_layernorm(x, out, rows, cols, scale, bias, epsilon);
+}
+
+void row_means(const float *x, float *out, int64_t rows, int64_t cols) {
+    if (!chosen_row_means) chosen_row_means = choose_row_means();
+    if (rows > 0 && cols > 0) chosen_row_means(x, out, rows, cols);
 }
 
 void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols) {

@@ -30,6 +30,9 @@ int pointwise_run(const PointwiseInstruction *program, int count, const float *c
 /* softmax over `rows` contiguous rows of `cols` floats (out may be x itself) */
 void softmax_rows(const float *x, float *out, int64_t rows, int64_t cols);
 
+/* the mean of each of `rows` contiguous rows of `cols` floats into out[0, rows) (apart from x) */
+void row_means(const float *x, float *out, int64_t rows, int64_t cols);
+
 /* layer normalization over `rows` contiguous rows of `cols` floats; scale and bias are cols floats or NULL */
 void layernorm_rows(const float *x, float *out, int64_t rows, int64_t cols, const float *scale, const float *bias,
                     float epsilon);

@@ -183,6 +183,10 @@ def _bind_global(x, out, kind: PoolingType):
     planes, results = x.reshape(x.shape[:2] + (-1,)), out.reshape(out.shape[:2])
     if kind == PoolingType.MAX:
         return functools.partial(np.maximum.reduce, planes, axis=-1, out=results)
+    if x.flags.c_contiguous and out.flags.c_contiguous:   # then the reshapes are views of the bound arrays
+        means = native.bind_row_means(planes.reshape(-1, planes.shape[-1]), results.reshape(-1))
+        if means is not None:
+            return means
     count = np.asarray(planes.shape[-1], out.dtype)
     return sequence([functools.partial(np.add.reduce, planes, axis=-1, out=results),
                      functools.partial(np.divide, out, count, out)])

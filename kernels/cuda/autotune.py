@@ -199,7 +199,10 @@ def _random_feeds(engine, tensors: list[int]) -> dict[int, np.ndarray]:
     feeds = {}
     for tensor in dict.fromkeys(tensors):
         info = engine.document["tensors"][tensor]
-        feeds[tensor] = (rng.standard_normal(info["shape"]) * 0.5).astype(info["dtype"])
+        if info["dtype"] == "int8":   # int8 codes (edgert.int8_codes): the full range, not a cluster at 0
+            feeds[tensor] = rng.integers(-128, 128, info["shape"]).astype(np.int8)
+        else:
+            feeds[tensor] = (rng.standard_normal(info["shape"]) * 0.5).astype(info["dtype"])
     return feeds
 
 

@@ -49,6 +49,9 @@ EDGERT_FN void i8_mma_16832(i32 d[4], const u32 a[4], const u32 b[2]) {
 }
 #endif
 
+// int8 codes (edgert.int8_codes) load as the integer-valued floats the quantizers take.
+EDGERT_FN float to_compute(i8 v) { return float(v); }
+
 // -- quantize and saturate ----------------------------------------------------------------------------------
 // True when r (a float estimate, in code units) is within 2^-12 of a rounding boundary k + 1/2.
 EDGERT_FN bool i8_near(float r) { return fabsf(r - floorf(r) - 0.5f) < 0x1p-12f; }

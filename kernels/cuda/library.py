@@ -215,6 +215,8 @@ def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> l
     kind = LayerKind(layer["kind"])
     if (layer.get("attrs") or {}).get("int8") and not str(layer.get("device", "")).startswith("dla"):
         return lower_int8.lower_int8_layer(ctx, layer, fusion or {})   # the CPU int8 reference's numerics
+    if kind == LayerKind.REFORMAT and (layer.get("attrs") or {}).get("to_dtype"):
+        return lower_int8.reformat_codes(ctx, layer)   # int8 codes: quantize / dequantize (edgert.int8_codes)
     if str(layer.get("device", "")).startswith("dla"):
         raise UnsupportedError(f"layer {layer['name']!r} is placed on {layer['device']}; only GPU layers get CUDA "
                                "kernels")

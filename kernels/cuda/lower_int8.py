@@ -15,6 +15,9 @@ saturates what it writes to int8 at its output scale.
 - Pooling, Concatenation and the per-element kinds (Activation, ElementWise, PointWise, Scale,
   ParametricReLU, Unary): one thread per output element, inputs quantized, the program computed, the result
   saturated.
+- Plans with int8 codes (``edgert.int8_codes``): an int8 input tensor holding codes is read as its codes
+  (a GEMM tile packs them as they are), an int8 output receives the saturated code instead of its
+  dequantized value, and the quantize / dequantize Reformat layers (``reformat_codes``) convert.
 
 Rounding. The reference computes in float64; these kernels compute each value in float and round it to
 an int8 code, unless the float estimate lies within 2^-12 code units of a rounding boundary: then that value
@@ -73,7 +76,8 @@ def lower_int8_layer(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launc
 class Scale:
     """One int8 scale as kernels spell it: its float inverse, its double value, its dequantization table."""
 
-    def __init__(self, layer: dict, value):
+    def __init__(self, layer: dict, value, codes: bool = False):
+        self.codes = codes   # the tensor holds int8 codes (edgert.int8_codes): read and written as they are
         value = float(value)
         inverse = np.float32(1.0 / value) if value > 0 else np.float32(np.inf)
         if not (math.isfinite(value) and value > 0 and np.isfinite(inverse)):
@@ -83,6 +87,8 @@ class Scale:
 
     def code(self, x: str) -> str:
         """C expression: the int8 code of float ``x`` (a float holding an integer in [-128, 127])."""
+        if self.codes:
+            return f"({x})"
         return f"i8_code({x}, {cg.literal(self.inverse, 'float')}, {cg.literal(self.value, 'double')})"
 
     def values(self, code: str) -> tuple:
@@ -98,7 +104,11 @@ class Scale:
 def input_scale(layer: dict, slot: int, dtype: str) -> Scale | None:
     """The scale an int8 layer quantizes input ``slot`` at (None: the reference reads it wide)."""
     scales = (layer.get("attrs") or {}).get("int8", {}).get("input_scales") or []
-    if dtype not in FLOATS or slot >= len(scales) or not scales[slot]:
+    if slot >= len(scales) or not scales[slot]:
+        return None
+    if dtype == "int8":   # an int8 tensor an int8 layer reads at a scale holds codes
+        return Scale(layer, scales[slot], codes=True)
+    if dtype not in FLOATS:
         return None
     if dtype == "float64":   # codes come from a float estimate of x / s: exact for float32 and float16 x only
         raise UnsupportedError(f"layer {layer['name']!r}: int8 kernels quantize float32 or float16 tensors, input "
@@ -131,7 +141,7 @@ def tensor_source(ctx: LowerContext, pointers: Pointers, tensor: int, index: str
     """(lines computing its code, (float pass, double pass) source) of input ``tensor`` at ``index``."""
     dtype = ctx.dtype(tensor)
     load = cg.load(pointers.expr(ptr(tensor), cg.ctype(dtype)), index, dtype)
-    if dtype not in FLOATS:
+    if dtype not in FLOATS and not (scale is not None and scale.codes):
         ctype = cg.compute_ctype(dtype)
         return [], ((load, ctype), (load, ctype))
     if scale is None:
@@ -170,17 +180,25 @@ def segment(ctx: LowerContext, program: list, sources: list, scale: Scale | None
     return ["{", "bool near = false;", "float q;",
             "{", *float_lines, f"q = i8_round({float_value} * {cg.literal(scale.inverse, 'float')}, near);", "}",
             "if (near) {", *double_lines, f"q = i8_round_exact({double_value}, {cg.literal(scale.value, 'double')});",
-            "}", f"{result} = i8_value(q, {table});", "}"]
+            "}", f"{result} = {'q == q ? q : 0.f' if scale.codes else f'i8_value(q, {table})'};", "}"]
 
 
 def output_scale(ctx: LowerContext, layer: dict, out: int) -> Scale | None:
-    """The saturation scale of an int8 layer's float output (None for a non-float output: stored as computed)."""
+    """The saturation scale of an int8 layer's float output (None for a non-float output: stored as computed);
+    an int8 output of an int8 layer holds codes."""
+    if ctx.dtype(out) == "int8":
+        return Scale(layer, layer["attrs"]["int8"]["output_scale"], codes=True)
     if ctx.dtype(out) not in FLOATS:
         return None
     if ctx.dtype(out) != "float32":   # the dequantization tables hold float32 values, as int8 plans store
         raise UnsupportedError(f"layer {layer['name']!r}: int8 outputs are float32 tensors (precision.py makes "
                                f"them so), this one is {ctx.dtype(out)}")
     return Scale(layer, layer["attrs"]["int8"]["output_scale"])
+
+
+def value_table(ctx: LowerContext, pointers: Pointers, scale: Scale | None) -> str:
+    """The pointer expression of the dequantization table a float output stores through ("" for codes)."""
+    return pointers.expr(scale.table(ctx), "float") if scale is not None and not scale.codes else ""
 
 
 def _element_kernel(ctx: LowerContext, base: str, count: int, out: int, lines: list[str], out_index: str,
@@ -223,8 +241,7 @@ def _per_element(ctx: LowerContext, layer: dict) -> list[Launch]:
     last = len(sources) + len(program) - 1
     program += epilogue_steps(layer, last, last + 1)
     scale = output_scale(ctx, layer, out)
-    table = pointers.expr(scale.table(ctx), "float") if scale else ""
-    lines += segment(ctx, program, sources, scale, table, "y", ctx.dtype(out))
+    lines += segment(ctx, program, sources, scale, value_table(ctx, pointers, scale), "y", ctx.dtype(out))
     return [_element_kernel(ctx, "int8_pointwise", count, out, lines, "i", pointers, tactic="int8-pointwise")]
 
 
@@ -246,8 +263,7 @@ def _concatenation(ctx: LowerContext, layer: dict) -> list[Launch]:
             continue
         pointers = Pointers()
         lines, source = tensor_source(ctx, pointers, src, "i", input_scale(layer, slot, ctx.dtype(src)), "c")
-        table = pointers.expr(scale.table(ctx), "float") if scale else ""
-        lines += segment(ctx, [], [source], scale, table, "y", ctx.dtype(dst))
+        lines += segment(ctx, [], [source], scale, value_table(ctx, pointers, scale), "y", ctx.dtype(dst))
         launches.append(_element_kernel(ctx, "int8_concat", count, dst, lines,
                                         cg.index_expr("i", in_shape, out_strides), pointers,
                                         offset * ctx.itemsize(dst), tactic="int8-concat"))
@@ -299,8 +315,27 @@ def _pooling(ctx: LowerContext, layer: dict) -> list[Launch]:
         source, more = _lp_pool(attrs, scale_in, code, inside)
         lines += more[0] + opening + more[1] + closing
     scale = output_scale(ctx, layer, out)
-    lines += segment(ctx, [], [source], scale, pointers.expr(scale.table(ctx), "float"), "y")
+    lines += segment(ctx, [], [source], scale, value_table(ctx, pointers, scale), "y")
     return [_element_kernel(ctx, "int8_pool", count, out, lines, "i", pointers, tactic=f"int8-pool-{kind.value}")]
+
+
+def reformat_codes(ctx: LowerContext, layer: dict) -> list[Launch]:
+    """A quantize (float → int8 codes) or dequantize (codes → float32) Reformat layer, as kernels/cpu/int8.py's
+    ``reformat_codes``: q = clamp(rint(x / s), -128, 127) (NaN → 0), x = float32(double(q) * s)."""
+    x, out = layer["inputs"][0], layer["outputs"][0]
+    count = cg.numel(ctx.shape(out))
+    if count == 0:
+        return []
+    scale, pointers = Scale(layer, layer["attrs"]["scale"]), Pointers()
+    load = cg.load(pointers.expr(ptr(x), cg.ctype(ctx.dtype(x))), "i", ctx.dtype(x))
+    if ctx.dtype(out) == "int8":
+        if ctx.dtype(x) not in ("float32", "float16"):
+            raise UnsupportedError(f"layer {layer['name']!r}: quantizes a {ctx.dtype(x)} tensor; the int8 kernels "
+                                   "quantize float32 or float16")
+        lines, verb = [f"const float q = {scale.code(f'float({load})')};", "y = q == q ? q : 0.f;"], "quantize"
+    else:
+        lines, verb = [f"y = float(double({load}) * {cg.literal(scale.value, 'double')});"], "dequantize"
+    return [_element_kernel(ctx, f"int8_{verb}", count, out, lines, "i", pointers, tactic=f"int8-{verb}")]
 
 
 def _lp_pool(attrs: dict, scale: Scale, code: str, inside: str) -> tuple:

@@ -17,7 +17,7 @@ from edgert.kernels.cpu.int8 import weight_codes
 from edgert.kernels.cuda import codegen as cg
 from edgert.kernels.cuda.library import BLOCK, Launch, LowerContext, grid_for, input_index, ptr
 from edgert.kernels.cuda.lower_int8 import (MAX_K, MMA_ARCH, PLACEHOLDER, Pointers, Scale, epilogue_steps,
-                                            input_scale, output_scale, segment, tensor_source)
+                                            input_scale, output_scale, segment, tensor_source, value_table)
 
 
 # -- convolution and matrix multiply --------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def functor(ctx: LowerContext, layer: dict, fusion: dict, out_shape, channel_axi
     # Register 0 (the accumulator) is the result unless epilogue steps follow: a program's value is its last register.
     program = epilogue_steps(layer, 0, len(sources)) or [{"kind": LayerKind.IDENTITY.value, "attrs": {}, "args": [0]}]
     scale = output_scale(ctx, layer, layer["outputs"][0])
-    lines += ["float y;"] + segment(ctx, program, sources, scale, pointers.expr(scale.table(ctx), "float"), "y")
+    lines += ["float y;"] + segment(ctx, program, sources, scale, value_table(ctx, pointers, scale), "y")
     if fusion:
         lines += _consumer(ctx, fusion, out_shape, coordinates, pointers)
     body = "\n        ".join(lines)
@@ -98,8 +98,8 @@ def _consumer(ctx: LowerContext, fusion: dict, out_shape, coordinates: dict, poi
         last = len(sources) + len(program) - 1
         program += epilogue_steps(consumer, last, last + 1)
     scale = output_scale(ctx, consumer, fusion["output"]) if int8 else None
-    table = pointers.expr(scale.table(ctx), "float") if scale else ""
-    return lines + ["float z;"] + segment(ctx, program, sources, scale, table, "z") + ["y = z;"]
+    return lines + ["float z;"] + segment(ctx, program, sources, scale, value_table(ctx, pointers, scale), "z") + \
+        ["y = z;"]
 
 
 def weight_words(codes: np.ndarray, bm: int) -> np.ndarray:
@@ -175,6 +175,14 @@ extern "C" __global__ void __launch_bounds__({threads}) KERNEL(const u32* __rest
     return [Launch(ctx.kernel("int8_gemm", source), grid, (threads, 1, 1), params, tactic=label)]
 
 
+def x_fields(ctx: LowerContext, x: int, x_scale: Scale) -> dict:
+    """How the activation loader quantizes: at the input's scale, or, for an input of int8 codes
+    (``edgert.int8_codes``), at scale 1 (i8_code of an integer-valued float is that integer)."""
+    if ctx.dtype(x) == "int8":
+        return {"X_INV": 1.0, "X_SCALE": 1.0}
+    return {"X_INV": x_scale.inverse, "X_SCALE": x_scale.value}
+
+
 def _quantized_weights(ctx: LowerContext, layer: dict, axis: int) -> tuple:
     """(weight codes, rescale s_x * s_c per channel, int32-code biases or None), as the reference computes them."""
     inputs, spec = layer["inputs"], layer["attrs"]["int8"]
@@ -221,7 +229,7 @@ def convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     oc = w_shape[0]
     fields = {"N": x_shape[0] * OH * OW, "OHW": OH * OW, "OW": OW, "H": H, "W": W, "SH": strides[0],
               "SW": strides[1], "PH": begins[0], "PW": begins[1], "IN_IMG": x_shape[1] * H * W,
-              "GROUP_IN": cg_in * H * W, "OUT_IMG": oc * OH * OW, "X_INV": x_scale.inverse, "X_SCALE": x_scale.value}
+              "GROUP_IN": cg_in * H * W, "OUT_IMG": oc * OH * OW, **x_fields(ctx, x, x_scale)}
     offset = "(n / OHW) * OUT_IMG + i64(m) * OHW + n % OHW"
     return emit_gemm(ctx, layer, codes=codes.reshape(group, oc // group, -1), x=x, out=out, fields=fields,
                      offset=offset, loader="I8Im2col", epi=epi, pointers=pointers,
@@ -239,14 +247,15 @@ def _direct_convolution(ctx: LowerContext, layer: dict, x: int, out: int, codes:
     plane, taps = cg.numel(in_spatial), cg.numel(geometry["kernel"])
     opening, closing, offset = _tap_loops(geometry, in_spatial, transposed=False)
     x_value = cg.load("xb", f"ic * {plane} + {offset}", ctx.dtype(x))
+    quantizer = x_fields(ctx, x, x_scale)
     body = _decompose(out_shape, ["b", "oc"] + [f"o{d}" for d in range(spatial)]) + [
         f"const i32 g = oc / {w_shape[0] // int(attrs.get('group', 1))};",
         f"const auto* xb = x + (i64(b) * {x_shape[1]} + g * {cg_in}) * {plane};",
         f"const i8* wb = w + i64(oc) * {cg_in * taps};",
         "i32 acc = 0;",
         f"for (i32 ic = 0; ic < {cg_in}; ++ic) {{", *opening,
-        f"acc += i8_int(float({x_value}), {cg.literal(x_scale.inverse, 'float')}, "
-        f"{cg.literal(x_scale.value, 'double')}) * i32(wb[ic * {taps} + {_tap_index(geometry)}]);",
+        f"acc += i8_int(float({x_value}), {cg.literal(quantizer['X_INV'], 'float')}, "
+        f"{cg.literal(quantizer['X_SCALE'], 'double')}) * i32(wb[ic * {taps} + {_tap_index(geometry)}]);",
         *closing, "}"]
     count = cg.numel(out_shape)
     text = "\n    ".join(body)
@@ -289,7 +298,7 @@ def matrix_multiply(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch
     else:
         vec = K % 4 == 0 and ctx.dtype(x) == "float32" and ctx.aligned(x)
         layout = {"ROWS": columns, "BATCH_STRIDE": 0, "ROW_STRIDE": K, "K_STRIDE": 1, "VEC": vec}
-    fields = {"N": columns, **layout, "X_INV": x_scale.inverse, "X_SCALE": x_scale.value, "CHANNELS": channels}
+    fields = {"N": columns, **layout, **x_fields(ctx, x, x_scale), "CHANNELS": channels}
     return emit_gemm(ctx, layer, codes=np.ascontiguousarray(channel_codes)[None], x=x, out=out, fields=fields,
                      offset="n * CHANNELS + m", loader="I8Rows", epi=epi, pointers=pointers, ktab=["0"],
                      tactic="int8-gemm")

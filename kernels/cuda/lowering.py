@@ -58,10 +58,6 @@ def lower_plan(document: dict, arch, *, sm_count: int | None = None, fuse: bool 
     """(context with kernel sources, launches per layer, fused map) for ``arch``; ``policy`` picks the
     tactics (default: the cost model), and ``ctx.tactic_policy.decisions`` records each choice; ``conservative``
     turns off the fast paths that depend on a shape's parity (see ``LowerContext.conservative``)."""
-    codes = [t["name"] for t in document.get("tensors", []) if "scale" in t]
-    if codes:   # edgert.int8_codes: the CUDA int8 kernels still read and write float32 tensors
-        raise PlanError(f"this plan holds int8 codes ({codes[0]!r} and {len(codes) - 1} more tensors), which the CUDA "
-                        "int8 kernels do not read yet; build with int8_codes=False for CUDA")
     cpu_only = (document.get("memory") or {}).get("cpu_only", [])
     if cpu_only:   # parallel CUDA threads would read input another thread already overwrote
         names = ", ".join(document["layers"][i]["name"] for i in cpu_only[:4]) + (" ..." if len(cpu_only) > 4 else "")

@@ -1,6 +1,6 @@
 /* Checks kernels/cpu/pointwise_ukernels.c without Python: every opcode over a sweep of inputs against double
- * precision libm, the GELU chain as the fusion pass emits it, softmax rows and the LSTM time loop. Built and run by
- * tests/test_cpu_native_aarch64.py on the host and, cross-compiled, under qemu-aarch64 (the NEON build).
+ * precision libm, the GELU chain as the fusion pass emits it, softmax rows, row means and the LSTM time loop. Built
+ * and run by tests/test_cpu_native_aarch64.py on the host and, cross-compiled, under qemu-aarch64 (the NEON build).
  * Prints one line per failing case and exits 1 when any fails, else prints the ISA and "ok". */
 #include <math.h>
 #include <stdio.h>
@@ -111,6 +111,24 @@ static int check_softmax(float *x, float *out, double *want) {
     return compare("softmax", out, want, rows * COLS);
 }
 
+/* row means: short rows (the 8-lane sum) and long ones (the 32-lane sum, and its tail) */
+static int check_row_means(float *x, float *out, double *want) {
+    int failed = 0;
+    const int widths[] = {49, 1031, 131};
+    for (int w = 0; w < 3; ++w) {
+        int cols = widths[w], rows = N / cols;
+        for (int i = 0; i < rows * cols; ++i) x[i] = (float)(1 + sin(i * 1.3));
+        for (int r = 0; r < rows; ++r) {
+            double total = 0;
+            for (int i = 0; i < cols; ++i) total += x[r * cols + i];
+            want[r] = total / cols;
+        }
+        row_means(x, out, rows, cols);
+        failed += compare("row means", out, want, rows);
+    }
+    return failed;
+}
+
 /* an LSTM direction (steps forward and reversed, batch 2, hidden 13: past an 8-lane vector) against double precision */
 static int check_lstm(int reverse) {
     enum { STEPS = 4, BATCH = 2, HIDDEN = 13, WIDTH = 4 * HIDDEN, DIRS = 2 };
@@ -156,6 +174,7 @@ int main(void) {
         for (int s = 0; s < 4; ++s) failures += check_unary(op, scales[s], x, out, want);
     failures += check_gelu_chain(x, out, want);
     failures += check_softmax(x, out, want);
+    failures += check_row_means(x, out, want);
     failures += check_lstm(0) + check_lstm(1);
     printf("%s %s\n", pointwise_isa(), failures ? "FAILED" : "ok");
     free(x);
