@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 import edgert as trt
 from helpers import normwise_error
-from test_trt_api_samples import CollectingLogger, conv_onnx_model
+from test_trt_api_samples import CollectingLogger, CollectingProfiler, conv_onnx_model
 
 rng = np.random.default_rng()
 
@@ -176,20 +176,12 @@ def test_parsed_network_can_be_edited_like_a_built_one(tmp_path):
 
 
 def test_profiler_reports_every_layer_that_runs():
-    class Profiler(trt.IProfiler):
-        def __init__(self):
-            trt.IProfiler.__init__(self)
-            self.times = []
-
-        def report_layer_time(self, layer_name, ms):
-            self.times.append((layer_name, ms))
-
     builder = trt.Builder(CollectingLogger())
     network, _ = conv_relu_network(builder)
     engine = trt.Runtime().deserialize_cuda_engine(builder.build_serialized_network(
         network, builder.create_builder_config()))
     context = engine.create_execution_context()
-    context.profiler = Profiler()
+    context.profiler = CollectingProfiler()
     x, y = rng.standard_normal((1, 3, 8, 8)).astype(np.float32), np.zeros((1, 4, 8, 8), np.float32)
     assert context.execute_v2([x.ctypes.data, y.ctypes.data])
     layers = json.loads(engine.create_engine_inspector().get_engine_information())["Layers"]

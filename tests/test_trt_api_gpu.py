@@ -11,8 +11,8 @@ import pytest
 
 import edgert as trt
 from helpers import normwise_error, ort_run
-from test_trt_api_samples import (CollectingLogger, conv_onnx_model, mnist_reference, mnist_weights,
-                                  populate_mnist_network)
+from test_trt_api_samples import (CollectingLogger, CollectingProfiler, conv_onnx_model, mnist_reference,
+                                  mnist_weights, populate_mnist_network)
 
 pytestmark = pytest.mark.gpu
 
@@ -39,10 +39,8 @@ def build_cuda_engine(network, builder, logger):
     return engine
 
 
-def test_mnist_network_on_cuda_with_device_pointers():
-    import cupy
-
-    rng = np.random.default_rng()
+def mnist_on_cuda(rng):
+    """(weights, engine, context, device buffers) of the layer-by-layer MNIST network built for CUDA."""
     weights = mnist_weights(rng)
     logger = CollectingLogger()
     builder = trt.Builder(logger)
@@ -50,7 +48,14 @@ def test_mnist_network_on_cuda_with_device_pointers():
     populate_mnist_network(network, weights, with_topk=False)
     engine = build_cuda_engine(network, builder, logger)
     context = engine.create_execution_context()
-    buffers = allocate_device_buffers(engine, context)
+    return weights, engine, context, allocate_device_buffers(engine, context)
+
+
+def test_mnist_network_on_cuda_with_device_pointers():
+    import cupy
+
+    rng = np.random.default_rng()
+    weights, engine, context, buffers = mnist_on_cuda(rng)
     stream = cupy.cuda.Stream(non_blocking=True)
     for _ in range(2):
         image = rng.random((1, 1, 28, 28), dtype=np.float32)
@@ -88,28 +93,13 @@ def test_profiler_on_cuda_reports_every_launching_layer():
     run (synchronously, as TensorRT's profiler does), with the same outputs as a run without it."""
     import cupy
 
-    class Profiler(trt.IProfiler):
-        def __init__(self):
-            trt.IProfiler.__init__(self)
-            self.times = []
-
-        def report_layer_time(self, layer_name, ms):
-            self.times.append((layer_name, ms))
-
     rng = np.random.default_rng()
-    weights = mnist_weights(rng)
-    logger = CollectingLogger()
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    populate_mnist_network(network, weights, with_topk=False)
-    engine = build_cuda_engine(network, builder, logger)
-    context = engine.create_execution_context()
-    buffers = allocate_device_buffers(engine, context)
+    _, engine, context, buffers = mnist_on_cuda(rng)
     buffers["data"].set(rng.random((1, 1, 28, 28), dtype=np.float32))
     assert context.execute_async_v3(0)
     cupy.cuda.Device().synchronize()
     plain = buffers["prob"].get()
-    context.profiler = Profiler()
+    context.profiler = CollectingProfiler()
     buffers["prob"].fill(np.nan)
     assert context.execute_async_v3(0)
     np.testing.assert_array_equal(buffers["prob"].get(), plain)

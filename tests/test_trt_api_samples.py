@@ -31,6 +31,17 @@ class CollectingLogger(trt.ILogger):
         self.messages.append((severity, msg))
 
 
+class CollectingProfiler(trt.IProfiler):
+    """Keeps every (layer name, ms) the context reports, in order."""
+
+    def __init__(self):
+        trt.IProfiler.__init__(self)
+        self.times = []
+
+    def report_layer_time(self, layer_name, ms):
+        self.times.append((layer_name, ms))
+
+
 def mnist_weights(rng) -> dict:
     return {"conv1.weight": rng.standard_normal((20, 1, 5, 5)).astype(np.float32) * 0.2,
             "conv1.bias": rng.standard_normal(20).astype(np.float32) * 0.1,
