@@ -109,3 +109,20 @@ def assert_runs_allocate_nothing(context, limit: int = 200_000) -> None:
                 assert tracemalloc.get_traced_memory()[1] - before < limit
     finally:
         tracemalloc.stop()
+
+
+def binds_with_module_on_and_off(monkeypatch, model, feeds: dict, output: str, binder: str) -> int:
+    """Run ``model`` with the native module on, then off (``native.ENV_SWITCH``; layers bind their kernels when a
+    context is created), each within 1e-5 of onnxruntime on ``output``; return how often ``native.<binder>`` was
+    asked to bind a layer."""
+    from edgert.kernels.cpu import native
+
+    engine = edgert.load(edgert.build(model).to_bytes())
+    want = ort_run(model, feeds)[output]
+    calls = []
+    real = getattr(native, binder)
+    monkeypatch.setattr(native, binder, lambda *args: calls.append(1) or real(*args))
+    for switch in ("1", "0"):
+        monkeypatch.setenv(native.ENV_SWITCH, switch)
+        assert normwise_error(engine.create_execution_context().execute(feeds)[output], want) <= 1e-5, switch
+    return len(calls)

@@ -17,7 +17,7 @@ import edgert
 from edgert.ir.kinds import LayerKind, PoolingType
 from edgert.kernels.cpu import native
 from edgert.kernels.registry import lookup
-from helpers import normwise_error, ort_run
+from helpers import binds_with_module_on_and_off, normwise_error, ort_run
 from models import MODELS
 
 rng = np.random.default_rng()
@@ -254,13 +254,5 @@ def test_global_average_pool_model_against_onnxruntime(monkeypatch):
     graph = helper.make_graph(nodes, "gap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 72, 28, 28])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 72, 1, 1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    feeds = {"x": randn(1, 72, 28, 28)}
-    want = ort_run(model, feeds)["y"]
-    engine = edgert.load(edgert.build(model).to_bytes())
-    calls = []
-    real = native.bind_row_means
-    monkeypatch.setattr(native, "bind_row_means", lambda *args: calls.append(1) or real(*args))
-    for switch in ("1", "0"):   # layers bind their kernels when the context is created
-        monkeypatch.setenv(native.ENV_SWITCH, switch)
-        assert normwise_error(engine.create_execution_context().execute(feeds)["y"], want) <= 1e-5, switch
-    assert len(calls) == 2   # asked both times; the module is off the second time
+    calls = binds_with_module_on_and_off(monkeypatch, model, {"x": randn(1, 72, 28, 28)}, "y", "bind_row_means")
+    assert calls == 2   # asked both times; the module is off the second time

@@ -13,12 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import edgert
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu import convolution_prepared, native
 from edgert.kernels.registry import lookup
 from edgert.runtime.engine import Workspace
-from helpers import normwise_error, ort_run
+from helpers import binds_with_module_on_and_off, normwise_error
 from test_cpu_native import output_shape, randn
 from test_cpu_native_threads import pool_of_three  # noqa: F401 (a fixture)
 
@@ -181,12 +180,4 @@ def test_models_against_onnxruntime_with_and_without_the_module(shape, monkeypat
     model = conv_silu_model(*shape)
     onnx.checker.check_model(model)
     feeds = {"x": randn(1, shape[0], shape[1], shape[1])}
-    engine = edgert.load(edgert.build(model).to_bytes())
-    want = ort_run(model, feeds)["y"]
-    calls = []
-    real = native.bind_conv_direct
-    monkeypatch.setattr(native, "bind_conv_direct", lambda *args: calls.append(1) or real(*args))
-    for switch in ("1", "0"):   # layers bind their kernels when the context is created
-        monkeypatch.setenv(native.ENV_SWITCH, switch)
-        assert normwise_error(engine.create_execution_context().execute(feeds)["y"], want) <= 1e-5, switch
-    assert calls   # the first convolution (at least) ran the direct kernel
+    assert binds_with_module_on_and_off(monkeypatch, model, feeds, "y", "bind_conv_direct")   # the first conv at least

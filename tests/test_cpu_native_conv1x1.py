@@ -13,9 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import edgert
 from edgert.kernels.cpu import convolution_prepared, native
-from helpers import normwise_error, ort_run
+from helpers import binds_with_module_on_and_off, normwise_error
 from test_cpu_native import randn
 from test_cpu_native_conv import EPILOGUES, workspace
 from test_cpu_native_threads import pool_of_three  # noqa: F401 (a fixture)
@@ -167,13 +166,5 @@ def mobilenet_block_model(channels=16, size=28, expanded=72, out_channels=16):
 def test_mobilenet_block_against_onnxruntime_with_and_without_the_module(monkeypatch):
     model = mobilenet_block_model()
     onnx.checker.check_model(model)
-    feeds = {"x": randn(1, 16, 28, 28)}
-    engine = edgert.load(edgert.build(model).to_bytes())
-    want = ort_run(model, feeds)["y"]
-    calls = []
-    real = native.bind_conv_pointwise
-    monkeypatch.setattr(native, "bind_conv_pointwise", lambda *args: calls.append(1) or real(*args))
-    for switch in ("1", "0"):   # layers bind their kernels when the context is created
-        monkeypatch.setenv(native.ENV_SWITCH, switch)
-        assert normwise_error(engine.create_execution_context().execute(feeds)["y"], want) <= 1e-5, switch
-    assert len(calls) >= 2   # the expand and project convolutions
+    calls = binds_with_module_on_and_off(monkeypatch, model, {"x": randn(1, 16, 28, 28)}, "y", "bind_conv_pointwise")
+    assert calls >= 2   # the expand and project convolutions
