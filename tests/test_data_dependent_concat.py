@@ -14,6 +14,7 @@ from onnx import TensorProto as T, helper, numpy_helper
 import edgert
 from edgert.errors import UnsupportedError
 from edgert.ir.kinds import LayerKind
+from helpers import ort_run
 from test_data_dependent import assert_runs_match_ort, make_model
 
 rng = np.random.default_rng()
@@ -157,6 +158,22 @@ def test_if_on_any_box_left_with_batched_nms_matches_ort(classes, most, keep):
     reduce = next(layer for layer in kinds(plan, LayerKind.REDUCE) if len(layer["inputs"]) == 2)
     assert reduce["attrs"]["rows_axis"] == 0                               # the max over the kept boxes only
     assert [o["shape"][0] for o in plan.document["bindings"]["outputs"]] == [min(keep, classes * most)] * 3
+
+
+def test_fp16_plans_keep_the_layers_on_counted_rows_fp32():
+    """The class offsets reach 4 x (max coordinate + 1): in float16 they would round the boxes NMS compares."""
+    model = detector_model()
+    plan = edgert.build(model, precision="fp16")
+    for name in ("boxes_for_nms", "c1_mask", "max_coordinate", "all_scores"):
+        layer = next(layer for layer in plan.layers if layer["name"] == name)
+        assert layer["precision"] == "fp32", layer
+    context = edgert.load(plan.to_bytes()).create_execution_context()
+    draw = draw_detections()
+    for _ in range(4):
+        feeds = draw()
+        ours, ref = context.execute(feeds), ort_run(model, feeds)
+        for name, want in ref.items():
+            np.testing.assert_array_equal(ours[name], want, err_msg=name)
 
 
 def test_nothing_left_gives_empty_detections_like_ort():
