@@ -81,6 +81,24 @@ def test_nms_matches_ort(center, limit, iou, score):
     np.testing.assert_array_equal(ours, ref)
 
 
+@pytest.mark.parametrize("count,spread,classes,limit", [
+    (700, 60.0, 1, 1000),      # one tangle of boxes: settled in blocks of 256
+    (700, 60.0, 1, 40),        # ... cut at the limit inside a block
+    (1200, 40.0, 6, 1000),     # classes offset apart (torchvision's batched NMS): separate groups
+    (5000, 3000.0, 1, 10000),  # many candidates: each kept box only meets those its x-extent reaches
+])
+def test_nms_of_many_boxes_matches_ort(count, spread, classes, limit):
+    corner = rng.uniform(0, spread, (1, count, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(2, 30, (1, count, 2))], axis=2)
+    boxes += (rng.integers(0, classes, count) * 2 * (spread + 30))[None, :, None]
+    inputs = [("boxes", boxes.astype(np.float32)), ("scores", rng.random((1, 1, count)).astype(np.float32)),
+              ("max", np.array([limit], np.int64)), ("iou", np.array([0.45], np.float32))]
+    model, feeds = op_model("NonMaxSuppression", inputs, {}, opset=11, consts=("max", "iou"))
+    ours, ref = edgert_run(model, feeds)["y0"], ort_run(model, feeds)["y0"]
+    assert ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)
+
+
 def test_nms_plan_bounds_its_output_and_trims_it():
     boxes, scores = random_boxes(1, 40, 0), rng.random((1, 2, 40)).astype(np.float32)
     model, feeds = op_model("NonMaxSuppression", [("boxes", boxes), ("scores", scores),

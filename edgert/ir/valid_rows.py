@@ -19,13 +19,20 @@ module follows each bounded value through such layers, tracking ``Rows`` (count 
 - Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis,
   or both: bounded rows picked by indices bounded by another count (valid indices address valid rows);
 - Reduce, Softmax and TopK over other axes, and TopK along the rows when it reads their count (input 1:
-  a k computed from the count, k = min(K, n), as torchvision's detection heads do); MatrixMultiply with
-  bounded rows of A;
-- Scatter of bounded indices and updates that reads their count (input 3): a static output.
+  a k computed from the count, k = min(K, n), as torchvision's detection heads do); Reduce over the rows
+  when it reads their count (input 1, ``rows_axis``: a static result); MatrixMultiply with bounded rows of A;
+- Scatter of bounded indices and updates that reads their count (input 3): a static output;
+- Expand with a count (input 1, ``rows_axis``): a constant-filled value shaped by a count (a ConstantOfShape)
+  whose rows that count counts.
+
+Compact is itself bounded: it reads bounded rows along its axis, each with its count as its own count input
+(a Concat of counted rows; an If on a count, with ``select``), and its count counts its packed rows. Compacts
+of the same counts over values of the same sizes share one count (the first one's): torchvision concatenates
+its boxes, scores and labels apart and then adds boxes to offsets computed from labels.
 
 A value's valid rows are the first min(count * scale, its static size) along the axis: a prefix Slice keeps the
 count of its input, and the runtime's trimming, Shape and NMS clamp it. Two bounded inputs must share their count (but for that Gather). A bounded layer may read bounded
-rows only where it reads their count too: NMS over data-dependent boxes (its input 2). Anything else that reads a bounded value (a reduction over
+rows only where it reads their count too: NMS over data-dependent boxes (its input 2), Compact. Anything else that reads a bounded value (a reduction over
 the rows, a slice of them, a convolution...) is a build error naming the layer. The runtime returns
 each bounded graph output trimmed to its count (plan: ``bindings.outputs[i].rows``).
 """

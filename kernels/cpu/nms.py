@@ -41,6 +41,7 @@ def iou_between(box_corners: tuple[np.ndarray, ...], a: np.ndarray, b: np.ndarra
 
 
 _BLOCK = 256   # candidates settled at once: memory O(block x boxes), not O(boxes^2) (27 000 boxes in SSDlite)
+_WINDOWED = 4096   # from this many candidates, a kept box compares only with those its x-extent can reach
 
 
 def select_boxes(scores: np.ndarray, box_corners: tuple[np.ndarray, ...], limit: int, iou_threshold: float,
@@ -78,28 +79,44 @@ def _overlap_groups(box_corners, order: np.ndarray, iou_threshold: float) -> lis
 
 def _greedy(box_corners, order: np.ndarray, limit: int, iou_threshold: float) -> np.ndarray:
     """Positions in ``order`` (boxes by descending score) that greedy NMS keeps, at most ``limit``. Blocked: the
-    next ``_BLOCK`` candidates are settled among themselves in order, then the boxes kept there drop the later
-    candidates they overlap: the same result as taking one box at a time."""
+    next ``_BLOCK`` live candidates are settled among themselves in order, then each box kept there drops the
+    later candidates it overlaps (among many candidates, only those whose x-extent can reach it: a window of
+    the candidates sorted by x1): the same result as taking one box at a time."""
+    local = tuple(np.asarray(c[order]) for c in box_corners)   # (y1, x1, y2, x2) by position in ``order``
+    x1, x2 = local[1], local[3]
+    by_x = np.argsort(x1, kind="stable")
+    x1_sorted, widest = x1[by_x], float(np.max(x2 - x1))
+    windowed = order.size > _WINDOWED and iou_threshold >= 0 and np.isfinite(widest) and np.isfinite(x1).all()
+    alive = np.ones(order.size, bool)
     kept_all: list[np.ndarray] = []
-    remaining = np.arange(order.size)
-    total = 0
-    while remaining.size and total < limit:
-        block, rest = remaining[:_BLOCK], remaining[_BLOCK:]
-        overlaps = iou_between(box_corners, order[block], order[block]) > iou_threshold
-        alive = np.ones(block.size, bool)
-        kept = []
+    total = start = 0
+    while total < limit:
+        pending = np.flatnonzero(alive[start:]) + start
+        if not pending.size:
+            break
+        block = pending[:_BLOCK]
+        overlaps = iou_between(local, block, block) > iou_threshold
+        live, kept = np.ones(block.size, bool), []
         for i in range(block.size):
-            if alive[i]:
+            if live[i]:
                 kept.append(i)
                 if total + len(kept) == limit:
                     break
-                alive[i + 1:] &= ~overlaps[i, i + 1:]
+                live[i + 1:] &= ~overlaps[i, i + 1:]
         chosen = block[kept]
         kept_all.append(chosen)
         total += chosen.size
-        if rest.size:
-            rest = rest[~(iou_between(box_corners, order[chosen], order[rest]) > iou_threshold).any(axis=0)]
-        remaining = rest
+        alive[block] = False
+        start = int(block[-1]) + 1
+        if not windowed:
+            rest = pending[block.size:]
+            alive[rest[(iou_between(local, chosen, rest) > iou_threshold).any(axis=0)]] = False
+            continue
+        for box in chosen:
+            reach = np.searchsorted(x1_sorted, [x1[box] - widest, x2[box]], side="right")
+            near = by_x[reach[0]:reach[1]]   # x1 in (x1 - widest, x2]: the boxes that may overlap this one
+            near = near[alive[near]]
+            alive[near[iou_between(local, box[None], near)[0] > iou_threshold]] = False
     return np.concatenate(kept_all) if kept_all else np.zeros(0, np.int64)
 
 
