@@ -203,8 +203,8 @@ def lowering(*kinds: LayerKind):
 
 
 # Kinds of issue 15 that run on the CPU backend only so far: a gpu_kernels build containing one fails naming it.
-CPU_ONLY_KINDS = frozenset({LayerKind.NMS, LayerKind.NON_ZERO, LayerKind.SCATTER, LayerKind.EINSUM,
-                            LayerKind.GRID_SAMPLE, LayerKind.ROI_ALIGN})
+CPU_ONLY_KINDS = frozenset({LayerKind.NMS, LayerKind.NON_ZERO, LayerKind.COMPACT, LayerKind.SCATTER,
+                            LayerKind.EINSUM, LayerKind.GRID_SAMPLE, LayerKind.ROI_ALIGN})
 
 
 def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> list[Launch]:
@@ -220,6 +220,9 @@ def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> l
     if str(layer.get("device", "")).startswith("dla"):
         raise UnsupportedError(f"layer {layer['name']!r} is placed on {layer['device']}; only GPU layers get CUDA "
                                "kernels")
+    if kind == LayerKind.REDUCE and len(layer["inputs"]) > 1:
+        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for a Reduce over data-dependent rows (it "
+                               "reads their count) yet (run it on the CPU: build without a GPU target)")
     fn = _LOWERINGS.get(kind)
     if fn is None:
         raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for {kind.value} yet "
