@@ -32,6 +32,7 @@
 #include "conv_ukernels.h"
 #include "native_conv.h"
 #include "native_elementwise.h"
+#include "native_fused.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
  * at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on recent ones
@@ -449,6 +450,9 @@ static PyMethodDef methods[] = {
      "conv2d_pointwise(x, packed, bias, out, channels, out_channels, m_begin=0, m_count=-1, col_begin=0, "
      "col_count=-1, program=None, residual=None)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
+    {"squeeze_excite", native_squeeze_excite, METH_VARARGS,
+     "squeeze_excite(x, out, pooled, hidden, scale, reduce_t, reduce_bias, expand_t, expand_bias, reduce_program, "
+     "expand_program, work, images, channels, reduced)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},
 };
