@@ -1,4 +1,5 @@
-"""Reductions and windows: Reduce, Softmax (and Hardmax), Normalization, TopK (ArgMax/ArgMin),
+"""Reductions and windows: Reduce, Softmax (and Hardmax), Normalization, TopK (ArgMax/ArgMin here; the form
+with k in lower_detect.py),
 Pooling, LRN.
 
 Row kinds see their input as rows (the kept axes) of elements (the reduced axes), both addressed
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgert.errors import UnsupportedError
 from edgert.ir.kinds import LayerKind, PoolingType, ReduceOp as R
 from edgert.kernels.cuda import codegen as cg
 from edgert.kernels.cuda.library import BLOCK, Launch, LowerContext, grid_for, input_index, lowering, ptr
@@ -207,9 +207,9 @@ def lower_normalization(ctx: LowerContext, layer: dict, fusion: dict) -> list[La
 def lower_topk(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     x, out = layer["inputs"][0], layer["outputs"][0]
     attrs, dtype = layer["attrs"], ctx.dtype(x)
-    if "k" in attrs:
-        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for TopK with k = {attrs['k']} yet (only "
-                               "ArgMax / ArgMin); run it on the CPU: build without a GPU target")
+    if "k" in attrs:   # the full form: values and indices of the k best (kernels/cuda/lower_detect.py)
+        from edgert.kernels.cuda.lower_detect import lower_topk_k
+        return lower_topk_k(ctx, layer)
     if cg.numel(ctx.shape(out)) == 0:
         return []
     layout = row_layout(ctx.shape(x), [int(attrs["axis"])])
