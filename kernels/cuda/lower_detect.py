@@ -230,7 +230,7 @@ extern "C" __global__ void __launch_bounds__({_NMS_TILE}) KERNEL(u64* mask, cons
         const double uni = area + other - inter;
         const bool valid = area > 0.0 && other > 0.0 && uni > 0.0;
         const double overlap = valid ? inter / uni : 0.0;
-        if (overlap > {float(iou)!r}) bits |= 1ULL << t;
+        if (!(overlap <= {float(iou)!r})) bits |= 1ULL << t;   // the reference keeps boxes with IoU <= threshold
     }}
     mask[(batch * {n_boxes} + i) * {words} + col_tile] = bits;
 }}
@@ -328,16 +328,23 @@ extern "C" __global__ void __launch_bounds__({BLOCK}) KERNEL(const u64* __restri
     }}
     candidates = reduce_group<{BLOCK}>(candidates, [](const i64 a, const i64 b) {{ return a + b; }});
     __syncthreads();
+    __shared__ i32 chunk[{BLOCK}];   // the next candidates, read from global memory together
     i32 kept = 0;
-    for (i64 r = 0; r < candidates && kept < {limit}; ++r) {{
-        const i32 box = order[seg * {n_boxes} + r];
-        if ((removed[box >> 6] >> (box & 63)) & 1ULL) continue;   // the same test in every thread
-        if (threadIdx.x == 0) picked[seg * {limit} + kept] = box;
-        ++kept;
-        __syncthreads();   // every thread has tested this candidate before the bitset changes
-        const u64* row = mask + (batch * {n_boxes} + box) * {words};
-        for (i64 w = threadIdx.x; w < {words}; w += {BLOCK}) removed[w] |= row[w];
+    for (i64 start = 0; start < candidates && kept < {limit}; start += {BLOCK}) {{
         __syncthreads();
+        if (start + threadIdx.x < candidates) chunk[threadIdx.x] = order[seg * {n_boxes} + start + threadIdx.x];
+        __syncthreads();
+        const i64 m = candidates - start < {BLOCK} ? candidates - start : {BLOCK};
+        for (i64 r = 0; r < m && kept < {limit}; ++r) {{
+            const i32 box = chunk[r];
+            if ((removed[box >> 6] >> (box & 63)) & 1ULL) continue;   // the same test in every thread
+            if (threadIdx.x == 0) picked[seg * {limit} + kept] = box;
+            ++kept;
+            __syncthreads();   // every thread has tested this candidate before the bitset changes
+            const u64* row = mask + (batch * {n_boxes} + box) * {words};
+            for (i64 w = threadIdx.x; w < {words}; w += {BLOCK}) removed[w] |= row[w];
+            __syncthreads();
+        }}
     }}
     if (threadIdx.x == 0) picked_counts[seg] = kept;
 }}
