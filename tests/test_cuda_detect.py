@@ -294,3 +294,49 @@ def test_the_detection_kernels_compile_with_nvrtc(arch):
         tactics = " ".join(launch["tactic"] for launches in section["launches"] for launch in launches)
         assert all(m["cubin"][:4] == b"\x7fELF" for m in section["modules"])
         assert any(word in tactics for word in ("nms-greedy", "topk-rank", "pad-run-time")), tactics
+
+
+@pytest.mark.gpu
+def test_the_tensorrt_api_returns_the_real_rows_of_a_bounded_output_on_the_gpu():
+    """execute_async_v3 on CUDA with a NonZero output: its real rows land contiguously at the real shape, which
+    get_tensor_shape reports after the run (as on the CPU backend)."""
+    import cupy
+
+    import edgert as trt
+    model = make_model([helper.make_node("NonZero", ["x"], ["y"])], [("x", T.FLOAT, [6, 40])], [("y", T.INT64)])
+    logger = trt.Logger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    assert trt.OnnxParser(network, logger).parse(model.SerializeToString())
+    config = builder.create_builder_config()
+    config.gpu_kernels = True
+    engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(network, config))
+    context = engine.create_execution_context()
+    x = ((rng.random((6, 40)) < 0.3) * 1.0).astype(np.float32)
+    x_device, y_device = cupy.asarray(x), cupy.full(tuple(engine.get_tensor_shape("y")), -1, np.int64)
+    context.set_tensor_address("x", x_device.data.ptr)
+    context.set_tensor_address("y", y_device.data.ptr)
+    context.execute_async_v3(0)
+    want = ort_run(model, {"x": x})["y"]
+    assert context.get_tensor_shape("y") == want.shape
+    np.testing.assert_array_equal(y_device.ravel()[:want.size].get().reshape(want.shape), want)
+
+
+@pytest.mark.skipif(not emulator.available(), reason="no host C++ compiler")
+def test_the_tensorrt_api_copy_of_counted_rows_on_the_emulator():
+    """The device path of execute_async_v3 (edgert/api/cuda_io.py) after a run: NonZero's (2, n) real columns,
+    strided in the bound-sized (2, 240) buffer, copied contiguously into the caller's buffer at shape (2, n)."""
+    from types import SimpleNamespace
+
+    from edgert.api.cuda_io import _copy_counted_rows
+    model = make_model([helper.make_node("NonZero", ["x"], ["y"])], [("x", T.FLOAT, [6, 40])], [("y", T.INT64)])
+    x = ((rng.random((6, 40)) < 0.3) * 1.0).astype(np.float32)
+    context, _ = cuda_context(model, {"x": x}, "emulator")
+    context.execute({"x": x})
+    caller = np.full(2 * 240, -1, np.int64)
+    api = SimpleNamespace(_context=context, _addresses={"y": caller.ctypes.data}, _written_shapes={})
+    _copy_counted_rows(api, None)
+    want = ort_run(model, {"x": x})["y"]
+    assert api._written_shapes == {"y": want.shape}
+    np.testing.assert_array_equal(caller[:want.size].reshape(want.shape), want)
+    assert (caller[want.size:] == -1).all()
