@@ -340,3 +340,32 @@ def test_the_tensorrt_api_copy_of_counted_rows_on_the_emulator():
     assert api._written_shapes == {"y": want.shape}
     np.testing.assert_array_equal(caller[:want.size].reshape(want.shape), want)
     assert (caller[want.size:] == -1).all()
+
+
+# -- Einsum (the equations the importer keeps as one layer) -------------------------------------------------
+def assert_close_to_cpu(model, feeds, backend: str, tolerance: float = 1e-5) -> None:
+    context, reference = cuda_context(model, feeds, backend)
+    context.poison()
+    got, want = context.execute(feeds), reference.execute(feeds)
+    for name, expected in want.items():
+        assert got[name].shape == expected.shape, name
+        error = np.linalg.norm((got[name] - expected).astype(np.float64)) / max(np.linalg.norm(expected), 1e-30)
+        assert error <= tolerance, (name, error)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("equation,shapes", [
+    ("ii->i", [(4, 4)]), ("...ij,...jk", [(2, 3, 4), (2, 4, 2)]), ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)]),
+    ("bij,jk->bik", [(1, 3, 4), (4, 5)]), ("...i,...i->...", [(3, 2, 5), (3, 2, 5)]), ("iij->j", [(3, 3, 2)]),
+    ("...i,...i", [(3, 1, 5), (2, 5)])])   # broadcast ellipses (NumPy's einsum; onnxruntime refuses them)
+def test_einsum_layers_match_the_cpu_kernel(backend, equation, shapes):
+    inputs = [(f"x{i}", T.FLOAT, list(s)) for i, s in enumerate(shapes)]
+    model = make_model([helper.make_node("Einsum", [n for n, _, _ in inputs], ["y"], equation=equation)], inputs,
+                       [("y", T.FLOAT)], opset=12)
+    plan = edgert.build(model, cpu_only_aliases=False)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, _, s in inputs}
+    if any(layer["kind"] == LayerKind.EINSUM.value for layer in plan.layers):
+        assert_close_to_cpu(model, feeds, backend)
+    if len({len(s) for s in shapes}) == 1 or "..." not in equation:
+        np.testing.assert_allclose(edgert.load(plan).create_execution_context().execute(feeds)["y"],
+                                   ort_run(model, feeds)["y"], rtol=1e-5, atol=1e-5)

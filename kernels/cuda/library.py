@@ -203,13 +203,14 @@ def lowering(*kinds: LayerKind):
 
 
 # Kinds of issue 15 that run on the CPU backend only so far: a gpu_kernels build containing one fails naming it.
-CPU_ONLY_KINDS = frozenset({LayerKind.EINSUM, LayerKind.GRID_SAMPLE, LayerKind.ROI_ALIGN})
+CPU_ONLY_KINDS = frozenset({LayerKind.GRID_SAMPLE, LayerKind.ROI_ALIGN})
 
 
 def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> list[Launch]:
     """Launches for one plan layer; ``fusion`` = {"program", "inputs", "output"} of a folded consumer."""
     from edgert.kernels.cuda import (  # noqa: F401
-        lower_conv, lower_copy, lower_detect, lower_gemm, lower_int8, lower_reduce, lower_rnn, lower_scan,
+        lower_conv, lower_copy, lower_detect, lower_gemm, lower_int8, lower_reduce, lower_rnn, lower_sample,
+        lower_scan,
     )
     kind = LayerKind(layer["kind"])
     if (layer.get("attrs") or {}).get("int8") and not str(layer.get("device", "")).startswith("dla"):
@@ -228,7 +229,7 @@ def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> l
 
 def supported_kinds() -> set[LayerKind]:
     from edgert.kernels.cuda import (  # noqa: F401
-        lower_conv, lower_copy, lower_detect, lower_gemm, lower_reduce, lower_rnn, lower_scan,
+        lower_conv, lower_copy, lower_detect, lower_gemm, lower_reduce, lower_rnn, lower_sample, lower_scan,
     )
     return set(_LOWERINGS)
 
