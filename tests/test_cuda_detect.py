@@ -294,6 +294,18 @@ def test_the_detection_kernels_compile_with_nvrtc(arch):
         tactics = " ".join(launch["tactic"] for launches in section["launches"] for launch in launches)
         assert all(m["cubin"][:4] == b"\x7fELF" for m in section["modules"])
         assert any(word in tactics for word in ("nms-greedy", "topk-rank", "pad-run-time")), tactics
+    for mode, padding in (("cubic", "reflection"), ("linear", "border"), ("nearest", "zeros")):
+        models.append(make_model([helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding)],
+                                 [("x", T.FLOAT16, [1, 2, 5, 6]), ("grid", T.FLOAT16, [1, 3, 4, 2])], [("y", T.FLOAT16)],
+                                 opset=20))
+    models.append(make_model([helper.make_node("Einsum", ["a", "b"], ["y"], equation="...ii,...i->...")],
+                             [("a", T.FLOAT, [2, 3, 3]), ("b", T.FLOAT, [2, 3])], [("y", T.FLOAT)], opset=12))
+    models.append(make_model([helper.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=1, reduction="max")],
+                             [("d", T.FLOAT16, [3, 4]), ("i", T.INT64, [3, 2]), ("u", T.FLOAT16, [3, 2])],
+                             [("y", T.FLOAT16)], opset=18))
+    for model in models[5:]:
+        section = compile_for_plan(edgert.build(model, cpu_only_aliases=False).document, arch)
+        assert all(m["cubin"][:4] == b"\x7fELF" for m in section["modules"])
 
 
 @pytest.mark.gpu
@@ -369,3 +381,26 @@ def test_einsum_layers_match_the_cpu_kernel(backend, equation, shapes):
     if len({len(s) for s in shapes}) == 1 or "..." not in equation:
         np.testing.assert_allclose(edgert.load(plan).create_execution_context().execute(feeds)["y"],
                                    ort_run(model, feeds)["y"], rtol=1e-5, atol=1e-5)
+
+
+# -- GridSample ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode,padding,align", [("linear", "zeros", 0), ("nearest", "border", 1),
+                                                ("cubic", "reflection", 0), ("linear", "reflection", 1),
+                                                ("cubic", "border", 1), ("nearest", "zeros", 0)])
+def test_grid_sample_matches_the_cpu_kernel(backend, mode, padding, align):
+    model = make_model([helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding,
+                                         align_corners=align)],
+                       [("x", T.FLOAT, [2, 3, 7, 9]), ("grid", T.FLOAT, [2, 5, 6, 2])], [("y", T.FLOAT)], opset=20)
+    feeds = {"x": rng.standard_normal((2, 3, 7, 9)).astype(np.float32),
+             "grid": rng.uniform(-1.6, 1.6, (2, 5, 6, 2)).astype(np.float32)}   # some beyond the borders
+    assert_close_to_cpu(model, feeds, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grid_sample_of_a_volume_matches_the_cpu_kernel(backend):
+    model = make_model([helper.make_node("GridSample", ["x", "grid"], ["y"], mode="linear", padding_mode="border")],
+                       [("x", T.FLOAT, [1, 2, 4, 5, 6]), ("grid", T.FLOAT, [1, 3, 2, 4, 3])], [("y", T.FLOAT)], opset=20)
+    feeds = {"x": rng.standard_normal((1, 2, 4, 5, 6)).astype(np.float32),
+             "grid": rng.uniform(-1.3, 1.3, (1, 3, 2, 4, 3)).astype(np.float32)}
+    assert_close_to_cpu(model, feeds, backend)

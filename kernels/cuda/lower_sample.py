@@ -80,3 +80,116 @@ extern "C" __global__ void __launch_bounds__({BLOCK}) KERNEL({", ".join(args)}) 
 """
     return [Launch(ctx.kernel("einsum", source), grid_for(count), (BLOCK, 1, 1), [ptr(out)] + [ptr(t) for t in inputs],
                    tactic="einsum-direct")]
+
+
+# -- GridSample --------------------------------------------------------------------------------------------
+_GRID_HELPERS = r"""
+template <class T> EDGERT_FN T grid_reflect(T v, T low, T high) {   // kernels/cpu/grid_sample.py reflect()
+    const T span = high - low;
+    if (span <= T(0)) return low;
+    if (v >= low && v <= high) return v;
+    const bool below = v < low;
+    const T distance = below ? low - v : v - high;
+    const T folds = floor(distance / span);
+    const T rest = distance - folds * span;
+    const bool even = fmod(folds, T(2)) == T(0);
+    return below ? (even ? low + rest : high - rest) : (even ? high - rest : low + rest);
+}
+"""
+
+
+def _grid_axis_lines(d: int, size: int, attrs: dict, t: str) -> list[str]:
+    """Statements giving spatial dim ``d`` its taps: idx{d}[k], w{d}[k] for k < TAPS (kernels/cpu/grid_sample.py _taps)."""
+    align, padding, mode = bool(attrs.get("align_corners")), attrs["padding_mode"], attrs["mode"]
+    low, high = (0.0, size - 1.0) if align else (-0.5, size - 0.5)
+    lit = (lambda v: cg.literal(v, t))
+    fn = (lambda name: name + "f" if t == "float" else name)
+    g = f"g{d}"
+    if align:
+        x = f"({g} + {lit(1)}) / {lit(2)} * {lit(size - 1)}"
+    else:
+        x = f"(({g} + {lit(1)}) * {lit(size)} - {lit(1)}) / {lit(2)}"
+    lines = [f"{t} x{d} = {x};"]
+    if mode == "nearest":
+        lines.append(f"x{d} = {fn('rint')}(x{d});")
+    if padding == "border":
+        lines.append(f"if (x{d} < {lit(low)} || x{d} > {lit(high)}) x{d} = x{d} < {lit(0)} ? {lit(0)} : "
+                     f"(x{d} > {lit(size - 1)} ? {lit(size - 1)} : x{d});")
+    elif padding == "reflection":
+        lines.append(f"x{d} = grid_reflect<{t}>(x{d}, {lit(low)}, {lit(high)});")
+    if mode == "nearest":
+        lines += [f"const {t} base{d} = {fn('trunc')}(x{d});", f"{t} w{d}[1] = {{{lit(1)}}};"]
+        offsets = [0]
+    else:
+        lines += [f"const {t} base{d} = {fn('floor')}(x{d});", f"const {t} t{d} = x{d} - base{d};"]
+        if mode == "linear":
+            offsets = [0, 1]
+            lines.append(f"{t} w{d}[2] = {{{lit(1)} - t{d}, t{d}}};")
+        else:
+            offsets = [-1, 0, 1, 2]
+            a = -0.75
+
+            def near(v):
+                return f"(({lit(a + 2)} * ({v}) - {lit(a + 3)}) * ({v}) * ({v}) + {lit(1)})"
+
+            def far(v):
+                return f"((({lit(a)} * ({v}) - {lit(5 * a)}) * ({v}) + {lit(8 * a)}) * ({v}) - {lit(4 * a)})"
+            lines.append(f"{t} w{d}[4] = {{{far(f't{d} + {lit(1)}')}, {near(f't{d}')}, {near(f'{lit(1)} - t{d}')}, "
+                         f"{far(f'{lit(2)} - t{d}')}}};")
+    lines.append(f"i64 idx{d}[{len(offsets)}];")
+    for k, offset in enumerate(offsets):
+        index = f"(base{d} + {lit(offset)})"
+        if padding == "zeros":
+            lines.append(f"if (!({index} >= {lit(0)} && {index} < {lit(size)})) w{d}[{k}] = {lit(0)};")
+        elif padding == "border":
+            index = f"({index} < {lit(0)} ? {lit(0)} : ({index} > {lit(size - 1)} ? {lit(size - 1)} : {index}))"
+        else:
+            index = f"{fn('trunc')}(grid_reflect<{t}>({index}, {lit(low)}, {lit(high)}))"
+        lines.append(f"{{ const {t} v = {index}; idx{d}[{k}] = v < {lit(0)} ? 0 : (v > {lit(size - 1)} ? "
+                     f"{size - 1} : i64(v)); }}")
+    return lines, len(offsets)
+
+
+@lowering(LayerKind.GRID_SAMPLE)
+def lower_grid_sample(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
+    x, grid = layer["inputs"][:2]
+    out = layer["outputs"][0]
+    attrs, dtype = layer["attrs"], ctx.dtype(x)
+    x_shape, out_shape = ctx.shape(x), ctx.shape(out)
+    count = cg.numel(out_shape)
+    if count == 0:
+        return []
+    spatial = list(x_shape[2:])
+    rank = len(spatial)
+    if cg.numel(spatial) == 0:
+        raise UnsupportedError(f"layer {layer['name']!r}: GridSample of an empty image")
+    t = "double" if dtype == "float64" else "float"
+    ctx.define("grid_reflect", _GRID_HELPERS)
+    positions = cg.numel(out_shape[2:])
+    lines = [f"const i64 o = i % {positions}, c = (i / {positions}) % {x_shape[1]}, n = i / ({positions} * {x_shape[1]});",
+             f"const auto* gp = grid + (n * {positions} + o) * {rank};"]
+    taps = []
+    for d in range(rank):   # the grid's last axis lists coordinates innermost dim first
+        lines.append(f"const {t} g{d} = {t}({cg.load('gp', str(rank - 1 - d), ctx.dtype(grid))});")
+        axis_lines, count_taps = _grid_axis_lines(d, spatial[d], attrs, t)
+        lines += axis_lines
+        taps.append(count_taps)
+    strides = cg.contiguous_strides(spatial)
+    plane = cg.numel(spatial)
+    lines += [f"const auto* xc = x + (n * {x_shape[1]} + c) * {plane};", f"{t} total = 0;"]
+    loops = "".join(f"for (int k{d} = 0; k{d} < {taps[d]}; ++k{d}) " for d in range(rank))
+    weight = " * ".join(f"w{d}[k{d}]" for d in range(rank))
+    flat = " + ".join(f"idx{d}[k{d}] * {strides[d]}" for d in range(rank))
+    lines.append(f"{loops}total += ({weight}) * {t}({cg.load('xc', flat, dtype)});")
+    body = "\n    ".join(lines)
+    source = f"""
+extern "C" __global__ void __launch_bounds__({BLOCK}) KERNEL({cg.ctype(ctx.dtype(out))}* out, const {cg.ctype(dtype)}* __restrict__ x,
+                                                   const {cg.ctype(ctx.dtype(grid))}* __restrict__ grid) {{
+    const i64 i = i64(blockIdx.x) * {BLOCK} + threadIdx.x;
+    if (i >= {count}) return;
+    {body}
+    out[i] = {cg.store_value('total', ctx.dtype(out))};
+}}
+"""
+    return [Launch(ctx.kernel("grid_sample", source), grid_for(count), (BLOCK, 1, 1), [ptr(out), ptr(x), ptr(grid)],
+                   tactic=f"grid-sample-{attrs['mode']}-{attrs['padding_mode']}")]
