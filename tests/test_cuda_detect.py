@@ -303,6 +303,10 @@ def test_the_detection_kernels_compile_with_nvrtc(arch):
     models.append(make_model([helper.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=1, reduction="max")],
                              [("d", T.FLOAT16, [3, 4]), ("i", T.INT64, [3, 2]), ("u", T.FLOAT16, [3, 2])],
                              [("y", T.FLOAT16)], opset=18))
+    models.append(make_model([helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], mode="max", output_height=2,
+                                               output_width=2, sampling_ratio=0)],
+                             [("x", T.FLOAT16, [1, 2, 6, 6]), ("rois", T.FLOAT16, [3, 4]), ("batch", T.INT64, [3])],
+                             [("y", T.FLOAT16)], opset=16))
     for model in models[5:]:
         section = compile_for_plan(edgert.build(model, cpu_only_aliases=False).document, arch)
         assert all(m["cubin"][:4] == b"\x7fELF" for m in section["modules"])
@@ -403,4 +407,22 @@ def test_grid_sample_of_a_volume_matches_the_cpu_kernel(backend):
                        [("x", T.FLOAT, [1, 2, 4, 5, 6]), ("grid", T.FLOAT, [1, 3, 2, 4, 3])], [("y", T.FLOAT)], opset=20)
     feeds = {"x": rng.standard_normal((1, 2, 4, 5, 6)).astype(np.float32),
              "grid": rng.uniform(-1.3, 1.3, (1, 3, 2, 4, 3)).astype(np.float32)}
+    assert_close_to_cpu(model, feeds, backend)
+
+
+# -- RoiAlign ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("opset,transform,mode,ratio", [(10, None, "avg", 0), (16, "half_pixel", "avg", 2),
+                                                         (16, "output_half_pixel", "max", 0), (16, "half_pixel", "max", 3)])
+def test_roi_align_matches_the_cpu_kernel(backend, opset, transform, mode, ratio):
+    attrs = {"mode": mode, "output_height": 3, "output_width": 4, "sampling_ratio": ratio, "spatial_scale": 0.5}
+    if transform:
+        attrs["coordinate_transformation_mode"] = transform
+    model = make_model([helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], **attrs)],
+                       [("x", T.FLOAT, [2, 3, 12, 10]), ("rois", T.FLOAT, [6, 4]), ("batch", T.INT64, [6])],
+                       [("y", T.FLOAT)], opset=opset)
+    corner = rng.uniform(-2, 20, (6, 2))
+    feeds = {"x": rng.standard_normal((2, 3, 12, 10)).astype(np.float32),
+             "rois": np.concatenate([corner, corner + rng.uniform(-1, 12, (6, 2))], axis=1).astype(np.float32),
+             "batch": rng.integers(0, 2, 6).astype(np.int64)}
     assert_close_to_cpu(model, feeds, backend)

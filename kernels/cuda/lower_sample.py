@@ -193,3 +193,88 @@ extern "C" __global__ void __launch_bounds__({BLOCK}) KERNEL({cg.ctype(ctx.dtype
 """
     return [Launch(ctx.kernel("grid_sample", source), grid_for(count), (BLOCK, 1, 1), [ptr(out), ptr(x), ptr(grid)],
                    tactic=f"grid-sample-{attrs['mode']}-{attrs['padding_mode']}")]
+
+
+# -- RoiAlign ----------------------------------------------------------------------------------------------
+_ROI_HELPERS = r"""
+struct RoiTap { i64 low, high; double w_low, w_high; bool outside; };
+// One sample position along an axis, as kernels/cpu/roi_align.py _sample_axis() computes it (in double).
+EDGERT_FN RoiTap roi_tap(double start, double bin_size, i64 bin, i64 sample, i64 grid, i64 size) {
+    RoiTap tap;
+    double pos = start + double(bin) * bin_size + (double(sample) + 0.5) * bin_size / double(grid);
+    tap.outside = pos < -1.0 || pos > double(size);
+    pos = pos < 0.0 ? 0.0 : pos;
+    i64 low = i64(pos);
+    const bool at_edge = low >= size - 1;
+    if (at_edge) { low = size - 1; pos = double(low); }
+    tap.low = low;
+    tap.high = at_edge ? size - 1 : low + 1;
+    tap.w_high = pos - double(low);
+    tap.w_low = 1.0 - tap.w_high;
+    return tap;
+}
+"""
+
+
+@lowering(LayerKind.ROI_ALIGN)
+def lower_roi_align(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
+    x, rois, batch_indices = layer["inputs"][:3]
+    out = layer["outputs"][0]
+    attrs, dtype = layer["attrs"], ctx.dtype(x)
+    x_shape, out_shape = ctx.shape(x), ctx.shape(out)
+    count = cg.numel(out_shape)
+    if count == 0:
+        return []
+    batch, channels, height, width = x_shape
+    bins_h, bins_w = int(attrs["output_height"]), int(attrs["output_width"])
+    half_pixel = bool(attrs.get("half_pixel"))
+    ratio = int(attrs["sampling_ratio"])
+    ctx.define("roi_tap", _ROI_HELPERS)
+    grid = (lambda size, bins: str(ratio) if ratio > 0 else f"(i64)ceil({size} / {bins}.0) > 0 ? (i64)ceil({size} / {bins}.0) : 0")
+    minimum = "" if half_pixel else "roi_w = roi_w > 1.0 ? roi_w : 1.0; roi_h = roi_h > 1.0 ? roi_h : 1.0;"
+    if attrs["mode"] == "avg":
+        init, step, final = "0.0", "acc += (t0 + t1) + t2 + t3;", "acc / double(grid_h * grid_w > 0 ? grid_h * grid_w : 1)"
+    else:
+        init = "-inf_d()"
+        step = ("double m = t0 > t1 ? t0 : t1; m = m > t2 ? m : t2; m = m > t3 ? m : t3; acc = acc > m ? acc : m;")
+        final = "acc"
+    source = f"""
+extern "C" __global__ void __launch_bounds__({BLOCK}) KERNEL({cg.ctype(ctx.dtype(out))}* out, const {cg.ctype(dtype)}* __restrict__ x,
+        const {cg.ctype(ctx.dtype(rois))}* __restrict__ rois, const {cg.ctype(ctx.dtype(batch_indices))}* __restrict__ batch_indices) {{
+    const i64 i = i64(blockIdx.x) * {BLOCK} + threadIdx.x;
+    if (i >= {count}) return;
+    const i64 pw = i % {bins_w}, ph = (i / {bins_w}) % {bins_h}, c = (i / {bins_w * bins_h}) % {channels};
+    const i64 r = i / {bins_w * bins_h * channels};
+    const i64 b = i64(batch_indices[r]);
+    const double scale = {float(attrs["spatial_scale"])!r}, offset = {0.5 if half_pixel else 0.0};
+    const double x1 = double({cg.load('rois', 'r * 4 + 0', ctx.dtype(rois))}) * scale - offset;
+    const double y1 = double({cg.load('rois', 'r * 4 + 1', ctx.dtype(rois))}) * scale - offset;
+    const double x2 = double({cg.load('rois', 'r * 4 + 2', ctx.dtype(rois))}) * scale - offset;
+    const double y2 = double({cg.load('rois', 'r * 4 + 3', ctx.dtype(rois))}) * scale - offset;
+    double roi_w = x2 - x1, roi_h = y2 - y1;
+    {minimum}
+    if (b < 0 || b >= {batch} || !(roi_w - roi_w == 0.0) || !(roi_h - roi_h == 0.0)) {{   // the CPU kernel raises
+        out[i] = {cg.store_value('nan_f()', ctx.dtype(out))};
+        return;
+    }}
+    const i64 grid_h = {grid('roi_h', bins_h)}, grid_w = {grid('roi_w', bins_w)};
+    const auto* image = x + (b * {channels} + c) * {height * width};
+    double acc = {init};
+    for (i64 sy = 0; sy < grid_h; ++sy) {{
+        const RoiTap ty = roi_tap(y1, roi_h / {bins_h}.0, ph, sy, grid_h, {height});
+        for (i64 sx = 0; sx < grid_w; ++sx) {{
+            const RoiTap tx = roi_tap(x1, roi_w / {bins_w}.0, pw, sx, grid_w, {width});
+            const double keep = (ty.outside || tx.outside) ? 0.0 : 1.0;
+            const double t0 = ty.w_low * tx.w_low * keep * double({cg.load('image', f'ty.low * {width} + tx.low', dtype)});
+            const double t1 = ty.w_low * tx.w_high * keep * double({cg.load('image', f'ty.low * {width} + tx.high', dtype)});
+            const double t2 = ty.w_high * tx.w_low * keep * double({cg.load('image', f'ty.high * {width} + tx.low', dtype)});
+            const double t3 = ty.w_high * tx.w_high * keep * double({cg.load('image', f'ty.high * {width} + tx.high', dtype)});
+            {step}
+        }}
+    }}
+    if (grid_h * grid_w == 0) acc = 0.0;
+    out[i] = {cg.store_value(final, ctx.dtype(out))};
+}}
+"""
+    return [Launch(ctx.kernel("roi_align", source), grid_for(count), (BLOCK, 1, 1),
+                   [ptr(out), ptr(x), ptr(rois), ptr(batch_indices)], tactic=f"roi-align-{attrs['mode']}")]
