@@ -47,9 +47,9 @@ def make_model(nodes, inputs, outputs, consts=None, opset=17):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def cuda_context(model, feeds, backend: str):
+def cuda_context(model, feeds, backend: str, **options):
     """(CUDA execution context, CPU execution context) of one plan built for ``backend``'s arch."""
-    plan = edgert.build(model, cpu_only_aliases=False, shapes={k: v.shape for k, v in feeds.items()})
+    plan = edgert.build(model, cpu_only_aliases=False, shapes={k: v.shape for k, v in feeds.items()}, **options)
     if backend == "gpu":
         from edgert.runtime.cuda import CupyDriver
         driver = CupyDriver()
@@ -61,10 +61,10 @@ def cuda_context(model, feeds, backend: str):
             edgert.load(plan).create_execution_context())
 
 
-def assert_equal_to_cpu(model, draw, backend: str, runs: int = 3, against_ort: bool = False) -> dict:
+def assert_equal_to_cpu(model, draw, backend: str, runs: int = 3, against_ort: bool = False, **options) -> dict:
     """Fresh inputs ``runs`` times on one plan: every CUDA output equal to the CPU reference's, shape included."""
     feeds = draw()
-    context, reference = cuda_context(model, feeds, backend)
+    context, reference = cuda_context(model, feeds, backend, **options)
     for run in range(runs):
         feeds = feeds if run == 0 else draw()
         context.poison()
@@ -280,6 +280,16 @@ def test_detections_padded_to_a_fixed_size_match_ort(backend, keep, opset):
     assert len(padding["inputs"]) == 2
     got = assert_equal_to_cpu(model, draw_detections, backend, against_ort=True)
     assert got["detections"].shape == (1, keep, 6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp16_detection_chains_equal_the_cpu_kernels_in_fp16(backend):
+    """Every layer in fp16 (boxes and scores too): NMS over counted rows, the padded detections."""
+    from test_data_dependent import draw_detections, padded_detections_model
+    fp16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]}
+    assert_equal_to_cpu(padded_detections_model(30), draw_detections, backend, runs=2, **fp16)
+    draw = (lambda: {"boxes": random_boxes(1, 90, 0)[0], "scores": rng.random((3, 90)).astype(np.float32)})
+    assert_equal_to_cpu(score_filter_nms_model(3), draw, backend, runs=2, **fp16)
 
 
 @pytest.mark.skipif(not cc.available(), reason="no NVRTC (cuda-bindings) and no nvcc")
