@@ -33,6 +33,7 @@ from edgert.kernels.cuda.lower_reduce import row_layout
 
 _NMS_TILE = 64          # boxes per IoU tile (one u64 word of the mask)
 _SHARED_LIMIT = 40 * 1024
+_MASK_LIMIT = 1 << 30   # workspace bytes of one NMS's IoU bitmask (8400 boxes: 8.9 MB)
 
 # double products that the compiler may not contract into an FMA (the reference rounds each operation)
 _DOUBLE_OPS = r"""
@@ -284,6 +285,10 @@ def lower_nms(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
                                f"shared memory, more than {_SHARED_LIMIT}; split the boxes or run it on the CPU")
     # workspace: IoU mask (u64), candidate order (i32), selections (i32), selection counts (i32)
     mask_bytes = 8 * batches * n_boxes * words
+    if mask_bytes > _MASK_LIMIT:
+        raise UnsupportedError(f"layer {layer['name']!r}: NMS over {batches} x {n_boxes} boxes needs a "
+                               f"{mask_bytes / 2**20:.0f} MiB IoU bitmask, more than {_MASK_LIMIT >> 20} MiB; filter "
+                               "the boxes by score first (fewer rows) or run it on the CPU")
     order_at = mask_bytes
     selected_at = order_at + 4 * segments * n_boxes
     counts_at = selected_at + 4 * segments * max(limit, 1)
