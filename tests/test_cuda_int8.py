@@ -402,3 +402,25 @@ def test_int8_codes_match_the_reference_on_the_gpu(sm_count):
     feeds = {"image": np.ascontiguousarray(data["test_x"][:digits.BATCH])}
     want = reference(plan, feeds)
     assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), want)
+
+
+@needs_cxx
+@pytest.mark.parametrize("arch, sm_count", [("sm_75", 1), ("sm_90", None)])
+def test_data_movement_carries_codes_on_the_emulator(arch, sm_count):
+    """Concatenation, nearest Resize, Slice, Padding and a Flatten round trip move int8 codes on CUDA too (the
+    copy kernels are dtype-generic): bit-exact with the CPU plan and with the plan without codes."""
+    from test_int8_codes import _neck_model
+
+    rng = np.random.default_rng()
+    model, shape = _neck_model(rng, pooled=False)   # the output of an int8 layer: compared bit for bit
+    options = dict(cpu_only_aliases=False, precision="int8", precision_rules=ALL_INT8,
+                   calib=[{"x": rng.standard_normal(shape).astype(np.float32)}])
+    plan = edgert.build(model, int8_codes=True, **options)
+    assert plan.header["int8_codes"]["carriers"] >= 4
+    assert sum(layer["kind"] == "Reformat" for layer in plan.layers) == 2
+    feeds = {"x": (rng.standard_normal(shape) * 2).astype(np.float32)}
+    got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True, sm_count=sm_count)
+    want = reference(plan, feeds)
+    assert_same_codes(got, want)
+    floats = edgert.build(model, int8_codes=False, **options)
+    np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])
