@@ -6,7 +6,8 @@ step makes int8 activations travel as int8 codes q instead, with each code tenso
 
 - a *code layer* is an int8 layer (``attrs["int8"]``) of a kind in ``CODE_KINDS``, not on a DLA core and not
   producing a graph output. It reads every activation input as int8 codes at its ``input_scales[slot]`` and
-  writes its output as int8 codes at its ``output_scale``;
+  writes its output as int8 codes at its ``output_scale``; an int8 layer producing a graph output reads codes
+  too and writes the dequantized values (float32) its output binding has;
 - where a float tensor feeds a code layer, a quantize ``Reformat`` (``to_dtype`` int8, ``scale``) converts it
   once per tensor; where a code tensor feeds any other layer, a dequantize ``Reformat`` (``to_dtype`` float32)
   gives that layer the dequantized values it read before. Both are layers of the plan, shown by ``inspect``
@@ -75,40 +76,50 @@ def wanted(option, precision_report, cpu_kernels: bool) -> bool:
     return bool(option) and has_int8
 
 
-def apply_int8_codes(graph: Graph, target: str = "host") -> CodesReport:
-    """Retype the tensors between code layers to int8 and insert the Reformat layers (see module doc)."""
+def apply_int8_codes(graph: Graph, target: str = "host", code_outputs: set = frozenset()) -> CodesReport:
+    """Retype the tensors between code layers to int8 and insert the Reformat layers (see module doc).
+    ``code_outputs``: ids of graph output values whose binding holds codes (an int8 output format,
+    ``edgert.io_formats``): their producers write codes as between layers."""
     report = CodesReport()
-    outputs = {id(v) for v in graph.outputs}
-    coders = [node for node in graph.nodes if is_code_layer(node, outputs)]
-    if not coders:
+    outputs = {id(v) for v in graph.outputs} - set(code_outputs)
+    readers = [node for node in graph.nodes if reads_codes(node)]
+    coders = [node for node in readers if is_code_layer(node, outputs)]
+    if not readers:
         return report
     cost = _cost_model(target)
     for node in coders:
         value = node.outputs[0]
         value.dtype = DataType.INT8
         report.scales[value.name] = float(node.attrs["int8"]["output_scale"])
-    coder_ids = {id(n) for n in coders}
+    coder_ids, reader_ids = {id(n) for n in coders}, {id(n) for n in readers}
     carrier_ids = _mark_carriers(graph, report, outputs)
     converted: dict = {}
     for node in list(graph.nodes):
-        if id(node) in coder_ids:
+        if id(node) in reader_ids:
             _feed_codes(graph, node, report, converted, cost)
         elif id(node) not in carrier_ids:
             _feed_floats(graph, node, report, converted, cost)
     graph.toposort()
     for node in graph.nodes:
         infer_node(node)
+        if id(node) in reader_ids and id(node) not in coder_ids:
+            node.outputs[0].dtype = DataType.FLOAT   # reads codes, writes the values its output binding has
         expect = DataType.INT8 if id(node) in coder_ids or id(node) in carrier_ids else None
         if expect is not None and node.outputs[0].dtype != expect:
             raise Int8CodesError(f"internal: code layer {node.name!r} infers {node.outputs[0].dtype.value}")
     return report
 
 
-def is_code_layer(node: Node, graph_outputs: set) -> bool:
+def reads_codes(node: Node) -> bool:
+    """An int8 layer whose kernel reads its activation inputs as codes (a code layer, or one whose float output
+    is a graph output: it then reads codes and writes dequantized values)."""
     spec = node.attrs.get("int8")
     return bool(spec) and node.kind in CODE_KINDS and not node.device.startswith("dla") \
-        and len(node.outputs) == 1 and node.outputs[0].dtype == DataType.FLOAT \
-        and id(node.outputs[0]) not in graph_outputs and spec.get("output_scale", 0) > 0
+        and len(node.outputs) == 1 and node.outputs[0].dtype == DataType.FLOAT and spec.get("output_scale", 0) > 0
+
+
+def is_code_layer(node: Node, graph_outputs: set) -> bool:
+    return reads_codes(node) and id(node.outputs[0]) not in graph_outputs
 
 
 def _mark_carriers(graph: Graph, report: CodesReport, graph_outputs: set) -> set:

@@ -83,6 +83,7 @@ class PrecisionReport:
     notes: list = field(default_factory=list)       # why a layer did not get what was asked
     unscaled: list = field(default_factory=list)    # layers that could run int8 but had no scales (ran fp16)
     casts: int = 0
+    scales: dict = field(default_factory=dict)      # activation scales by tensor name (calibration, Q/DQ)
 
     def counts(self) -> dict:
         result: dict[str, int] = {}
@@ -128,19 +129,22 @@ def _parse_rule(entry: dict, index: int, where: str) -> PrecisionRule:
 
 
 # -- entry point -------------------------------------------------------------------------------------------
-def apply_precision(graph: Graph, precision: str, *, rules=None, calibration=None) -> PrecisionReport:
+def apply_precision(graph: Graph, precision: str, *, rules=None, calibration=None,
+                    narrow_outputs: set = frozenset()) -> PrecisionReport:
     """Choose each layer's precision, set int8 scales, retype tensors and insert Casts (see module doc).
 
     ``calibration``: an ``edgert.calibration.CalibrationTable`` (or a dict tensor name -> scale) giving
     per-tensor activation scales; Q/DQ scales recorded by the importer are used where it has none.
+    ``narrow_outputs``: ids of graph output values bound as fp16 or int8 (``edgert.io_formats``): the layers
+    producing them take the build precision instead of staying fp32.
     """
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     report = PrecisionReport(precision)
     rules = load_rules(rules)
-    scales = _activation_scales(graph, calibration)
+    scales = report.scales = _activation_scales(graph, calibration)
     forced = _forced(graph, rules)
-    outputs = {id(v) for v in graph.outputs}
+    outputs = {id(v) for v in graph.outputs} - set(narrow_outputs)
     wanted: dict[int, str | None] = {}
     for node in graph.nodes:
         choice = forced.get(id(node)) or _default_choice(node, precision, outputs)

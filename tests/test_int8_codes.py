@@ -103,7 +103,10 @@ def test_reformats_where_precision_changes(built):
     quantize = by_name["quantize(x)"]       # the graph input, before the first convolution
     assert quantize["attrs"]["to_dtype"] == "int8" and _tensors(plan, quantize["outputs"])[0]["dtype"] == "int8"
     dequantize = [layer for layer in reformats if layer["attrs"]["to_dtype"] == "float32"]
-    assert dequantize, reformats
+    assert not dequantize, reformats   # the int8 layers producing the outputs read codes and write float32
+    for name in ("y", "side"):
+        layer = next(layer for layer in plan.layers if layer["name"] == name)
+        assert [t["dtype"] for t in _tensors(plan, layer["inputs"][:1] + layer["outputs"])] == ["int8", "float32"]
     for layer in reformats:
         assert layer["attrs"]["cost_ms"] > 0 and layer["attrs"]["scale"] > 0
         source, = _tensors(plan, layer["inputs"])
@@ -131,7 +134,7 @@ def test_inspect_shows_the_reformats(built, tmp_path):
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     layers = {layer["name"]: layer for layer in shown["layers"]}
-    assert layers["quantize(x)"]["outputs"][0]["scale"] > 0 and any(n.startswith("dequantize(") for n in layers)
+    assert layers["quantize(x)"]["outputs"][0]["scale"] > 0 and layers["quantize(x)"]["kind"] == "Reformat"
     done = subprocess.run([sys.executable, "-m", "edgert.tools.cli", "inspect", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -360,8 +363,9 @@ def test_data_movement_layers_carry_codes(rules):
         inputs, (out,) = _layer_io(codes, name)
         assert out["dtype"] == "int8" and {t["scale"] for t in inputs if t["dtype"] == "int8"} == {out["scale"]}
     reformats = sorted(name for name, kind in kinds.items() if kind == "Reformat")
-    # no bouncing through float between int8 layers: the input's quantize, the dequantize before the fp32 head
-    assert len(reformats) == 2 and reformats[1] == "quantize(x)", reformats
+    # no bouncing through float between int8 layers: the input's quantize, a dequantize before an fp32 head
+    assert [name for name in reformats if name.startswith("quantize(")] == ["quantize(x)"], reformats
+    assert len(reformats) <= 2, reformats
     assert codes.header["int8_codes"]["carriers"] >= 4
     assert not any(layer["kind"] == "Cast" for layer in codes.layers)   # nearest Resize follows: no fp16 detour
     assert codes.document["memory"]["arena_bytes"] < 0.75 * floats.document["memory"]["arena_bytes"]

@@ -203,6 +203,12 @@ class MemoryPoolType(enum.IntEnum):
     TACTIC_DRAM = 4
 
 
+class TensorFormat(enum.IntEnum):
+    """TensorRT's binding layouts (``ITensor.allowed_formats`` is a bit mask of them). edgert's bindings are
+    linear (NCHW); the channel-vectorized layouts (CHW32, HWC8, ...) are absent."""
+    LINEAR = 0
+
+
 class TensorIOMode(enum.IntEnum):
     NONE = 0
     INPUT = 1

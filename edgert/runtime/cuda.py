@@ -231,9 +231,10 @@ class CupyDriver:
 
 # -- engine and contexts ----------------------------------------------------------------------------
 class _Binding:
-    def __init__(self, entry: dict):
+    def __init__(self, entry: dict, tensors: list):
         self.name, self.dtype = entry["name"], np.dtype(entry["dtype"])
         self.shape, self.tensor = tuple(entry["shape"]), int(entry["tensor"])
+        self.scale = tensors[self.tensor].get("scale")   # int8 codes binding: values are codes * scale
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
@@ -249,8 +250,8 @@ class CudaEngine:
         if int(section.get("format", 1)) > KERNELS_FORMAT:
             raise PlanError(f"the plan's CUDA kernels section has format {section.get('format')}, this edgert reads "
                             f"formats up to {KERNELS_FORMAT}: update edgert (or rebuild the plan with this one)")
-        self.inputs = [_Binding(b) for b in document["bindings"]["inputs"]]
-        self.outputs = [_Binding(b) for b in document["bindings"]["outputs"]]
+        self.inputs = [_Binding(b, document["tensors"]) for b in document["bindings"]["inputs"]]
+        self.outputs = [_Binding(b, document["tensors"]) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]
         modules = [self.driver.load_module(m, jit) for m in section["modules"]]
         self.functions = {}

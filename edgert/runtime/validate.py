@@ -155,7 +155,9 @@ def _check_shapes(node: _Layer, where: str) -> None:
         fail(where, f"has {len(node.outputs)} outputs, a {node.kind.value} layer with these inputs has "
                     f"{len(results)}")
     for tensor, (dtype, shape) in zip(node.outputs, results):
-        if shape != tensor.shape or dtype != tensor.dtype:
+        # an int8 layer reads codes or values and writes either (edgert.int8_codes, edgert.io_formats)
+        either = bool(node.attrs.get("int8")) and {dtype, tensor.dtype} <= {DataType.INT8, DataType.FLOAT}
+        if shape != tensor.shape or (dtype != tensor.dtype and not either):
             fail(where, f"computes {dtype.value} {shape} from its inputs, but its output tensor {tensor.name!r} "
                         f"is {tensor.dtype.value} {tensor.shape}")
 
