@@ -110,6 +110,11 @@ def _io_formats(graph: Graph, config: BuildConfig) -> tuple[dict, dict]:
     inputs = parse_formats(config.input_formats, "input format")
     outputs = parse_formats(config.output_formats, "output format")
     check_names(graph, inputs, outputs)
+    vectorized = [name for name, fmt in {**inputs, **outputs}.items() if fmt.layout != "linear"]
+    if vectorized and config.dynamic_shapes:
+        from edgert.io_formats import IOFormatError
+        raise IOFormatError(f"binding {vectorized[0]!r}: channel-vectorized layouts need static shapes (build "
+                            "without optimization profiles, or bind it linear)")
     return inputs, outputs
 
 

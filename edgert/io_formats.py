@@ -2,9 +2,13 @@
 ``output_formats``; ``edgert build --input-format NAME=fp16``; TensorRT's ``ITensor.dtype`` with
 ``allowed_formats``, trtexec's ``--inputIOFormats=fp16:chw``).
 
-A format is ``fp32`` (the default), ``fp16`` or ``int8``, optionally followed by ``:linear`` (alias ``:chw``, the
-only layout so far). A binding in another format than float32 makes the caller feed (or receive) that type, and
-the conversion the plan would do anyway disappears where it can:
+A format is ``fp32`` (the default), ``fp16`` or ``int8``, optionally followed by a layout: ``:linear`` (alias
+``:chw``, NCHW, the default) or one of TensorRT's channel-vectorized layouts of a 4-D NCHW tensor (``LAYOUTS``:
+``chw2/4/16/32``: N x ceil(C/K) x H x W x K; ``hwc``, ``hwc8/16``: N x H x W x ceil(C/K)*K, channels past C
+zero). A layout is converted by explicit layers named after the binding (``x_from_chw32``: a Shuffle, and a
+Slice dropping the padded channels; ``y_to_hwc8``: a Padding and a Shuffle), shown by ``inspect``; they move
+int8 codes as they are. A binding in another type than float32 makes the caller feed (or receive) that type,
+and the conversion the plan would do anyway disappears where it can:
 
 - an fp16 input feeds the layers that read it in fp16 directly (the fp16 build's Cast goes), and an int8
   quantize Reformat reads the half values as they are; other readers get one ``Cast`` to float32;
@@ -32,7 +36,10 @@ from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import infer_node
 
 DTYPES = {"fp32": DataType.FLOAT, "fp16": DataType.HALF, "int8": DataType.INT8}
-LAYOUTS = {"linear": "linear", "chw": "linear"}
+# TensorRT's binding layouts of an NCHW tensor: name -> (kind, vector width). chwK: N x ceil(C/K) x H x W x K;
+# hwcK: N x H x W x ceil(C/K)*K (hwc: K = 1); channels past C are zeros (int8 code 0).
+LAYOUTS = {"linear": None, "chw": None, "hwc": ("hwc", 1), "hwc8": ("hwc", 8), "hwc16": ("hwc", 16),
+           "chw2": ("chw", 2), "chw4": ("chw", 4), "chw16": ("chw", 16), "chw32": ("chw", 32)}
 
 
 class IOFormatError(EdgeRTError):
@@ -68,9 +75,19 @@ def parse_format(text, what: str = "format") -> IOFormat:
                             "(optionally :linear)")
     layout = layout or "linear"
     if layout not in LAYOUTS:
-        raise IOFormatError(f"{what}: {text!r} has layout {layout!r}; edgert's bindings are linear (NCHW, also "
-                            "spelled chw); channel-vectorized bindings (chw32, hwc8) are not supported yet")
-    return IOFormat(dtype, LAYOUTS[layout])
+        raise IOFormatError(f"{what}: {text!r} has layout {layout!r}; expected one of {', '.join(LAYOUTS)} "
+                            "(chw is linear NCHW)")
+    return IOFormat(dtype, "linear" if LAYOUTS[layout] is None else layout)
+
+
+def physical_shape(shape, layout: str) -> tuple:
+    """The binding's shape in ``layout`` for an NCHW ``shape``."""
+    if LAYOUTS[layout] is None:
+        return tuple(shape)
+    kind, width = LAYOUTS[layout]
+    n, c, h, w = shape
+    blocks = -(-c // width)
+    return (n, h, w, blocks * width) if kind == "hwc" else (n, blocks, h, w, width)
 
 
 def parse_formats(source, what: str) -> dict[str, IOFormat]:
@@ -112,6 +129,9 @@ def check_names(graph: Graph, inputs: dict, outputs: dict) -> None:
             if value.dtype != DataType.FLOAT:
                 raise IOFormatError(f"--{direction}-format {name}={fmt}: {direction} {name!r} is "
                                     f"{value.dtype.value}; formats convert float32 bindings only")
+            if fmt.layout != "linear" and len(value.shape) != 4:
+                raise IOFormatError(f"--{direction}-format {name}={fmt}: layout {fmt.layout} is a layout of NCHW "
+                                    f"tensors; {direction} {name!r} has shape {tuple(value.shape)}")
 
 
 def narrow_outputs(graph: Graph, outputs: dict) -> set[int]:
@@ -134,12 +154,14 @@ def apply_io_formats(graph: Graph, inputs: dict, outputs: dict, scales: dict, co
     report = IOReport()
     for value in list(graph.inputs):
         fmt = inputs.get(value.name)
-        if fmt is not None and fmt.dtype != "fp32":
+        if fmt is not None and fmt != IOFormat():
             _narrow_input(graph, value, fmt, scales, report)
     for index, name in enumerate(graph.output_names):
         fmt = outputs.get(name)
         if fmt is not None and fmt.dtype != "fp32":
             _narrow_output(graph, index, name, fmt, code_scales, report)
+        if fmt is not None and fmt.layout != "linear":
+            _output_layout(graph, index, fmt.layout, report)
     graph.toposort()
     return report
 
@@ -157,25 +179,85 @@ def _narrow_input(graph: Graph, value: Value, fmt: IOFormat, scales: dict, repor
         report.scales[value.name] = float(scale)
     value.dtype = DTYPES[fmt.dtype]
     device = readers[0][0].device if readers else "cpu"
-    widen = _to_float(graph, value, scale, device, f"{value.name}_to_fp32" if scale is None else
-                      f"dequantize({value.name})")
-    wide = widen.outputs[0]
+    source = value   # the binding's values in NCHW order
+    if fmt.layout != "linear":
+        source = _input_layout(graph, value, fmt.layout, device, scale, report)
+    if fmt.dtype == "fp32":
+        wide = source
+    else:
+        widen = _to_float(graph, source, scale, device, f"{value.name}_to_fp32" if scale is None else
+                          f"dequantize({value.name})")
+        wide = widen.outputs[0]
+        report.conversions += 1
     for node, slot in readers:
         node.set_input(slot, wide)
     graph.outputs = [wide if v is value else v for v in graph.outputs]
-    report.conversions += 1
+    if fmt.dtype == "fp32":
+        return
     for node, slot in list(wide.uses()):
         if fmt.dtype == "fp16" and _is_cast_to(node, DataType.HALF):
-            _bypass(graph, node, value, report)
+            _bypass(graph, node, source, report)
         elif fmt.dtype == "fp16" and _is_quantize(node):
-            node.set_input(slot, value)   # quantizing float(h) or h gives the same codes
+            node.set_input(slot, source)   # quantizing float(h) or h gives the same codes
         elif fmt.dtype == "int8" and _is_quantize(node) and float(node.attrs["scale"]) == scale:
-            _bypass(graph, node, value, report)
+            _bypass(graph, node, source, report)
         elif fmt.dtype == "int8" and _reads_codes_at(node, slot, scale):
-            node.set_input(slot, value)
+            node.set_input(slot, source)
     if not wide.uses() and all(v is not wide for v in graph.outputs):
         graph.remove_node(widen)
         report.conversions -= 1
+
+
+# -- layouts: explicit Shuffle / Slice / Padding layers (they move int8 codes as they are) ------------------------
+def _input_layout(graph: Graph, value: Value, layout: str, device: str, scale, report: IOReport) -> Value:
+    """Retype the binding ``value`` to ``layout``'s shape; return the NCHW tensor of the layers converting it."""
+    kind, width = LAYOUTS[layout]
+    n, c, h, w = value.shape
+    value.shape = physical_shape((n, c, h, w), layout)
+    blocks = -(-c // width)
+    if kind == "hwc":
+        attrs = {"first_perm": [0, 3, 1, 2], "reshape": None, "second_perm": None}
+    else:
+        attrs = {"first_perm": [0, 1, 4, 2, 3], "reshape": [n, blocks * width, h, w], "second_perm": None}
+    out = _layout_layer(graph, LayerKind.SHUFFLE, value, attrs, f"{value.name}_from_{layout}", device, scale, report)
+    if blocks * width != c:
+        attrs = {"starts": [0, 0, 0, 0], "sizes": [n, c, h, w], "steps": [1, 1, 1, 1]}
+        out = _layout_layer(graph, LayerKind.SLICE, out, attrs, f"{value.name}_unpad_channels", device, scale,
+                            report)
+    return out
+
+
+def _output_layout(graph: Graph, index: int, layout: str, report: IOReport) -> None:
+    """The output ``index`` (NCHW) through the layers writing it in ``layout``."""
+    value = graph.outputs[index]
+    kind, width = LAYOUTS[layout]
+    n, c, h, w = value.shape
+    blocks = -(-c // width)
+    scale = report.scales.get(value.name)
+    device = value.producer().device if value.producer() is not None else "cpu"
+    name = graph.output_names[index]
+    out = value
+    if blocks * width != c:
+        attrs = {"mode": "constant", "pads": [0, 0, 0, 0, 0, blocks * width - c, 0, 0], "value": 0.0}
+        out = _layout_layer(graph, LayerKind.PADDING, out, attrs, f"{name}_pad_channels", device, scale, report)
+    if kind == "hwc":
+        attrs = {"first_perm": [0, 2, 3, 1], "reshape": None, "second_perm": None}
+    else:
+        attrs = {"first_perm": None, "reshape": [n, blocks, width, h, w], "second_perm": [0, 1, 3, 4, 2]}
+    out = _layout_layer(graph, LayerKind.SHUFFLE, out, attrs, f"{name}_to_{layout}", device, scale, report)
+    graph.outputs[index] = out
+
+
+def _layout_layer(graph: Graph, kind: LayerKind, value: Value, attrs: dict, name: str, device: str, scale,
+                  report: IOReport) -> Value:
+    node = graph.add_node(kind, [value], attrs, name=name)
+    node.device = device
+    node.precision = {DataType.HALF: "fp16", DataType.INT8: "int8"}.get(value.dtype, "fp32")
+    infer_node(node)
+    if scale is not None:   # int8 codes move through as they are, at the binding's scale
+        report.scales[node.outputs[0].name] = float(scale)
+    report.conversions += 1
+    return node.outputs[0]
 
 
 def _to_float(graph: Graph, value: Value, scale, device: str, name: str) -> Node:

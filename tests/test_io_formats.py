@@ -165,13 +165,66 @@ def test_inspect_shows_binding_dtypes_and_scales(setup, tmp_path):
     assert shown["options"]["input_formats"] == {"x": "int8"}
 
 
+# -- channel-vectorized layouts ---------------------------------------------------------------------------------
+def to_layout(array, layout: str) -> np.ndarray:
+    """An NCHW array in TensorRT's ``layout`` (zero channels padded), written out in NumPy."""
+    n, c, h, w = array.shape
+    width = {"hwc": 1, "hwc8": 8, "hwc16": 16, "chw2": 2, "chw4": 4, "chw16": 16, "chw32": 32}[layout]
+    blocks = -(-c // width)
+    padded = np.zeros((n, blocks * width, h, w), array.dtype)
+    padded[:, :c] = array
+    if layout.startswith("hwc"):
+        return np.ascontiguousarray(padded.transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(padded.reshape(n, blocks, width, h, w).transpose(0, 1, 3, 4, 2))
+
+
+@pytest.mark.parametrize("layout", ["hwc", "hwc8", "chw4", "chw32"])
+def test_fp32_layouts_move_values_exactly(setup, layout):
+    plan = edgert.build(setup["model"], input_formats={"x": f"fp32:{layout}"}, output_formats={"y": f"fp32:{layout}"})
+    names = [layer["name"] for layer in plan.layers]
+    assert f"x_from_{layout}" in names and f"y_to_{layout}" in names
+    assert ("x_unpad_channels" in names) == (layout != "hwc")   # 3 channels padded to the vector width
+    x = np.random.default_rng().standard_normal(SHAPE).astype(np.float32)
+    got = _run(plan, {"x": to_layout(x, layout)})["y"]
+    want = _run(edgert.build(setup["model"]), {"x": x})["y"]
+    np.testing.assert_array_equal(got, to_layout(want, layout))
+
+
+def test_int8_chw32_input_and_hwc8_output_move_codes(setup):
+    options = dict(precision="int8", calib=setup["calib"], precision_rules=ALL_INT8)
+    plan = edgert.build(setup["model"], input_formats={"x": "int8:chw32"}, output_formats={"y": "int8:hwc8"},
+                        **options)
+    linear = edgert.build(setup["model"], input_formats={"x": "int8"}, output_formats={"y": "int8"}, **options)
+    assert _binding(plan, "inputs", "x")["shape"] == [2, 1, 10, 10, 32]
+    assert _binding(plan, "outputs", "y")["shape"] == [2, 20, 20, 8]
+    assert not any(layer["kind"] in ("Reformat", "Cast") for layer in plan.layers)   # codes all the way
+    x_scale = _binding(plan, "inputs", "x")["scale"]
+    x = _codes(np.random.default_rng().standard_normal(SHAPE) * 1.5, x_scale)
+    got = _run(plan, {"x": to_layout(x, "chw32")})["y"]
+    np.testing.assert_array_equal(got, to_layout(_run(linear, {"x": x})["y"], "hwc8"))
+
+
+def test_trt_api_allowed_formats_pick_the_layout(setup):
+    import edgert as trt
+
+    builder = trt.Builder(trt.Logger())
+    network = builder.create_network(0)
+    assert trt.OnnxParser(network, None).parse(setup["model"].SerializeToString())
+    network.get_input(0).allowed_formats = 1 << int(trt.TensorFormat.HWC8)
+    network.get_output(0).allowed_formats = (1 << int(trt.TensorFormat.CHW32)) | (1 << int(trt.TensorFormat.LINEAR))
+    engine = trt.Runtime().deserialize_cuda_engine(builder.build_serialized_network(
+        network, builder.create_builder_config()))
+    assert engine.get_tensor_shape("x") == (2, 10, 10, 8) and engine.get_tensor_shape("y") == (2, 6, 20, 20)
+
+
 # -- errors -----------------------------------------------------------------------------------------------------
 def test_formats_parse_and_refuse_clearly():
     assert str(parse_format("FP16:CHW")) == "fp16" and str(parse_format("int8")) == "int8"
+    assert str(parse_format("int8:CHW32")) == "int8:chw32"
     with pytest.raises(IOFormatError, match="has type 'fp8'"):
         parse_format("fp8")
-    with pytest.raises(IOFormatError, match="layout 'chw32'.*not supported yet"):
-        parse_format("int8:chw32")
+    with pytest.raises(IOFormatError, match="layout 'nhwc'; expected one of linear, chw, hwc, hwc8"):
+        parse_format("int8:nhwc")
 
 
 @pytest.mark.parametrize("options, match", [
@@ -196,7 +249,8 @@ def test_cli_build_flags(setup, tmp_path):
     assert bindings.inputs[0].dtype == np.float16 and bindings.outputs[0].dtype == np.float16
     done = subprocess.run([sys.executable, "-m", "edgert.tools.cli", "build", str(model_path), "-o", str(plan_path),
                            "--input-format", "x=int8:hwc8"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "layout 'hwc8'" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "input 'x' has no int8 scale" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # -- the TensorRT API -------------------------------------------------------------------------------------------
@@ -210,8 +264,8 @@ def test_trt_api_binding_types(setup):
     x.dtype, y.dtype = trt.DataType.HALF, trt.DataType.HALF
     x.allowed_formats = 1 << int(trt.TensorFormat.LINEAR)
     assert x.dtype == trt.DataType.HALF and y.allowed_formats == 1
-    with pytest.raises(EdgeRTError, match="excludes TensorFormat.LINEAR"):
-        y.allowed_formats = 1 << 5
+    with pytest.raises(EdgeRTError, match="names no TensorFormat edgert binds"):
+        y.allowed_formats = 1 << 9   # DLA_LINEAR
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
     engine = trt.Runtime().deserialize_cuda_engine(builder.build_serialized_network(network, config))
@@ -242,12 +296,15 @@ def test_profile_build_with_an_fp16_input():
         x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float16)
         static = edgert.build(model, shapes={"x": (batch, 3, 8, 8)}, precision="fp16", input_formats={"x": "fp16"})
         np.testing.assert_array_equal(context.execute({"x": x})["y"], _run(static, {"x": x})["y"])
+    with pytest.raises(EdgeRTError, match="channel-vectorized layouts need static shapes"):
+        edgert.build(model, profiles=[{"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}], input_formats={"x": "fp16:hwc"})
 
 
 # -- CUDA: the emulator in CI, the GPU where marked ---------------------------------------------------------------
 def _cuda_cases(setup, rng):
-    """(plan, feeds, exact) per case: int8 bindings with and without codes between layers, fp16 bindings of an
-    fp32 plan (the CUDA fp32 kernels sum in another order than the CPU: compared normwise)."""
+    """(plan, feeds, exact) per case: int8 bindings with and without codes between layers, int8 chw32 / hwc8
+    bindings, fp16 hwc / chw4 bindings of an fp32 plan (the CUDA fp32 kernels sum in another order than the
+    CPU: compared normwise)."""
     int8 = dict(cpu_only_aliases=False, precision="int8", calib=setup["calib"], precision_rules=ALL_INT8,
                 input_formats={"x": "int8"}, output_formats={"y": "int8"})
     cases = []
@@ -255,9 +312,13 @@ def _cuda_cases(setup, rng):
         plan = edgert.build(setup["model"], int8_codes=codes, **int8)
         scale = _binding(plan, "inputs", "x")["scale"]
         cases.append((plan, {"x": _codes(rng.standard_normal(SHAPE) * 1.5, scale)}, True))
-    plan = edgert.build(setup["model"], cpu_only_aliases=False, input_formats={"x": "fp16"},
-                        output_formats={"y": "fp16"})
-    cases.append((plan, {"x": rng.standard_normal(SHAPE).astype(np.float16)}, False))
+    plan = edgert.build(setup["model"], int8_codes=True, **(int8 | {"input_formats": {"x": "int8:chw32"},
+                                                                    "output_formats": {"y": "int8:hwc8"}}))
+    scale = _binding(plan, "inputs", "x")["scale"]
+    cases.append((plan, {"x": to_layout(_codes(rng.standard_normal(SHAPE) * 1.5, scale), "chw32")}, True))
+    plan = edgert.build(setup["model"], cpu_only_aliases=False, input_formats={"x": "fp16:hwc"},
+                        output_formats={"y": "fp16:chw4"})
+    cases.append((plan, {"x": to_layout(rng.standard_normal(SHAPE).astype(np.float16), "hwc")}, False))
     return cases
 
 

@@ -83,14 +83,19 @@ class ITensor:
 
     @property
     def allowed_formats(self) -> int:
-        """Bit mask of ``TensorFormat`` members; edgert's bindings are LINEAR."""
-        return 1 << int(TensorFormat.LINEAR)
+        """Bit mask of ``TensorFormat`` members the binding may take (default: LINEAR). edgert binds LINEAR when
+        it is allowed, else the allowed layout of the lowest value (``edgert.io_formats``)."""
+        return self._network._allowed_formats.get(id(self._value), 1 << int(TensorFormat.LINEAR))
 
     @allowed_formats.setter
     def allowed_formats(self, mask) -> None:
-        if not int(mask) & (1 << int(TensorFormat.LINEAR)):
-            raise GraphError(f"tensor {self.name!r}: allowed_formats {int(mask):#x} excludes TensorFormat.LINEAR; "
-                             "edgert's bindings are linear (channel-vectorized layouts are not supported yet)")
+        if not (self.is_network_input or self.is_network_output):
+            raise GraphError(f"tensor {self.name!r}: allowed_formats applies to network inputs and outputs")
+        known = sum(1 << int(f) for f in TensorFormat)
+        if not int(mask) or int(mask) & ~known:
+            raise GraphError(f"tensor {self.name!r}: allowed_formats {int(mask):#x} names no TensorFormat edgert "
+                             f"binds; use a mask of {', '.join(f.name for f in TensorFormat)}")
+        self._network._allowed_formats[id(self._value)] = int(mask)
 
     @property
     def is_network_input(self) -> bool:
@@ -280,6 +285,7 @@ class NetworkBase:
         self._declared: dict[int, tuple] = {}    # input value id -> shape as given, -1 for dynamic dims
         self._dynamic_ranges: dict[str, tuple[float, float]] = {}
         self._io_formats: dict[int, DataType] = {}   # value id -> binding type set through ITensor.dtype
+        self._allowed_formats: dict[int, int] = {}   # value id -> ITensor.allowed_formats mask
         self._dirty = False
         self._placeholder = PLACEHOLDER_DIM
         self.name = "network"
@@ -386,7 +392,15 @@ class NetworkBase:
         for key, values in (("input_formats", self._graph.inputs), ("output_formats", self._graph.outputs)):
             names_of = dict(zip(map(id, self._graph.outputs), self._graph.output_names)) if key == "output_formats" \
                 else {id(v): v.name for v in values}
-            formats = {names_of[id(v)]: names[self._io_formats[id(v)]] for v in values if id(v) in self._io_formats}
+            formats = {}
+            for value in values:
+                dtype, mask = self._io_formats.get(id(value)), self._allowed_formats.get(id(value))
+                if dtype is None and mask is None:
+                    continue
+                layout = "linear"
+                if mask is not None and not mask & (1 << int(TensorFormat.LINEAR)):
+                    layout = next(f.layout for f in sorted(TensorFormat) if mask & (1 << int(f)))
+                formats[names_of[id(value)]] = f"{names[dtype or DataType.FLOAT]}:{layout}"
             if formats:
                 options[key] = formats
         return options
