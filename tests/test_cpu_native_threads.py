@@ -29,12 +29,18 @@ rng = np.random.default_rng()
 
 @pytest.fixture
 def pool_of_three(monkeypatch):
-    """A pool of 3 with every split threshold at 0, restored after the test."""
+    """A pool of 3 with every split threshold at 0, and the native parallel loop (native_parallel.c) of 3 threads
+    cutting convolutions into the most parts, its lag pause off; restored after the test."""
     monkeypatch.setattr(threads, "_pool", threads.WorkerPool(3))
     monkeypatch.setattr(native, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(blas, "PARALLEL_GEMM_FLOPS", 0)
     monkeypatch.setattr(blas, "MIN_BLOCK_COLUMNS", 1)
-    return threads.pool()
+    if native.enabled():
+        native._native.set_threads(3, part_work=1, lag=0)
+        yield threads.pool()
+        native._native.set_threads(threads.usable_cores(), part_work=0, lag=1)
+    else:
+        yield threads.pool()
 
 
 def test_every_part_runs_once_and_errors_reach_the_caller(pool_of_three):
@@ -430,17 +436,6 @@ def _three_ways(region):
     return results
 
 
-def _direct_regions():
-    from test_cpu_native_conv import CASES, direct_case
-    for case in CASES:
-        x, w, b, out, _, _, params = direct_case(*case)
-        region = native.bind_conv_direct(x, native.pack_direct_weights(w), b, out, params,
-                                         native.activation_program([{"type": "swish"}]))
-        if isinstance(region, threads.Region):
-            region.out = out
-            yield region
-
-
 def _row_regions():
     x = rng.standard_normal((37, 3000)).astype(np.float32)
     out = np.empty_like(x)
@@ -460,24 +455,7 @@ def _row_regions():
     yield program
 
 
-def _pointwise_conv_regions():
-    from test_cpu_native_conv import EPILOGUES
-    from test_cpu_native_conv1x1 import SHAPES
-    for channels, columns, out_channels in SHAPES + [(24, 600, 40), (96, 49, 200)]:
-        x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((channels, columns), (out_channels, channels),
-                                                                         (out_channels,)))
-        residual = rng.standard_normal((out_channels, columns)).astype(np.float32)
-        out = np.empty((out_channels, columns), np.float32)
-        steps, _ = EPILOGUES[sorted(EPILOGUES)[columns % len(EPILOGUES)]]
-        records, fused, _ = native.epilogue_program(steps, [x, w, b, residual], out)
-        region = native.bind_conv_pointwise(x, native.pack_direct_weights(w[:, :, None, None]), b, out, records, fused)
-        if isinstance(region, threads.Region):
-            region.out = out
-            yield region
-
-
-@pytest.mark.parametrize("kind", ["depthwise", "pooling", "direct rows of 1", "direct rows of 3", "rows",
-                                  "pointwise convolution"])
+@pytest.mark.parametrize("kind", ["depthwise", "pooling", "rows"])
 def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, monkeypatch):
     """A region's ``whole`` (what it runs inline) against its parts split and in turn: the same bits."""
     monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
@@ -495,12 +473,6 @@ def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, mon
             if isinstance(region, threads.Region):
                 region.out = out
                 regions.append(region)
-    elif kind.startswith("direct"):
-        monkeypatch.setattr(native, "DIRECT_ROWS_PER_PART", int(kind.split()[-1]))
-        regions = list(_direct_regions())
-    elif kind == "pointwise convolution":
-        monkeypatch.setattr(native, "POINTWISE_PARALLEL_WORK", 0)
-        regions = list(_pointwise_conv_regions())
     else:
         regions = list(_row_regions())
     assert regions and all(isinstance(r, threads.Region) and r.whole is not None for r in regions)
@@ -508,3 +480,39 @@ def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, mon
         split, in_turn, whole = _three_ways(region)
         assert not np.isnan(whole).any()
         assert np.array_equal(split, whole) and np.array_equal(in_turn, whole)
+
+
+def _native_convolutions():
+    """(run, out) of direct and pointwise convolutions with epilogues, bound as the prepare hooks bind them."""
+    from test_cpu_native_conv import CASES, EPILOGUES, direct_case
+    from test_cpu_native_conv1x1 import SHAPES
+    for case in CASES:
+        x, w, b, out, _, _, params = direct_case(*case)
+        yield native.bind_conv_direct(x, native.pack_direct_weights(w), b, out, params,
+                                      native.activation_program([{"type": "swish"}])), out
+    for channels, columns, out_channels in SHAPES + [(24, 600, 40), (96, 49, 200)]:
+        x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((channels, columns), (out_channels, channels),
+                                                                         (out_channels,)))
+        residual = rng.standard_normal((out_channels, columns)).astype(np.float32)
+        out = np.empty((out_channels, columns), np.float32)
+        steps, _ = EPILOGUES[sorted(EPILOGUES)[columns % len(EPILOGUES)]]
+        records, fused, _ = native.epilogue_program(steps, [x, w, b, residual], out)
+        yield native.bind_conv_pointwise(x, native.pack_direct_weights(w[:, :, None, None]), b, out, records,
+                                         fused), out
+
+
+@pytest.mark.skipif(not native.enabled(), reason="native module not built")
+def test_native_convolutions_split_give_the_one_thread_bits(pool_of_three):
+    """Direct and pointwise convolutions cut into the most parts over native_parallel.c's 3 threads, against the
+    same calls on one thread: the same bits (each part computes its outputs as the whole call would)."""
+    cases = list(_native_convolutions())
+    assert cases and all(run is not None for run, _ in cases)
+    for run, out in cases:
+        results = []
+        for count in (1, 3):
+            native._native.set_threads(count)
+            out[...] = np.nan
+            run()
+            results.append(out.copy())
+        assert not np.isnan(results[0]).any()
+        assert np.array_equal(results[0], results[1])

@@ -448,6 +448,10 @@ static PyMethodDef methods[] = {
     {"conv2d_pointwise", conv2d_pointwise, METH_VARARGS,
      "conv2d_pointwise(x, packed, bias, out, channels, out_channels, m_begin=0, m_count=-1, col_begin=0, "
      "col_count=-1, program=None, residual=None)"},
+    {"set_threads", (PyCFunction)(void (*)(void))native_set_threads, METH_VARARGS | METH_KEYWORDS,
+     "set_threads(count, part_work=-1, lag=-1): threads of the native kernels' parallel loop"},
+    {"parallel_stats", native_parallel_stats, METH_NOARGS,
+     "parallel_stats() -> (threads, jobs split, jobs of several parts run inline, lag pauses)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},

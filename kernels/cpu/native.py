@@ -11,7 +11,8 @@ and thread count), and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns
 the two paths).
 
 The binders return a callable that runs the layer with its arrays bound, split over the shared worker pool
-(threads.py) by planes or element chunks when the work is large enough (the depthwise and pooling ones may
+(threads.py) by planes or element chunks when the work is large enough (the direct and pointwise convolutions
+split themselves in C over native_parallel.c's threads, as many as the pool's: ``set_threads``) (the depthwise and pooling ones may
 write over their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module
 covers (then the NumPy prepare hook goes on as before).
 """
@@ -138,7 +139,6 @@ def bind_im2col_rows(x, columns, out_spatial, params, row_begin: int, row_count:
 
 
 CONV_BLOCK = 8   # output channels per block of the direct kernel's packed weights (conv_ukernels.h)
-DIRECT_ROWS_PER_PART = 4   # output rows per part when a direct convolution is split over the pool
 
 
 def pack_direct_weights(w: np.ndarray) -> np.ndarray:
@@ -169,27 +169,16 @@ def activation_program(activations: list) -> bytes | None:
 def bind_conv_direct(x, packed, bias, out, params, program: bytes | None = None):
     """out = activations(conv2d(x, w) + bias) straight from padded input rows (no column matrix) for a single-image,
     single-group 2-D float32 convolution, ``packed`` from pack_direct_weights, ``program`` from activation_program
-    (applied to each row tile while it is in cache); split by output rows over the worker pool when the work
-    deserves it. None when the module is off or the arrays do not fit."""
+    (applied to each row tile while it is in cache); split by output rows over native_parallel.c's threads when
+    the work deserves it. None when the module is off or the arrays do not fit."""
     kernel, strides, dilations, begins, _ = params
     if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, packed, bias, out) or min(begins) < 0 \
             or np.may_share_memory(x, out):
         return None
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
-    rows, workers = out.shape[2], threads.thread_count()
-    call = functools.partial(_native.conv2d_direct, x, packed, bias, out, geometry, out.shape[1])
-    if workers == 1 or out.size * x.shape[1] * kernel[0] * kernel[1] < PARALLEL_MIN_WORK or rows < 2:
-        return functools.partial(call, 0, rows, program)
-    # parts of a few rows, dealt as they come: a worker that another process delays holds up less of the layer
-    ranges = threads.split(rows, max(workers, rows // DIRECT_ROWS_PER_PART))
-    parts = [functools.partial(call, lo, hi - lo, program) for lo, hi in ranges]
-    return threads.parallel(parts, functools.partial(call, 0, rows, program))
-
-
-# multiply-adds below which a pointwise convolution runs on the calling thread (waking a worker costs ~5 µs and a
-# worker delayed by another process holds up the layer), and its columns per part when split by columns
-POINTWISE_PARALLEL_WORK = 1 << 21
-POINTWISE_TILE_COLUMNS = 256   # native_conv.c's tile: parts split by columns start on tile boundaries
+    _native.set_threads(threads.thread_count())
+    return functools.partial(_native.conv2d_direct, x, packed, bias, out, geometry, out.shape[1], 0, out.shape[2],
+                             program)
 
 
 def epilogue_program(steps: list, inputs: list, out) -> tuple[bytes | None, object, list]:
@@ -222,29 +211,16 @@ def epilogue_program(steps: list, inputs: list, out) -> tuple[bytes | None, obje
 
 def bind_conv_pointwise(x, packed, bias, out, program: bytes | None = None, residual=None):
     """out (M, P) = activations(packed (from pack_direct_weights of (M, C) weights) @ x (C, P) + bias [+ residual])
-    for float32 arrays, ``program`` from epilogue_program applied to each tile of columns in cache; split over the
-    worker pool by columns (wide outputs) or output-channel blocks when the work deserves it. None when the module
+    for float32 arrays, ``program`` from epilogue_program applied to each tile of columns in cache; split over
+    native_parallel.c's threads by column tiles and output-channel blocks when the work deserves it. None when the module
     is off or the arrays do not fit."""
     if not enabled() or x.ndim != 2 or out.ndim != 2 or not _fits(x, packed, bias, out, residual) \
             or x.shape[1] != out.shape[1] or np.may_share_memory(x, out):
         return None
     (channels, columns), out_channels = x.shape, out.shape[0]
-    call = functools.partial(_native.conv2d_pointwise, x, packed, bias, out, channels, out_channels)
-    workers = threads.thread_count()
-    if workers == 1 or out_channels * channels * columns < POINTWISE_PARALLEL_WORK:
-        return functools.partial(call, 0, out_channels, 0, columns, program, residual)
-    tiles = -(-columns // POINTWISE_TILE_COLUMNS)
-    blocks = -(-out_channels // CONV_BLOCK)
-    if tiles >= 2 * workers or tiles >= blocks:
-        parts = [functools.partial(call, 0, out_channels, lo * POINTWISE_TILE_COLUMNS,
-                                   min(columns, hi * POINTWISE_TILE_COLUMNS) - lo * POINTWISE_TILE_COLUMNS, program,
-                                   residual) for lo, hi in threads.split(tiles, workers)]
-    else:
-        parts = [functools.partial(call, lo * CONV_BLOCK, min(out_channels, hi * CONV_BLOCK) - lo * CONV_BLOCK, 0,
-                                   columns, program, residual) for lo, hi in threads.split(blocks, workers)]
-    if len(parts) == 1:
-        return parts[0]
-    return threads.parallel(parts, functools.partial(call, 0, out_channels, 0, columns, program, residual))
+    _native.set_threads(threads.thread_count())
+    return functools.partial(_native.conv2d_pointwise, x, packed, bias, out, channels, out_channels, 0, out_channels, 0,
+                             columns, program, residual)
 
 
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind

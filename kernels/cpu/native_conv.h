@@ -54,5 +54,7 @@ NATIVE_INTERNAL void fill_rows(const Geometry *g, const Scratch *s, const float 
 PyObject *conv2d_direct(PyObject *self, PyObject *args);
 PyObject *conv2d_pointwise(PyObject *self, PyObject *args);
 PyObject *native_conv_isa(PyObject *self, PyObject *unused);
+PyObject *native_set_threads(PyObject *self, PyObject *args, PyObject *keywords);
+PyObject *native_parallel_stats(PyObject *self, PyObject *unused);
 
 #endif
