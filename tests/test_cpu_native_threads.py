@@ -28,6 +28,14 @@ rng = np.random.default_rng()
 
 
 @pytest.fixture
+def native_restored():
+    """The native parallel loop's defaults back after the test (threads as the pool's, default parts, lag pause on)."""
+    yield
+    if native.enabled():
+        native._native.set_threads(threads.usable_cores(), part_work=0, lag=1)
+
+
+@pytest.fixture
 def pool_of_three(monkeypatch):
     """A pool of 3 with every split threshold at 0, and the native parallel loop (native_parallel.c) of 3 threads
     cutting convolutions into the most parts, its lag pause off; restored after the test."""
@@ -378,10 +386,12 @@ def test_split_and_inline_runs_are_bit_identical(case, pool_of_three):
     np.testing.assert_allclose(outputs[0], want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2", "unet"])
-def test_one_and_two_threads_are_bit_identical(name, monkeypatch):
+@pytest.mark.parametrize("name", ["mobilenetv2", "unet", "transformer"])
+def test_one_and_two_threads_are_bit_identical(name, native_restored, monkeypatch):
     monkeypatch.setattr(native, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+    if native.enabled():   # the native convolutions in the most parts, their lag pause off
+        native._native.set_threads(2, part_work=1, lag=0)
     case = MODELS[name]
     plan = edgert.build(case.build()).to_bytes()
     feeds = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in case.shapes.items()}

@@ -450,6 +450,8 @@ static PyMethodDef methods[] = {
      "col_count=-1, program=None, residual=None)"},
     {"set_threads", (PyCFunction)(void (*)(void))native_set_threads, METH_VARARGS | METH_KEYWORDS,
      "set_threads(count, part_work=-1, lag=-1): threads of the native kernels' parallel loop"},
+    {"gemm", native_gemm, METH_VARARGS,
+     "gemm(sgemm, ilp64, a, b, out, geometry, program=None, bias=None, residual=None): blocks of BLAS products + epilogue"},
     {"parallel_stats", native_parallel_stats, METH_NOARGS,
      "parallel_stats() -> (threads, jobs split, jobs of several parts run inline, lag pauses)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},

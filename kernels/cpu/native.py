@@ -223,6 +223,84 @@ def bind_conv_pointwise(x, packed, bias, out, program: bytes | None = None, resi
                              columns, program, residual)
 
 
+def gemm_epilogue(steps: list, inputs: list, out) -> tuple[bytes | None, object, object, list]:
+    """(records, bias, residual, rest): the leading epilogue steps (epilogue.py) of a matrix product as a per-element
+    program over each row of the output (register 0), at most one bias (a row of the output's width, broadcast over
+    its rows) and one residual (an added input of the output's shape apart from it), for native_gemm.c; ``rest``:
+    the steps it does not cover."""
+    covered, bias, residual = [], None, None
+    width = out.shape[-1]
+    for step in steps:
+        if step["op"] == "add":
+            other = inputs[step["input"]]
+            if not _fits(other) or np.may_share_memory(other, out):
+                break
+            if bias is None and other.size == width and other.shape[-1:] == (width,) and other.ndim <= out.ndim:
+                bias = other
+            elif residual is None and other.shape == out.shape:
+                residual = other
+            else:
+                break
+        elif step["op"] != "activation":
+            break
+        covered.append(step)
+    registers = {id(array): 1 + index for index, array in enumerate(a for a in (bias, residual) if a is not None)}
+    first_result = 1 + len(registers)
+    program, current = [], 0
+    for step in covered:
+        if step["op"] == "activation":
+            program.append({"kind": "Activation", "attrs": step, "args": [current]})
+        else:
+            program.append({"kind": "ElementWise", "attrs": {"op": "sum"},
+                            "args": [current, registers[id(inputs[step["input"]])]]})
+        current = first_result + len(program) - 1
+    records = encode_program(program) if program else None
+    if program and records is None:
+        return None, None, None, list(steps)
+    return records, bias, residual, list(steps[len(covered):])
+
+
+def bind_gemm(a, trans_a: bool, b, trans_b: bool, out, steps: list, inputs: list):
+    """(run, rest): out = op(a) @ op(b) (NumPy's matmul broadcasting over leading dims; op transposes the last two
+    when the flag is set) with the leading epilogue ``steps`` fused (gemm_epilogue), as blocks of BLAS products over
+    native_parallel.c's threads; ``rest`` the steps left to run after it. None when the module is off, NumPy's BLAS
+    has no cblas_sgemm this module finds, or the arrays are not contiguous float32 matrices (or stacks) whose
+    leading dims are the output's or all 1."""
+    from edgert.kernels.cpu import blas
+    sgemm = blas.sgemm() if enabled() else None
+    if sgemm is None or a.ndim < 2 or b.ndim < 2 or not _fits(a, b, out) or out.ndim < 2 \
+            or np.may_share_memory(a, out) or np.may_share_memory(b, out):
+        return None
+    k, m = (a.shape[-2], a.shape[-1]) if trans_a else (a.shape[-1], a.shape[-2])
+    n = b.shape[-2] if trans_b else b.shape[-1]
+    if (b.shape[-1] if trans_b else b.shape[-2]) != k or out.shape[-2:] != (m, n):
+        return None
+    lda, ldb = a.shape[-1], b.shape[-1]
+    if b.ndim == 2 and not trans_a and a.ndim > 2:   # a stack times one matrix: one product of all the rows
+        batch, m, a_step, b_step = 1, int(np.prod(a.shape[:-1])), 0, 0
+        if out.shape[:-1] != a.shape[:-1]:
+            return None
+    else:
+        lead = out.shape[:-2]
+        batch = int(np.prod(lead, dtype=np.int64))
+        steps_of = []
+        for x in (a, b):
+            x_lead = (1,) * (len(lead) - (x.ndim - 2)) + x.shape[:-2]
+            if len(x_lead) != len(lead):
+                return None
+            if all(d == 1 for d in x_lead):
+                steps_of.append(0)
+            elif x_lead == lead:
+                steps_of.append(x.shape[-1] * x.shape[-2])
+            else:
+                return None   # a partial broadcast: NumPy's matmul
+        a_step, b_step = steps_of
+    records, bias, residual, rest = gemm_epilogue(steps, inputs, out)
+    geometry = np.array([batch, m, n, k, a_step, b_step, lda, ldb, int(trans_a), int(trans_b)], np.int64).tobytes()
+    _native.set_threads(threads.thread_count())
+    return functools.partial(_native.gemm, sgemm[0], sgemm[1], a, b, out, geometry, records, bias, residual), rest
+
+
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
 _ELEMENTWISE_CODES = {"sum": 0, "sub": 1, "prod": 2, "div": 3, "max": 4, "min": 5}
 _UNARY_CODES = {"neg": 6, "abs": 7, "sqrt": 8, "recip": 9, "exp": 10, "erf": 11}

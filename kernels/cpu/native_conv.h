@@ -56,5 +56,7 @@ PyObject *conv2d_pointwise(PyObject *self, PyObject *args);
 PyObject *native_conv_isa(PyObject *self, PyObject *unused);
 PyObject *native_set_threads(PyObject *self, PyObject *args, PyObject *keywords);
 PyObject *native_parallel_stats(PyObject *self, PyObject *unused);
+/* native_gemm.c */
+PyObject *native_gemm(PyObject *self, PyObject *args);
 
 #endif
