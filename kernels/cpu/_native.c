@@ -452,6 +452,8 @@ static PyMethodDef methods[] = {
      "set_threads(count, part_work=-1, lag=-1): threads of the native kernels' parallel loop"},
     {"gemm", native_gemm, METH_VARARGS,
      "gemm(sgemm, ilp64, a, b, out, geometry, program=None, bias=None, residual=None): blocks of BLAS products + epilogue"},
+    {"resize2d", native_resize2d, METH_VARARGS,
+     "resize2d(x, out, planes, in_h, in_w, out_h, out_w, row_index, row_weight, col_index, col_weight)"},
     {"parallel_stats", native_parallel_stats, METH_NOARGS,
      "parallel_stats() -> (threads, jobs split, jobs of several parts run inline, lag pauses)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},

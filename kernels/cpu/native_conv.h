@@ -58,5 +58,7 @@ PyObject *native_set_threads(PyObject *self, PyObject *args, PyObject *keywords)
 PyObject *native_parallel_stats(PyObject *self, PyObject *unused);
 /* native_gemm.c */
 PyObject *native_gemm(PyObject *self, PyObject *args);
+/* native_resize.c */
+PyObject *native_resize2d(PyObject *self, PyObject *args);
 
 #endif
