@@ -449,7 +449,7 @@ static PyMethodDef methods[] = {
      "conv2d_pointwise(x, packed, bias, out, channels, out_channels, m_begin=0, m_count=-1, col_begin=0, "
      "col_count=-1, program=None, residual=None)"},
     {"set_threads", (PyCFunction)(void (*)(void))native_set_threads, METH_VARARGS | METH_KEYWORDS,
-     "set_threads(count, part_work=-1, lag=-1): threads of the native kernels' parallel loop"},
+     "set_threads(count, part_work=-1, lag=-1, part_elements=-1): threads of the native kernels' parallel loop"},
     {"gemm", native_gemm, METH_VARARGS,
      "gemm(sgemm, ilp64, a, b, out, geometry, program=None, bias=None, residual=None): blocks of BLAS products + epilogue"},
     {"resize2d", native_resize2d, METH_VARARGS,

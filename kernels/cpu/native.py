@@ -308,10 +308,6 @@ _ACTIVATION_CODES = {"tanh": 12, "sigmoid": 13, "relu": 14, "leaky_relu": 15, "c
                      "hard_swish": 18, "gelu_erf": 19, "gelu_tanh": 20, "swish": 21, "mish": 22, "elu": 23}
 _INSTRUCTION = struct.Struct("<iiiff")   # PointwiseInstruction: op, arg0, arg1, alpha, beta
 _MAX_REGISTERS = 32
-# elements per part when a program is split over the pool (a multiple of the C side's 256-element tile), and
-# the fewest elements worth splitting (~50 µs of a transcendental program on one core)
-POINTWISE_PART_ELEMENTS = 1 << 15
-POINTWISE_PARALLEL_ELEMENTS = 1 << 16
 
 
 def _name(value) -> str:
@@ -356,12 +352,8 @@ def bind_program(program: list, inputs: list, out):
         return None
     flat = out.reshape(-1)
     arrays = tuple(x.reshape(-1) for x in inputs)
-    call = functools.partial(_native.pointwise, records, arrays, flat)
-    if out.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1:
-        return call
-    parts = [functools.partial(call, lo, min(out.size, lo + POINTWISE_PART_ELEMENTS) - lo)
-             for lo in range(0, out.size, POINTWISE_PART_ELEMENTS)]
-    return threads.parallel(parts, functools.partial(call, 0, out.size))
+    _native.set_threads(threads.thread_count())   # large programs split themselves (native_elementwise.c)
+    return functools.partial(_native.pointwise, records, arrays, flat)
 
 
 def lstm_steps(projection, r_t, h, c, y, direction: int, reverse: bool) -> None:
@@ -392,11 +384,8 @@ def bind_softmax(x, out, axes: tuple):
         return None
     cols = int(np.prod(x.shape[ndim - len(axes):], dtype=np.int64))
     rows = x.size // cols
-    call = functools.partial(_native.softmax, x.reshape(-1), out.reshape(-1), cols)
-    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
-        return call
-    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return threads.parallel(parts, functools.partial(call, 0, rows))
+    _native.set_threads(threads.thread_count())   # large ones split themselves by rows (native_elementwise.c)
+    return functools.partial(_native.softmax, x.reshape(-1), out.reshape(-1), cols)
 
 
 def bind_row_means(planes, out):
@@ -425,9 +414,5 @@ def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
     if np.may_share_memory(x, out) and x.ctypes.data != out.ctypes.data:
         return None
     scale, bias = (None if a is None else np.ascontiguousarray(a).reshape(-1) for a in (scale, bias))
-    rows = x.size // cols
-    call = functools.partial(_native.layernorm, x.reshape(-1), out.reshape(-1), cols, scale, bias, float(epsilon))
-    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
-        return call
-    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return threads.parallel(parts, functools.partial(call, 0, rows))
+    _native.set_threads(threads.thread_count())   # large ones split themselves by rows (native_elementwise.c)
+    return functools.partial(_native.layernorm, x.reshape(-1), out.reshape(-1), cols, scale, bias, float(epsilon))

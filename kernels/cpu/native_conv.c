@@ -6,6 +6,7 @@
 
 #include "conv_ukernels.h"
 #include "native_conv.h"
+#include "native_elementwise.h"
 #include "native_parallel.h"
 #include "pointwise_ukernels.h"
 
@@ -391,22 +392,25 @@ PyObject *native_conv_isa(PyObject *self, PyObject *unused) {
 }
 
 
-/* set_threads(count, part_work=-1, lag=-1): the threads native_parallel.c splits the native kernels over (the caller
- * counted); part_work > 0: multiply-adds per part of a convolution (0: the default; tests ask for 1, the most parts);
- * lag 0 / 1: the lag pause off / on (tests turn it off: a loaded machine would otherwise make them run inline).
- * -1 leaves a setting as it is. */
+/* set_threads(count, part_work=-1, lag=-1, part_elements=-1): the threads native_parallel.c splits the native kernels
+ * over (the caller counted); part_work > 0: multiply-adds per part of a convolution (0: the default; tests ask for 1,
+ * the most parts); part_elements > 0: elements per part of a per-element or row kernel (0: the default); lag 0 / 1:
+ * the lag pause off / on (tests turn it off: a loaded machine would otherwise make them run inline). -1 leaves a
+ * setting as it is. */
 PyObject *native_set_threads(PyObject *self, PyObject *args, PyObject *keywords) {
-    static char *names[] = {"count", "part_work", "lag", NULL};
+    static char *names[] = {"count", "part_work", "lag", "part_elements", NULL};
     int count, lag = -1;
-    long long part_work = -1;
+    long long part_work = -1, part_elements = -1;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, keywords, "i|Li", names, &count, &part_work, &lag)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, keywords, "i|LiL", names, &count, &part_work, &lag, &part_elements))
+        return NULL;
     if (count < 1 || count > PARALLEL_MAX_THREADS) {
         PyErr_Format(PyExc_ValueError, "set_threads: expected 1 to %d threads, got %d", PARALLEL_MAX_THREADS, count);
         return NULL;
     }
     parallel_set_threads(count);
     if (part_work >= 0) conv_part_work = part_work > 0 ? part_work : CONV_PART_WORK;
+    if (part_elements >= 0) elementwise_set_part_elements(part_elements);
     if (lag >= 0) parallel_set_lag(lag);
     return Py_NewRef(Py_None);
 }
