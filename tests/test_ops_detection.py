@@ -178,10 +178,10 @@ def test_a_cumulative_sum_over_the_data_dependent_rows_is_a_build_error():
         edgert.build(model)
 
 
-def test_nms_is_gpu_only_with_a_reason_and_has_no_cuda_kernel_yet():
+def test_nms_is_gpu_only_with_a_reason_and_has_a_cuda_kernel():
     from edgert.kernels.cuda.library import supported_kinds
     from edgert.partitioner.capabilities import CapabilityTable
-    assert LayerKind.NMS not in supported_kinds() and LayerKind.NON_ZERO not in supported_kinds()
+    assert LayerKind.NMS in supported_kinds() and LayerKind.NON_ZERO in supported_kinds()   # tests/test_cuda_detect.py
     for version in (1, 2):
         assert "NMS" in CapabilityTable.for_version(version).unsupported[LayerKind.NMS]
 
