@@ -1,10 +1,10 @@
 """torchvision's SSDlite with decisive detections: edgert (fp32 and fp16 plans, CPU) against onnxruntime.
 
 With random weights SSDlite's class scores are a softmax over 91 near-equal logits: every one of the 90 classes
-scores about 1/91 > 0.01 on all 3234 anchors, so the corpus row compares 300 detections chosen among 27 000
+scores about 1/91 > 0.001 (torchvision's score threshold) on all 3234 anchors, so the corpus row compares 300 detections chosen among 27 000
 near-ties (fp32 matches; fp16 rounding reorders the ties, "beyond fp16" like its ideal). Here the class logits
 (the input of the head's Softmax, [1, 3234, 91]) become a graph input drawn at random (normal, deviation 1.2,
-the background logit raised by 14 down to 7: from no box above the 0.01 score threshold up to thousands), so
+the background logit raised by 14 down to 7: from no box above the 0.001 score threshold up to thousands), so
 that the detections are decided by clear margins, from none to all 300 rows; the boxes still come from the
 network on a random image. Prints one line per draw and precision: detections, per output max abs and normwise
 error (labels: mismatches), and whether the shapes and labels agree and the float outputs are within the

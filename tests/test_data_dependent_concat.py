@@ -99,7 +99,8 @@ def detector_model(classes: int = 3, most: int = 8, keep: int = 10, iou: float =
         helper.make_node("Shape", ["all_boxes"], ["all_shape"]),
         helper.make_node("ReduceProd", ["all_shape"], ["numel"], keepdims=0),
         helper.make_node("Equal", ["numel", "zero"], ["none_left"]),
-        helper.make_node("If", ["none_left"], ["kept"], then_branch=empty_branch(), else_branch=batched_nms_branch(iou)),
+        helper.make_node("If", ["none_left"], ["kept"], then_branch=empty_branch(),
+                         else_branch=batched_nms_branch(iou)),
         helper.make_node("Slice", ["kept", "zero1", "keep1", "zero1", "one1"], ["first"]),
         helper.make_node("Gather", ["all_boxes", "first"], ["det_boxes"], axis=0),
         helper.make_node("Gather", ["all_scores", "first"], ["det_scores"], axis=0),
@@ -244,3 +245,49 @@ def test_fuzz_decoded_fields_of_a_plan_with_compact_layers():
     def fuzz(data):
         _outcome(_written(mutate_fields(document, data)))
     fuzz()
+
+
+@pytest.mark.parametrize("op,keepdims", [("ReduceMax", 0), ("ReduceSum", 1), ("ReduceMean", 0), ("ReduceMin", 1)])
+def test_reductions_over_counted_rows_match_ort(op, keepdims):
+    """Over the rows alone (per coordinate) and over everything, from no row to the bound."""
+    axes = {"inputs": ["c1_best_boxes", "axes0"]} if op == "ReduceSum" else {"inputs": ["c1_best_boxes"], "axes": [0]}
+    nodes = per_class_nodes(1, 8) + [
+        helper.make_node(op, axes.pop("inputs"), ["per_coordinate"], keepdims=keepdims, **axes),   # opset 17
+        helper.make_node(op, ["c1_best_boxes"], ["everything"], keepdims=keepdims)]
+    model = make_model(nodes, [("probs", T.FLOAT, [BOXES, 2]), ("boxes", T.FLOAT, [BOXES, 4])],
+                       [("per_coordinate", T.FLOAT), ("everything", T.FLOAT)], detector_consts(1, 8, 0.3))
+    context = edgert.load(edgert.build(model).to_bytes()).create_execution_context()
+    draw = draw_detections(1)
+    for _ in range(8):
+        feeds = draw()
+        ours, ref = context.execute(feeds), ort_run(model, feeds)
+        for name, want in ref.items():   # sums in another order: float32 rounding apart
+            if op == "ReduceMean" and not (feeds["probs"][:, 1] > 0.3).any():
+                want = np.full_like(want, np.nan)   # no row: the mean of nothing, as ONNX's reference (ort: 0)
+            np.testing.assert_allclose(ours[name], want, rtol=1e-6, err_msg=name)
+
+
+def test_compact_layers_allocate_nothing_per_run():
+    """The packed rows are copied from views into the arena: no array the size of the rows per run."""
+    import tracemalloc
+    plan = edgert.build(detector_model(4, 12, 50))
+    context = edgert.load(plan.to_bytes()).create_execution_context()
+    compacts = {layer["name"] for layer in kinds(plan, LayerKind.COMPACT)}
+    peaks = []
+
+    def before(name, outputs):
+        if name in compacts:
+            tracemalloc.reset_peak()
+            peaks.append(tracemalloc.get_traced_memory()[0])
+
+    def after(name, outputs):
+        if name in compacts:
+            peaks[-1] = tracemalloc.get_traced_memory()[1] - peaks[-1]
+    draw = draw_detections(4)
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            context.execute_each(dict(draw(), probs=rng.random((BOXES, 5)).astype(np.float32)), after, before)
+    finally:
+        tracemalloc.stop()
+    assert len(peaks) == 3 * len(compacts) and max(peaks) < 1024, peaks   # the boxes output alone is 768 bytes

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto as T, helper, numpy_helper
 
 import edgert
-from edgert.errors import EdgeRTError, InputError, UnsupportedError
+from edgert.errors import EdgeRTError, InputError
 from edgert.ir.kinds import LayerKind
 from helpers import assert_matches_ort, edgert_run, normwise_error, op_model, ort_run
 
@@ -162,14 +162,17 @@ def test_nonzero_with_nothing_selected_returns_empty_outputs():
     assert ours["doubled"].shape == (0,) and ours["positions32"].shape == (0, 2)
 
 
-def test_concat_along_the_data_dependent_axis_is_a_build_error_naming_the_layer():
+def test_concat_along_the_data_dependent_axis_packs_the_valid_rows():
+    """A Compact layer (tests/test_data_dependent_concat.py): the valid columns of each input, one after another."""
     nodes = [helper.make_node("NonZero", ["x"], ["nz"]),
              helper.make_node("Concat", ["nz", "nz"], ["both"], axis=1, name="join_rows")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [4])],
                               [helper.make_tensor_value_info("both", T.INT64, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedError, match="'join_rows'.*data-dependent.*NonZero"):
-        edgert.build(model)
+    context = edgert.load(edgert.build(model).to_bytes()).create_execution_context()
+    for x in ([0, 1, 0, 2], [0, 0, 0, 0], [3, 1, 2, 2]):
+        feeds = {"x": np.array(x, np.float32)}
+        np.testing.assert_array_equal(context.execute(feeds)["both"], ort_run(model, feeds)["both"])
 
 
 def test_bounded_outputs_have_no_cuda_kernel_yet():

@@ -211,8 +211,8 @@ REQUIRED: dict[LayerKind, tuple[str, ...]] = {
 }
 # The kinds of real exports (issue 15): their importers write every attribute, and their kernels read them all.
 REQUIRED.update({kind: tuple(SCHEMAS[kind]) for kind in (
-    LayerKind.RNN, LayerKind.NMS, LayerKind.COMPACT, LayerKind.SCATTER, LayerKind.CUMULATIVE, LayerKind.EINSUM, LayerKind.GRID_SAMPLE,
-    LayerKind.ROI_ALIGN)})
+    LayerKind.RNN, LayerKind.NMS, LayerKind.COMPACT, LayerKind.SCATTER, LayerKind.CUMULATIVE, LayerKind.EINSUM,
+    LayerKind.GRID_SAMPLE, LayerKind.ROI_ALIGN)})
 REQUIRED[LayerKind.SCATTER] = ("mode", "axis", "reduction")   # rows_axis only with a row count
 
 # Kinds whose epilogue steps may follow their result (kernels/cpu/epilogue.py).

@@ -66,14 +66,16 @@ def compact(node):
     values = len(node.inputs) // 2
     data, counts = node.inputs[:values], node.inputs[values:2 * values]
     extra = node.inputs[2 * values:]
-    first, axis = data[0], int(node.attrs["axis"])
-    if values < 1 or len(extra) != int(select) or (select and values != 2) or not 0 <= axis < len(first.shape):
-        _fail(node, f"expects k values along axis {axis} of their rank, their k counts{' and a condition (k = 2)' if select else ''}, "
-                    f"found {len(node.inputs)} inputs, the first of shape {first.shape}")
+    axis = int(node.attrs["axis"])
+    if values < 1 or len(extra) != int(select) or (select and values != 2) or not 0 <= axis < len(data[0].shape):
+        _fail(node, f"expects k values of rank above {axis}, their k counts"
+                    f"{' and a condition (k = 2)' if select else ''}; found {len(node.inputs)} inputs")
+    first = data[0]
     for value in data:
         if value.dtype != first.dtype or len(value.shape) != len(first.shape) \
                 or any(a != b for i, (a, b) in enumerate(zip(value.shape, first.shape)) if i != axis):
-            _fail(node, f"values {[tuple(v.shape) for v in data]} ({first.dtype.value}) must agree but along axis {axis}")
+            _fail(node, f"values {[tuple(v.shape) for v in data]} ({first.dtype.value}) must agree but along "
+                        f"axis {axis}")
     if any(c.dtype != DataType.INT64 or tuple(c.shape) != () for c in counts):
         _fail(node, "the counts must be int64 scalars")
     if select and (extra[0].dtype != DataType.BOOL or extra[0].size != 1):

@@ -111,8 +111,9 @@ def _select_rows(ctx, selector, a, b):
     if not axes:
         return None
     axis = axes.pop()
-    if axes or any(rows is not None and rows.scale != 1 for rows in found) or a.dtype != b.dtype \
-            or len(a.shape) != len(b.shape) or any(x != y for i, (x, y) in enumerate(zip(a.shape, b.shape)) if i != axis):
+    alike = a.dtype == b.dtype and len(a.shape) == len(b.shape) \
+        and all(x == y for i, (x, y) in enumerate(zip(a.shape, b.shape)) if i != axis)
+    if axes or any(rows is not None and rows.scale != 1 for rows in found) or not alike:
         raise UnsupportedError(
             f"{ctx.where}: the condition is only known at run time and the branches give {a.dtype.value} {a.shape} "
             f"and {b.dtype.value} {b.shape} with data-dependent rows along axes {[r and r.axis for r in found]}; "
