@@ -234,9 +234,10 @@ class _Binding:
     """A graph input or output; ``rows`` = (count tensor, axis) for an output whose size depends on the data
     (NMS, NonZero): its buffer holds the bound, and execute() trims it to the count the kernels wrote."""
 
-    def __init__(self, entry: dict):
+    def __init__(self, entry: dict, tensors: list):
         self.name, self.dtype = entry["name"], np.dtype(entry["dtype"])
         self.shape, self.tensor = tuple(entry["shape"]), int(entry["tensor"])
+        self.scale = tensors[self.tensor].get("scale")   # int8 codes binding: values are codes * scale
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         rows = entry.get("rows")
         self.rows = (int(rows["tensor"]), int(rows["axis"])) if rows else None
@@ -275,8 +276,8 @@ class CudaEngine:
         if int(section.get("format", 1)) > KERNELS_FORMAT:
             raise PlanError(f"the plan's CUDA kernels section has format {section.get('format')}, this edgert reads "
                             f"formats up to {KERNELS_FORMAT}: update edgert (or rebuild the plan with this one)")
-        self.inputs = [_Binding(b) for b in document["bindings"]["inputs"]]
-        self.outputs = [_Binding(b) for b in document["bindings"]["outputs"]]
+        self.inputs = [_Binding(b, document["tensors"]) for b in document["bindings"]["inputs"]]
+        self.outputs = [_Binding(b, document["tensors"]) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]
         modules = [self.driver.load_module(m, jit) for m in section["modules"]]
         self.functions = {}

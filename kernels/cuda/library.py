@@ -202,9 +202,10 @@ def lowering(*kinds: LayerKind):
     return decorate
 
 
-# Kinds that run on the CPU backend only (a gpu_kernels build containing one fails naming it): none since every kind
-# of issue 15 got its CUDA kernel (lower_detect.py, lower_sample.py); a new kind without one goes here.
-CPU_ONLY_KINDS: frozenset = frozenset()
+# Kinds that run on the CPU backend only (a gpu_kernels build containing one fails naming it): Compact (the Concat of
+# counted rows, SSDlite's per-class detections). Every other kind of issue 15 has its CUDA kernel (lower_detect.py,
+# lower_sample.py); a new kind without one goes here.
+CPU_ONLY_KINDS = frozenset({LayerKind.COMPACT})
 
 
 def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> list[Launch]:
@@ -221,6 +222,9 @@ def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> l
     if str(layer.get("device", "")).startswith("dla"):
         raise UnsupportedError(f"layer {layer['name']!r} is placed on {layer['device']}; only GPU layers get CUDA "
                                "kernels")
+    if kind == LayerKind.REDUCE and len(layer["inputs"]) > 1:
+        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for a Reduce over data-dependent rows (it "
+                               "reads their count) yet (run it on the CPU: build without a GPU target)")
     fn = _LOWERINGS.get(kind)
     if fn is None:
         raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for {kind.value} yet "

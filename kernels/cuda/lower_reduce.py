@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgert.errors import UnsupportedError
 from edgert.ir.kinds import LayerKind, PoolingType, ReduceOp as R
 from edgert.kernels.cuda import codegen as cg
 from edgert.kernels.cuda.library import BLOCK, Launch, LowerContext, grid_for, input_index, lowering, ptr
@@ -94,6 +95,9 @@ def _reduce_spec(op: R, t: str, dtype: str, length: int) -> tuple[str, str, str,
 @lowering(LayerKind.REDUCE)
 def lower_reduce(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     x, out = layer["inputs"][0], layer["outputs"][0]
+    if len(layer["inputs"]) > 1 and layer["inputs"][1] >= 0:   # only the valid rows of counted rows: not lowered
+        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for a Reduce over data-dependent rows yet "
+                               "(run it on the CPU: build without a GPU target)")
     dtype, out_dtype = ctx.dtype(x), ctx.dtype(out)
     if cg.numel(ctx.shape(out)) == 0:
         return []
