@@ -317,6 +317,8 @@ def test_the_detection_kernels_compile_with_nvrtc(arch):
                                                output_width=2, sampling_ratio=0)],
                              [("x", T.FLOAT16, [1, 2, 6, 6]), ("rois", T.FLOAT16, [3, 4]), ("batch", T.INT64, [3])],
                              [("y", T.FLOAT16)], opset=16))
+    from test_data_dependent_concat import detector_model
+    models.append(detector_model(3, 8, 10))   # Compact (with select), a Reduce over counted rows
     for model in models[5:]:
         section = compile_for_plan(edgert.build(model, cpu_only_aliases=False).document, arch)
         assert all(m["cubin"][:4] == b"\x7fELF" for m in section["modules"])
@@ -436,3 +438,54 @@ def test_roi_align_matches_the_cpu_kernel(backend, opset, transform, mode, ratio
              "rois": np.concatenate([corner, corner + rng.uniform(-1, 12, (6, 2))], axis=1).astype(np.float32),
              "batch": rng.integers(0, 2, 6).astype(np.int64)}
     assert_close_to_cpu(model, feeds, backend)
+
+
+# -- torchvision's detection post-processing (SSDlite): Compact, a Reduce over counted rows ----------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("classes,most,keep", [(3, 8, 10), (4, 12, 50)])
+def test_ssdlite_style_post_processing_matches_ort(backend, classes, most, keep):
+    """Per class NonZero + counted TopK, the classes' rows packed by Compact layers, an If on "any box left" (a
+    Compact with select) around batched NMS, whose max over the kept boxes is a Reduce over counted rows."""
+    from test_data_dependent_concat import detector_model, draw_detections
+    model = detector_model(classes, most, keep)
+    plan = edgert.build(model, cpu_only_aliases=False)
+    assert any(layer["kind"] == LayerKind.COMPACT.value for layer in plan.layers)
+    assert any(layer["kind"] == LayerKind.REDUCE.value and len(layer["inputs"]) == 2 for layer in plan.layers)
+    assert_equal_to_cpu(model, draw_detections(classes), backend, runs=6, against_ort=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_static_block_concatenated_with_counted_rows_matches_ort(backend):
+    from test_data_dependent_concat import detector_consts, draw_detections, per_class_nodes
+    nodes = per_class_nodes(1, 8) + [helper.make_node("Concat", ["c1_best_boxes", "extra"], ["y"], axis=0),
+                                     helper.make_node("Concat", ["extra", "c1_best_boxes", "extra"], ["z"], axis=0)]
+    extra = np.arange(8, dtype=np.float32).reshape(2, 4)
+    model = make_model(nodes, [("probs", T.FLOAT, [40, 2]), ("boxes", T.FLOAT, [40, 4])],
+                       [("y", T.FLOAT), ("z", T.FLOAT)], detector_consts(1, 8, 0.3, extra=extra))
+    assert_equal_to_cpu(model, draw_detections(1), backend, runs=4, against_ort=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMean", "ReduceSum", "ReduceLogSumExp"])
+def test_reduce_over_counted_rows_equals_the_cpu_kernel(backend, op):
+    """A reduction over the rows a NonZero kept (and over their columns): only the valid rows take part."""
+    nodes = [helper.make_node("ReduceMax", ["x"], ["best"], axes=[1], keepdims=0),
+             helper.make_node("Greater", ["best", "zero_f"], ["keep"]),
+             helper.make_node("NonZero", ["keep"], ["nz"]),
+             helper.make_node("Transpose", ["nz"], ["where"], perm=[1, 0]),
+             helper.make_node("GatherND", ["x", "where"], ["rows"]),                  # (n, 5)
+             helper.make_node(op, ["rows"], ["y"], axes=[0, 1], keepdims=0)]
+    model = make_model(nodes, [("x", T.FLOAT, [60, 5])], [("y", T.FLOAT)], {"zero_f": np.array(1.0, np.float32)},
+                       opset=13)
+    plan = edgert.build(model, cpu_only_aliases=False)
+    if not any(layer["kind"] == LayerKind.REDUCE.value and len(layer["inputs"]) == 2 for layer in plan.layers):
+        pytest.fail(f"{op} over counted rows did not import as a counted Reduce")
+    shift = iter([0.0, -1.5, 1.0, -9.0])
+    draw = (lambda: {"x": (rng.standard_normal((60, 5)) + next(shift)).astype(np.float32)})
+    feeds = draw()
+    context, reference = cuda_context(model, feeds, backend)
+    for run in range(4):
+        feeds = feeds if run == 0 else draw()
+        context.poison()
+        got, want = context.execute(feeds)["y"], reference.execute(feeds)["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)   # NaN (the mean of no rows) in both

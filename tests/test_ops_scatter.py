@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto as T, helper, numpy_helper
 
 import edgert
-from edgert.errors import EdgeRTError, InputError
+from edgert.errors import EdgeRTError, InputError, UnsupportedError
 from edgert.ir.kinds import LayerKind
 from helpers import assert_matches_ort, edgert_run, normwise_error, op_model, ort_run
 
@@ -175,10 +175,16 @@ def test_concat_along_the_data_dependent_axis_packs_the_valid_rows():
         np.testing.assert_array_equal(context.execute(feeds)["both"], ort_run(model, feeds)["both"])
 
 
-def test_bounded_outputs_have_no_cuda_kernel_yet():
+def test_bounded_outputs_build_with_cuda_kernels():
+    """NonZero has a CUDA kernel (kernels/cuda/lower_detect.py; results in tests/test_cuda_detect.py)."""
+    from edgert.kernels.cuda import compile as cc
+    if not cc.available():
+        pytest.skip("no NVRTC (cuda-bindings) and no nvcc")
     model, _ = op_model("NonZero", [("x", rng.standard_normal((3, 3)).astype(np.float32))], {}, opset=13)
-    with pytest.raises(EdgeRTError, match="NonZero"):
-        edgert.build(model, gpu_kernels=True, target="jetson-agx-orin")
+    plan = edgert.build(model, gpu_kernels=True, target="jetson-agx-orin")
+    tactics = [launch["tactic"] for section in plan.document["kernels"].values()
+               for launches in section["launches"] for launch in launches]
+    assert "nonzero-scan" in tactics, tactics
 
 
 @pytest.mark.parametrize("exclusive,reverse,axis,dtype", [(0, 0, 1, np.float32), (1, 1, 0, np.float32),

@@ -92,39 +92,61 @@ def _reduce_spec(op: R, t: str, dtype: str, length: int) -> tuple[str, str, str,
     }[op]
 
 
+def _counted_rows(ctx: LowerContext, layer: dict, axes) -> tuple[list[str], str, str | None]:
+    """For a Reduce over data-dependent rows (input 1 their count, attr rows_axis; kernels/cpu/reduce.py): the
+    lines reading the count, the test of reduced element ``e``, the number of valid elements; else no-ops."""
+    if len(layer["inputs"]) < 2 or layer["inputs"][1] < 0:
+        return [], "true", None
+    shape = ctx.shape(layer["inputs"][0])
+    axis = int(layer["attrs"]["rows_axis"]) % len(shape)
+    reduced = sorted(int(a) % len(shape) for a in axes)
+    if axis not in reduced:
+        raise UnsupportedError(f"layer {layer['name']!r}: a Reduce over other axes ({reduced}) than its counted rows "
+                               f"(axis {axis}) has no CUDA kernel")
+    inner = cg.numel([shape[a] for a in reduced if a > axis])
+    dim, length = shape[axis], cg.numel([shape[a] for a in reduced])
+    lines = [f"i64 n = count[0]; n = n < 0 ? 0 : (n > {dim} ? {dim} : n);", f"const i64 valid_count = n * {length // dim};"]
+    return lines, f"((e / {inner}) % {dim} < n)", "valid_count"
+
+
 @lowering(LayerKind.REDUCE)
 def lower_reduce(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     x, out = layer["inputs"][0], layer["outputs"][0]
-    if len(layer["inputs"]) > 1 and layer["inputs"][1] >= 0:   # only the valid rows of counted rows: not lowered
-        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for a Reduce over data-dependent rows yet "
-                               "(run it on the CPU: build without a GPU target)")
     dtype, out_dtype = ctx.dtype(x), ctx.dtype(out)
     if cg.numel(ctx.shape(out)) == 0:
         return []
     layout = row_layout(ctx.shape(x), layer["attrs"]["axes"])
+    counting, valid, valid_count = _counted_rows(ctx, layer, layer["attrs"]["axes"])
+    loop = f"for (i64 e = lane; e < L; e += STRIDE) if ({valid})"
     t = "i32" if dtype == "bool" else cg.compute_ctype(dtype)
     op = R(layer["attrs"]["op"])
     load = f"{t}({cg.load('x', 'AT(e)', dtype)})"
     if op == R.LOG_SUM_EXP:
         lowest, _ = _limits(t, dtype)
         fn = (lambda name: name + "f" if t == "float" else name)
-        body = [f"{t} peak = {lowest};",
-                f"for (i64 e = lane; e < L; e += STRIDE) peak = fmax_nan(peak, {load});",
-                f"peak = reduce_group<GROUP>(peak, [](const {t} a, const {t} b) {{ return fmax_nan(a, b); }});",
-                "if (!(peak > -inf_f() && peak < inf_f())) peak = 0;",
-                f"{t} total = 0;",
-                f"for (i64 e = lane; e < L; e += STRIDE) total += {fn('exp')}({load} - peak);",
-                f"total = reduce_group<GROUP>(total, [](const {t} a, const {t} b) {{ return a + b; }});",
-                f"if (lane == 0) out[row] = {cg.store_value(fn('log') + '(total) + peak', out_dtype)};"]
+        body = counting + [f"{t} peak = {lowest};",
+                           f"{loop} peak = fmax_nan(peak, {load});",
+                           f"peak = reduce_group<GROUP>(peak, [](const {t} a, const {t} b) {{ return fmax_nan(a, b); }});",
+                           "if (!(peak > -inf_f() && peak < inf_f())) peak = 0;",
+                           f"{t} total = 0;",
+                           f"{loop} total += {fn('exp')}({load} - peak);",
+                           f"total = reduce_group<GROUP>(total, [](const {t} a, const {t} b) {{ return a + b; }});",
+                           f"if (lane == 0) out[row] = {cg.store_value(fn('log') + '(total) + peak', out_dtype)};"]
     else:
         init, mapped, combine, final = _reduce_spec(op, t, dtype, layout["length"])
-        body = [f"auto combine = [](const {t} a, const {t} b) -> {t} {{ return {combine}; }};",
-                f"{t} acc = {init};",
-                f"for (i64 e = lane; e < L; e += STRIDE) {{ const {t} v = {load}; acc = combine(acc, {mapped}); }}",
-                "acc = reduce_group<GROUP>(acc, combine);",
-                f"if (lane == 0) {{ const {t} a = acc; out[row] = {cg.store_value(final, out_dtype)}; }}"]
+        if valid_count and op == R.AVG:   # the mean of the valid elements (NaN, or the integer sum, when none)
+            final = f"a / {t}({valid_count})" if t in ("float", "double") else f"({valid_count} ? a / {valid_count} : a)"
+        body = counting + [f"auto combine = [](const {t} a, const {t} b) -> {t} {{ return {combine}; }};",
+                           f"{t} acc = {init};",
+                           f"{loop} {{ const {t} v = {load}; acc = combine(acc, {mapped}); }}",
+                           "acc = reduce_group<GROUP>(acc, combine);",
+                           f"if (lane == 0) {{ const {t} a = acc; out[row] = {cg.store_value(final, out_dtype)}; }}"]
     args = [f"{cg.ctype(out_dtype)}* out", f"const {cg.ctype(dtype)}* __restrict__ x"]
-    return [row_kernel(ctx, "reduce", layout, args, body, [ptr(out), ptr(x)], f"reduce-{op.value}")]
+    params = [ptr(out), ptr(x)]
+    if valid_count:
+        args.append("const i64* __restrict__ count")
+        params.append(ptr(layer["inputs"][1]))
+    return [row_kernel(ctx, "reduce", layout, args, body, params, f"reduce-{op.value}{' counted' if valid_count else ''}")]
 
 
 @lowering(LayerKind.SOFTMAX)
