@@ -3,7 +3,10 @@
 ``apply_precision(graph, precision, rules=..., calibration=...)``:
 - fp16: every eligible layer computes on float16 tensors with float16 weights; Cast layers convert at
   the boundaries. Graph inputs and outputs keep their dtype. Numerically sensitive layers (Softmax,
-  Normalization, Reduce, LRN, RNN, and the layers producing graph outputs) stay fp32 unless a rule forces them.
+  Normalization, Reduce, LRN, RNN, and the layers producing graph outputs) stay fp32 unless a rule forces them,
+  and so do the layers that compute on data-dependent rows (edgert/ir/valid_rows.py: detection post-processing,
+  where torchvision offsets each class's boxes by up to 30 000 before NMS: float16 keeps 4 bits of a pixel there)
+  and those whose results a NonZero / NMS / Compact reads (a score threshold is decided in float32).
 - int8: layers that can run int8 (``INT8_KINDS`` and their conditions) get ``attrs["int8"] =
   {"input_scales": [...], "output_scale": s, "weight_scales": [...]}`` (the DLA simulator's convention:
   tensors keep holding dequantized float32 values, so one plan runs on the CPU int8 kernels and on the DLA).
@@ -36,7 +39,7 @@ import numpy as np
 from edgert.errors import EdgeRTError
 from edgert.ir.dtypes import DataType
 from edgert.ir.graph import Graph, Node, Value
-from edgert.ir.kinds import ElementWiseOp, LayerKind
+from edgert.ir.kinds import BOUNDED_KINDS, ElementWiseOp, LayerKind
 from edgert.ir.shape_inference import infer_node
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -45,7 +48,7 @@ SENSITIVE_KINDS = frozenset({LayerKind.SOFTMAX, LayerKind.NORMALIZATION, LayerKi
 # Layers that only move or select data: computing them in a narrower type loses nothing.
 FOLLOW_KINDS = frozenset({LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.CONCATENATION, LayerKind.PADDING,
                           LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.EXPAND, LayerKind.TILE,
-                          LayerKind.SELECT, LayerKind.TOPK})
+                          LayerKind.SELECT, LayerKind.TOPK, LayerKind.COMPACT})
 # Layers whose output type is fixed by their attrs or that sit at a device boundary: never retyped.
 FIXED_KINDS = frozenset({LayerKind.CAST, LayerKind.REFORMAT})
 INT8_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY, LayerKind.POOLING,
@@ -144,7 +147,7 @@ def apply_precision(graph: Graph, precision: str, *, rules=None, calibration=Non
     rules = load_rules(rules)
     scales = report.scales = _activation_scales(graph, calibration)
     forced = _forced(graph, rules)
-    outputs = {id(v) for v in graph.outputs} - set(narrow_outputs)
+    outputs = ({id(v) for v in graph.outputs} - set(narrow_outputs)) | _on_counted_rows(graph)
     wanted: dict[int, str | None] = {}
     for node in graph.nodes:
         choice = forced.get(id(node)) or _default_choice(node, precision, outputs)
@@ -158,6 +161,19 @@ def apply_precision(graph: Graph, precision: str, *, rules=None, calibration=Non
         wanted[id(node)] = choice
     _retype(graph, wanted, report)
     return report
+
+
+def _on_counted_rows(graph: Graph) -> set[int]:
+    """The outputs of the layers that read data-dependent rows and of those whose results a data-dependent layer
+    reads (a NonZero's mask: a score threshold decided in float32), kept fp32 like graph outputs."""
+    from edgert.ir.valid_rows import bounded_values
+    bounded = [node for node in graph.nodes if node.kind in BOUNDED_KINDS]
+    if not bounded:
+        return set()
+    rows = bounded_values(graph, strict=False)
+    kept = {id(out) for node in graph.nodes if any(v is not None and id(v) in rows for v in node.inputs)
+            for out in node.outputs}
+    return kept | {id(v) for node in bounded for v in node.inputs if v is not None}
 
 
 def _forced(graph: Graph, rules: list[PrecisionRule]) -> dict[int, str]:
