@@ -73,7 +73,7 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
     cpu_kernels = bool(config.cpu_only_aliases) and not compile_cuda
     codes = _int8_codes(graph, config, precision_report, cpu_kernels, formats)
-    io_report = _apply_io_formats(graph, formats, precision_report, codes)
+    io_report = _apply_io_formats(graph, formats, precision_report, codes, config)
     output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
     counts = [rows[0] for rows in output_rows if rows is not None]
     schedule_report = choose_schedule(graph, cpu_kernels, counts) if config.reorder else {"order": "model",
@@ -118,10 +118,11 @@ def _io_formats(graph: Graph, config: BuildConfig) -> tuple[dict, dict]:
     return inputs, outputs
 
 
-def _apply_io_formats(graph: Graph, formats: tuple[dict, dict], precision_report, codes):
+def _apply_io_formats(graph: Graph, formats: tuple[dict, dict], precision_report, codes, config: BuildConfig):
     from edgert.io_formats import apply_io_formats
 
-    return apply_io_formats(graph, *formats, precision_report.scales, codes.scales if codes is not None else {})
+    return apply_io_formats(graph, *formats, precision_report.scales, codes.scales if codes is not None else {},
+                            config.target)
 
 
 def _int8_codes(graph: Graph, config: BuildConfig, precision_report, cpu_kernels: bool, formats=({}, {})):

@@ -86,7 +86,7 @@ def apply_int8_codes(graph: Graph, target: str = "host", code_outputs: set = fro
     coders = [node for node in readers if is_code_layer(node, outputs)]
     if not readers:
         return report
-    cost = _cost_model(target)
+    cost = reformat_cost_model(target)
     for node in coders:
         value = node.outputs[0]
         value.dtype = DataType.INT8
@@ -213,7 +213,7 @@ def _first_reader_device(value: Value) -> str:
     return users[0].device if users else "cpu"
 
 
-def _cost_model(target: str):
+def reformat_cost_model(target: str):
     """cost_ms(value): the time to read the tensor as float32 and write it as int8 codes (or back)."""
     from edgert.targets.layers import tensor_info
 

@@ -17,8 +17,8 @@ and the conversion the plan would do anyway disappears where it can:
 - an fp16 output: the layer producing it computes fp16 in an fp16 build (``apply_precision``'s
   ``narrow_outputs``), so the Cast back to float32 goes; otherwise a Cast to float16 is added;
 - an int8 output is written as int8 codes by the int8 layer producing it (or, with int8 codes, by a layer
-  moving codes: ``apply_int8_codes``'s ``code_outputs``), at that layer's output scale; in an int8 build that layer runs int8 even though it
-  produces an output. The binding's scale is in the plan (``tensors[i].scale``), shown by ``inspect`` and the
+  moving codes: ``apply_int8_codes``'s ``code_outputs``), at that layer's output scale; in an int8 build that
+  layer runs int8 even though it produces an output. The binding's scale is in the plan (``tensors[i].scale``), shown by ``inspect`` and the
   runtime's bindings.
 
 Everything here is exact: half -> float -> half and codes -> values -> codes round-trip, so a plan with I/O
@@ -60,6 +60,7 @@ class IOReport:
     scales: dict = field(default_factory=dict)     # int8 binding tensor name -> scale
     conversions: int = 0                            # Cast / Reformat layers added for a binding
     removed: int = 0                                # conversions the formats made unnecessary
+    cost: object = None                             # value -> ms estimate of a dequantize Reformat
 
     def to_dict(self) -> dict:
         return {"conversions_added": self.conversions, "conversions_removed": self.removed}
@@ -146,12 +147,16 @@ def int8_outputs(graph: Graph, outputs: dict) -> set[int]:
             if name in outputs and outputs[name].dtype == "int8"}
 
 
-def apply_io_formats(graph: Graph, inputs: dict, outputs: dict, scales: dict, code_scales: dict) -> IOReport:
+def apply_io_formats(graph: Graph, inputs: dict, outputs: dict, scales: dict, code_scales: dict,
+                     target: str = "host") -> IOReport:
     """Retype the bindings named in ``inputs`` / ``outputs`` and place the conversions (see the module doc).
 
     ``scales``: the build's activation scales (int8 inputs take theirs); ``code_scales``: int8 code tensors of
     ``edgert.int8_codes`` (which already made the int8 outputs it could codes)."""
+    from edgert.int8_codes import reformat_cost_model
+
     report = IOReport()
+    report.cost = reformat_cost_model(target)   # dequantize Reformats costed as edgert.int8_codes costs its own
     for value in list(graph.inputs):
         fmt = inputs.get(value.name)
         if fmt is not None and fmt != IOFormat():
@@ -186,7 +191,7 @@ def _narrow_input(graph: Graph, value: Value, fmt: IOFormat, scales: dict, repor
         wide = source
     else:
         widen = _to_float(graph, source, scale, device, f"{value.name}_to_fp32" if scale is None else
-                          f"dequantize({value.name})")
+                          f"dequantize({value.name})", report)
         wide = widen.outputs[0]
         report.conversions += 1
     for node, slot in readers:
@@ -260,21 +265,21 @@ def _layout_layer(graph: Graph, kind: LayerKind, value: Value, attrs: dict, name
     return node.outputs[0]
 
 
-def _to_float(graph: Graph, value: Value, scale, device: str, name: str) -> Node:
+def _to_float(graph: Graph, value: Value, scale, device: str, name: str, report: IOReport) -> Node:
     if scale is None:
         node = graph.add_node(LayerKind.CAST, [value], {"to": DataType.FLOAT.value}, name=name)
         node.precision = "fp32"
     else:
-        node = _dequantize(graph, value, scale, device, name)
+        node = _dequantize(graph, value, scale, device, name, report)
     node.device = device
     infer_node(node)
     return node
 
 
-def _dequantize(graph: Graph, value: Value, scale: float, device: str, name: str) -> Node:
+def _dequantize(graph: Graph, value: Value, scale: float, device: str, name: str, report: IOReport) -> Node:
     attrs = {"from_device": device, "to_device": device, "from_layout": "linear", "to_layout": "linear",
              "from_precision": "int8", "to_precision": "fp32", "to_dtype": DataType.FLOAT.value,
-             "scale": float(scale), "cost_ms": 0.0}
+             "scale": float(scale), "cost_ms": float(report.cost(value)) if report.cost is not None else 0.0}
     node = graph.add_node(LayerKind.REFORMAT, [value], attrs, name=name)
     node.precision = "int8"
     return node
@@ -339,7 +344,7 @@ def _narrow_output(graph: Graph, index: int, name: str, fmt: IOFormat, code_scal
     if graph.outputs.count(value) != 1:
         raise IOFormatError(f"--output-format {name}=int8: the tensor of output {name!r} is also another output")
     if others:   # the plan's own readers of the output keep reading values
-        wide = _dequantize(graph, value, scale, value.producer().device, f"dequantize({value.name})")
+        wide = _dequantize(graph, value, scale, value.producer().device, f"dequantize({value.name})", report)
         wide.device = value.producer().device
         infer_node(wide)
         for node, slot in others:

@@ -471,19 +471,22 @@ def test_tap_major_and_split_k_match_the_reference_on_the_emulator(arch, codes):
 
 
 @needs_cxx
-@pytest.mark.parametrize("arch, sm_count", [("sm_75", 1), ("sm_90", None)])
-def test_data_movement_carries_codes_on_the_emulator(arch, sm_count):
-    """Concatenation, nearest Resize, Slice, Padding and a Flatten round trip move int8 codes on CUDA too (the
-    copy kernels are dtype-generic): bit-exact with the CPU plan and with the plan without codes."""
+@pytest.mark.parametrize("arch, sm_count, batch", [("sm_75", 1, 2), ("sm_90", None, 1)])
+def test_data_movement_carries_codes_on_the_emulator(arch, sm_count, batch):
+    """Concatenation (batch 1: written in place by its producers), nearest Resize, Slice, Padding and a Flatten
+    round trip move int8 codes on CUDA too (the copy kernels are dtype-generic): bit-exact with the CPU plan and
+    with the plan without codes."""
     from test_int8_codes import _neck_model
 
     rng = np.random.default_rng()
-    model, shape = _neck_model(rng, pooled=False)   # the output of an int8 layer: compared bit for bit
+    model, shape = _neck_model(rng, batch, pooled=False)   # the output of an int8 layer: compared bit for bit
     options = dict(cpu_only_aliases=False, precision="int8", precision_rules=ALL_INT8,
                    calib=[{"x": rng.standard_normal(shape).astype(np.float32)}])
     plan = edgert.build(model, int8_codes=True, **options)
     assert plan.header["int8_codes"]["carriers"] >= 4
     assert [layer["name"] for layer in plan.layers if layer["kind"] == "Reformat"] == ["quantize(x)"]
+    elided = [plan.layers[step]["name"] for step in plan.document["memory"]["elided"]]
+    assert elided == (["cat"] if batch == 1 else []), elided
     feeds = {"x": (rng.standard_normal(shape) * 2).astype(np.float32)}
     got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True, sm_count=sm_count)
     want = reference(plan, feeds)

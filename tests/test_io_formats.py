@@ -161,7 +161,8 @@ def test_inspect_shows_binding_dtypes_and_scales(setup, tmp_path):
     done = subprocess.run([sys.executable, "-m", "edgert.tools.cli", "inspect", str(path), "--json"],
                           capture_output=True, text=True, timeout=120)
     shown = json.loads(done.stdout)
-    assert shown["inputs"][0]["dtype"] == "int8" and shown["inputs"][0]["scale"] == _binding(plan, "inputs", "x")["scale"]
+    shown_x = shown["inputs"][0]
+    assert shown_x["dtype"] == "int8" and shown_x["scale"] == _binding(plan, "inputs", "x")["scale"]
     assert shown["options"]["input_formats"] == {"x": "int8"}
 
 
@@ -297,7 +298,8 @@ def test_profile_build_with_an_fp16_input():
         static = edgert.build(model, shapes={"x": (batch, 3, 8, 8)}, precision="fp16", input_formats={"x": "fp16"})
         np.testing.assert_array_equal(context.execute({"x": x})["y"], _run(static, {"x": x})["y"])
     with pytest.raises(EdgeRTError, match="channel-vectorized layouts need static shapes"):
-        edgert.build(model, profiles=[{"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}], input_formats={"x": "fp16:hwc"})
+        edgert.build(model, profiles=[{"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}],
+                     input_formats={"x": "fp16:hwc"})
 
 
 # -- CUDA: the emulator in CI, the GPU where marked ---------------------------------------------------------------
@@ -371,3 +373,32 @@ def test_compare_feeds_onnxruntime_the_values_the_bindings_stand_for(setup):
     floats = compare(setup["model"], edgert.build(setup["model"], **options), {"x": values})
     for key in ("plan", "reference"):
         np.testing.assert_array_equal(report["outputs"]["y"][key], floats["outputs"]["y"][key])
+
+
+@pytest.mark.parametrize("codes", [None, False])
+def test_an_int8_output_read_inside_the_plan(codes):
+    """y is an int8 output and the input of another layer: that layer reads codes (with int8 codes) or a costed
+    dequantize Reformat of them (without)."""
+    rng = np.random.default_rng()
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["y"]),
+             node("Conv", ["y", "w2"], ["c2"]), node("Relu", ["c2"], ["z"])]
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (4, 8, 1, 1)))]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "yz"], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = dict(precision="int8", precision_rules=ALL_INT8, int8_codes=codes,
+                   calib=[{"x": rng.standard_normal(SHAPE).astype(np.float32)}])
+    plan = edgert.build(model, output_formats={"y": "int8"}, **options)
+    reformats = [layer for layer in plan.layers if layer["kind"] == "Reformat"]
+    if codes is False:
+        assert [layer["attrs"]["to_dtype"] for layer in reformats] == ["float32"], reformats
+        assert reformats[0]["attrs"]["cost_ms"] > 0
+    else:
+        assert [layer["attrs"]["to_dtype"] for layer in reformats] == ["int8"]   # the input's quantize only
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    got, want = _run(plan, {"x": x}), _run(edgert.build(model, **options), {"x": x})
+    y_scale = _binding(plan, "outputs", "y")["scale"]
+    np.testing.assert_array_equal(_values(got["y"], y_scale), want["y"])
+    np.testing.assert_array_equal(got["z"], want["z"])

@@ -263,7 +263,8 @@ class IBuilderConfig:
             options.update(self._int8_options(network, scratch_dir))
         if self._profiles:
             options["profiles"] = [p.as_dict() for p in self._profiles]
-        options.update(network.io_format_options())
+        if network is not None:   # binding types set through ITensor.dtype / allowed_formats
+            options.update(network.io_format_options())
         return options
 
     def _placement_options(self, network) -> dict:
