@@ -156,8 +156,9 @@ def tactics(plan, arch: str) -> set[str]:
 # -- CPU CI: the emulator ---------------------------------------------------------------------------------------
 @needs_cxx
 @pytest.mark.parametrize("arch, sm_count, gemms", [
-    ("sm_75", 1, {"dp4a 64x64", "dp4a 64x32", "dp4a 32x64", "dp4a 32x32"}),   # the largest tiles that fit
-    ("sm_90", None, {"mma 32x32", "dp4a 32x32"})])                          # shrunk to fill 132 SMs
+    ("sm_75", 1, {"dp4a 64x64 splitk1", "dp4a 64x32 splitk1", "dp4a 32x64 splitk1", "dp4a 32x32 splitk1"}),
+    ("sm_90", None, {"mma 32x32 splitk1", "mma 64x32 splitk1", "mma 64x64 splitk1", "dp4a 32x32 splitk1",
+                     "dp4a 32x64 splitk1"})])   # the tile rule of tactics.py (K too short to split)
 def test_zoo_matches_the_reference_on_the_emulator(arch, sm_count, gemms):
     rng = np.random.default_rng()
     plan, shapes = zoo_plan(rng)
@@ -203,7 +204,7 @@ def test_folded_consumers_on_the_emulator(consumer):
     feeds = feeds_for(shapes, rng)
     got = run_cuda(plan, feeds, emulator.EmulatedDriver("sm_90"), "sm_90", emulate=True, sm_count=1)
     assert plan.document["kernels"]["sm_90"]["fused"] == {"1": 0, "3": 2}
-    assert tactics(plan, "sm_90") == {"mma 64x128", "mma 128x32"}   # 8 and 4 warps
+    assert tactics(plan, "sm_90") == {"mma 64x128 splitk1", "mma 64x32 splitk1"}   # 8 and 2 warps
     want = reference(plan, feeds)
     if consumer == "int8":
         assert_same_codes(got, want)
