@@ -467,3 +467,47 @@ def test_tap_major_and_split_k_match_the_reference_on_the_emulator(arch, codes):
     assert any(t.startswith("int8-implicit-gemm ") for t in used), used
     assert any("splitk" in t for t in used), used
     assert_same_codes(got, reference(plan, feeds))
+
+
+class EveryOther:
+    """Test policy: candidate ``index`` of each int8 layer (counted from the end when negative)."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def choose(self, layer, problem):
+        from edgert.kernels.cuda.tactics import candidates
+        options = candidates(problem)
+        return options[self.index % len(options)], "fixed"
+
+
+@needs_cxx
+@pytest.mark.parametrize("index", [-1, 7])   # the table loader's largest tiles and most splits; a tap-major one
+def test_other_int8_tactics_compute_the_same_codes_on_the_emulator(index):
+    rng = np.random.default_rng()
+    model, shapes = tap_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=True)
+    section = compile_for_plan(plan.document, "sm_90", emulate=True, policy=EveryOther(index))
+    used = [launch["tactic"] for layer in section["launches"] for launch in layer if " " in launch["tactic"]]
+    assert len(used) == 6 and any("splitk1" not in t for t in used), used
+    plan.document["kernels"] = {"sm_90": section}
+    context = CudaEngine(plan.document, driver=emulator.EmulatedDriver("sm_90")).create_execution_context()
+    context.poison()
+    feeds = feeds_for(shapes, rng)
+    assert_same_codes(context.execute(feeds), reference(plan, feeds))
+
+
+@needs_cxx
+def test_int8_layers_autotune_on_the_emulator():
+    from edgert.kernels.cuda import autotune
+    rng = np.random.default_rng()
+    model, shapes = tap_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=True)
+    driver = emulator.EmulatedDriver("sm_90")
+    results = autotune.tune_plan(plan.document, driver, timer=autotune.WallTimer(driver, None), warmup=0, samples=1,
+                                 max_candidates=2)
+    assert len(results) == 6 and all("|int8|" in key for key in results), list(results)
+    for result in results.values():   # every candidate agreed with the cost model's pick (int8: exactly)
+        assert len(result.timings) == 2 and not result.rejected, result
