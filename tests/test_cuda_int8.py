@@ -434,18 +434,20 @@ def test_digits_with_codes_on_the_emulator():
 
 # -- the fast paths of int8 convolutions: tap-major loads (channels per group a multiple of 32), split-K ----------
 def tap_model(rng):
-    """Convolutions whose channels per group fill k-tiles of 32: 3x3 padded, strided and dilated with a residual
-    add, 1x1, grouped (32 channels per group), and a grouped one of 16 channels per group (the table loader)."""
+    """Convolutions for the tap-major loader: 3x3 padded, strided and dilated with a residual add, 1x1, grouped
+    (32 channels per group), 16 channels per group (padded to 32); and 8 channels per group (the table loader)."""
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
              node("Conv", ["r1", "w2"], ["c2"], pads=[2, 2, 2, 2], strides=[2, 2], dilations=[2, 2]),
              node("Conv", ["r1", "w3"], ["c3"], strides=[2, 2]), node("Add", ["c2", "c3"], ["a"]),
              node("Relu", ["a"], ["r2"]), node("Conv", ["r2", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1], group=3),
-             node("Conv", ["c4", "w5"], ["c5"], pads=[1, 1, 1, 1], group=3), node("Conv", ["c5", "w6"], ["y"])]
+             node("Conv", ["c4", "w5"], ["c5"], pads=[1, 1, 1, 1], group=3),
+             node("Conv", ["c5", "w6"], ["c6"], pads=[1, 1, 1, 1], group=12), node("Conv", ["c6", "w7"], ["y"])]
     inits = {"w1": _weights(rng, (64, 32, 3, 3), 0.1), "b1": _weights(rng, 64, 0.1),
              "w2": _weights(rng, (96, 64, 3, 3), 0.05), "w3": _weights(rng, (96, 64, 1, 1), 0.2),
              "w4": _weights(rng, (48, 32, 3, 3), 0.1), "b4": _weights(rng, 48, 0.1),
-             "w5": _weights(rng, (96, 16, 3, 3), 0.1), "w6": _weights(rng, (40, 96, 1, 1), 0.1)}
+             "w5": _weights(rng, (96, 16, 3, 3), 0.1), "w6": _weights(rng, (96, 8, 3, 3), 0.1),
+             "w7": _weights(rng, (40, 96, 1, 1), 0.1)}
     shapes = {"x": (2, 32, 10, 11)}
     graph = helper.make_graph(nodes, "tap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
@@ -463,7 +465,7 @@ def test_tap_major_and_split_k_match_the_reference_on_the_emulator(arch, codes):
     feeds = feeds_for(shapes, rng)
     got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True)
     used = [launch["tactic"] for layer in plan.document["kernels"][arch]["launches"] for launch in layer]
-    assert sum(t.startswith("int8-implicit-gemm-tap") for t in used) == 5, used
+    assert sum(t.startswith("int8-implicit-gemm-tap") for t in used) == 6, used
     assert any(t.startswith("int8-implicit-gemm ") for t in used), used
     assert any("splitk" in t for t in used), used
     assert_same_codes(got, reference(plan, feeds))
@@ -490,7 +492,7 @@ def test_other_int8_tactics_compute_the_same_codes_on_the_emulator(index):
                         calib=[feeds_for(shapes, rng)], int8_codes=True)
     section = compile_for_plan(plan.document, "sm_90", emulate=True, policy=EveryOther(index))
     used = [launch["tactic"] for layer in section["launches"] for launch in layer if " " in launch["tactic"]]
-    assert len(used) == 6 and any("splitk1" not in t for t in used), used
+    assert len(used) == 7 and any("splitk1" not in t for t in used), used
     plan.document["kernels"] = {"sm_90": section}
     context = CudaEngine(plan.document, driver=emulator.EmulatedDriver("sm_90")).create_execution_context()
     context.poison()
@@ -508,6 +510,6 @@ def test_int8_layers_autotune_on_the_emulator():
     driver = emulator.EmulatedDriver("sm_90")
     results = autotune.tune_plan(plan.document, driver, timer=autotune.WallTimer(driver, None), warmup=0, samples=1,
                                  max_candidates=2)
-    assert len(results) == 6 and all("|int8|" in key for key in results), list(results)
+    assert len(results) == 7 and all("|int8|" in key for key in results), list(results)
     for result in results.values():   # every candidate agreed with the cost model's pick (int8: exactly)
         assert len(result.timings) == 2 and not result.rejected, result

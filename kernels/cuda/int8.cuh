@@ -182,9 +182,10 @@ struct I8Im2col : I8BBase<G, T> {
     }
 };
 
-// Convolution with k ordered (ky, kx, channel) and channels per group a multiple of 32 (the weight words are
-// permuted to match at build time): a k-tile is 32 channels of one tap, so a thread checks its pixel's
-// bounds once per tile and reads the channels at a fixed stride, no table.
+// Convolution with k ordered (ky, kx, channel), the CIN channels per group padded with zero weights to C, a
+// multiple of 32 (the weight words are permuted and padded to match at build time): a k-tile is 32 channels
+// of one tap, so a thread checks its pixel's bounds once per tile and reads the channels at a fixed stride,
+// no table.
 template <class G, class T>
 struct I8Tap : I8BBase<G, T> {
     using I8BBase<G, T>::reg; using I8BBase<G, T>::kw_first; using I8BBase<G, T>::valid;
@@ -207,7 +208,11 @@ struct I8Tap : I8BBase<G, T> {
 #pragma unroll
         for (int i = 0; i < this->PER; ++i)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) reg[i][e] = ok ? src[i64(i * this->STEP * 4 + e) * G::PLANE] : zero_of<T>();
+            for (int e = 0; e < 4; ++e) {
+                const i32 c = i * this->STEP * 4 + e;
+                const bool inside = G::CIN == G::C || c0 + kw_first * 4 + c < G::CIN;   // padding channels
+                reg[i][e] = ok && inside ? src[i64(c) * G::PLANE] : zero_of<T>();
+            }
     }
 };
 

@@ -132,7 +132,7 @@ def geometry_struct(ctx: LowerContext, fields: dict, offset: str) -> str:
 
 
 _WIDE_FIELDS = {"IN_IMG", "GROUP_IN", "OUT_IMG", "ROWS", "BATCH_STRIDE", "ROW_STRIDE", "K_STRIDE", "CHANNELS", "PLANE"}
-TAP_CHANNELS = 32   # channels per group that make a convolution tap-major (one k-tile = 32 k)
+TAP_CHANNELS = 32   # the tap-major loader pads the channels per group to a multiple of this (one k-tile)
 
 
 class Operands(NamedTuple):
@@ -154,8 +154,9 @@ def emit_gemm(ctx: LowerContext, layer: dict, op: str, *, x: int, out: int, offs
     preferred first) through the context's policy, instantiate ``i8_gemm`` and launch it. Tensor cores on
     sm_80+ unless M is tiny, else dp4a."""
     first = next(iter(variants.values()))
-    groups, M, K = first.codes.shape
+    groups, M, _ = first.codes.shape
     N = first.fields["N"]
+    K = min(v.codes.shape[2] for v in variants.values())   # without the tap-major loader's padding channels
     if K > MAX_K:
         raise UnsupportedError(f"layer {layer['name']!r}: an int8 dot product of {K} terms could overflow int32 "
                                f"(at most {MAX_K}); build this layer fp16")
@@ -165,12 +166,14 @@ def emit_gemm(ctx: LowerContext, layer: dict, op: str, *, x: int, out: int, offs
     problem = GemmProblem(ctx.arch, op, "int8",
                           "mma" if mma else "dp4a", 32, M, N, K, groups, True,
                           tuple((loader, v.name) for loader, v in variants.items()), signature, epi,
-                          first.fields.get("C", 0))
+                          variants["tapmajor"].fields["C"] if "tapmajor" in variants else 0)
     tactic = select(ctx, layer, problem)
+    # Split as named: a padded K may leave the last split blocks no k-tile (they add zeros).
     bm, bn, splits, chosen = tactic.bm, tactic.bn, tactic.splits, variants[tactic.loader]
     threads = tactics.threads(problem, bm, bn)
     words = weight_words(chosen.codes, bm)
-    geo = geometry_struct(ctx, {"BM": bm, "BN": bn, "THREADS": threads, "M": M, "K": K, "KW": words.shape[1],
+    geo = geometry_struct(ctx, {"BM": bm, "BN": bn, "THREADS": threads, "M": M, "K": chosen.codes.shape[2],
+                                "KW": words.shape[1],
                                 "MP": words.shape[2], "SPLITS": splits, **chosen.fields}, offset)
     math_name = "I8Mma" if mma else "I8Dp4a"
     t, o = cg.ctype(ctx.dtype(x)), cg.ctype(ctx.dtype(out))
@@ -249,16 +252,19 @@ def convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
               "GROUP_IN": cg_in * H * W, "OUT_IMG": oc * OH * OW, **x_fields(ctx, x, x_scale)}
     offset = "(n / OHW) * OUT_IMG + i64(m) * OHW + n % OHW"
     codes = codes.reshape(oc, cg_in, kernel[0], kernel[1])
-    variants = {}
-    if cg_in % TAP_CHANNELS == 0:   # k = (ky, kx, channel): a k-tile is 32 channels of one tap, no table
-        tap_fields = {**fields, "C": cg_in, "KX": kernel[1], "DH": dilations[0], "DW": dilations[1], "PLANE": H * W}
-        variants["tapmajor"] = Operands(codes.transpose(0, 2, 3, 1).reshape(group, oc // group, -1), tap_fields, None,
-                                        "int8-implicit-gemm-tap")
     k = np.arange(cg_in * kernel[0] * kernel[1])
     dy, dx = (k // kernel[1]) % kernel[0] * dilations[0], k % kernel[1] * dilations[1]
     table = np.stack([k // (kernel[0] * kernel[1]) * H * W + dy * W + dx, dy, dx, np.zeros_like(k)], axis=1)
-    variants["im2col"] = Operands(codes.reshape(group, oc // group, -1), fields, table.astype(np.int32),
-                                  "int8-implicit-gemm")
+    im2col = Operands(codes.reshape(group, oc // group, -1), fields, table.astype(np.int32), "int8-implicit-gemm")
+    # Tap-major: k = (ky, kx, channel), channels padded to whole k-tiles of 32 with zero weights, so a k-tile is
+    # channels of one tap (no table). Preferred unless the padding more than doubles the work (e.g. 3 channels).
+    padded = -(-cg_in // TAP_CHANNELS) * TAP_CHANNELS
+    taps = np.zeros((oc, kernel[0], kernel[1], padded), np.int8)
+    taps[..., :cg_in] = codes.transpose(0, 2, 3, 1)
+    tap_fields = {**fields, "C": padded, "CIN": cg_in, "KX": kernel[1], "DH": dilations[0], "DW": dilations[1],
+                  "PLANE": H * W}
+    tap = Operands(taps.reshape(group, oc // group, -1), tap_fields, None, "int8-implicit-gemm-tap")
+    variants = {"tapmajor": tap, "im2col": im2col} if padded <= 2 * cg_in else {"im2col": im2col, "tapmajor": tap}
     return emit_gemm(ctx, layer, "conv", x=x, out=out, offset=offset, epi=epi, pointers=pointers, variants=variants)
 
 
