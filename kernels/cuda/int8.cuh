@@ -216,6 +216,71 @@ struct I8Tap : I8BBase<G, T> {
     }
 };
 
+// Convolution 1x1, stride 1, no padding, OHW a multiple of 4: a thread owns four adjacent columns (pixels of
+// one image) and reads each channel's four pixels in one load (4 bytes of codes, or 16 of floats), then
+// transposes them into four words of four channels: a 16-byte store to shared memory. Channels as I8Tap
+// (CIN padded to C).
+template <class T> struct I8Quad;
+template <> struct I8Quad<i8> {
+    typedef u32 type;
+    static EDGERT_FN u32 zero() { return 0u; }
+    template <class G> static EDGERT_FN u32 bits(u32 v, int j) { return (v >> (8 * j)) & 0xffu; }
+};
+template <> struct I8Quad<float> {
+    typedef float4 type;
+    static EDGERT_FN float4 zero() { float4 v; v.x = v.y = v.z = v.w = 0.f; return v; }
+    template <class G> static EDGERT_FN u32 bits(const float4& v, int j) {
+        return I8Bits<G, float>::of(j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w);
+    }
+};
+
+template <class G, class T>
+struct I8Pixels4 {
+    typedef I8Quad<T> Quad;
+    typedef typename Quad::type V;
+    static constexpr int COLS = G::BN / 4, STEP = G::THREADS / COLS, PER = I8_KT / STEP;
+    static_assert(PER * STEP == I8_KT && G::OHW % 4 == 0 && G::PLANE == G::OHW, "tile shape");
+    V reg[PER][4];
+    const T* base;
+    int kw_first, n_local;
+    bool valid;
+
+    EDGERT_FN void init(const T* x, const i32*, i32 n_block, i32 group) {
+        n_local = (threadIdx.x % COLS) * 4;
+        kw_first = threadIdx.x / COLS;
+        const i32 n = n_block + n_local;
+        valid = n < G::N;   // N and OHW are multiples of 4: the four columns are inside, in one image
+        const i32 img = valid ? n / G::OHW : 0, pix = valid ? n % G::OHW : 0;
+        base = x + img * G::IN_IMG + i64(group) * G::GROUP_IN + pix + i64(kw_first) * 4 * G::PLANE;
+    }
+    EDGERT_FN void fetch(i32 kw0) {
+        const i32 c0 = kw0 * 4;
+        const T* src = base + i64(c0) * G::PLANE;
+#pragma unroll
+        for (int i = 0; i < PER; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const i32 c = i * STEP * 4 + e;
+                const bool inside = G::CIN == G::C || c0 + kw_first * 4 + c < G::CIN;   // padding channels
+                reg[i][e] = valid && inside ? *reinterpret_cast<const V*>(src + i64(c) * G::PLANE) : Quad::zero();
+            }
+    }
+    EDGERT_FN void store(u32* smem) const {
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            I8Words words;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {   // pixel j: the bytes of channels 0..3
+                u32 word = 0;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) word |= Quad::template bits<G>(reg[i][e], j) << (8 * e);
+                words.w[j] = word;
+            }
+            *reinterpret_cast<I8Words*>(smem + (kw_first + i * STEP) * (G::BN + 8) + n_local) = words;
+        }
+    }
+};
+
 // Matrix product (computed transposed: columns are the rows of the activations):
 // B(k, n) = x[(n / ROWS) * BATCH_STRIDE + (n % ROWS) * ROW_STRIDE + k * K_STRIDE]; VEC: four k in one load.
 template <class G, class T>

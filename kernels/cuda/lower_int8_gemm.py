@@ -145,7 +145,8 @@ class Operands(NamedTuple):
     name: str
 
 
-LOADERS = {"tapmajor": "I8Tap", "im2col": "I8Im2col", "strided": "I8Rows"}   # tactic loader -> int8.cuh
+LOADERS = {"pointwise": "I8Pixels4", "tapmajor": "I8Tap", "im2col": "I8Im2col",   # tactic loader -> int8.cuh
+           "strided": "I8Rows"}
 
 
 def emit_gemm(ctx: LowerContext, layer: dict, op: str, *, x: int, out: int, offset: str, epi: str, pointers: Pointers,
@@ -265,7 +266,18 @@ def convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
                   "PLANE": H * W}
     tap = Operands(taps.reshape(group, oc // group, -1), tap_fields, None, "int8-implicit-gemm-tap")
     variants = {"tapmajor": tap, "im2col": im2col} if padded <= 2 * cg_in else {"im2col": im2col, "tapmajor": tap}
+    if pixels_in_fours(ctx, x, kernel, strides, begins, fields):   # four pixels per load
+        variants = {"pointwise": tap._replace(name="int8-conv1x1"), **variants}
     return emit_gemm(ctx, layer, "conv", x=x, out=out, offset=offset, epi=epi, pointers=pointers, variants=variants)
+
+
+def pixels_in_fours(ctx: LowerContext, x: int, kernel, strides, begins, fields: dict) -> bool:
+    """Whether ``I8Pixels4`` can read the input: a 1x1 convolution, stride 1, no padding (the output pixels are
+    the input's), OHW a multiple of 4 and a 4-byte code tensor (or 16-byte float32 one) aligned to match."""
+    plain = list(kernel) == [1, 1] and list(strides) == [1, 1] and not any(begins) and \
+        fields["OHW"] == fields["H"] * fields["W"] and fields["OHW"] % 4 == 0
+    dtype = ctx.dtype(x)
+    return plain and dtype in ("int8", "float32") and ctx.aligned(x, alignment=4 if dtype == "int8" else 16)
 
 
 def _direct_convolution(ctx: LowerContext, layer: dict, x: int, out: int, codes: np.ndarray, epi: str,
