@@ -282,7 +282,8 @@ def pixels_in_fours(ctx: LowerContext, x: int, kernel, strides, begins, fields: 
 
 def _direct_convolution(ctx: LowerContext, layer: dict, x: int, out: int, codes: np.ndarray, epi: str,
                         pointers: Pointers, x_scale: Scale) -> list[Launch]:
-    """Depthwise and 3-D convolutions: one thread per output, codes multiplied and summed in int32."""
+    """Depthwise and 3-D convolutions: one thread per output, codes (read as they are from an int8 input, else
+    quantized) multiplied and summed in int32."""
     from edgert.kernels.cuda.lower_conv import _decompose, _tap_index, _tap_loops
     attrs, x_shape, out_shape = layer["attrs"], ctx.shape(x), ctx.shape(layer["outputs"][0])
     spatial, w_shape = len(x_shape) - 2, codes.shape
@@ -292,14 +293,15 @@ def _direct_convolution(ctx: LowerContext, layer: dict, x: int, out: int, codes:
     opening, closing, offset = _tap_loops(geometry, in_spatial, transposed=False)
     x_value = cg.load("xb", f"ic * {plane} + {offset}", ctx.dtype(x))
     quantizer = x_fields(ctx, x, x_scale)
+    x_code = f"i32({x_value})" if ctx.dtype(x) == "int8" else \
+        f"i8_int(float({x_value}), {cg.literal(quantizer['X_INV'], 'float')}, {cg.literal(quantizer['X_SCALE'], 'double')})"
     body = _decompose(out_shape, ["b", "oc"] + [f"o{d}" for d in range(spatial)]) + [
         f"const i32 g = oc / {w_shape[0] // int(attrs.get('group', 1))};",
         f"const auto* xb = x + (i64(b) * {x_shape[1]} + g * {cg_in}) * {plane};",
         f"const i8* wb = w + i64(oc) * {cg_in * taps};",
         "i32 acc = 0;",
         f"for (i32 ic = 0; ic < {cg_in}; ++ic) {{", *opening,
-        f"acc += i8_int(float({x_value}), {cg.literal(quantizer['X_INV'], 'float')}, "
-        f"{cg.literal(quantizer['X_SCALE'], 'double')}) * i32(wb[ic * {taps} + {_tap_index(geometry)}]);",
+        f"acc += {x_code} * i32(wb[ic * {taps} + {_tap_index(geometry)}]);",
         *closing, "}"]
     count = cg.numel(out_shape)
     text = "\n    ".join(body)
