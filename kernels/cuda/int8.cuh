@@ -435,7 +435,8 @@ EDGERT_FN bool i8_split_sum(i32* acc, i32* ws, u32* counters, i64 tile, i32 spli
     __threadfence();
 #pragma unroll
     for (int i = 0; i < ACC; ++i) acc[i] = 0;
-    for (int z = 0; z < G::SPLITS; ++z) {
+#pragma unroll 4
+    for (int z = 0; z < G::SPLITS; ++z) {   // unrolled: several splits' loads in flight at once
         const float4* part = reinterpret_cast<const float4*>(ws + ((tile * G::SPLITS + z) * G::THREADS + threadIdx.x) * ACC);
 #pragma unroll
         for (int q = 0; q < ACC / 4; ++q) {
