@@ -354,13 +354,14 @@ def codes_model(rng):
              node("MaxPool", ["r3"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
              node("Conv", ["p", "dw"], ["d"], pads=[1, 1, 1, 1], group=16),
              node("BatchNormalization", ["d", "g", "b", "mean", "var"], ["bn"]),
-             node("AveragePool", ["bn"], ["ap"], kernel_shape=[2, 2], strides=[1, 1]), node("Sigmoid", ["ap"], ["y"])]
+             node("AveragePool", ["bn"], ["ap"], kernel_shape=[2, 2], strides=[1, 1]), node("Sigmoid", ["ap"], ["y"]),
+             node("Flatten", ["p"], ["flat"])]   # an output moved from codes: dequantized before the Flatten
     inits = {"w1": _weights(rng, (16, 3, 3, 3)), "b1": _weights(rng, 16, 0.1), "w2": _weights(rng, (16, 16, 3, 3)),
              "m": _weights(rng, (12, 12)), "dw": _weights(rng, (16, 1, 3, 3)), "g": _weights(rng, 16),
              "b": _weights(rng, 16), "mean": _weights(rng, 16), "var": rng.random(16, np.float32) + 0.5}
     shapes = {"x": (2, 3, 12, 12)}
     graph = helper.make_graph(nodes, "codes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "flat")],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), shapes
 
@@ -386,7 +387,8 @@ def test_int8_codes_match_the_reference_on_the_emulator(arch, sm_count):
     want = reference(plan, feeds)
     assert_same_codes(got, want)
     floats = edgert.build(model, int8_codes=False, **options)   # the float-dequant plan computes the same
-    np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])
+    for name in ("y", "flat"):
+        np.testing.assert_array_equal(reference(floats, feeds)[name], want[name])
 
 
 @pytest.mark.gpu
@@ -515,3 +517,25 @@ def test_int8_layers_autotune_on_the_emulator():
     assert len(results) == 7 and all("|int8|" in key for key in results), list(results)
     for result in results.values():   # every candidate agreed with the cost model's pick (int8: exactly)
         assert len(result.timings) == 2 and not result.rejected, result
+
+
+@needs_cxx
+@pytest.mark.parametrize("arch, sm_count", [("sm_75", 1), ("sm_90", None)])
+def test_data_movement_carries_codes_on_the_emulator(arch, sm_count):
+    """Concatenation, nearest Resize, Slice, Padding and a Flatten round trip move int8 codes on CUDA too (the
+    copy kernels are dtype-generic): bit-exact with the CPU plan and with the plan without codes."""
+    from test_int8_codes import _neck_model
+
+    rng = np.random.default_rng()
+    model, shape = _neck_model(rng, pooled=False)   # the output of an int8 layer: compared bit for bit
+    options = dict(cpu_only_aliases=False, precision="int8", precision_rules=ALL_INT8,
+                   calib=[{"x": rng.standard_normal(shape).astype(np.float32)}])
+    plan = edgert.build(model, int8_codes=True, **options)
+    assert plan.header["int8_codes"]["carriers"] >= 4
+    assert [layer["name"] for layer in plan.layers if layer["kind"] == "Reformat"] == ["quantize(x)"]
+    feeds = {"x": (rng.standard_normal(shape) * 2).astype(np.float32)}
+    got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True, sm_count=sm_count)
+    want = reference(plan, feeds)
+    assert_same_codes(got, want)
+    floats = edgert.build(model, int8_codes=False, **options)
+    np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])

@@ -32,6 +32,7 @@
 #include "conv_ukernels.h"
 #include "native_conv.h"
 #include "native_elementwise.h"
+#include "native_fused.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
  * at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on recent ones
@@ -286,6 +287,30 @@ SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum O
     }
 }
 
+/* Narrow unit-stride planes (7x7 to 14x14: MobileNetV3's and LCNet's 5x5 layers) as one flat run: output row oy
+ * starts row_stride floats after row oy - 1 in the padded scratch, so all rows together are one run of
+ * (out_height - 1) x row_stride + out_width outputs (the columns between rows computed and dropped) that fills the
+ * AVX-512 microkernel's 16-float vectors: a 14x14 plane with 5x5 taps costs 16 vectors per tap instead of 28 of 8
+ * floats. Each output is the same sum in the same order as by rows. Only where the convolution microkernels run
+ * AVX-512: with 8-float vectors the dropped columns cost more than the fuller vectors save. */
+#define FLAT_MAX_WIDTH 16   /* rows this wide or wider fill 16-float vectors already */
+
+static int flat_pays(const Geometry *g) {
+    static int avx512 = -1;
+    if (avx512 < 0) avx512 = strcmp(conv_isa(), "avx512") == 0;
+    return avx512 && g->stride_h == 1 && g->stride_w == 1 && g->out_width < FLAT_MAX_WIDTH && g->out_height > 1;
+}
+
+/* one output plane of a flat_pays geometry: the flat run into `flat` ((out_height - 1) x row_stride + out_width
+ * floats), then its rows into out */
+static void window_plane_flat(const Geometry *g, const Scratch *s, const float *w, float start, float *flat,
+                              float *out) {
+    int64_t run = (g->out_height - 1) * s->row_stride + g->out_width;
+    conv_depthwise_rows(flat, 1, run, s->data, 0, s->taps, g->kernel_h * g->kernel_w, w, start);
+    for (int64_t oy = 0; oy < g->out_height; ++oy)
+        memcpy(out + oy * g->out_width, flat + oy * s->row_stride, g->out_width * sizeof(float));
+}
+
 /* depthwise_conv2d(x, weights, bias or None, out, geometry): out = conv(x, weights) + bias with one filter per
  * plane (group == channels, one output channel each); weights (channels, kernel_h, kernel_w). */
 static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
@@ -303,15 +328,21 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
         || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
         || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, 1, 0, 1, &s) < 0)
         goto done;
+    float *flat = flat_pays(&g) ? malloc(g.out_height * s.row_stride * sizeof(float)) : NULL;   /* NULL: by rows */
     Py_BEGIN_ALLOW_THREADS
     const float *input = x.buf, *weights = w.buf, *b = bias.buf;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
     for (int64_t p = begin; p < end; ++p) {
         int64_t c = p % g.channels;
+        float *target = (float *)out.buf + p * out_plane;
         fill_plane(&g, &s, input + p * g.height * g.width);
-        window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, (float *)out.buf + p * out_plane);
+        if (flat)
+            window_plane_flat(&g, &s, weights + c * taps, b ? b[c] : 0.0f, flat, target);
+        else
+            window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, target);
     }
     Py_END_ALLOW_THREADS
+    free(flat);
     free_scratch(&s);
     result = Py_NewRef(Py_None);
 done:
@@ -448,7 +479,18 @@ static PyMethodDef methods[] = {
     {"conv2d_pointwise", conv2d_pointwise, METH_VARARGS,
      "conv2d_pointwise(x, packed, bias, out, channels, out_channels, m_begin=0, m_count=-1, col_begin=0, "
      "col_count=-1, program=None, residual=None)"},
+    {"set_threads", (PyCFunction)(void (*)(void))native_set_threads, METH_VARARGS | METH_KEYWORDS,
+     "set_threads(count, part_work=-1, lag=-1, part_elements=-1): threads of the native kernels' parallel loop"},
+    {"gemm", native_gemm, METH_VARARGS,
+     "gemm(sgemm, ilp64, a, b, out, geometry, program=None, bias=None, residual=None): blocks of BLAS products + epilogue"},
+    {"resize2d", native_resize2d, METH_VARARGS,
+     "resize2d(x, out, planes, in_h, in_w, out_h, out_w, row_index, row_weight, col_index, col_weight)"},
+    {"parallel_stats", native_parallel_stats, METH_NOARGS,
+     "parallel_stats() -> (threads, jobs split, jobs of several parts run inline, lag pauses)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
+    {"squeeze_excite", native_squeeze_excite, METH_VARARGS,
+     "squeeze_excite(x, out, pooled, hidden, scale, reduce_t, reduce_bias, expand_t, expand_bias, reduce_program, "
+     "expand_program, work, images, channels, reduced)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},
 };
