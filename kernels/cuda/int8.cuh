@@ -281,6 +281,69 @@ struct I8Pixels4 {
     }
 };
 
+// Convolution of int8 codes, stride 1 along rows, OW and W multiples of 4, k ordered as I8Tap: a thread owns
+// four adjacent output pixels of one row, whose inputs under a tap are four adjacent bytes of one input row:
+// the two aligned words around them (a word lies wholly inside the row or wholly outside: those read as
+// zeros, the padding) are loaded per channel and shifted into place, then transposed as I8Pixels4.
+template <class G, class T>
+struct I8Rows4 {
+    static_assert(sizeof(T) == 1, "int8 codes");
+    static constexpr int COLS = G::BN / 4, STEP = G::THREADS / COLS, PER = I8_KT / STEP;
+    static_assert(PER * STEP == I8_KT && G::OW % 4 == 0 && G::W % 4 == 0 && G::SW == 1, "tile shape");
+    u32 lo[PER][4], hi[PER][4];
+    const T* base;
+    i32 oy, ox, shift;
+    int kw_first, n_local;
+    bool valid;
+
+    EDGERT_FN void init(const T* x, const i32*, i32 n_block, i32 group) {
+        n_local = (threadIdx.x % COLS) * 4;
+        kw_first = threadIdx.x / COLS;
+        const i32 n = n_block + n_local;
+        valid = n < G::N;   // N, OHW and OW are multiples of 4: the four pixels are inside, in one row
+        const i32 img = valid ? n / G::OHW : 0, pix = valid ? n % G::OHW : 0;
+        oy = pix / G::OW;
+        ox = pix % G::OW;
+        base = x + img * G::IN_IMG + i64(group) * G::GROUP_IN + i64(kw_first) * 4 * G::PLANE;
+    }
+    EDGERT_FN void fetch(i32 kw0) {
+        const i32 k0 = kw0 * 4, tap = k0 / G::C, c0 = k0 - tap * G::C, ky = tap / G::KX, kx = tap - ky * G::KX;
+        const i32 iy = oy * G::SH - G::PH + ky * G::DH, first = ox - G::PW + kx * G::DW;
+        const i32 aligned = first & ~3;   // floor to a word, negative columns included
+        shift = 8 * (first - aligned);
+        const bool row = valid && u32(iy) < u32(G::H);
+        const bool ok0 = row && u32(aligned) < u32(G::W), ok1 = row && shift != 0 && u32(aligned + 4) < u32(G::W);
+        const T* src = base + i64(c0) * G::PLANE + i64(iy) * G::W + aligned;
+#pragma unroll
+        for (int i = 0; i < PER; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const i32 c = i * STEP * 4 + e;
+                const bool inside = G::CIN == G::C || c0 + kw_first * 4 + c < G::CIN;   // padding channels
+                const u32* word = reinterpret_cast<const u32*>(src + i64(c) * G::PLANE);
+                lo[i][e] = ok0 && inside ? word[0] : 0u;
+                hi[i][e] = ok1 && inside ? word[1] : 0u;
+            }
+    }
+    EDGERT_FN void store(u32* smem) const {
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            u32 v[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) v[e] = u32(((u64(hi[i][e]) << 32) | lo[i][e]) >> shift);
+            I8Words words;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {   // pixel j: the bytes of channels 0..3
+                u32 word = 0;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) word |= ((v[e] >> (8 * j)) & 0xffu) << (8 * e);
+                words.w[j] = word;
+            }
+            *reinterpret_cast<I8Words*>(smem + (kw_first + i * STEP) * (G::BN + 8) + n_local) = words;
+        }
+    }
+};
+
 // Matrix product (computed transposed: columns are the rows of the activations):
 // B(k, n) = x[(n / ROWS) * BATCH_STRIDE + (n % ROWS) * ROW_STRIDE + k * K_STRIDE]; VEC: four k in one load.
 template <class G, class T>

@@ -145,8 +145,8 @@ class Operands(NamedTuple):
     name: str
 
 
-LOADERS = {"pointwise": "I8Pixels4", "tapmajor": "I8Tap", "im2col": "I8Im2col",   # tactic loader -> int8.cuh
-           "strided": "I8Rows"}
+LOADERS = {"pointwise": "I8Pixels4", "rows4": "I8Rows4", "tapmajor": "I8Tap",   # tactic loader -> int8.cuh
+           "im2col": "I8Im2col", "strided": "I8Rows"}
 
 
 def emit_gemm(ctx: LowerContext, layer: dict, op: str, *, x: int, out: int, offset: str, epi: str, pointers: Pointers,
@@ -265,9 +265,13 @@ def convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     tap_fields = {**fields, "C": padded, "CIN": cg_in, "KX": kernel[1], "DH": dilations[0], "DW": dilations[1],
                   "PLANE": H * W}
     tap = Operands(taps.reshape(group, oc // group, -1), tap_fields, None, "int8-implicit-gemm-tap")
-    variants = {"tapmajor": tap, "im2col": im2col} if padded <= 2 * cg_in else {"im2col": im2col, "tapmajor": tap}
+    variants = {"tapmajor": tap, "im2col": im2col}
     if pixels_in_fours(ctx, x, kernel, strides, begins, fields):   # four pixels per load
         variants = {"pointwise": tap._replace(name="int8-conv1x1"), **variants}
+    elif rows_in_fours(ctx, x, strides, fields):   # four pixels from two words
+        variants = {"rows4": tap._replace(name="int8-implicit-gemm-rows4"), **variants}
+    if padded > 2 * cg_in:   # the table first
+        variants = {"im2col": im2col, **variants}
     return emit_gemm(ctx, layer, "conv", x=x, out=out, offset=offset, epi=epi, pointers=pointers, variants=variants)
 
 
@@ -278,6 +282,13 @@ def pixels_in_fours(ctx: LowerContext, x: int, kernel, strides, begins, fields: 
         fields["OHW"] == fields["H"] * fields["W"] and fields["OHW"] % 4 == 0
     dtype = ctx.dtype(x)
     return plain and dtype in ("int8", "float32") and ctx.aligned(x, alignment=4 if dtype == "int8" else 16)
+
+
+def rows_in_fours(ctx: LowerContext, x: int, strides, fields: dict) -> bool:
+    """Whether ``I8Rows4`` can read the input: int8 codes, stride 1 along rows, OW and W multiples of 4, the
+    tensor 4-byte aligned."""
+    return ctx.dtype(x) == "int8" and strides[1] == 1 and fields["OW"] % 4 == 0 and fields["W"] % 4 == 0 and \
+        ctx.aligned(x, alignment=4)
 
 
 def _direct_convolution(ctx: LowerContext, layer: dict, x: int, out: int, codes: np.ndarray, epi: str,

@@ -198,8 +198,8 @@ def tile_ok(problem: GemmProblem, bm: int, bn: int, loader: str, bk: int | None 
     bk = bk or problem.bk
     if not _size_ok(problem, bm, bn):
         return False
-    if problem.dtype == "int8" and loader == "pointwise" and threads(problem, bm, bn) // (bn // 4) > bk // 4:
-        return False   # I8Pixels4: a thread per four columns, at most the K tile's words of rows
+    if problem.dtype == "int8" and loader in ("pointwise", "rows4") and threads(problem, bm, bn) // (bn // 4) > bk // 4:
+        return False   # I8Pixels4 / I8Rows4: a thread per four columns, at most the K tile's words of rows
     if problem.engine == "fma" and loader == "pointwise" and bn < 64:
         return False   # BPointwiseConv with 256 threads needs BN / VEC >= 16 columns
     if loader == "tapmajor" and (not problem.tap_channels or problem.tap_channels % bk):
