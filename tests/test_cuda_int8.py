@@ -544,3 +544,25 @@ def test_data_movement_carries_codes_on_the_emulator(arch, sm_count):
     assert_same_codes(got, want)
     floats = edgert.build(model, int8_codes=False, **options)
     np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("codes", [True, False])
+def test_fast_loaders_split_k_and_other_tactics_on_the_gpu(codes):
+    """The tap-major / four-pixel loaders and split-K on the real GPU (alignment, atomics, cache-bypassing loads
+    the emulator does not model), with the cost model's tactics, the largest tiles, and other candidates."""
+    rng = np.random.default_rng()
+    driver = _gpu_driver()
+    arch = driver.arch()
+    model, shapes = tap_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=codes)
+    for sm_count in (None, 1):
+        feeds = feeds_for(shapes, rng)
+        assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), reference(plan, feeds))
+    for index in (-1, 3, 7, 11):
+        plan.document["kernels"] = {arch: compile_for_plan(plan.document, arch, policy=EveryOther(index))}
+        context = CudaEngine(plan.document, driver=driver).create_execution_context()
+        context.poison()
+        feeds = feeds_for(shapes, rng)
+        assert_same_codes(context.execute(feeds), reference(plan, feeds))

@@ -2,6 +2,16 @@
 tensor cores on sm_80+) and a direct kernel for depthwise and 3-D convolutions, with weights quantized at
 build time and a generated epilogue per layer. Numerics and conventions: ``lower_int8`` (its docstring),
 which dispatches here and holds the shared helpers (scales, pointers, register sources, segments).
+
+Tactics: each GEMM layer is a ``tactics.GemmProblem`` of dtype int8 (engine ``mma`` or ``dp4a``, K tile 32),
+so the context's policy picks its tile, split-K and B loader (timing cache, autotuning, else the cost model's
+tile rule), as for fp16. B loaders of a convolution (NCHW input, int8 codes or floats):
+
+- ``int8-conv1x1`` (1x1, stride 1, no padding, OHW % 4 == 0): four pixels of a channel per load;
+- ``int8-implicit-gemm-rows4`` (int8 codes, row stride 1, OW and W % 4 == 0): four pixels from two words;
+- ``int8-implicit-gemm-tap``: k = (ky, kx, channel), the channels per group padded to 32 with zero weights,
+  one byte (or float) per load, no table;
+- ``int8-implicit-gemm``: k = (channel, ky, kx) through a table (first where padding would more than double K).
 """
 
 from __future__ import annotations
