@@ -155,7 +155,7 @@ class Operands(NamedTuple):
     name: str
 
 
-LOADERS = {"pointwise": "I8Pixels4", "rows4": "I8Rows4", "tapmajor": "I8Tap",   # tactic loader -> int8.cuh
+LOADERS = {"pointwise": "I8Pixels4", "rows4": "I8Rows4", "tapmajor": "I8Tap",   # -> int8_loaders.cuh
            "im2col": "I8Im2col", "strided": "I8Rows"}
 
 
@@ -188,7 +188,7 @@ def emit_gemm(ctx: LowerContext, layer: dict, op: str, *, x: int, out: int, offs
                                 "MP": words.shape[2], "SPLITS": splits, **chosen.fields}, offset)
     math_name = "I8Mma" if mma else "I8Dp4a"
     t, o = cg.ctype(ctx.dtype(x)), cg.ctype(ctx.dtype(out))
-    ctx.need("int8.cuh")
+    ctx.need("int8.cuh", "int8_loaders.cuh")
     source = f"""
 extern "C" __global__ void __launch_bounds__({threads}) KERNEL(const u32* __restrict__ a, const {t}* __restrict__ x,
         {o}* out, const i32* __restrict__ ktab, i32* ws, u32* counters, I8Args e) {{
