@@ -156,8 +156,9 @@ def tactics(plan, arch: str) -> set[str]:
 # -- CPU CI: the emulator ---------------------------------------------------------------------------------------
 @needs_cxx
 @pytest.mark.parametrize("arch, sm_count, gemms", [
-    ("sm_75", 1, {"dp4a 64x64", "dp4a 64x32", "dp4a 32x64", "dp4a 32x32"}),   # the largest tiles that fit
-    ("sm_90", None, {"mma 32x32", "dp4a 32x32"})])                          # shrunk to fill 132 SMs
+    ("sm_75", 1, {"dp4a 64x64 splitk1", "dp4a 64x32 splitk1", "dp4a 32x64 splitk1", "dp4a 32x32 splitk1"}),
+    ("sm_90", None, {"mma 32x32 splitk1", "mma 64x32 splitk1", "mma 64x64 splitk1", "dp4a 32x32 splitk1",
+                     "dp4a 32x64 splitk1"})])   # the tile rule of tactics.py (K too short to split)
 def test_zoo_matches_the_reference_on_the_emulator(arch, sm_count, gemms):
     rng = np.random.default_rng()
     plan, shapes = zoo_plan(rng)
@@ -203,7 +204,7 @@ def test_folded_consumers_on_the_emulator(consumer):
     feeds = feeds_for(shapes, rng)
     got = run_cuda(plan, feeds, emulator.EmulatedDriver("sm_90"), "sm_90", emulate=True, sm_count=1)
     assert plan.document["kernels"]["sm_90"]["fused"] == {"1": 0, "3": 2}
-    assert tactics(plan, "sm_90") == {"mma 64x128", "mma 128x32"}   # 8 and 4 warps
+    assert tactics(plan, "sm_90") == {"mma 64x128 splitk1", "mma 64x32 splitk1"}   # 8 and 2 warps
     want = reference(plan, feeds)
     if consumer == "int8":
         assert_same_codes(got, want)
@@ -435,19 +436,24 @@ def test_digits_with_codes_on_the_emulator():
 
 # -- the fast paths of int8 convolutions: tap-major loads (channels per group a multiple of 32), split-K ----------
 def tap_model(rng):
-    """Convolutions whose channels per group fill k-tiles of 32: 3x3 padded, strided and dilated with a residual
-    add, 1x1, grouped (32 channels per group), and a grouped one of 16 channels per group (the table loader)."""
+    """Convolutions for the tap-major loaders: 3x3 padded, strided and dilated with a residual add, 1x1 strided,
+    grouped (32 channels per group) and dilated, 16 channels per group (padded to 32); 8 channels per group (the
+    table loader); a 1x1 one of 84 channels (padded to 96) on 6x8 pixels (four pixels per load). The stride-1
+    3x3 ones have rows of 16 and 8 pixels (with codes, four pixels from two words: I8Rows4)."""
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
              node("Conv", ["r1", "w2"], ["c2"], pads=[2, 2, 2, 2], strides=[2, 2], dilations=[2, 2]),
              node("Conv", ["r1", "w3"], ["c3"], strides=[2, 2]), node("Add", ["c2", "c3"], ["a"]),
-             node("Relu", ["a"], ["r2"]), node("Conv", ["r2", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1], group=3),
-             node("Conv", ["c4", "w5"], ["c5"], pads=[1, 1, 1, 1], group=3), node("Conv", ["c5", "w6"], ["y"])]
+             node("Relu", ["a"], ["r2"]),
+             node("Conv", ["r2", "w4", "b4"], ["c4"], pads=[2, 2, 2, 2], dilations=[2, 2], group=3),
+             node("Conv", ["c4", "w5"], ["c5"], pads=[1, 1, 1, 1], group=3),
+             node("Conv", ["c5", "w6"], ["c6"], pads=[1, 1, 1, 1], group=12), node("Conv", ["c6", "w7"], ["y"])]
     inits = {"w1": _weights(rng, (64, 32, 3, 3), 0.1), "b1": _weights(rng, 64, 0.1),
              "w2": _weights(rng, (96, 64, 3, 3), 0.05), "w3": _weights(rng, (96, 64, 1, 1), 0.2),
              "w4": _weights(rng, (48, 32, 3, 3), 0.1), "b4": _weights(rng, 48, 0.1),
-             "w5": _weights(rng, (96, 16, 3, 3), 0.1), "w6": _weights(rng, (40, 96, 1, 1), 0.1)}
-    shapes = {"x": (2, 32, 10, 11)}
+             "w5": _weights(rng, (96, 16, 3, 3), 0.1), "w6": _weights(rng, (84, 8, 3, 3), 0.1),
+             "w7": _weights(rng, (40, 84, 1, 1), 0.1)}
+    shapes = {"x": (2, 32, 12, 16)}
     graph = helper.make_graph(nodes, "tap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
@@ -464,10 +470,58 @@ def test_tap_major_and_split_k_match_the_reference_on_the_emulator(arch, codes):
     feeds = feeds_for(shapes, rng)
     got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True)
     used = [launch["tactic"] for layer in plan.document["kernels"][arch]["launches"] for launch in layer]
-    assert sum(t.startswith("int8-implicit-gemm-tap") for t in used) == 5, used
+    assert sum(t.startswith(("int8-implicit-gemm-tap", "int8-implicit-gemm-rows4", "int8-conv1x1")) for t in used) \
+        == 6, used
+    if arch == "sm_90":   # (dp4a's 64x64 tiles have too many threads for the four-pixel loaders: tap-major)
+        assert sum(t.startswith("int8-conv1x1") for t in used) == 1, used
+        assert sum(t.startswith("int8-implicit-gemm-rows4") for t in used) == (3 if codes else 0), used
     assert any(t.startswith("int8-implicit-gemm ") for t in used), used
     assert any("splitk" in t for t in used), used
     assert_same_codes(got, reference(plan, feeds))
+
+
+class EveryOther:
+    """Test policy: candidate ``index`` of each int8 layer (counted from the end when negative)."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def choose(self, layer, problem):
+        from edgert.kernels.cuda.tactics import candidates
+        options = candidates(problem)
+        return options[self.index % len(options)], "fixed"
+
+
+@needs_cxx
+@pytest.mark.parametrize("index", [-1, 7])   # the table loader's largest tiles and most splits; a tap-major one
+def test_other_int8_tactics_compute_the_same_codes_on_the_emulator(index):
+    rng = np.random.default_rng()
+    model, shapes = tap_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=True)
+    section = compile_for_plan(plan.document, "sm_90", emulate=True, policy=EveryOther(index))
+    used = [launch["tactic"] for layer in section["launches"] for launch in layer if " " in launch["tactic"]]
+    assert len(used) == 7 and any("splitk1" not in t for t in used), used
+    plan.document["kernels"] = {"sm_90": section}
+    context = CudaEngine(plan.document, driver=emulator.EmulatedDriver("sm_90")).create_execution_context()
+    context.poison()
+    feeds = feeds_for(shapes, rng)
+    assert_same_codes(context.execute(feeds), reference(plan, feeds))
+
+
+@needs_cxx
+def test_int8_layers_autotune_on_the_emulator():
+    from edgert.kernels.cuda import autotune
+    rng = np.random.default_rng()
+    model, shapes = tap_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=True)
+    driver = emulator.EmulatedDriver("sm_90")
+    results = autotune.tune_plan(plan.document, driver, timer=autotune.WallTimer(driver, None), warmup=0, samples=1,
+                                 max_candidates=2)
+    assert len(results) == 7 and all("|int8|" in key for key in results), list(results)
+    for result in results.values():   # every candidate agreed with the cost model's pick (int8: exactly)
+        assert len(result.timings) == 2 and not result.rejected, result
 
 
 @needs_cxx
@@ -493,3 +547,25 @@ def test_data_movement_carries_codes_on_the_emulator(arch, sm_count, batch):
     assert_same_codes(got, want)
     floats = edgert.build(model, int8_codes=False, **options)
     np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("codes", [True, False])
+def test_fast_loaders_split_k_and_other_tactics_on_the_gpu(codes):
+    """The tap-major / four-pixel loaders and split-K on the real GPU (alignment, atomics, cache-bypassing loads
+    the emulator does not model), with the cost model's tactics, the largest tiles, and other candidates."""
+    rng = np.random.default_rng()
+    driver = _gpu_driver()
+    arch = driver.arch()
+    model, shapes = tap_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=codes)
+    for sm_count in (None, 1):
+        feeds = feeds_for(shapes, rng)
+        assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), reference(plan, feeds))
+    for index in (-1, 3, 7, 11):
+        plan.document["kernels"] = {arch: compile_for_plan(plan.document, arch, policy=EveryOther(index))}
+        context = CudaEngine(plan.document, driver=driver).create_execution_context()
+        context.poison()
+        feeds = feeds_for(shapes, rng)
+        assert_same_codes(context.execute(feeds), reference(plan, feeds))

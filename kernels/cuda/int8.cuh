@@ -114,133 +114,7 @@ struct I8ALoader {
     }
 };
 
-// B loaders: each thread owns one column n of the tile and words kw_first + i * STEP of it; raw values are
-// fetched early (to overlap the math) and packed into words when they go to shared memory: int8 codes as
-// they are, floats quantized at the input's scale.
-template <class G, class T> struct I8Bits {
-    static EDGERT_FN u32 of(T v) { return i8_byte(to_compute(v), G::X_INV, G::X_SCALE); }
-};
-template <class G> struct I8Bits<G, i8> {
-    static EDGERT_FN u32 of(i8 v) { return u32(u8(v)); }
-};
-
-template <class G, class T>
-struct I8BBase {
-    static constexpr int STEP = G::THREADS / G::BN, PER = I8_KT / STEP;
-    static_assert(PER * STEP == I8_KT, "tile shape");
-    T reg[PER][4];
-    int kw_first, n_local;
-    bool valid;
-
-    EDGERT_FN void place(i32 n_block) {
-        n_local = threadIdx.x % G::BN;
-        kw_first = threadIdx.x / G::BN;
-        valid = n_block + n_local < G::N;
-    }
-    EDGERT_FN void store(u32* smem) const {
-#pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            u32 word = 0;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) word |= I8Bits<G, T>::of(reg[i][e]) << (8 * e);
-            smem[(kw_first + i * STEP) * (G::BN + 8) + n_local] = word;
-        }
-    }
-};
-
-// Convolution: column n = output pixel over the batch, k = (channel, ky, kx) through the table {offset, dy, dx}.
-template <class G, class T>
-struct I8Im2col : I8BBase<G, T> {
-    using I8BBase<G, T>::reg; using I8BBase<G, T>::kw_first; using I8BBase<G, T>::valid;
-    const T* base;
-    const i32* tab;
-    i32 iy0, ix0;
-
-    EDGERT_FN void init(const T* x, const i32* ktab, i32 n_block, i32 group) {
-        this->place(n_block);
-        const i32 n = valid ? n_block + this->n_local : 0;
-        const i32 img = n / G::OHW, pix = n % G::OHW;
-        iy0 = (pix / G::OW) * G::SH - G::PH;
-        ix0 = (pix % G::OW) * G::SW - G::PW;
-        base = x + img * G::IN_IMG + i64(group) * G::GROUP_IN + i64(iy0) * G::W + ix0;
-        tab = ktab;
-    }
-    EDGERT_FN void fetch(i32 kw0) {
-#pragma unroll
-        for (int i = 0; i < this->PER; ++i)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const i32 k = (kw0 + kw_first + i * this->STEP) * 4 + e;
-                T v = zero_of<T>();
-                if (valid && k < G::K) {
-                    const i32* entry = tab + 4 * k;
-                    const i32 iy = iy0 + __ldg(entry + 1), ix = ix0 + __ldg(entry + 2);
-                    if (u32(iy) < u32(G::H) && u32(ix) < u32(G::W)) v = base[__ldg(entry)];
-                }
-                reg[i][e] = v;
-            }
-    }
-};
-
-// Convolution with k ordered (ky, kx, channel) and channels per group a multiple of 32 (the weight words are
-// permuted to match at build time): a k-tile is 32 channels of one tap, so a thread checks its pixel's
-// bounds once per tile and reads the channels at a fixed stride, no table.
-template <class G, class T>
-struct I8Tap : I8BBase<G, T> {
-    using I8BBase<G, T>::reg; using I8BBase<G, T>::kw_first; using I8BBase<G, T>::valid;
-    const T* base;
-    i32 iy0, ix0;
-
-    EDGERT_FN void init(const T* x, const i32*, i32 n_block, i32 group) {
-        this->place(n_block);
-        const i32 n = valid ? n_block + this->n_local : 0;
-        const i32 img = n / G::OHW, pix = n % G::OHW;
-        iy0 = (pix / G::OW) * G::SH - G::PH;
-        ix0 = (pix % G::OW) * G::SW - G::PW;
-        base = x + img * G::IN_IMG + i64(group) * G::GROUP_IN + i64(iy0) * G::W + ix0 + kw_first * 4 * G::PLANE;
-    }
-    EDGERT_FN void fetch(i32 kw0) {
-        const i32 k0 = kw0 * 4, tap = k0 / G::C, c0 = k0 - tap * G::C, ky = tap / G::KX, kx = tap - ky * G::KX;
-        const i32 dy = ky * G::DH, dx = kx * G::DW;
-        const bool ok = valid && u32(iy0 + dy) < u32(G::H) && u32(ix0 + dx) < u32(G::W);
-        const T* src = base + i64(c0) * G::PLANE + dy * G::W + dx;
-#pragma unroll
-        for (int i = 0; i < this->PER; ++i)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) reg[i][e] = ok ? src[i64(i * this->STEP * 4 + e) * G::PLANE] : zero_of<T>();
-    }
-};
-
-// Matrix product (computed transposed: columns are the rows of the activations):
-// B(k, n) = x[(n / ROWS) * BATCH_STRIDE + (n % ROWS) * ROW_STRIDE + k * K_STRIDE]; VEC: four k in one load.
-template <class G, class T>
-struct I8Rows : I8BBase<G, T> {
-    using I8BBase<G, T>::reg; using I8BBase<G, T>::kw_first; using I8BBase<G, T>::valid;
-    const T* base;
-
-    EDGERT_FN void init(const T* x, const i32*, i32 n_block, i32) {
-        this->place(n_block);
-        const i64 n = valid ? n_block + this->n_local : 0;
-        base = x + (n / G::ROWS) * G::BATCH_STRIDE + (n % G::ROWS) * G::ROW_STRIDE;
-    }
-    EDGERT_FN void fetch(i32 kw0) {
-#pragma unroll
-        for (int i = 0; i < this->PER; ++i) {
-            const i32 k0 = (kw0 + kw_first + i * this->STEP) * 4;
-            if constexpr (G::VEC) {   // float32 rows, 16-byte aligned
-                if (valid && k0 < G::K) {
-                    const I8Floats v = *reinterpret_cast<const I8Floats*>(base + k0);
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) reg[i][e] = v.v[e];
-                    continue;
-                }
-            }
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-                reg[i][e] = valid && k0 + e < G::K ? base[i64(k0 + e) * G::K_STRIDE] : zero_of<T>();
-        }
-    }
-};
+// B loaders: int8_loaders.cuh.
 
 // -- math: dp4a (4x4 outputs per thread) and tensor cores (32x32 per warp) -----------------------------------
 template <class G, class E, class O>
@@ -365,7 +239,8 @@ EDGERT_FN bool i8_split_sum(i32* acc, i32* ws, u32* counters, i64 tile, i32 spli
     __threadfence();
 #pragma unroll
     for (int i = 0; i < ACC; ++i) acc[i] = 0;
-    for (int z = 0; z < G::SPLITS; ++z) {
+#pragma unroll 4
+    for (int z = 0; z < G::SPLITS; ++z) {   // unrolled: several splits' loads in flight at once
         const float4* part = reinterpret_cast<const float4*>(ws + ((tile * G::SPLITS + z) * G::THREADS + threadIdx.x) * ACC);
 #pragma unroll
         for (int q = 0; q < ACC / 4; ++q) {

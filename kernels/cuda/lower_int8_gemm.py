@@ -2,12 +2,23 @@
 tensor cores on sm_80+) and a direct kernel for depthwise and 3-D convolutions, with weights quantized at
 build time and a generated epilogue per layer. Numerics and conventions: ``lower_int8`` (its docstring),
 which dispatches here and holds the shared helpers (scales, pointers, register sources, segments).
+
+Tactics: each GEMM layer is a ``tactics.GemmProblem`` of dtype int8 (engine ``mma`` or ``dp4a``, K tile 32),
+so the context's policy picks its tile, split-K and B loader (timing cache, autotuning, else the cost model's
+tile rule), as for fp16. B loaders of a convolution (NCHW input, int8 codes or floats):
+
+- ``int8-conv1x1`` (1x1, stride 1, no padding, OHW % 4 == 0): four pixels of a channel per load;
+- ``int8-implicit-gemm-rows4`` (int8 codes, row stride 1, OW and W % 4 == 0): four pixels from two words;
+- ``int8-implicit-gemm-tap``: k = (ky, kx, channel), the channels per group padded to 32 with zero weights,
+  one byte (or float) per load, no table;
+- ``int8-implicit-gemm``: k = (channel, ky, kx) through a table (first where padding would more than double K).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,7 +26,9 @@ from edgert.errors import UnsupportedError
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu.int8 import weight_codes
 from edgert.kernels.cuda import codegen as cg
+from edgert.kernels.cuda import tactics
 from edgert.kernels.cuda.library import BLOCK, Launch, LowerContext, grid_for, input_index, ptr
+from edgert.kernels.cuda.tactics import GemmProblem, select
 from edgert.kernels.cuda.lower_int8 import (MAX_K, MMA_ARCH, PLACEHOLDER, Pointers, Scale, epilogue_steps,
                                             input_scale, output_scale, segment, tensor_source, value_table)
 
@@ -113,28 +126,6 @@ def weight_words(codes: np.ndarray, bm: int) -> np.ndarray:
     return np.ascontiguousarray(words.transpose(0, 2, 1))
 
 
-def choose_tiles(M: int, N: int, Z: int, K: int, sm_count: int, mma: bool) -> tuple[int, int, int, int]:
-    """(BM, BN, threads, splits): the largest tiles the problem fills, shrunk (the larger side first) while some
-    SM has no block, but not below 64x64 for tensor cores when K has 8 k-tiles or more; then K split over enough
-    blocks (split-K, at least 4 k-tiles of 32 each) that every SM has one. dp4a threads own 4x4 outputs,
-    tensor-core warps 32x32 (at most 8 warps)."""
-    sizes = (32, 64, 128) if mma else (32, 64)
-    k_tiles = max(1, math.ceil(K / 32))
-    floor = 64 if mma and k_tiles >= 8 else 32   # a K long enough to split fills the SMs with 4-warp blocks
-    def fit(dim):
-        return next((s for s in sizes if dim <= s), sizes[-1])
-    def blocks(bm, bn):
-        return math.ceil(M / bm) * math.ceil(N / bn) * Z
-    bm, bn = fit(M), fit(N)
-    if bm * bn > 8192:
-        bm, bn = (bm, bn // 2) if M >= N else (bm // 2, bn)
-    while blocks(bm, bn) < sm_count and max(bm, bn) > floor:
-        bm, bn = (bm // 2, bn) if bm > bn else (bm, bn // 2)
-    splits = max(1, min(16, math.ceil(sm_count / blocks(bm, bn)), k_tiles // 4))
-    splits = math.ceil(k_tiles / math.ceil(k_tiles / splits))   # as the kernel runs it: whole k-tiles per split
-    return bm, bn, bm * bn // (32 if mma else 16), splits
-
-
 def geometry_struct(ctx: LowerContext, fields: dict, offset: str) -> str:
     """A struct of the layer's constants (int8.cuh's G) with ``offset(m, n)``: where output (m, n) lives."""
     def declare(key, value):
@@ -151,44 +142,71 @@ def geometry_struct(ctx: LowerContext, fields: dict, offset: str) -> str:
 
 
 _WIDE_FIELDS = {"IN_IMG", "GROUP_IN", "OUT_IMG", "ROWS", "BATCH_STRIDE", "ROW_STRIDE", "K_STRIDE", "CHANNELS", "PLANE"}
-TAP_CHANNELS = 32   # channels per group that make a convolution tap-major (one k-tile = 32 k)
+TAP_CHANNELS = 32   # the tap-major loader pads the channels per group to a multiple of this (one k-tile)
 
 
-def emit_gemm(ctx: LowerContext, layer: dict, *, codes: np.ndarray, x: int, out: int, fields: dict, offset: str,
-              loader: str, epi: str, pointers: Pointers, ktab: list, tactic: str) -> list[Launch]:
-    """Pick tiles, split-K and the math (tensor cores on sm_80+ unless M is tiny), instantiate ``i8_gemm``,
-    launch it."""
-    groups, M, K = codes.shape
-    N = fields["N"]
+class Operands(NamedTuple):
+    """What one B loader of an int8 GEMM needs: the weight codes (groups, M, K) in its k order, the geometry
+    fields of ``G`` it reads, its k table (an array, shipped only if this loader is chosen) or None, the
+    tactic name prefix."""
+    codes: np.ndarray
+    fields: dict
+    ktab: np.ndarray | None
+    name: str
+
+
+LOADERS = {"pointwise": "I8Pixels4", "rows4": "I8Rows4", "tapmajor": "I8Tap",   # -> int8_loaders.cuh
+           "im2col": "I8Im2col", "strided": "I8Rows"}
+
+
+def emit_gemm(ctx: LowerContext, layer: dict, op: str, *, x: int, out: int, offset: str, epi: str, pointers: Pointers,
+              variants: dict) -> list[Launch]:
+    """Choose the tactic (tile, split-K, B loader among ``variants``: tactics.py's loader name -> Operands,
+    preferred first) through the context's policy, instantiate ``i8_gemm`` and launch it. Tensor cores on
+    sm_80+ unless M is tiny, else dp4a."""
+    first = next(iter(variants.values()))
+    groups, M, _ = first.codes.shape
+    N = first.fields["N"]
+    K = min(v.codes.shape[2] for v in variants.values())   # without the tap-major loader's padding channels
     if K > MAX_K:
         raise UnsupportedError(f"layer {layer['name']!r}: an int8 dot product of {K} terms could overflow int32 "
                                f"(at most {MAX_K}); build this layer fp16")
     mma = ctx.arch >= MMA_ARCH and M > 16
-    bm, bn, threads, splits = choose_tiles(M, N, groups, K, ctx.sm_count, mma)
-    words = weight_words(codes, bm)
-    geo = geometry_struct(ctx, {"BM": bm, "BN": bn, "THREADS": threads, "M": M, "K": K, "KW": words.shape[1],
-                                "MP": words.shape[2], "SPLITS": splits, **fields}, offset)
+    signature = (f"x={ctx.dtype(x)}", f"out={ctx.dtype(out)}", ctx.aligned(x)) + \
+        tuple(f"{key}={value}" for key, value in first.fields.items() if key != "N")
+    problem = GemmProblem(ctx.arch, op, "int8",
+                          "mma" if mma else "dp4a", 32, M, N, K, groups, True,
+                          tuple((loader, v.name) for loader, v in variants.items()), signature, epi,
+                          variants["tapmajor"].fields["C"] if "tapmajor" in variants else 0)
+    tactic = select(ctx, layer, problem)
+    # Split as named: a padded K may leave the last split blocks no k-tile (they add zeros).
+    bm, bn, splits, chosen = tactic.bm, tactic.bn, tactic.splits, variants[tactic.loader]
+    threads = tactics.threads(problem, bm, bn)
+    words = weight_words(chosen.codes, bm)
+    geo = geometry_struct(ctx, {"BM": bm, "BN": bn, "THREADS": threads, "M": M, "K": chosen.codes.shape[2],
+                                "KW": words.shape[1],
+                                "MP": words.shape[2], "SPLITS": splits, **chosen.fields}, offset)
     math_name = "I8Mma" if mma else "I8Dp4a"
     t, o = cg.ctype(ctx.dtype(x)), cg.ctype(ctx.dtype(out))
-    ctx.need("int8.cuh")
+    ctx.need("int8.cuh", "int8_loaders.cuh")
     source = f"""
 extern "C" __global__ void __launch_bounds__({threads}) KERNEL(const u32* __restrict__ a, const {t}* __restrict__ x,
         {o}* out, const i32* __restrict__ ktab, i32* ws, u32* counters, I8Args e) {{
-    i8_gemm<{geo}, {math_name}<{geo}>, {loader}<{geo}, {t}>, {epi}>(a, x, out, ktab, ws, counters, e);
+    i8_gemm<{geo}, {math_name}<{geo}>, {LOADERS[tactic.loader]}<{geo}, {t}>, {epi}>(a, x, out, ktab, ws, counters, e);
 }}
 """
     grid = (math.ceil(N / bn), words.shape[2] // bm, groups * splits)
     if grid[1] > 65535 or grid[2] > 65535:
         raise UnsupportedError(f"layer {layer['name']!r}: int8 GEMM grid {grid} exceeds CUDA limits")
     split_params = [["0"], ["0"]]
-    if splits > 1:
+    if splits > 1:   # int32 partials of whole tiles, [tile][split][thread][ACC]; a counter per output tile
         tiles = grid[0] * grid[1] * groups
         ctx.need_workspace(tiles * splits * threads * (32 if mma else 16) * 4)
         ctx.need_counters(tiles)
         split_params = [["w", 0], ["c", 0]]
+    ktab = ["0"] if chosen.ktab is None else ctx.add_aux(chosen.ktab)
     params = [ctx.add_aux(words), ptr(x), ptr(out), ktab, *split_params, ["align", 8]] + pointers.packed()
-    label = f"{tactic} {'mma' if mma else 'dp4a'} {bm}x{bn}" + (f" splitk{splits}" if splits > 1 else "")
-    return [Launch(ctx.kernel("int8_gemm", source), grid, (threads, 1, 1), params, tactic=label)]
+    return [Launch(ctx.kernel("int8_gemm", source), grid, (threads, 1, 1), params, tactic=tactic.name)]
 
 
 def x_fields(ctx: LowerContext, x: int, x_scale: Scale) -> dict:
@@ -245,22 +263,48 @@ def convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
               "GROUP_IN": cg_in * H * W, "OUT_IMG": oc * OH * OW, **x_fields(ctx, x, x_scale)}
     offset = "(n / OHW) * OUT_IMG + i64(m) * OHW + n % OHW"
     codes = codes.reshape(oc, cg_in, kernel[0], kernel[1])
-    if cg_in % TAP_CHANNELS == 0:   # k = (ky, kx, channel): a k-tile is 32 channels of one tap, no table
-        fields.update({"C": cg_in, "KX": kernel[1], "DH": dilations[0], "DW": dilations[1], "PLANE": H * W})
-        return emit_gemm(ctx, layer, codes=codes.transpose(0, 2, 3, 1).reshape(group, oc // group, -1), x=x,
-                         out=out, fields=fields, offset=offset, loader="I8Tap", epi=epi, pointers=pointers,
-                         ktab=["0"], tactic="int8-implicit-gemm-tap")
     k = np.arange(cg_in * kernel[0] * kernel[1])
     dy, dx = (k // kernel[1]) % kernel[0] * dilations[0], k % kernel[1] * dilations[1]
     table = np.stack([k // (kernel[0] * kernel[1]) * H * W + dy * W + dx, dy, dx, np.zeros_like(k)], axis=1)
-    return emit_gemm(ctx, layer, codes=codes.reshape(group, oc // group, -1), x=x, out=out, fields=fields,
-                     offset=offset, loader="I8Im2col", epi=epi, pointers=pointers,
-                     ktab=ctx.add_aux(table.astype(np.int32)), tactic="int8-implicit-gemm")
+    im2col = Operands(codes.reshape(group, oc // group, -1), fields, table.astype(np.int32), "int8-implicit-gemm")
+    # Tap-major: k = (ky, kx, channel), channels padded to whole k-tiles of 32 with zero weights, so a k-tile is
+    # channels of one tap (no table). Preferred unless the padding more than doubles the work (e.g. 3 channels).
+    padded = -(-cg_in // TAP_CHANNELS) * TAP_CHANNELS
+    taps = np.zeros((oc, kernel[0], kernel[1], padded), np.int8)
+    taps[..., :cg_in] = codes.transpose(0, 2, 3, 1)
+    tap_fields = {**fields, "C": padded, "CIN": cg_in, "KX": kernel[1], "DH": dilations[0], "DW": dilations[1],
+                  "PLANE": H * W}
+    tap = Operands(taps.reshape(group, oc // group, -1), tap_fields, None, "int8-implicit-gemm-tap")
+    variants = {"tapmajor": tap, "im2col": im2col}
+    if pixels_in_fours(ctx, x, kernel, strides, begins, fields):   # four pixels per load
+        variants = {"pointwise": tap._replace(name="int8-conv1x1"), **variants}
+    elif rows_in_fours(ctx, x, strides, fields):   # four pixels from two words
+        variants = {"rows4": tap._replace(name="int8-implicit-gemm-rows4"), **variants}
+    if padded > 2 * cg_in:   # the table first
+        variants = {"im2col": im2col, **variants}
+    return emit_gemm(ctx, layer, "conv", x=x, out=out, offset=offset, epi=epi, pointers=pointers, variants=variants)
+
+
+def pixels_in_fours(ctx: LowerContext, x: int, kernel, strides, begins, fields: dict) -> bool:
+    """Whether ``I8Pixels4`` can read the input: a 1x1 convolution, stride 1, no padding (the output pixels are
+    the input's), OHW a multiple of 4 and a 4-byte code tensor (or 16-byte float32 one) aligned to match."""
+    plain = list(kernel) == [1, 1] and list(strides) == [1, 1] and not any(begins) and \
+        fields["OHW"] == fields["H"] * fields["W"] and fields["OHW"] % 4 == 0
+    dtype = ctx.dtype(x)
+    return plain and dtype in ("int8", "float32") and ctx.aligned(x, alignment=4 if dtype == "int8" else 16)
+
+
+def rows_in_fours(ctx: LowerContext, x: int, strides, fields: dict) -> bool:
+    """Whether ``I8Rows4`` can read the input: int8 codes, stride 1 along rows, OW and W multiples of 4, the
+    tensor 4-byte aligned."""
+    return ctx.dtype(x) == "int8" and strides[1] == 1 and fields["OW"] % 4 == 0 and fields["W"] % 4 == 0 and \
+        ctx.aligned(x, alignment=4)
 
 
 def _direct_convolution(ctx: LowerContext, layer: dict, x: int, out: int, codes: np.ndarray, epi: str,
                         pointers: Pointers, x_scale: Scale) -> list[Launch]:
-    """Depthwise and 3-D convolutions: one thread per output, codes multiplied and summed in int32."""
+    """Depthwise and 3-D convolutions: one thread per output, codes (read as they are from an int8 input, else
+    quantized) multiplied and summed in int32."""
     from edgert.kernels.cuda.lower_conv import _decompose, _tap_index, _tap_loops
     attrs, x_shape, out_shape = layer["attrs"], ctx.shape(x), ctx.shape(layer["outputs"][0])
     spatial, w_shape = len(x_shape) - 2, codes.shape
@@ -270,14 +314,15 @@ def _direct_convolution(ctx: LowerContext, layer: dict, x: int, out: int, codes:
     opening, closing, offset = _tap_loops(geometry, in_spatial, transposed=False)
     x_value = cg.load("xb", f"ic * {plane} + {offset}", ctx.dtype(x))
     quantizer = x_fields(ctx, x, x_scale)
+    x_code = f"i32({x_value})" if ctx.dtype(x) == "int8" else \
+        f"i8_int(float({x_value}), {cg.literal(quantizer['X_INV'], 'float')}, {cg.literal(quantizer['X_SCALE'], 'double')})"
     body = _decompose(out_shape, ["b", "oc"] + [f"o{d}" for d in range(spatial)]) + [
         f"const i32 g = oc / {w_shape[0] // int(attrs.get('group', 1))};",
         f"const auto* xb = x + (i64(b) * {x_shape[1]} + g * {cg_in}) * {plane};",
         f"const i8* wb = w + i64(oc) * {cg_in * taps};",
         "i32 acc = 0;",
         f"for (i32 ic = 0; ic < {cg_in}; ++ic) {{", *opening,
-        f"acc += i8_int(float({x_value}), {cg.literal(quantizer['X_INV'], 'float')}, "
-        f"{cg.literal(quantizer['X_SCALE'], 'double')}) * i32(wb[ic * {taps} + {_tap_index(geometry)}]);",
+        f"acc += {x_code} * i32(wb[ic * {taps} + {_tap_index(geometry)}]);",
         *closing, "}"]
     count = cg.numel(out_shape)
     text = "\n    ".join(body)
@@ -321,6 +366,6 @@ def matrix_multiply(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch
         vec = K % 4 == 0 and ctx.dtype(x) == "float32" and ctx.aligned(x)
         layout = {"ROWS": columns, "BATCH_STRIDE": 0, "ROW_STRIDE": K, "K_STRIDE": 1, "VEC": vec}
     fields = {"N": columns, **layout, **x_fields(ctx, x, x_scale), "CHANNELS": channels}
-    return emit_gemm(ctx, layer, codes=np.ascontiguousarray(channel_codes)[None], x=x, out=out, fields=fields,
-                     offset="n * CHANNELS + m", loader="I8Rows", epi=epi, pointers=pointers, ktab=["0"],
-                     tactic="int8-gemm")
+    variants = {"strided": Operands(np.ascontiguousarray(channel_codes)[None], fields, None, "int8-gemm")}
+    return emit_gemm(ctx, layer, "matmul", x=x, out=out, offset="n * CHANNELS + m", epi=epi, pointers=pointers,
+                     variants=variants)

@@ -55,7 +55,7 @@ TILES = (32, 64, 128)
 SPLITS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
 MAX_STATIC_SMEM = 48 * 1024
 SOURCES = ("timing-cache", "autotune", "cost-model")
-_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2}
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "int8": 1}
 # Shared memory an SM offers its resident blocks, KiB (CUDA programming guide, per compute capability).
 _SMEM_PER_SM_KIB = {75: 64, 80: 164, 86: 100, 87: 164, 89: 100, 90: 228, 100: 228, 110: 228, 120: 100}
 # For a GPU known only by its arch: dense fp16 tensor-core MACs per SM per clock (as targets.profiles),
@@ -104,7 +104,8 @@ class GemmProblem:
     arch: int
     op: str                  # "conv" | "matmul"
     dtype: str
-    engine: str              # "mma" (fp16 tensor cores) | "tf32" (fp32 on tensor cores) | "fma"
+    engine: str              # "mma" (fp16 or, dtype int8, s8 tensor cores) | "tf32" (fp32 on tensor cores) | "fma"
+                             # | "dp4a" (int8 dot products on CUDA cores)
     bk: int                  # the kernel's K tile
     M: int
     N: int
@@ -134,7 +135,7 @@ class GemmProblem:
     def k_tile_options(self) -> tuple:
         """K tiles the kernels offer: tensor-core kernels also a double-depth one (twice the bytes per
         load round trip, twice the registers), the FMA kernel its one."""
-        return (self.bk,) if self.engine == "fma" else (self.bk, 2 * self.bk)
+        return (self.bk,) if self.engine == "fma" or self.dtype == "int8" else (self.bk, 2 * self.bk)
 
     def effective_splits(self, splits: int, bk: int | None = None) -> int:
         """How many blocks K really spreads over when asked for ``splits`` (whole K tiles each)."""
@@ -171,6 +172,8 @@ def make_tactic(problem: GemmProblem, bm: int, bn: int, splits: int, loader: str
 def smem_bytes(problem: GemmProblem, bm: int, bn: int, bk: int | None = None) -> int:
     """Static shared memory of the kernel's double-buffered A and B tiles (as gemm.cuh declares them)."""
     itemsize, bk = _ITEMSIZE[problem.dtype], bk or problem.bk
+    if problem.dtype == "int8":   # int8.cuh: words of four k, rows padded by 8 words
+        return 2 * 4 * (bk // 4) * ((bm + 8) + (bn + 8))
     if problem.engine == "fma":
         return 2 * itemsize * bk * ((bm + 4) + (bn + 4))
     a_pad = 8 if problem.dtype == "float16" else 4
@@ -178,12 +181,25 @@ def smem_bytes(problem: GemmProblem, bm: int, bn: int, bk: int | None = None) ->
 
 
 def threads(problem: GemmProblem, bm: int, bn: int, nj: int = 4) -> int:
+    if problem.engine == "dp4a":
+        return bm * bn // 16   # 4x4 outputs per thread
     return 256 if problem.engine == "fma" else (bm // 32) * (bn // (8 * nj)) * 32
+
+
+def _size_ok(problem: GemmProblem, bm: int, bn: int) -> bool:
+    """The int8 kernels' tile limits: dp4a up to 64x64 (256 threads), s8 tensor cores up to 8 warps."""
+    if problem.dtype != "int8":
+        return True
+    return max(bm, bn) <= 64 if problem.engine == "dp4a" else bm * bn <= 8192
 
 
 def tile_ok(problem: GemmProblem, bm: int, bn: int, loader: str, bk: int | None = None) -> bool:
     """True when the templates instantiate for this tile and loader (their static_asserts and limits)."""
     bk = bk or problem.bk
+    if not _size_ok(problem, bm, bn):
+        return False
+    if problem.dtype == "int8" and loader in ("pointwise", "rows4") and threads(problem, bm, bn) // (bn // 4) > bk // 4:
+        return False   # I8Pixels4 / I8Rows4: a thread per four columns, at most the K tile's words of rows
     if problem.engine == "fma" and loader == "pointwise" and bn < 64:
         return False   # BPointwiseConv with 256 threads needs BN / VEC >= 16 columns
     if loader == "tapmajor" and (not problem.tap_channels or problem.tap_channels % bk):
@@ -195,7 +211,7 @@ def _warp_widths(problem: GemmProblem, bm: int, bn: int, loader: str, bk: int) -
     """n8 fragments per warp the tensor-core kernel may use for this tile: 32-wide warp tiles, and
     16-wide ones (twice the warps, half the registers each) while the block stays within 256 threads
     and the 1x1 vector loader still has a row of the K tile per thread group (its static_assert)."""
-    if problem.engine == "fma":
+    if problem.engine in ("fma", "dp4a") or problem.dtype == "int8":
         return (4,)
     vec = 16 // _ITEMSIZE[problem.dtype]
     narrow = threads(problem, bm, bn, 2) <= 256 and not (loader == "pointwise" and
@@ -226,7 +242,7 @@ def candidates(problem: GemmProblem) -> list[GemmTactic]:
 # -- cost model ------------------------------------------------------------------------------------
 # Warps an SM needs in flight to reach its rate: one 64x64 tensor-core block has 4, one FMA block 8,
 # and either needs a second block on the SM to hide its loads.
-_SATURATING_WARPS = {"mma": 8, "tf32": 8, "fma": 16}
+_SATURATING_WARPS = {"mma": 8, "tf32": 8, "fma": 16, "dp4a": 16}
 _TILE_LOAD_COST = 16.0       # tile efficiency 1 / (1 + c (1/BM + 1/BN)): small tiles re-read operands
 _LOADER_EFFICIENCY = {"pointwise": 1.0, "tapmajor": 1.0, "strided_vec": 1.0, "im2col": 0.85, "strided": 0.75}
 _BLOCK_FIXED_CYCLES = 1500   # a block's prologue (first tile's loads) and epilogue
@@ -237,7 +253,9 @@ _LAUNCH_US = 2.0
 def _sm_rate(problem: GemmProblem, gpu: GpuRates) -> float:
     """Multiply-accumulates per SM per clock of the problem's engine."""
     if problem.engine == "mma":
-        return gpu.mma_macs
+        return gpu.mma_macs * (2 if problem.dtype == "int8" else 1)   # s8 tensor cores: twice fp16's rate
+    if problem.engine == "dp4a":
+        return gpu.fma_lanes * 4 / 2   # four MACs per dp4a, at half the FMA issue rate
     if problem.engine == "tf32":
         return gpu.mma_macs / 2
     return gpu.fma_lanes / (2 if problem.dtype == "float64" else 1)
@@ -291,7 +309,7 @@ def rule_tiles(problem: GemmProblem, sm_count: int) -> tuple[int, int, int]:
     bm, bn = min(64, _fit(M)), min(64, _fit(N))
     big = [(128, 128), (128, 64) if M >= N else (64, 128), (64, 128) if M >= N else (128, 64)]
     for a, b in big:
-        if a <= _fit(M) and b <= _fit(N) and tiles(a, b) >= sm_count:
+        if a <= _fit(M) and b <= _fit(N) and tiles(a, b) >= sm_count and _size_ok(problem, a, b):
             bm, bn = a, b
             break
     splits, k_tiles, count = 1, problem.k_tiles, tiles(bm, bn)
