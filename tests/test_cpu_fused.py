@@ -148,8 +148,8 @@ def test_native_call_checks_its_buffers():
     work = np.empty(2 * channels + reduced, np.float32)
     args = [x, out, pooled, hidden, scale, w1, None, w2, None, None, None, work, 1, channels, reduced]
     _native.squeeze_excite(*args)
-    np.testing.assert_allclose(pooled, x.mean(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(out, x * (pooled.sum() * reduced), rtol=1e-5)
+    np.testing.assert_allclose(pooled, x.astype(np.float64).mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, x * (pooled.astype(np.float64).sum() * reduced), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="do not fit"):
         _native.squeeze_excite(*args[:12], 1, channels + 1, reduced)
     with pytest.raises(ValueError, match="do not fit"):

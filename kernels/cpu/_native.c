@@ -32,6 +32,7 @@
 #include "conv_ukernels.h"
 #include "native_conv.h"
 #include "native_elementwise.h"
+#include "native_depthwise.h"
 #include "native_fused.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
@@ -287,30 +288,6 @@ SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum O
     }
 }
 
-/* Narrow unit-stride planes (7x7 to 14x14: MobileNetV3's and LCNet's 5x5 layers) as one flat run: output row oy
- * starts row_stride floats after row oy - 1 in the padded scratch, so all rows together are one run of
- * (out_height - 1) x row_stride + out_width outputs (the columns between rows computed and dropped) that fills the
- * AVX-512 microkernel's 16-float vectors: a 14x14 plane with 5x5 taps costs 16 vectors per tap instead of 28 of 8
- * floats. Each output is the same sum in the same order as by rows. Only where the convolution microkernels run
- * AVX-512: with 8-float vectors the dropped columns cost more than the fuller vectors save. */
-#define FLAT_MAX_WIDTH 16   /* rows this wide or wider fill 16-float vectors already */
-
-static int flat_pays(const Geometry *g) {
-    static int avx512 = -1;
-    if (avx512 < 0) avx512 = strcmp(conv_isa(), "avx512") == 0;
-    return avx512 && g->stride_h == 1 && g->stride_w == 1 && g->out_width < FLAT_MAX_WIDTH && g->out_height > 1;
-}
-
-/* one output plane of a flat_pays geometry: the flat run into `flat` ((out_height - 1) x row_stride + out_width
- * floats), then its rows into out */
-static void window_plane_flat(const Geometry *g, const Scratch *s, const float *w, float start, float *flat,
-                              float *out) {
-    int64_t run = (g->out_height - 1) * s->row_stride + g->out_width;
-    conv_depthwise_rows(flat, 1, run, s->data, 0, s->taps, g->kernel_h * g->kernel_w, w, start);
-    for (int64_t oy = 0; oy < g->out_height; ++oy)
-        memcpy(out + oy * g->out_width, flat + oy * s->row_stride, g->out_width * sizeof(float));
-}
-
 /* depthwise_conv2d(x, weights, bias or None, out, geometry): out = conv(x, weights) + bias with one filter per
  * plane (group == channels, one output channel each); weights (channels, kernel_h, kernel_w). */
 static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
@@ -326,23 +303,33 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
         || CHECK_SIZE(&w, "weights", g.channels, g.kernel_h, g.kernel_w) < 0
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
-        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, 1, 0, 1, &s) < 0)
+        || plane_range(&g, first, count, &begin, &end) < 0
+        || make_scratch(&g, 0.0f, 1, 0, !depthwise_lanes_pays(&g), &s) < 0)   /* also refuses unreal geometries */
         goto done;
-    float *flat = flat_pays(&g) ? malloc(g.out_height * s.row_stride * sizeof(float)) : NULL;   /* NULL: by rows */
+    if (depthwise_lanes_pays(&g)) {   /* narrow planes, 16 at a time (native_depthwise.c) */
+        free_scratch(&s);
+        int64_t floats = depthwise_lanes_scratch_floats(&g);
+        float *lanes = floats <= MAX_SCRATCH_FLOATS ? aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64) : NULL;
+        if (!lanes) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        depthwise_lanes(&g, x.buf, w.buf, bias.buf, out.buf, begin, end, lanes);
+        Py_END_ALLOW_THREADS
+        free(lanes);
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
     Py_BEGIN_ALLOW_THREADS
     const float *input = x.buf, *weights = w.buf, *b = bias.buf;
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
     for (int64_t p = begin; p < end; ++p) {
         int64_t c = p % g.channels;
-        float *target = (float *)out.buf + p * out_plane;
         fill_plane(&g, &s, input + p * g.height * g.width);
-        if (flat)
-            window_plane_flat(&g, &s, weights + c * taps, b ? b[c] : 0.0f, flat, target);
-        else
-            window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, target);
+        window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, (float *)out.buf + p * out_plane);
     }
     Py_END_ALLOW_THREADS
-    free(flat);
     free_scratch(&s);
     result = Py_NewRef(Py_None);
 done:
