@@ -93,6 +93,8 @@ def test_depthwise_matches_numpy(case, bias):
 POOLS = [   # x shape, type, kernel, strides, dilations, pads, ceil_mode, count_include_pad
     ((1, 16, 32, 32), "max", (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), False, False),   # ResNet's stem pool
     ((2, 3, 11, 10), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), False, False),
+    ((1, 6, 8, 70), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), False, False),   # CRNN's: 16-wide vectors and a tail
+    ((1, 2, 9, 9), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), True, False),     # ceil: a window past the input
     ((1, 4, 11, 11), "max", (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), True, False),
     ((1, 3, 12, 9), "max", (3, 2), (2, 1), (2, 1), (1, 0, 2, 1), False, False),
     ((1, 5, 13, 13), "max", (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), False, False),

@@ -34,6 +34,7 @@
 #include "native_elementwise.h"
 #include "native_depthwise.h"
 #include "native_fused.h"
+#include "native_pool.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
  * at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on recent ones
@@ -358,8 +359,16 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (average && CHECK_SIZE(&divisor, "divisor", g.out_height, g.out_width) < 0)
         || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0
-        || make_scratch(&g, average ? 0.0f : -INFINITY, 1, 0, 1, &s) < 0)
+        || make_scratch(&g, average ? 0.0f : -INFINITY, 1, 0, average || !max_pool_2x2_pays(&g), &s) < 0)
+        goto done;   /* (the scratch also refuses unreal geometries) */
+    if (!average && max_pool_2x2_pays(&g)) {   /* native_pool.c: no scratch copy */
+        free_scratch(&s);
+        Py_BEGIN_ALLOW_THREADS
+        max_pool_2x2(&g, x.buf, out.buf, begin, end);
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
         goto done;
+    }
     int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
     float *ones = malloc(taps * sizeof(float));   /* average pooling: a window of weights 1 */
     if (!ones) {
