@@ -95,6 +95,8 @@ POOLS = [   # x shape, type, kernel, strides, dilations, pads, ceil_mode, count_
     ((2, 3, 11, 10), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), False, False),
     ((1, 6, 8, 70), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), False, False),   # CRNN's: 16-wide vectors and a tail
     ((1, 2, 9, 9), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), True, False),     # ceil: a window past the input
+    ((1, 5, 9, 37), "max", (2, 1), (2, 1), (1, 1), (0, 0, 0, 0), False, False),   # CRNN's: down the columns
+    ((2, 3, 8, 20), "max", (4, 1), (4, 1), (1, 1), (0, 0, 0, 0), False, False),
     ((1, 4, 11, 11), "max", (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), True, False),
     ((1, 3, 12, 9), "max", (3, 2), (2, 1), (2, 1), (1, 0, 2, 1), False, False),
     ((1, 5, 13, 13), "max", (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), False, False),

@@ -359,12 +359,13 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (average && CHECK_SIZE(&divisor, "divisor", g.out_height, g.out_width) < 0)
         || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0
-        || make_scratch(&g, average ? 0.0f : -INFINITY, 1, 0, average || !max_pool_2x2_pays(&g), &s) < 0)
+        || make_scratch(&g, average ? 0.0f : -INFINITY, 1, 0, average || !(max_pool_2x2_pays(&g)
+                        || max_pool_rows_pays(&g)), &s) < 0)
         goto done;   /* (the scratch also refuses unreal geometries) */
-    if (!average && max_pool_2x2_pays(&g)) {   /* native_pool.c: no scratch copy */
+    if (!average && (max_pool_2x2_pays(&g) || max_pool_rows_pays(&g))) {   /* native_pool.c: no scratch copy */
         free_scratch(&s);
         Py_BEGIN_ALLOW_THREADS
-        max_pool_2x2(&g, x.buf, out.buf, begin, end);
+        (max_pool_2x2_pays(&g) ? max_pool_2x2 : max_pool_rows)(&g, x.buf, out.buf, begin, end);
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
         goto done;
