@@ -4,7 +4,9 @@
 tests/native/pointwise_check.c checks every opcode against double-precision libm and the GELU chain (on the host once
 per x86 build, by EDGERT_CPU_ISA);
 tests/native/conv_check.c the direct, pointwise and depthwise convolution microkernels against a double-precision loop (on
-the host once per x86 build: AVX-512, AVX2+FMA and baseline, by EDGERT_CPU_ISA). The
+the host once per x86 build: AVX-512, AVX2+FMA and baseline, by EDGERT_CPU_ISA);
+tests/native/parallel_check.c the native kernels' parallel loop (native_parallel.c: every part once, nested jobs inline,
+several callers at once). The
 aarch64 half needs ``aarch64-linux-gnu-gcc`` and ``qemu-aarch64`` (``apt-get install gcc-aarch64-linux-gnu
 qemu-user``; .ci/run installs them where it can) and is skipped without them.
 """
@@ -24,11 +26,12 @@ SOURCES = [os.path.join(ROOT, "tests", "native", "pointwise_check.c"),
            os.path.join(KERNELS, "pointwise_ukernels.c"), os.path.join(KERNELS, "pointwise_ukernels_avx2.c")]
 CONV_SOURCES = [os.path.join(ROOT, "tests", "native", "conv_check.c"),
                 os.path.join(KERNELS, "conv_ukernels.c"), os.path.join(KERNELS, "conv_ukernels_avx2.c")]
+PARALLEL_SOURCES = [os.path.join(ROOT, "tests", "native", "parallel_check.c"), os.path.join(KERNELS, "native_parallel.c")]
 FLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wextra", "-Werror", f"-I{KERNELS}"]
 
 
 def build(compiler, binary, extra=(), sources=SOURCES):
-    built = subprocess.run([compiler, *FLAGS, *extra, *sources, "-lm", "-o", str(binary)], capture_output=True,
+    built = subprocess.run([compiler, *FLAGS, *extra, *sources, "-lm", "-lpthread", "-o", str(binary)], capture_output=True,
                            text=True, timeout=300)
     assert built.returncode == 0, built.stderr
 
@@ -85,3 +88,15 @@ def test_aarch64_convolution_build_under_qemu(tmp_path):
         fmla += subprocess.run(["aarch64-linux-gnu-objdump", "-d", f"--disassemble={function}", str(binary)],
                                capture_output=True, text=True).stdout.count("fmla")
     assert fmla >= 8   # the accumulators are NEON vectors
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_host_parallel_loop(tmp_path):
+    assert build_and_run("cc", [], tmp_path / "parallel-check", sources=PARALLEL_SOURCES) == "parallel ok"
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+                    reason="no aarch64 cross compiler or qemu-user (apt-get install gcc-aarch64-linux-gnu qemu-user)")
+def test_aarch64_parallel_loop_under_qemu(tmp_path):
+    assert build_and_run("aarch64-linux-gnu-gcc", ["qemu-aarch64"], tmp_path / "parallel-check-aarch64", ["-static"],
+                         PARALLEL_SOURCES) == "parallel ok"

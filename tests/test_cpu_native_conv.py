@@ -67,10 +67,11 @@ def test_direct_matches_numpy(case, bias):
 
 
 @pytest.mark.parametrize("case", CASES[:4], ids=lambda c: "x".join(map(str, c[0])))
-def test_direct_split_by_rows(case, pool_of_three, monkeypatch):
-    monkeypatch.setattr(native, "DIRECT_ROWS_PER_PART", 1)   # a part per row: the most row ranges
-    x, w, b, out, want, _, params = direct_case(*case)
+def test_direct_split_by_rows(case, pool_of_three):
+    x, w, b, out, want, _, params = direct_case(*case)   # the most row ranges over native_parallel.c's 3 threads
+    split_before = native._native.parallel_stats()[1]
     native.bind_conv_direct(x, native.pack_direct_weights(w), b, out, params)()
+    assert native._native.parallel_stats()[1] > split_before
     assert normwise_error(out, want) <= 1e-5
 
 

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 import edgert
 from edgert.kernels.cpu import native, threads
 from helpers import normwise_error, ort_run
+from test_cpu_native_threads import pool_of_three  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(native._native is None, reason="the native module is not built")
 rng = np.random.default_rng()
@@ -139,11 +140,8 @@ def test_gelu_chain_and_over_its_own_input():
     close(x, want)
 
 
-def test_split_over_the_pool(monkeypatch):
-    monkeypatch.setattr(threads, "_pool", threads.WorkerPool(3))
-    monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
-    monkeypatch.setattr(native, "POINTWISE_PART_ELEMENTS", 512)
-    x = samples(3.0, 10000)
+def test_split_over_the_pool(pool_of_three):
+    x = samples(3.0, 10000)   # parts of 256 elements over native_parallel.c's 3 threads
     close(run(GELU_CHAIN, gelu_inputs(x)), ACTIVATIONS["gelu_erf"][0](x.astype(np.float64)))
 
 
@@ -230,10 +228,9 @@ def test_models_with_and_without_the_module(kind, monkeypatch):
 @pytest.mark.parametrize("shape,axes", [((3, 7, 1000), (2,)), ((2, 4, 33, 9), (2, 3)), ((5, 1), (1,)),
                                         ((64, 300), (-1,))])
 @pytest.mark.parametrize("split", [False, True])
-def test_softmax(shape, axes, split, monkeypatch):
-    if split:
-        monkeypatch.setattr(threads, "_pool", threads.WorkerPool(3))
-        monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+def test_softmax(shape, axes, split, request):
+    if split:   # rows of parts of 256 elements over native_parallel.c's 3 threads
+        request.getfixturevalue("pool_of_three")
     x = (rng.standard_normal(shape) * 10).astype(np.float32)
     x.reshape(-1)[:2] = [np.nan, np.inf]   # rows with NaN or an infinite maximum come out NaN, as in NumPy
     wide = x.astype(np.float64)
@@ -269,10 +266,9 @@ def test_softmax_it_does_not_cover_and_bad_calls():
 @pytest.mark.parametrize("shape,axes,affine", [((3, 7, 768), (2,), "both"), ((2, 5, 12, 9), (2, 3), "scale"),
                                                ((4, 33), (1,), "bias"), ((6, 1000), (-1,), None)])
 @pytest.mark.parametrize("split", [False, True])
-def test_layernorm(shape, axes, affine, split, monkeypatch):
-    if split:
-        monkeypatch.setattr(threads, "_pool", threads.WorkerPool(3))
-        monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+def test_layernorm(shape, axes, affine, split, request):
+    if split:   # rows of parts of 256 elements over native_parallel.c's 3 threads
+        request.getfixturevalue("pool_of_three")
     x = (rng.standard_normal(shape) * 4 + 3).astype(np.float32)
     trailing = shape[len(shape) - len(axes):]
     scale = rng.standard_normal(trailing).astype(np.float32) if affine in ("both", "scale") else None

@@ -28,13 +28,28 @@ rng = np.random.default_rng()
 
 
 @pytest.fixture
+def native_restored():
+    """The native parallel loop's defaults back after the test (threads as the pool's, default parts, lag pause on)."""
+    yield
+    if native.enabled():
+        native._native.set_threads(threads.usable_cores(), part_work=0, lag=1, part_elements=0)
+
+
+@pytest.fixture
 def pool_of_three(monkeypatch):
-    """A pool of 3 with every split threshold at 0, restored after the test."""
+    """A pool of 3 with every split threshold at 0, and the native parallel loop (native_parallel.c) of 3 threads
+    cutting convolutions into the most parts and per-element / row kernels into parts of 256 elements, its lag
+    pause off; restored after the test."""
     monkeypatch.setattr(threads, "_pool", threads.WorkerPool(3))
     monkeypatch.setattr(native, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(blas, "PARALLEL_GEMM_FLOPS", 0)
     monkeypatch.setattr(blas, "MIN_BLOCK_COLUMNS", 1)
-    return threads.pool()
+    if native.enabled():
+        native._native.set_threads(3, part_work=1, lag=0, part_elements=256)
+        yield threads.pool()
+        native._native.set_threads(threads.usable_cores(), part_work=0, lag=1, part_elements=0)
+    else:
+        yield threads.pool()
 
 
 def test_every_part_runs_once_and_errors_reach_the_caller(pool_of_three):
@@ -372,10 +387,11 @@ def test_split_and_inline_runs_are_bit_identical(case, pool_of_three):
     np.testing.assert_allclose(outputs[0], want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2", "unet"])
-def test_one_and_two_threads_are_bit_identical(name, monkeypatch):
+@pytest.mark.parametrize("name", ["mobilenetv2", "unet", "transformer"])
+def test_one_and_two_threads_are_bit_identical(name, native_restored, monkeypatch):
     monkeypatch.setattr(native, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
+    if native.enabled():   # the native kernels in the most parts, their lag pause off
+        native._native.set_threads(2, part_work=1, lag=0, part_elements=256)
     case = MODELS[name]
     plan = edgert.build(case.build()).to_bytes()
     feeds = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in case.shapes.items()}
@@ -397,11 +413,11 @@ def test_bench_reports_the_regions(tmp_path, capsys, monkeypatch):
     from onnx import TensorProto, helper
 
     from edgert.tools.cli import main
-    shape = [1, 1 << 18]   # SiLU over 256k elements: a fused per-element program split in chunks
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
-    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
-                              "silu", [x], [y])
+    # a 3x3 max pooling over 64 planes of 128x128: split by planes over the worker pool
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 128, 128])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 128, 128])
+    graph = helper.make_graph([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+                              "pool", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     plan = tmp_path / "m.plan"
     assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan)]) == 0
@@ -430,57 +446,23 @@ def _three_ways(region):
     return results
 
 
-def _direct_regions():
-    from test_cpu_native_conv import CASES, direct_case
-    for case in CASES:
-        x, w, b, out, _, _, params = direct_case(*case)
-        region = native.bind_conv_direct(x, native.pack_direct_weights(w), b, out, params,
-                                         native.activation_program([{"type": "swish"}]))
-        if isinstance(region, threads.Region):
-            region.out = out
-            yield region
-
-
-def _row_regions():
+def _native_rows():
+    """(run, out) of softmax, layer normalization and a GELU program large enough to split into parts."""
     x = rng.standard_normal((37, 3000)).astype(np.float32)
     out = np.empty_like(x)
-    softmax = native.bind_softmax(x, out, (1,))
-    softmax.out = out
-    yield softmax
+    yield native.bind_softmax(x, out, (1,)), out
     scale, bias = rng.standard_normal(3000).astype(np.float32), rng.standard_normal(3000).astype(np.float32)
     norm_out = np.empty_like(x)
-    layernorm = native.bind_layernorm(x, norm_out, (1,), scale, bias, 1e-5)
-    layernorm.out = norm_out
-    yield layernorm
+    yield native.bind_layernorm(x, norm_out, (1,), scale, bias, 1e-5), norm_out
     gelu = [{"kind": "Activation", "attrs": {"type": "gelu_erf"}, "args": [0]}]
-    y = rng.standard_normal(5 * native.POINTWISE_PART_ELEMENTS + 77).astype(np.float32)
+    y = rng.standard_normal(5 * 4096 + 77).astype(np.float32)
     program_out = np.empty_like(y)
-    program = native.bind_program(gelu, [y], program_out)
-    program.out = program_out
-    yield program
+    yield native.bind_program(gelu, [y], program_out), program_out
 
 
-def _pointwise_conv_regions():
-    from test_cpu_native_conv import EPILOGUES
-    from test_cpu_native_conv1x1 import SHAPES
-    for channels, columns, out_channels in SHAPES + [(24, 600, 40), (96, 49, 200)]:
-        x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((channels, columns), (out_channels, channels),
-                                                                         (out_channels,)))
-        residual = rng.standard_normal((out_channels, columns)).astype(np.float32)
-        out = np.empty((out_channels, columns), np.float32)
-        steps, _ = EPILOGUES[sorted(EPILOGUES)[columns % len(EPILOGUES)]]
-        records, fused, _ = native.epilogue_program(steps, [x, w, b, residual], out)
-        region = native.bind_conv_pointwise(x, native.pack_direct_weights(w[:, :, None, None]), b, out, records, fused)
-        if isinstance(region, threads.Region):
-            region.out = out
-            yield region
-
-
-@pytest.mark.parametrize("kind", ["depthwise", "pooling", "direct rows of 1", "direct rows of 3", "rows",
-                                  "pointwise convolution"])
-def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, monkeypatch):
+@pytest.mark.parametrize("kind", ["depthwise", "pooling"])
+def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three):
     """A region's ``whole`` (what it runs inline) against its parts split and in turn: the same bits."""
-    monkeypatch.setattr(native, "POINTWISE_PARALLEL_ELEMENTS", 0)
     if kind == "depthwise":
         regions = []
         for case in DEPTHWISE:
@@ -495,16 +477,45 @@ def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three, mon
             if isinstance(region, threads.Region):
                 region.out = out
                 regions.append(region)
-    elif kind.startswith("direct"):
-        monkeypatch.setattr(native, "DIRECT_ROWS_PER_PART", int(kind.split()[-1]))
-        regions = list(_direct_regions())
-    elif kind == "pointwise convolution":
-        monkeypatch.setattr(native, "POINTWISE_PARALLEL_WORK", 0)
-        regions = list(_pointwise_conv_regions())
-    else:
-        regions = list(_row_regions())
     assert regions and all(isinstance(r, threads.Region) and r.whole is not None for r in regions)
     for region in regions:
         split, in_turn, whole = _three_ways(region)
         assert not np.isnan(whole).any()
         assert np.array_equal(split, whole) and np.array_equal(in_turn, whole)
+
+
+def _native_convolutions():
+    """(run, out) of direct and pointwise convolutions with epilogues, bound as the prepare hooks bind them."""
+    from test_cpu_native_conv import CASES, EPILOGUES, direct_case
+    from test_cpu_native_conv1x1 import SHAPES
+    for case in CASES:
+        x, w, b, out, _, _, params = direct_case(*case)
+        yield native.bind_conv_direct(x, native.pack_direct_weights(w), b, out, params,
+                                      native.activation_program([{"type": "swish"}])), out
+    for channels, columns, out_channels in SHAPES + [(24, 600, 40), (96, 49, 200)]:
+        x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((channels, columns), (out_channels, channels),
+                                                                         (out_channels,)))
+        residual = rng.standard_normal((out_channels, columns)).astype(np.float32)
+        out = np.empty((out_channels, columns), np.float32)
+        steps, _ = EPILOGUES[sorted(EPILOGUES)[columns % len(EPILOGUES)]]
+        records, fused, _ = native.epilogue_program(steps, [x, w, b, residual], out)
+        yield native.bind_conv_pointwise(x, native.pack_direct_weights(w[:, :, None, None]), b, out, records,
+                                         fused), out
+
+
+@pytest.mark.skipif(not native.enabled(), reason="native module not built")
+def test_native_kernels_split_give_the_one_thread_bits(pool_of_three):
+    """Direct and pointwise convolutions, softmax, layer normalization and per-element programs cut into the most parts
+    over native_parallel.c's 3 threads, against the same calls on one thread: the same bits (each part computes its
+    outputs as the whole call would)."""
+    cases = list(_native_convolutions()) + list(_native_rows())
+    assert cases and all(run is not None for run, _ in cases)
+    for run, out in cases:
+        results = []
+        for count in (1, 3):
+            native._native.set_threads(count)
+            out[...] = np.nan
+            run()
+            results.append(out.copy())
+        assert not np.isnan(results[0]).any()
+        assert np.array_equal(results[0], results[1])

@@ -42,18 +42,21 @@ class Binding:
     """A graph input or output. ``rows``: (count tensor, axis) for an output whose size depends on the data
     (NMS, NonZero): ``shape`` is then its bound, and results are trimmed to the count along the axis."""
 
-    __slots__ = ("name", "dtype", "shape", "tensor", "rows")
+    __slots__ = ("name", "dtype", "shape", "tensor", "rows", "scale")
 
-    def __init__(self, entry: dict):
+    def __init__(self, entry: dict, tensors: list | None = None):
         self.name = entry["name"]
         self.dtype = np.dtype(entry["dtype"])
         self.shape = tuple(entry["shape"])
         self.tensor = int(entry["tensor"])
+        # an int8 binding of codes (--input-format / --output-format NAME=int8): values are codes * scale
+        self.scale = tensors[self.tensor].get("scale") if tensors is not None else None
         rows = entry.get("rows")
         self.rows = (int(rows["tensor"]), int(rows["axis"])) if rows else None
 
     def __repr__(self) -> str:
-        return f"Binding({self.name!r}, {self.dtype.name}, {self.shape})"
+        scale = f", scale={self.scale}" if self.scale is not None else ""
+        return f"Binding({self.name!r}, {self.dtype.name}, {self.shape}{scale})"
 
 
 class _Step:
@@ -94,8 +97,8 @@ class Engine:
         self.document = document
         self.device = device
         self.header = document["header"]
-        self.inputs = [Binding(b) for b in document["bindings"]["inputs"]]
-        self.outputs = [Binding(b) for b in document["bindings"]["outputs"]]
+        self.inputs = [Binding(b, document["tensors"]) for b in document["bindings"]["inputs"]]
+        self.outputs = [Binding(b, document["tensors"]) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]
         self.constants = self._load_constants(document)
         self.steps = [_Step(layer, device) for layer in document["layers"]]

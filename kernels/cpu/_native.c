@@ -476,6 +476,14 @@ static PyMethodDef methods[] = {
     {"conv2d_pointwise", conv2d_pointwise, METH_VARARGS,
      "conv2d_pointwise(x, packed, bias, out, channels, out_channels, m_begin=0, m_count=-1, col_begin=0, "
      "col_count=-1, program=None, residual=None)"},
+    {"set_threads", (PyCFunction)(void (*)(void))native_set_threads, METH_VARARGS | METH_KEYWORDS,
+     "set_threads(count, part_work=-1, lag=-1, part_elements=-1): threads of the native kernels' parallel loop"},
+    {"gemm", native_gemm, METH_VARARGS,
+     "gemm(sgemm, ilp64, a, b, out, geometry, program=None, bias=None, residual=None): blocks of BLAS products + epilogue"},
+    {"resize2d", native_resize2d, METH_VARARGS,
+     "resize2d(x, out, planes, in_h, in_w, out_h, out_w, row_index, row_weight, col_index, col_weight)"},
+    {"parallel_stats", native_parallel_stats, METH_NOARGS,
+     "parallel_stats() -> (threads, jobs split, jobs of several parts run inline, lag pauses)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
     {"squeeze_excite", native_squeeze_excite, METH_VARARGS,
      "squeeze_excite(x, out, pooled, hidden, scale, reduce_t, reduce_bias, expand_t, expand_bias, reduce_program, "

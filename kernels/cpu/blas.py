@@ -33,11 +33,13 @@ STREAMED_BYTES = 1 << 20
 STREAMED_MAX_ROWS = 4
 _SYMBOLS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads")
+_SGEMM_SYMBOLS = ("scipy_cblas_sgemm64_", "cblas_sgemm64_", "cblas_sgemm", "scipy_cblas_sgemm")
 _lock = threading.Lock()
 _state = {"setter": None, "probed": False, "current": None}
 
 
-def _find_setter():
+def _find_symbol(names):
+    """(function, its name) of the first of ``names`` that a BLAS library NumPy loaded exports; None without one."""
     try:
         with open("/proc/self/maps") as f:
             paths = sorted({line.split()[-1] for line in f if "blas" in line.lower() and ".so" in line})
@@ -49,13 +51,32 @@ def _find_setter():
             library = ctypes.CDLL(path, mode=mode)
         except OSError:
             continue
-        for name in _SYMBOLS:
-            setter = getattr(library, name, None)
-            if setter is not None:
-                setter.argtypes = [ctypes.c_int]
-                setter.restype = None
-                return setter
+        for name in names:
+            function = getattr(library, name, None)
+            if function is not None:
+                return function, name
     return None
+
+
+def _find_setter():
+    found = _find_symbol(_SYMBOLS)
+    if found is None:
+        return None
+    setter = found[0]
+    setter.argtypes = [ctypes.c_int]
+    setter.restype = None
+    return setter
+
+
+def sgemm() -> tuple[int, bool] | None:
+    """(address, ilp64) of the cblas_sgemm of NumPy's BLAS (ilp64: 64-bit integers, OpenBLAS's ``64_`` builds), for
+    the native module's split products (native_gemm.c); None when NumPy's BLAS exports none this module knows."""
+    if "sgemm" not in _state:
+        with _lock:
+            found = _find_symbol(_SGEMM_SYMBOLS)
+            _state["sgemm"] = None if found is None else \
+                (ctypes.cast(found[0], ctypes.c_void_p).value, found[1].endswith("64_"))
+    return _state["sgemm"]
 
 
 def set_threads(count: int) -> None:

@@ -2,7 +2,10 @@
 
 Everything goes to BLAS through np.matmul with transposes as views. A stack of matrices times one
 matrix is flattened into a single GEMM, and float16 is computed in float32 (NumPy has no half BLAS).
-The prepare hook binds the same product (and the epilogue) to the layer's fixed arrays.
+The prepare hook binds the same product (and the epilogue) to the layer's fixed arrays: float32 products of
+contiguous operands to the native module (native.bind_gemm: NumPy's own cblas_sgemm on blocks of the output over
+native_parallel.c's threads, the bias, activations and residual add applied to each block while it is in cache),
+the others to blas.bind_gemm (column blocks over the worker pool).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgert.ir.kinds import LayerKind
-from edgert.kernels.cpu.blas import bind_gemm, gemm_threads, matmul
+from edgert.kernels.cpu import native
+from edgert.kernels.cpu.blas import bind_gemm, gemm_threads, matmul, set_threads
 from edgert.kernels.cpu.epilogue import apply_epilogue, bind_epilogue
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import register, register_prepare
@@ -47,6 +51,13 @@ def matrix_multiply(attrs, inputs, outputs):
 
 @register_prepare(LayerKind.MATRIX_MULTIPLY)
 def prepare_matrix_multiply(attrs, inputs, outputs, workspace):
+    trans_a, trans_b = bool(attrs.get("trans_a", False)), bool(attrs.get("trans_b", False))
+    fused = native.bind_gemm(inputs[0], trans_a, inputs[1], trans_b, outputs[0], list(attrs.get("epilogue") or ()),
+                             inputs)
+    if fused is not None:
+        product, rest = fused
+        set_threads(1)   # BLAS on one thread: the blocks are split over the native threads
+        return sequence([product, bind_epilogue({"epilogue": rest}, inputs, outputs[0])])
     a = _transposed(inputs[0], attrs.get("trans_a", False))
     b = _transposed(inputs[1], attrs.get("trans_b", False))
     out = outputs[0]

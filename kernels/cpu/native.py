@@ -11,7 +11,8 @@ and thread count), and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns
 the two paths).
 
 The binders return a callable that runs the layer with its arrays bound, split over the shared worker pool
-(threads.py) by planes or element chunks when the work is large enough (the depthwise and pooling ones may
+(threads.py) by planes or element chunks when the work is large enough (the direct and pointwise convolutions
+split themselves in C over native_parallel.c's threads, as many as the pool's: ``set_threads``) (the depthwise and pooling ones may
 write over their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module
 covers (then the NumPy prepare hook goes on as before).
 """
@@ -138,7 +139,6 @@ def bind_im2col_rows(x, columns, out_spatial, params, row_begin: int, row_count:
 
 
 CONV_BLOCK = 8   # output channels per block of the direct kernel's packed weights (conv_ukernels.h)
-DIRECT_ROWS_PER_PART = 4   # output rows per part when a direct convolution is split over the pool
 
 
 def pack_direct_weights(w: np.ndarray) -> np.ndarray:
@@ -169,27 +169,16 @@ def activation_program(activations: list) -> bytes | None:
 def bind_conv_direct(x, packed, bias, out, params, program: bytes | None = None):
     """out = activations(conv2d(x, w) + bias) straight from padded input rows (no column matrix) for a single-image,
     single-group 2-D float32 convolution, ``packed`` from pack_direct_weights, ``program`` from activation_program
-    (applied to each row tile while it is in cache); split by output rows over the worker pool when the work
-    deserves it. None when the module is off or the arrays do not fit."""
+    (applied to each row tile while it is in cache); split by output rows over native_parallel.c's threads when
+    the work deserves it. None when the module is off or the arrays do not fit."""
     kernel, strides, dilations, begins, _ = params
     if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, packed, bias, out) or min(begins) < 0 \
             or np.may_share_memory(x, out):
         return None
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
-    rows, workers = out.shape[2], threads.thread_count()
-    call = functools.partial(_native.conv2d_direct, x, packed, bias, out, geometry, out.shape[1])
-    if workers == 1 or out.size * x.shape[1] * kernel[0] * kernel[1] < PARALLEL_MIN_WORK or rows < 2:
-        return functools.partial(call, 0, rows, program)
-    # parts of a few rows, dealt as they come: a worker that another process delays holds up less of the layer
-    ranges = threads.split(rows, max(workers, rows // DIRECT_ROWS_PER_PART))
-    parts = [functools.partial(call, lo, hi - lo, program) for lo, hi in ranges]
-    return threads.parallel(parts, functools.partial(call, 0, rows, program))
-
-
-# multiply-adds below which a pointwise convolution runs on the calling thread (waking a worker costs ~5 µs and a
-# worker delayed by another process holds up the layer), and its columns per part when split by columns
-POINTWISE_PARALLEL_WORK = 1 << 21
-POINTWISE_TILE_COLUMNS = 256   # native_conv.c's tile: parts split by columns start on tile boundaries
+    _native.set_threads(threads.thread_count())
+    return functools.partial(_native.conv2d_direct, x, packed, bias, out, geometry, out.shape[1], 0, out.shape[2],
+                             program)
 
 
 def epilogue_program(steps: list, inputs: list, out) -> tuple[bytes | None, object, list]:
@@ -222,29 +211,94 @@ def epilogue_program(steps: list, inputs: list, out) -> tuple[bytes | None, obje
 
 def bind_conv_pointwise(x, packed, bias, out, program: bytes | None = None, residual=None):
     """out (M, P) = activations(packed (from pack_direct_weights of (M, C) weights) @ x (C, P) + bias [+ residual])
-    for float32 arrays, ``program`` from epilogue_program applied to each tile of columns in cache; split over the
-    worker pool by columns (wide outputs) or output-channel blocks when the work deserves it. None when the module
+    for float32 arrays, ``program`` from epilogue_program applied to each tile of columns in cache; split over
+    native_parallel.c's threads by column tiles and output-channel blocks when the work deserves it. None when the module
     is off or the arrays do not fit."""
     if not enabled() or x.ndim != 2 or out.ndim != 2 or not _fits(x, packed, bias, out, residual) \
             or x.shape[1] != out.shape[1] or np.may_share_memory(x, out):
         return None
     (channels, columns), out_channels = x.shape, out.shape[0]
-    call = functools.partial(_native.conv2d_pointwise, x, packed, bias, out, channels, out_channels)
-    workers = threads.thread_count()
-    if workers == 1 or out_channels * channels * columns < POINTWISE_PARALLEL_WORK:
-        return functools.partial(call, 0, out_channels, 0, columns, program, residual)
-    tiles = -(-columns // POINTWISE_TILE_COLUMNS)
-    blocks = -(-out_channels // CONV_BLOCK)
-    if tiles >= 2 * workers or tiles >= blocks:
-        parts = [functools.partial(call, 0, out_channels, lo * POINTWISE_TILE_COLUMNS,
-                                   min(columns, hi * POINTWISE_TILE_COLUMNS) - lo * POINTWISE_TILE_COLUMNS, program,
-                                   residual) for lo, hi in threads.split(tiles, workers)]
+    _native.set_threads(threads.thread_count())
+    return functools.partial(_native.conv2d_pointwise, x, packed, bias, out, channels, out_channels, 0, out_channels, 0,
+                             columns, program, residual)
+
+
+def gemm_epilogue(steps: list, inputs: list, out) -> tuple[bytes | None, object, object, list]:
+    """(records, bias, residual, rest): the leading epilogue steps (epilogue.py) of a matrix product as a per-element
+    program over each row of the output (register 0), at most one bias (a row of the output's width, broadcast over
+    its rows) and one residual (an added input of the output's shape apart from it), for native_gemm.c; ``rest``:
+    the steps it does not cover."""
+    covered, bias, residual = [], None, None
+    width = out.shape[-1]
+    for step in steps:
+        if step["op"] == "add":
+            other = inputs[step["input"]]
+            if not _fits(other) or np.may_share_memory(other, out):
+                break
+            if bias is None and other.size == width and other.shape[-1:] == (width,) and other.ndim <= out.ndim:
+                bias = other
+            elif residual is None and other.shape == out.shape:
+                residual = other
+            else:
+                break
+        elif step["op"] != "activation":
+            break
+        covered.append(step)
+    registers = {id(array): 1 + index for index, array in enumerate(a for a in (bias, residual) if a is not None)}
+    first_result = 1 + len(registers)
+    program, current = [], 0
+    for step in covered:
+        if step["op"] == "activation":
+            program.append({"kind": "Activation", "attrs": step, "args": [current]})
+        else:
+            program.append({"kind": "ElementWise", "attrs": {"op": "sum"},
+                            "args": [current, registers[id(inputs[step["input"]])]]})
+        current = first_result + len(program) - 1
+    records = encode_program(program) if program else None
+    if program and records is None:
+        return None, None, None, list(steps)
+    return records, bias, residual, list(steps[len(covered):])
+
+
+def bind_gemm(a, trans_a: bool, b, trans_b: bool, out, steps: list, inputs: list):
+    """(run, rest): out = op(a) @ op(b) (NumPy's matmul broadcasting over leading dims; op transposes the last two
+    when the flag is set) with the leading epilogue ``steps`` fused (gemm_epilogue), as blocks of BLAS products over
+    native_parallel.c's threads; ``rest`` the steps left to run after it. None when the module is off, NumPy's BLAS
+    has no cblas_sgemm this module finds, or the arrays are not contiguous float32 matrices (or stacks) whose
+    leading dims are the output's or all 1."""
+    from edgert.kernels.cpu import blas
+    sgemm = blas.sgemm() if enabled() else None
+    if sgemm is None or a.ndim < 2 or b.ndim < 2 or not _fits(a, b, out) or out.ndim < 2 \
+            or np.may_share_memory(a, out) or np.may_share_memory(b, out):
+        return None
+    k, m = (a.shape[-2], a.shape[-1]) if trans_a else (a.shape[-1], a.shape[-2])
+    n = b.shape[-2] if trans_b else b.shape[-1]
+    if (b.shape[-1] if trans_b else b.shape[-2]) != k or out.shape[-2:] != (m, n):
+        return None
+    lda, ldb = a.shape[-1], b.shape[-1]
+    if b.ndim == 2 and not trans_a and a.ndim > 2:   # a stack times one matrix: one product of all the rows
+        batch, m, a_step, b_step = 1, int(np.prod(a.shape[:-1])), 0, 0
+        if out.shape[:-1] != a.shape[:-1]:
+            return None
     else:
-        parts = [functools.partial(call, lo * CONV_BLOCK, min(out_channels, hi * CONV_BLOCK) - lo * CONV_BLOCK, 0,
-                                   columns, program, residual) for lo, hi in threads.split(blocks, workers)]
-    if len(parts) == 1:
-        return parts[0]
-    return threads.parallel(parts, functools.partial(call, 0, out_channels, 0, columns, program, residual))
+        lead = out.shape[:-2]
+        batch = int(np.prod(lead, dtype=np.int64))
+        steps_of = []
+        for x in (a, b):
+            x_lead = (1,) * (len(lead) - (x.ndim - 2)) + x.shape[:-2]
+            if len(x_lead) != len(lead):
+                return None
+            if all(d == 1 for d in x_lead):
+                steps_of.append(0)
+            elif x_lead == lead:
+                steps_of.append(x.shape[-1] * x.shape[-2])
+            else:
+                return None   # a partial broadcast: NumPy's matmul
+        a_step, b_step = steps_of
+    records, bias, residual, rest = gemm_epilogue(steps, inputs, out)
+    geometry = np.array([batch, m, n, k, a_step, b_step, lda, ldb, int(trans_a), int(trans_b)], np.int64).tobytes()
+    _native.set_threads(threads.thread_count())
+    return functools.partial(_native.gemm, sgemm[0], sgemm[1], a, b, out, geometry, records, bias, residual), rest
 
 
 # Fused per-element programs (pointwise_ukernels.h): opcodes in the C enum's order, per layer kind
@@ -254,10 +308,6 @@ _ACTIVATION_CODES = {"tanh": 12, "sigmoid": 13, "relu": 14, "leaky_relu": 15, "c
                      "hard_swish": 18, "gelu_erf": 19, "gelu_tanh": 20, "swish": 21, "mish": 22, "elu": 23}
 _INSTRUCTION = struct.Struct("<iiiff")   # PointwiseInstruction: op, arg0, arg1, alpha, beta
 _MAX_REGISTERS = 32
-# elements per part when a program is split over the pool (a multiple of the C side's 256-element tile), and
-# the fewest elements worth splitting (~50 µs of a transcendental program on one core)
-POINTWISE_PART_ELEMENTS = 1 << 15
-POINTWISE_PARALLEL_ELEMENTS = 1 << 16
 
 
 def _name(value) -> str:
@@ -302,12 +352,8 @@ def bind_program(program: list, inputs: list, out):
         return None
     flat = out.reshape(-1)
     arrays = tuple(x.reshape(-1) for x in inputs)
-    call = functools.partial(_native.pointwise, records, arrays, flat)
-    if out.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1:
-        return call
-    parts = [functools.partial(call, lo, min(out.size, lo + POINTWISE_PART_ELEMENTS) - lo)
-             for lo in range(0, out.size, POINTWISE_PART_ELEMENTS)]
-    return threads.parallel(parts, functools.partial(call, 0, out.size))
+    _native.set_threads(threads.thread_count())   # large programs split themselves (native_elementwise.c)
+    return functools.partial(_native.pointwise, records, arrays, flat)
 
 
 def lstm_steps(projection, r_t, h, c, y, direction: int, reverse: bool) -> None:
@@ -338,11 +384,8 @@ def bind_softmax(x, out, axes: tuple):
         return None
     cols = int(np.prod(x.shape[ndim - len(axes):], dtype=np.int64))
     rows = x.size // cols
-    call = functools.partial(_native.softmax, x.reshape(-1), out.reshape(-1), cols)
-    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
-        return call
-    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return threads.parallel(parts, functools.partial(call, 0, rows))
+    _native.set_threads(threads.thread_count())   # large ones split themselves by rows (native_elementwise.c)
+    return functools.partial(_native.softmax, x.reshape(-1), out.reshape(-1), cols)
 
 
 def bind_row_means(planes, out):
@@ -371,9 +414,5 @@ def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
     if np.may_share_memory(x, out) and x.ctypes.data != out.ctypes.data:
         return None
     scale, bias = (None if a is None else np.ascontiguousarray(a).reshape(-1) for a in (scale, bias))
-    rows = x.size // cols
-    call = functools.partial(_native.layernorm, x.reshape(-1), out.reshape(-1), cols, scale, bias, float(epsilon))
-    if x.size < POINTWISE_PARALLEL_ELEMENTS or threads.thread_count() == 1 or rows == 1:
-        return call
-    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(rows, threads.thread_count() * 2)]
-    return threads.parallel(parts, functools.partial(call, 0, rows))
+    _native.set_threads(threads.thread_count())   # large ones split themselves by rows (native_elementwise.c)
+    return functools.partial(_native.layernorm, x.reshape(-1), out.reshape(-1), cols, scale, bias, float(epsilon))

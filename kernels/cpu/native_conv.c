@@ -6,6 +6,8 @@
 
 #include "conv_ukernels.h"
 #include "native_conv.h"
+#include "native_elementwise.h"
+#include "native_parallel.h"
 #include "pointwise_ukernels.h"
 
 /* The padded rows output rows [row_begin, row_end) read, per input channel, into the scratch window (whose top
@@ -59,6 +61,52 @@ static void direct_flat_tile(const Geometry *g, const Scratch *s, const float *p
                    g->out_width * sizeof(float));
 }
 
+/* multiply-adds per part of a convolution split over native_parallel.c's threads (~15 µs on one core: a worker that
+ * wakes late takes fewer parts), and at most this many parts per thread */
+#define CONV_PART_WORK ((int64_t)1 << 20)
+#define PARTS_PER_THREAD 4
+static int64_t conv_part_work = CONV_PART_WORK;   /* set_threads(part_work=) */
+
+typedef struct {
+    const Geometry *g;
+    const float *x, *packed, *bias;
+    float *out;
+    int64_t out_channels, row_begin, row_end, tile, tiles, parts;
+    const Py_buffer *program;
+    Scratch scratch[PARALLEL_MAX_THREADS];   /* one window (and flat tile) per thread */
+    float *flat[PARALLEL_MAX_THREADS];
+} DirectJob;
+
+static void free_direct_job(DirectJob *job, int threads) {
+    for (int t = 0; t < threads; ++t) {
+        free_scratch(&job->scratch[t]);
+        free(job->flat[t]);
+        job->flat[t] = NULL;
+    }
+}
+
+/* one part: a range of row tiles, each filled into the thread's window, computed, then its epilogue */
+static void direct_part(void *context, int64_t index, int thread) {
+    DirectJob *job = context;
+    const Geometry *g = job->g;
+    Scratch *s = &job->scratch[thread];
+    int64_t tile_first = job->tiles * index / job->parts, tile_last = job->tiles * (index + 1) / job->parts;
+    for (int64_t t = tile_first; t < tile_last; ++t) {
+        int64_t first = job->row_begin + t * job->tile;
+        int64_t last = first + job->tile < job->row_end ? first + job->tile : job->row_end;
+        fill_direct_rows(g, s, job->x, first, last);
+        if (job->flat[thread])
+            direct_flat_tile(g, s, job->packed, job->bias, job->out_channels, job->flat[thread], job->out, first, last);
+        else {
+            ConvDirect p = {s->data, s->elements, g->channels, g->kernel_h * g->kernel_w, g->stride_h * s->row_stride,
+                            first, s->taps, job->packed, job->bias, job->out_channels, g->out_height, g->out_width,
+                            job->out};
+            conv_direct_rows(&p, first, last);
+        }
+        if (job->program) direct_epilogue(g, job->out_channels, job->out, job->program, first, last);
+    }
+}
+
 /* conv2d_direct(x, packed, bias or None, out, geometry, out_channels, row_begin=0, row_count=-1, program=None): a
  * single-image, single-group 2-D convolution computed straight from padded input planes (conv_ukernels.h's
  * ConvDirect), for output rows [row_begin, row_begin + row_count); packed: the weights as (ceil(M / CONV_BLOCK),
@@ -68,7 +116,6 @@ PyObject *conv2d_direct(PyObject *self, PyObject *args) {
     Py_buffer x, packed, out, geometry, bias = {0}, program = {0};
     PyObject *bias_object, *program_object = Py_None, *result = NULL;
     Geometry g;
-    Scratch s;
     (void)self;
     int64_t out_channels, row_begin = 0, row_count = -1, blocks, block_rows;
     if (!PyArg_ParseTuple(args, "y*y*Ow*y*L|LLO", &x, &packed, &bias_object, &out, &geometry, &out_channels,
@@ -120,38 +167,47 @@ PyObject *conv2d_direct(PyObject *self, PyObject *args) {
                         "layer's (check the geometry)");
         goto done;
     }
+    int64_t work, parts;
+    if (checked_product(6, (int64_t[]){out_channels, row_count, g.out_width, g.channels, g.kernel_h, g.kernel_w},
+                        &work) < 0)
+        goto done;
+    parts = parallel_parts(work, conv_part_work, PARTS_PER_THREAD);
+    if (parts > row_count) parts = row_count;
     tile = DIRECT_TILE_FLOATS / per_row > 1 ? DIRECT_TILE_FLOATS / per_row : 1;   /* per_row < 2^56: no overflow */
-    if (tile > row_count) tile = row_count;
+    if (tile > (row_count + parts - 1) / parts) tile = (row_count + parts - 1) / parts;   /* at least a tile a part */
     window = (tile - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 2;   /* tile > 1 only for small strides */
-    if (make_scratch(&g, 0.0f, g.channels, window, 0, &s) < 0) goto done;
-    /* Unit strides: the scratch rows are as wide as the padded input, so a tile's output rows can be computed as one
-     * flat run over them (the padding columns computed too, then dropped): narrow rows then fill whole vectors */
-    int64_t vector = CONV_VECTOR_ALIGN, flat_bytes = 0;   /* a row's last span takes only the vectors it needs */
-    float *flat = NULL;
-    if (g.stride_h == 1 && g.stride_w == 1 && s.row_stride < (g.out_width + vector - 1) / vector * vector) {
-        if (checked_product(4, (int64_t[]){out_channels, tile, s.row_stride, sizeof(float)}, &flat_bytes) < 0
-            || !(flat = malloc(flat_bytes))) {
-            free_scratch(&s);
-            if (!PyErr_Occurred()) PyErr_NoMemory();
+    int64_t tiles = (row_count + tile - 1) / tile;
+    if (parts > tiles) parts = tiles;
+    int threads = parts > 1 ? parallel_threads() : 1;
+    DirectJob job = {&g, x.buf, packed.buf, bias.buf, out.buf, out_channels, row_begin, row_begin + row_count, tile,
+                     tiles, parts, program.buf ? &program : NULL, {{0}}, {NULL}};
+    /* a scratch window (and flat tile) per thread */
+    for (int t = 0; t < threads; ++t) {
+        if (make_scratch(&g, 0.0f, g.channels, window, 0, &job.scratch[t]) < 0) {
+            free_direct_job(&job, t);
             goto done;
         }
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (int64_t first = row_begin; first < row_begin + row_count; first += tile) {
-        int64_t last = first + tile < row_begin + row_count ? first + tile : row_begin + row_count;
-        fill_direct_rows(&g, &s, x.buf, first, last);
-        if (flat)
-            direct_flat_tile(&g, &s, packed.buf, bias.buf, out_channels, flat, out.buf, first, last);
-        else {
-            ConvDirect p = {s.data, s.elements, g.channels, g.kernel_h * g.kernel_w, g.stride_h * s.row_stride, first,
-                            s.taps, packed.buf, bias.buf, out_channels, g.out_height, g.out_width, out.buf};
-            conv_direct_rows(&p, first, last);
+    /* Unit strides: the scratch rows are as wide as the padded input, so a tile's output rows can be computed as one
+     * flat run over them (the padding columns computed too, then dropped): narrow rows then fill whole vectors */
+    int64_t vector = CONV_VECTOR_ALIGN, flat_bytes = 0;   /* a row's last span takes only the vectors it needs */
+    Scratch *s0 = &job.scratch[0];
+    if (g.stride_h == 1 && g.stride_w == 1 && s0->row_stride < (g.out_width + vector - 1) / vector * vector) {
+        if (checked_product(4, (int64_t[]){out_channels, tile, s0->row_stride, sizeof(float)}, &flat_bytes) < 0) {
+            free_direct_job(&job, threads);
+            goto done;
         }
-        if (program.buf) direct_epilogue(&g, out_channels, out.buf, &program, first, last);
+        for (int t = 0; t < threads; ++t)
+            if (!(job.flat[t] = malloc(flat_bytes))) {
+                free_direct_job(&job, threads);
+                PyErr_NoMemory();
+                goto done;
+            }
     }
+    Py_BEGIN_ALLOW_THREADS
+    parallel_run(direct_part, &job, parts, threads);
     Py_END_ALLOW_THREADS
-    free(flat);
-    free_scratch(&s);
+    free_direct_job(&job, threads);
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&x);
@@ -181,6 +237,48 @@ static void pointwise_epilogue(const Py_buffer *program, float *out, const float
         float *row = out + m * columns + first;
         const float *inputs[2] = {row, residual ? residual + m * columns + first : NULL};
         pointwise_run(program->buf, instructions, inputs, vector, residual ? 2 : 1, row, 0, last - first);
+    }
+}
+
+typedef struct {
+    ConvPointwise whole;   /* every output channel of the call, columns from 0 */
+    const float *residual; /* the call's first output channel's row of it, or NULL */
+    const float *tail;     /* x's columns from whole_end on, zero-padded to span columns per channel */
+    int64_t span;
+    const Py_buffer *program;
+    int64_t col_begin, col_end, whole_end, column_groups, channel_groups, tiles;
+} PointwiseJob;
+
+/* one part: a range of column tiles x a range of output-channel blocks, each tile followed by its epilogue */
+static void pointwise_part(void *context, int64_t index, int thread) {
+    const PointwiseJob *job = context;
+    (void)thread;
+    int64_t group = index / job->channel_groups, block_group = index % job->channel_groups;
+    int64_t blocks = job->whole.out_channels / CONV_BLOCK + (job->whole.out_channels % CONV_BLOCK != 0);
+    int64_t m_first = blocks * block_group / job->channel_groups * CONV_BLOCK;
+    int64_t m_last = blocks * (block_group + 1) / job->channel_groups * CONV_BLOCK;
+    if (m_last > job->whole.out_channels) m_last = job->whole.out_channels;
+    int64_t tile_first = job->tiles * group / job->column_groups, tile_last = job->tiles * (group + 1) / job->column_groups;
+    ConvPointwise part = job->whole;
+    part.packed += m_first * part.channels;
+    if (part.bias) part.bias += m_first;
+    part.out_channels = m_last - m_first;
+    part.out += m_first * part.out_stride;
+    const float *residual = job->residual ? job->residual + m_first * part.out_stride : NULL;
+    for (int64_t tile = tile_first; tile < tile_last; ++tile) {
+        int64_t first = job->col_begin + tile * POINTWISE_TILE_COLUMNS;
+        int64_t last = first + POINTWISE_TILE_COLUMNS < job->col_end ? first + POINTWISE_TILE_COLUMNS : job->col_end;
+        int64_t direct_end = last < job->whole_end ? last : job->whole_end;
+        if (direct_end > first) conv_pointwise_cols(&part, first, direct_end);
+        if (last > direct_end) {
+            ConvPointwise padded = part;
+            padded.x = job->tail;
+            padded.x_stride = job->span;
+            padded.out = part.out + job->whole_end;
+            conv_pointwise_cols(&padded, direct_end - job->whole_end, last - job->whole_end);
+        }
+        if (job->program)
+            pointwise_epilogue(job->program, part.out, residual, part.out_stride, part.out_channels, first, last);
     }
 }
 
@@ -246,7 +344,7 @@ PyObject *conv2d_pointwise(PyObject *self, PyObject *args) {
     }
     int64_t span = conv_pointwise_span(), col_end = col_begin + col_count;
     /* spans (from col_begin, at multiples of CONV_VECTOR_ALIGN) read x directly up to whole_end; the last few columns
-     * are read from a zero-padded copy */
+     * are read from a zero-padded copy, made once before the parts run */
     int64_t whole_end = col_begin + (columns - col_begin) / CONV_VECTOR_ALIGN * CONV_VECTOR_ALIGN, tail_bytes;
     float *tail = NULL;
     if (col_end > whole_end) {
@@ -255,27 +353,25 @@ PyObject *conv2d_pointwise(PyObject *self, PyObject *args) {
             if (!PyErr_Occurred()) PyErr_NoMemory();
             goto done;
         }
+        for (int64_t c = 0; c < channels; ++c)
+            memcpy(tail + c * span, (const float *)x.buf + c * columns + whole_end, (columns - whole_end) * sizeof(float));
     }
-    const float *x_data = x.buf, *residual_data = residual.buf ? (const float *)residual.buf + m_begin * columns : NULL;
-    float *out_data = (float *)out.buf + m_begin * columns;
-    ConvPointwise whole = {x_data, columns, channels, (const float *)packed.buf + m_begin * channels,
-                           bias.buf ? (const float *)bias.buf + m_begin : NULL, m_count, columns, out_data};
+    PointwiseJob job = {{x.buf, columns, channels, (const float *)packed.buf + m_begin * channels,
+                         bias.buf ? (const float *)bias.buf + m_begin : NULL, m_count, columns,
+                         (float *)out.buf + m_begin * columns},
+                        residual.buf ? (const float *)residual.buf + m_begin * columns : NULL, tail, span,
+                        program.buf ? &program : NULL, col_begin, col_end, whole_end, 0, 0, 0};
+    int64_t tiles = (col_count + POINTWISE_TILE_COLUMNS - 1) / POINTWISE_TILE_COLUMNS;
+    int64_t channel_blocks = m_count / CONV_BLOCK + (m_count % CONV_BLOCK != 0), work, parts;
+    if (checked_product(3, (int64_t[]){m_count, channels, col_count}, &work) < 0) goto done;
+    parts = parallel_parts(work, conv_part_work, PARTS_PER_THREAD);
+    /* column groups first (the weights are read once per group), then channel groups within each */
+    job.column_groups = parts < tiles ? parts : tiles;
+    job.channel_groups = parts / job.column_groups < channel_blocks ? parts / job.column_groups : channel_blocks;
+    job.tiles = tiles;
+    int threads = parallel_threads();
     Py_BEGIN_ALLOW_THREADS
-    for (int64_t first = col_begin; first < col_end; first += POINTWISE_TILE_COLUMNS) {
-        int64_t last = first + POINTWISE_TILE_COLUMNS < col_end ? first + POINTWISE_TILE_COLUMNS : col_end;
-        int64_t direct_end = last < whole_end ? last : whole_end;
-        if (direct_end > first) conv_pointwise_cols(&whole, first, direct_end);
-        if (last > direct_end) {
-            for (int64_t c = 0; c < channels; ++c)
-                memcpy(tail + c * span, x_data + c * columns + whole_end, (columns - whole_end) * sizeof(float));
-            ConvPointwise part = whole;
-            part.x = tail;
-            part.x_stride = span;
-            part.out = out_data + whole_end;
-            conv_pointwise_cols(&part, direct_end - whole_end, last - whole_end);
-        }
-        if (program.buf) pointwise_epilogue(&program, out_data, residual_data, columns, m_count, first, last);
-    }
+    parallel_run(pointwise_part, &job, job.column_groups * job.channel_groups, threads);
     Py_END_ALLOW_THREADS
     free(tail);
     result = Py_NewRef(Py_None);
@@ -295,3 +391,35 @@ PyObject *native_conv_isa(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(conv_isa());
 }
 
+
+/* set_threads(count, part_work=-1, lag=-1, part_elements=-1): the threads native_parallel.c splits the native kernels
+ * over (the caller counted); part_work > 0: multiply-adds per part of a convolution (0: the default; tests ask for 1,
+ * the most parts); part_elements > 0: elements per part of a per-element or row kernel (0: the default); lag 0 / 1:
+ * the lag pause off / on (tests turn it off: a loaded machine would otherwise make them run inline). -1 leaves a
+ * setting as it is. */
+PyObject *native_set_threads(PyObject *self, PyObject *args, PyObject *keywords) {
+    static char *names[] = {"count", "part_work", "lag", "part_elements", NULL};
+    int count, lag = -1;
+    long long part_work = -1, part_elements = -1;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, keywords, "i|LiL", names, &count, &part_work, &lag, &part_elements))
+        return NULL;
+    if (count < 1 || count > PARALLEL_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "set_threads: expected 1 to %d threads, got %d", PARALLEL_MAX_THREADS, count);
+        return NULL;
+    }
+    parallel_set_threads(count);
+    if (part_work >= 0) conv_part_work = part_work > 0 ? part_work : CONV_PART_WORK;
+    if (part_elements >= 0) elementwise_set_part_elements(part_elements);
+    if (lag >= 0) parallel_set_lag(lag);
+    return Py_NewRef(Py_None);
+}
+
+/* parallel_stats() -> (threads, jobs split, jobs of several parts run inline, lag pauses) */
+PyObject *native_parallel_stats(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    ParallelStats stats = parallel_stats();
+    return Py_BuildValue("iLLL", parallel_threads(), (long long)stats.split, (long long)stats.inline_,
+                         (long long)stats.lags);
+}

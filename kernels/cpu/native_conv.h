@@ -54,5 +54,11 @@ NATIVE_INTERNAL void fill_rows(const Geometry *g, const Scratch *s, const float 
 PyObject *conv2d_direct(PyObject *self, PyObject *args);
 PyObject *conv2d_pointwise(PyObject *self, PyObject *args);
 PyObject *native_conv_isa(PyObject *self, PyObject *unused);
+PyObject *native_set_threads(PyObject *self, PyObject *args, PyObject *keywords);
+PyObject *native_parallel_stats(PyObject *self, PyObject *unused);
+/* native_gemm.c */
+PyObject *native_gemm(PyObject *self, PyObject *args);
+/* native_resize.c */
+PyObject *native_resize2d(PyObject *self, PyObject *args);
 
 #endif

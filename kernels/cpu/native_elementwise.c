@@ -6,6 +6,63 @@
 #include <Python.h>
 
 #include "native_elementwise.h"
+#include "native_parallel.h"
+
+/* Large calls are cut into parts over native_parallel.c's threads: parts of PART_ELEMENTS (a multiple of
+ * pointwise_ukernels.c's 256-element tile) from twice that on, row kernels by whole rows; the cut depends on the
+ * sizes only, and each element (or row) is computed the same way in any part: one thread or several, the same bits. */
+#define PART_ELEMENTS ((int64_t)1 << 15)
+#define MOST_PARTS 64
+static int64_t part_elements = PART_ELEMENTS;   /* tests ask for small parts (set_threads(part_elements=)) */
+
+void elementwise_set_part_elements(int64_t elements) { part_elements = elements > 0 ? elements : PART_ELEMENTS; }
+
+static int64_t element_parts(int64_t elements) {
+    if (elements < 2 * part_elements) return 1;
+    int64_t parts = (elements + part_elements - 1) / part_elements;
+    return parts < MOST_PARTS ? parts : MOST_PARTS;
+}
+
+typedef struct {
+    const PointwiseInstruction *program;
+    int instructions, input_count;
+    const float *const *inputs;
+    const uint8_t *is_scalar;
+    float *out;
+    int64_t first, count, parts;
+} ProgramJob;
+
+static void program_part(void *context, int64_t index, int thread) {
+    const ProgramJob *job = context;
+    (void)thread;
+    /* part boundaries on multiples of 256 elements from `first` */
+    int64_t tiles = (job->count + 255) / 256;
+    int64_t begin = job->first + tiles * index / job->parts * 256, end = job->first + tiles * (index + 1) / job->parts * 256;
+    if (end > job->first + job->count) end = job->first + job->count;
+    if (end > begin)
+        pointwise_run(job->program, job->instructions, job->inputs, job->is_scalar, job->input_count, job->out, begin, end);
+}
+
+typedef enum { ROWS_SOFTMAX, ROWS_LAYERNORM } RowKernel;
+
+typedef struct {
+    RowKernel kernel;
+    const float *x, *scale, *bias;
+    float *out, epsilon;
+    int64_t rows, cols, parts;
+} RowJob;
+
+static void row_part(void *context, int64_t index, int thread) {
+    const RowJob *job = context;
+    (void)thread;
+    int64_t first = job->rows * index / job->parts, last = job->rows * (index + 1) / job->parts;
+    if (last <= first) return;
+    if (job->kernel == ROWS_SOFTMAX)
+        softmax_rows(job->x + first * job->cols, job->out + first * job->cols, last - first, job->cols);
+    else
+        layernorm_rows(job->x + first * job->cols, job->out + first * job->cols, last - first, job->cols, job->scale,
+                       job->bias, job->epsilon);
+}
 
 /* pointwise(program, inputs, out, first=0, count=-1): a fused per-element program (pointwise_ukernels.h: one
  * PointwiseInstruction record per instruction) over elements [first, first + count) of out; each input is
@@ -54,8 +111,11 @@ PyObject *native_pointwise(PyObject *self, PyObject *args) {
                      (long long)first, (long long)count, (long long)elements);
         goto done;
     }
+    ProgramJob job = {program.buf, instructions, (int)input_count, inputs, is_scalar, out.buf, first, count,
+                      element_parts(count)};
+    int threads = job.parts > 1 ? parallel_threads() : 1;
     Py_BEGIN_ALLOW_THREADS
-    pointwise_run(program.buf, instructions, inputs, is_scalar, (int)input_count, out.buf, first, first + count);
+    parallel_run(program_part, &job, job.parts, threads);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -98,8 +158,13 @@ PyObject *native_softmax(PyObject *self, PyObject *args) {
         goto done;
     }
     if (check_rows("softmax", &x, &out, rows, &first, &count) < 0) goto done;
+    RowJob job = {ROWS_SOFTMAX, (const float *)x.buf + first * cols, NULL, NULL, (float *)out.buf + first * cols, 0.0f,
+                  count, cols, 1};
+    job.parts = element_parts(count * cols);
+    if (job.parts > count) job.parts = count > 0 ? count : 1;
+    int threads = job.parts > 1 ? parallel_threads() : 1;
     Py_BEGIN_ALLOW_THREADS
-    softmax_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols);
+    parallel_run(row_part, &job, job.parts, threads);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -161,9 +226,13 @@ PyObject *native_layernorm(PyObject *self, PyObject *args) {
         goto done;
     }
     if (check_rows("layernorm", &x, &out, rows, &first, &count) < 0) goto done;
+    RowJob job = {ROWS_LAYERNORM, (const float *)x.buf + first * cols, scale.buf, bias.buf,
+                  (float *)out.buf + first * cols, epsilon, count, cols, 1};
+    job.parts = element_parts(count * cols);
+    if (job.parts > count) job.parts = count > 0 ? count : 1;
+    int threads = job.parts > 1 ? parallel_threads() : 1;
     Py_BEGIN_ALLOW_THREADS
-    layernorm_rows((const float *)x.buf + first * cols, (float *)out.buf + first * cols, count, cols, scale.buf,
-                   bias.buf, epsilon);
+    parallel_run(row_part, &job, job.parts, threads);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:

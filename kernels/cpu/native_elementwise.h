@@ -13,5 +13,7 @@ PyObject *native_row_means(PyObject *self, PyObject *args);
 PyObject *native_layernorm(PyObject *self, PyObject *args);
 PyObject *native_isa(PyObject *self, PyObject *unused);
 PyObject *native_lstm(PyObject *self, PyObject *args);
+/* elements per part of a large per-element or row call (split from twice that on); 0: the default */
+void elementwise_set_part_elements(int64_t elements);
 
 #endif

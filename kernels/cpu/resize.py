@@ -10,7 +10,9 @@ and summed (K = 1 nearest, 2 linear, 4 cubic, more with antialias), the same com
 reference implementation but done per axis over whole slabs.
 
 The prepare hook binds nearest-neighbour resizes (a pure gather) to one ``np.take`` with the flat source
-index of every output element of a plane, computed once.
+index of every output element of a plane, computed once, and float32 linear / cubic resizes of the last two
+axes to the native module (native_resize.c: each output written once, from the clamped taps and weights of
+both axes, split over native_parallel.c's threads).
 """
 
 from __future__ import annotations
@@ -272,10 +274,51 @@ def _nearest_indices(attrs: dict, in_shape: tuple, axis: int) -> np.ndarray | No
     return np.clip(indices[:, 0], 0, in_shape[axis] - 1)
 
 
+def _plane_taps(attrs: dict, in_shape: tuple, axis: int):
+    """Clamped int64 taps and float32 weights (out, K) of one axis for the native resize; None when it extrapolates."""
+    rank, roi = len(in_shape), attrs.get("roi")
+    axis_roi = None if roi is None else (float(roi[axis]), float(roi[rank + axis]))
+    key = (in_shape[axis], int(attrs["out_shape"][axis]), float(attrs["scales"][axis]), axis_roi, attrs["mode"],
+           attrs.get("coordinate_mode", "half_pixel"), attrs.get("nearest_mode", "round_prefer_floor"),
+           float(attrs.get("cubic_coeff", -0.75)), bool(attrs.get("exclude_outside")), bool(attrs.get("antialias")))
+    if _is_identity(key[2], key[0], key[1], axis_roi):
+        return np.arange(key[1], dtype=np.int64)[:, None], np.ones((key[1], 1), np.float32)
+    indices, weights, extrapolate, _ = _axis_taps(*key)
+    if extrapolate is not None and extrapolate.any():
+        return None
+    return np.ascontiguousarray(np.clip(indices, 0, in_shape[axis] - 1), np.int64), \
+        np.ascontiguousarray(weights, np.float32)
+
+
+def _bind_native_resize(attrs, x, out):
+    """run() of a float32 linear / cubic resize of the last two axes of a 4-D tensor by native_resize.c; None when
+    the module is off or the resize is another (nearest, other axes resized, extrapolation)."""
+    from edgert.kernels.cpu import native, threads
+    if not native.enabled() or x.ndim != 4 or x.dtype != np.float32 or out.dtype != np.float32 \
+            or not (x.flags.c_contiguous and out.flags.c_contiguous) or np.may_share_memory(x, out) \
+            or out.shape[:2] != x.shape[:2] or attrs.get("mode") not in ("linear", "cubic"):
+        return None
+    roi = attrs.get("roi")
+    for axis in (0, 1):
+        axis_roi = None if roi is None else (float(roi[axis]), float(roi[4 + axis]))
+        if not _is_identity(float(attrs["scales"][axis]), x.shape[axis], out.shape[axis], axis_roi):
+            return None
+    rows, columns = _plane_taps(attrs, x.shape, 2), _plane_taps(attrs, x.shape, 3)
+    if rows is None or columns is None:
+        return None
+    native._native.set_threads(threads.thread_count())
+    return functools.partial(native._native.resize2d, x, out, x.shape[0] * x.shape[1], *x.shape[2:], *out.shape[2:],
+                             *rows, *columns)
+
+
 @register_prepare(LayerKind.RESIZE)
 def prepare_resize(attrs, inputs, outputs, workspace):
     x, out = inputs[0], outputs[0]
-    if attrs.get("mode", "nearest") != "nearest" or x.dtype != out.dtype or out.size == 0:
+    if out.size == 0:
+        return None
+    if attrs.get("mode", "nearest") != "nearest":
+        return _bind_native_resize(attrs, x, out)
+    if x.dtype != out.dtype:
         return None
     per_axis = [_nearest_indices(attrs, x.shape, axis) for axis in range(x.ndim)]
     if any(indices is None for indices in per_axis):
