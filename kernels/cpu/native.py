@@ -56,23 +56,16 @@ def status() -> str:
             + ", ".join(KERNELS))
 
 
-# below this many multiply-adds (output elements x taps), waking a worker costs more than the half it saves
+# below this many multiply-adds, waking a worker of the pool costs more than the half it saves (im2col's split)
 PARALLEL_MIN_WORK = 1 << 19
 
 
-def _split_by_planes(call, planes: int, work: int, shrinking_over_input: bool):
-    """``call(first, count)`` over every plane, split by plane ranges over the worker pool when the work deserves
-    it. Not when the output starts over its input with smaller planes: output plane p then covers input planes
-    below p, which a range that starts lower may still have to read."""
-    workers = threads.thread_count()
-    if workers == 1 or work < PARALLEL_MIN_WORK or shrinking_over_input:
-        return functools.partial(call, 0, planes)
-    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
-    return threads.parallel(parts, functools.partial(call, 0, planes))
-
-
-def _shrinking_over_input(x, out) -> bool:
-    return np.may_share_memory(x, out) and out.shape[2] * out.shape[3] < x.shape[2] * x.shape[3]
+def _split_by_planes(call, planes: int):
+    """``call(first, count)`` over every plane: the native kernel splits itself by plane ranges over native_parallel.c's
+    threads when the work deserves it (never when the output starts over its input with smaller planes: output plane
+    p then covers input planes below p, which a range that starts lower may still have to read)."""
+    _native.set_threads(threads.thread_count())
+    return functools.partial(call, 0, planes)
 
 
 def _fits(*arrays) -> bool:
@@ -95,8 +88,7 @@ def bind_depthwise(x, w, bias, out, params):
         return None
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
     call = functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry)
-    work = out.size * kernel[0] * kernel[1]
-    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1]))
 
 
 def bind_pool(x, out, average: bool, divisor, params):
@@ -110,8 +102,7 @@ def bind_pool(x, out, average: bool, divisor, params):
         counts = np.ascontiguousarray(np.broadcast_to(np.asarray(divisor, np.float32), out.shape[2:]))
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
     call = functools.partial(_native.pool2d, x, out, counts, geometry)
-    work = out.size * kernel[0] * kernel[1]
-    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1]))
 
 
 
@@ -123,8 +114,11 @@ def bind_im2col(x, columns, out_spatial, params):
     if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, columns) or min(begins) < 0:
         return None
     geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
-    call = functools.partial(_native.im2col, x, columns, geometry)
-    return _split_by_planes(call, x.shape[1], columns.size // 4, False)   # a copy: ~4 elements per multiply-add
+    call, planes, workers = functools.partial(_native.im2col, x, columns, geometry), x.shape[1], threads.thread_count()
+    if workers == 1 or columns.size // 4 < PARALLEL_MIN_WORK:   # a copy: ~4 elements per multiply-add
+        return functools.partial(call, 0, planes)
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
+    return threads.parallel(parts, functools.partial(call, 0, planes))
 
 
 def bind_im2col_rows(x, columns, out_spatial, params, row_begin: int, row_count: int):
