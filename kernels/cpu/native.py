@@ -290,6 +290,7 @@ def bind_gemm(a, trans_a: bool, b, trans_b: bool, out, steps: list, inputs: list
                 return None   # a partial broadcast: NumPy's matmul
         a_step, b_step = steps_of
     records, bias, residual, rest = gemm_epilogue(steps, inputs, out)
+    blas.set_threads(1)   # the blocks are split here: BLAS's own threads would fight them (and spin)
     geometry = np.array([batch, m, n, k, a_step, b_step, lda, ldb, int(trans_a), int(trans_b)], np.int64).tobytes()
     _native.set_threads(threads.thread_count())
     return functools.partial(_native.gemm, sgemm[0], sgemm[1], a, b, out, geometry, records, bias, residual), rest
