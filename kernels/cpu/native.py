@@ -10,11 +10,12 @@ ext-modules, optional); without it the NumPy kernels run. ``status()`` says whic
 and thread count), and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to compare
 the two paths).
 
-The binders return a callable that runs the layer with its arrays bound, split over the shared worker pool
-(threads.py) by planes or element chunks when the work is large enough (the direct and pointwise convolutions
-split themselves in C over native_parallel.c's threads, as many as the pool's: ``set_threads``) (the depthwise and pooling ones may
-write over their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module
-covers (then the NumPy prepare hook goes on as before).
+The binders return a callable that runs the layer with its arrays bound (the depthwise and pooling ones may write over
+their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module covers (then the
+NumPy prepare hook goes on as before). The kernels split themselves, in C, over native_parallel.c's threads (as many
+as the worker pool's: ``set_threads`` at bind time) when the work is large enough: convolutions by output rows,
+column tiles and channel blocks or planes, matrix products by output blocks, per-element programs by chunks, softmax
+and layer normalization by rows (only im2col still splits over the Python pool, threads.py).
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def encode_program(program: list) -> bytes | None:
 
 def bind_program(program: list, inputs: list, out):
     """run() evaluating a PointWise program over fixed float32 arrays in one native pass, split by chunks over
-    the worker pool when large. None when the module is off, an instruction is not covered, or an input is
+    native_parallel.c's threads when large. None when the module is off, an instruction is not covered, or an input is
     neither out's shape nor a scalar (broadcasts stay with NumPy) or overlaps out without being it."""
     if not enabled() or not _fits(out, *inputs) or len(inputs) + len(program) > _MAX_REGISTERS:
         return None
@@ -369,7 +370,7 @@ def isa() -> str:
 
 def bind_softmax(x, out, axes: tuple):
     """run() computing softmax over ``axes`` of float32 ``x`` into ``out`` (may be x itself) in one native pass
-    per row, rows split over the worker pool when large. None unless ``axes`` are the trailing axes of C-contiguous
+    per row, rows split over native_parallel.c's threads when large. None unless ``axes`` are the trailing axes of C-contiguous
     float32 arrays that are disjoint or the same memory."""
     ndim = x.ndim
     if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
@@ -395,8 +396,8 @@ def bind_row_means(planes, out):
 
 def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
     """run() normalizing float32 ``x`` over its trailing ``axes`` into ``out`` (may be x itself), times scale plus
-    bias (each None or one row's worth, broadcasting over the rest), one native pass per row, rows split over the
-    pool when large. None for anything else (groups, leading axes, other broadcasts, other dtypes)."""
+    bias (each None or one row's worth, broadcasting over the rest), one native pass per row, rows split over
+    native_parallel.c's threads when large. None for anything else (groups, leading axes, other broadcasts, other dtypes)."""
     ndim = x.ndim
     if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
             or sorted(a % ndim for a in axes) != list(range(ndim - len(axes), ndim)):
