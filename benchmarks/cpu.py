@@ -341,6 +341,12 @@ def main() -> None:
         report_extras(args, *extra)
 
 
+def _native_stats():
+    """(calls split, calls of several parts run inline, lag pauses) of the native kernels' parallel loop, or None."""
+    from edgert.kernels.cpu import native
+    return native._native.parallel_stats()[1:] if native.enabled() else None
+
+
 def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs, p50) -> None:
     """--layers, --kinds, --load and --contexts for one model (``p50``: its medians in the table, ms)."""
     if args.layers:
@@ -359,6 +365,7 @@ def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs
     if args.load:
         from edgert.kernels.cpu import threads
         lags = threads.pool().lags
+        native_before = _native_stats()
         loaded = under_load({k: runs[k] for k in ("edgert", "ort", "ort-spin")}, feeds, args.load_runs)
         print(f"\n{name}: one core busy, {args.load_runs} runs each in blocks of {LOAD_BLOCK} alternating with as "
               f"many idle — ms idle p50 / loaded p50 / loaded p99 (p99 over idle p50; over the table's p50)")
@@ -367,6 +374,10 @@ def report_extras(args, name, engine, context, regions, feeds, model_bytes, runs
         stats = threads.pool().stats(regions)
         print(f"  edgert's parallel regions at the end: {stats['split']} split, {stats['inline']} inline, "
               f"{stats['measuring']} measuring; lag pauses during the runs: {stats['lags'] - lags}")
+        if native_before is not None:
+            split, inline, native_lags = (b - a for a, b in zip(native_before, _native_stats()))
+            print(f"  edgert's native kernels (native_parallel.c) during the runs: {split} calls split, {inline} inline; "
+                  f"lag pauses: {native_lags}")
     if args.contexts:
         rounds = context_throughput(engine, feeds, args.contexts, max(4, args.reps // args.contexts))
         ratios = [many / one for one, many in rounds]

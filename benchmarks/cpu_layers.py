@@ -3,11 +3,17 @@ with them off (``EDGERT_CPU_DIRECT=0``: im2col / BLAS products) and onnxruntime,
 
     python benchmarks/cpu_layers.py [--threads 1] [--reps 200] [--only NAME ...]
     python benchmarks/cpu_layers.py --kernels [--reps 40]   # the native kernels alone, GFLOP/s, one thread
+    python benchmarks/cpu_layers.py --split [--reps 150]    # the native kernels on one thread and on two, interleaved
 
 ``--kernels`` times the direct and pointwise convolution kernels on their own (best of --reps calls, one thread;
 the pointwise ones beside NumPy's single-threaded OpenBLAS product of the same matrices: run it with
 OPENBLAS_NUM_THREADS=1). The layers are the shapes that dominate the issue-16 models (MobileNet-v3 expand/project 1x1 convolutions, YOLO's
 C2f 1x1 and 3x3 convolutions, the 96->24 3x3 one on 80x80).
+
+``--split`` times the kernels that split themselves over native_parallel.c's threads (the largest layers of
+LRASPP, YOLO and ViT-Ti/16: pointwise and direct convolutions, depthwise, matrix products with their epilogue, the
+resize, softmax, GELU), each call alternating between one thread and two (``set_threads``), with the lag pause off
+(it would make a loaded machine's runs inline): min and median of --reps calls each, and the speed-up of the mins.
 """
 
 from __future__ import annotations
@@ -114,16 +120,79 @@ def kernels(reps: int) -> None:
               f"{blas * 1e6:.0f} | {flops / blas / 1e9:.0f} |", flush=True)
 
 
+def split_cases(rng) -> dict:
+    """name -> bound native kernel, for --split: the largest layers of the issue-16 models."""
+    from edgert.kernels.cpu import native, resize
+
+    def randn(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+    cases = {}
+    for cin, cout, columns in [(160, 960, 400), (960, 160, 400), (64, 256, 6400)]:
+        x, w, out = randn(cin, columns), randn(cout, cin), np.empty((cout, columns), np.float32)
+        cases[f"pointwise {cin}->{cout} x{columns}"] = native.bind_conv_pointwise(
+            x, native.pack_direct_weights(w[:, :, None, None]), randn(cout), out)
+    for cin, cout, size, stride in [(64, 64, 40, 1), (80, 80, 80, 1), (16, 32, 320, 2)]:
+        osize = (size - 1) // stride + 1
+        x, w, out = randn(1, cin, size, size), randn(cout, cin, 3, 3), np.empty((1, cout, osize, osize), np.float32)
+        params = ([3, 3], [stride] * 2, [1, 1], [1, 1], [1, 1])
+        cases[f"direct 3x3 {cin}->{cout} s{stride} @{size}"] = native.bind_conv_direct(
+            x, native.pack_direct_weights(w), randn(cout), out, params)
+    for channels, size, stride in [(64, 160, 2), (240, 40, 1)]:
+        osize = (size - 1) // stride + 1
+        x, out = randn(1, channels, size, size), np.empty((1, channels, osize, osize), np.float32)
+        cases[f"depthwise 3x3 {channels} s{stride} @{size}"] = native.bind_depthwise(
+            x, randn(channels, 1, 3, 3), randn(channels), out, ([3, 3], [stride] * 2, [1, 1], [1, 1], [1, 1]))
+    gelu = [{"op": "add", "input": 2}, {"op": "activation", "type": "gelu_erf"}]
+    for (m, k, n), steps in [((197, 192, 768), gelu), ((197, 768, 192), []), ((197, 192, 576), [])]:
+        a, b, out = randn(m, k), randn(k, n), np.empty((m, n), np.float32)
+        cases[f"matmul {m}x{k} @ {k}x{n}" + (" +bias +GELU" if steps else "")] = \
+            native.bind_gemm(a, False, b, False, out, steps, [a, b, randn(n)])[0]
+    x, out = randn(1, 21, 40, 40), np.empty((1, 21, 320, 320), np.float32)
+    cases["resize linear 21x40x40 -> 320x320"] = resize.prepare_resize(
+        {"mode": "linear", "coordinate_mode": "pytorch_half_pixel", "out_shape": list(out.shape),
+         "scales": [1, 1, 8.0, 8.0]}, [x], [out], None)
+    x = randn(3, 197, 197)
+    cases["softmax 3x197x197"] = native.bind_softmax(x, np.empty_like(x), (2,))
+    x = randn(197 * 768)
+    cases["GELU x151k"] = native.bind_program([{"kind": "Activation", "attrs": {"type": "gelu_erf"}, "args": [0]}],
+                                              [x], np.empty_like(x))
+    return cases
+
+
+def split(reps: int) -> None:
+    from edgert.kernels.cpu import native
+    print(f"# native kernels on 1 and 2 threads, alternating call by call, {reps} calls each, lag pause off: "
+          f"{native.status()}")
+    print("| kernel | 1 thread µs (min / p50) | 2 threads µs (min / p50) | min 1 / min 2 |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, run in split_cases(np.random.default_rng(0)).items():
+        times = {1: [], 2: []}
+        for _ in range(reps):
+            for count in (1, 2):
+                native._native.set_threads(count, lag=0)
+                started = time.perf_counter()
+                run()
+                times[count].append(time.perf_counter() - started)
+        one, two = (min(times[c]) * 1e6 for c in (1, 2))
+        print(f"| {name} | {one:.0f} / {statistics.median(times[1]) * 1e6:.0f} | {two:.0f} / "
+              f"{statistics.median(times[2]) * 1e6:.0f} | {one / two:.2f}x |", flush=True)
+    native._native.set_threads(1, lag=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--kernels", action="store_true", help="the native kernels alone (one thread)")
+    parser.add_argument("--split", action="store_true", help="the native kernels on one thread and two")
     args = parser.parse_args()
-    os.environ["EDGERT_CPU_THREADS"] = "1" if args.kernels else str(args.threads)
+    os.environ["EDGERT_CPU_THREADS"] = "1" if args.kernels else "2" if args.split else str(args.threads)
     if args.kernels:
         kernels(args.reps)
+        return
+    if args.split:
+        split(args.reps)
         return
     import onnxruntime as ort
 

@@ -148,8 +148,8 @@ def test_native_call_checks_its_buffers():
     work = np.empty(2 * channels + reduced, np.float32)
     args = [x, out, pooled, hidden, scale, w1, None, w2, None, None, None, work, 1, channels, reduced]
     _native.squeeze_excite(*args)
-    np.testing.assert_allclose(pooled, x.mean(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(out, x * (pooled.sum() * reduced), rtol=1e-5)
+    np.testing.assert_allclose(pooled, x.astype(np.float64).mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, x * (pooled.astype(np.float64).sum() * reduced), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="do not fit"):
         _native.squeeze_excite(*args[:12], 1, channels + 1, reduced)
     with pytest.raises(ValueError, match="do not fit"):
@@ -161,3 +161,18 @@ def test_native_call_checks_its_buffers():
         _native.squeeze_excite(wide[:x.size].reshape(x.shape), wide[4:].reshape(x.shape), *args[2:])
     with pytest.raises(ValueError, match="malformed"):
         _native.squeeze_excite(*args[:9], b"\x01\x02\x03", *args[10:])
+
+
+def test_bench_reports_the_fused_groups(tmp_path, capsys):
+    import json
+
+    from edgert.tools.cli import main
+    onnx.save(squeeze_excite_model(channels=24), tmp_path / "se.onnx")
+    plan = tmp_path / "se.plan"
+    assert main(["build", str(tmp_path / "se.onnx"), "-o", str(plan)]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(plan), "--iterations", "3", "--warmup", "0", "--json"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["cpu_fused"]
+    assert group["kind"] == "squeeze-excite" and len(group["layers"]) == 4
+    assert main(["bench", str(plan), "--iterations", "3", "--warmup", "0"]) == 0
+    assert "fused into one native call: 1 squeeze-excite" in capsys.readouterr().out

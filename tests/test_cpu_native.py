@@ -60,7 +60,9 @@ DEPTHWISE = [   # x shape, kernel, strides, dilations, pads (top, left, bottom, 
     ((1, 3, 40, 37), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),   # rows of several vectors and a partial one
     ((1, 2, 35, 41), (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),
     ((1, 5, 7, 7), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),     # MobileNet-v3's 7x7 planes: one partial vector a row
-    ((2, 6, 13, 9), (3, 5), (1, 1), (1, 1), (0, 2, 2, 1)),    # narrow unit-stride planes as one flat run, uneven pads
+    ((2, 6, 13, 9), (3, 5), (1, 1), (1, 1), (0, 2, 2, 1)),    # narrow planes, uneven pads
+    ((2, 21, 9, 7), (5, 5), (2, 1), (1, 1), (2, 2, 2, 2)),    # narrow planes 16 at a time: blocks across images
+    ((1, 40, 14, 14), (5, 5), (1, 1), (2, 1), (4, 2, 4, 2)),  # two full blocks and a part, dilated rows
 ]
 
 
@@ -91,6 +93,10 @@ def test_depthwise_matches_numpy(case, bias):
 POOLS = [   # x shape, type, kernel, strides, dilations, pads, ceil_mode, count_include_pad
     ((1, 16, 32, 32), "max", (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), False, False),   # ResNet's stem pool
     ((2, 3, 11, 10), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), False, False),
+    ((1, 6, 8, 70), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), False, False),   # CRNN's: 16-wide vectors and a tail
+    ((1, 2, 9, 9), "max", (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), True, False),     # ceil: a window past the input
+    ((1, 5, 9, 37), "max", (2, 1), (2, 1), (1, 1), (0, 0, 0, 0), False, False),   # CRNN's: down the columns
+    ((2, 3, 8, 20), "max", (4, 1), (4, 1), (1, 1), (0, 0, 0, 0), False, False),
     ((1, 4, 11, 11), "max", (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), True, False),
     ((1, 3, 12, 9), "max", (3, 2), (2, 1), (2, 1), (1, 0, 2, 1), False, False),
     ((1, 5, 13, 13), "max", (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), False, False),

@@ -373,10 +373,12 @@ def test_region_records_only_runs_that_went_as_asked():
     assert pool.region([print]) is print   # nothing to split
 
 
-@pytest.mark.parametrize("case", DEPTHWISE[:3], ids=lambda case: "x".join(map(str, case[0])))
-def test_split_and_inline_runs_are_bit_identical(case, pool_of_three):
-    x, w, b, out, want, params = depthwise_case(*case)
-    run = native.bind_depthwise(x, w, b, out, params)
+@pytest.mark.parametrize("shape", [(64, 48, 200), (7, 300, 130), (128, 64, 64)], ids=lambda s: "x".join(map(str, s)))
+def test_split_and_inline_runs_are_bit_identical(shape, pool_of_three):
+    m, k, n = shape   # a product by column blocks over the pool (the Python pool's regions: float64 / odd layouts)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    out, want = np.empty((m, n), np.float32), a.astype(np.float64) @ b
+    run = blas.bind_gemm(a, b, out, 2 * m * n * k)
     assert isinstance(run, threads.Region)
     outputs = []
     for _ in range(2 * threads.SPLIT_SAMPLES + 2):   # both ways while it measures, then its choice
@@ -413,11 +415,11 @@ def test_bench_reports_the_regions(tmp_path, capsys, monkeypatch):
     from onnx import TensorProto, helper
 
     from edgert.tools.cli import main
-    # a 3x3 max pooling over 64 planes of 128x128: split by planes over the worker pool
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 128, 128])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 128, 128])
-    graph = helper.make_graph([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
-                              "pool", [x], [y])
+    # a float64 product of 2 x 256^3 flops: column blocks over the worker pool (float32 ones split in C)
+    x = helper.make_tensor_value_info("x", TensorProto.DOUBLE, [256, 256])
+    y = helper.make_tensor_value_info("y", TensorProto.DOUBLE, [256, 256])
+    w = helper.make_tensor("w", TensorProto.DOUBLE, [256, 256], np.ones(256 * 256).tolist())
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "product", [x], [y], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     plan = tmp_path / "m.plan"
     assert main(["build", str(tmp_path / "m.onnx"), "-o", str(plan)]) == 0
@@ -446,6 +448,16 @@ def _three_ways(region):
     return results
 
 
+def _native_planes():
+    """(run, out) of the depthwise convolutions and poolings of test_cpu_native."""
+    for case in DEPTHWISE:
+        x, w, b, out, _, params = depthwise_case(*case)
+        yield native.bind_depthwise(x, w, b, out, params), out
+    for case in POOLS:
+        x, out, attrs = pool_case(*case)
+        yield bind_pool(x, out, attrs), out
+
+
 def _native_rows():
     """(run, out) of softmax, layer normalization and a GELU program large enough to split into parts."""
     x = rng.standard_normal((37, 3000)).astype(np.float32)
@@ -458,30 +470,6 @@ def _native_rows():
     y = rng.standard_normal(5 * 4096 + 77).astype(np.float32)
     program_out = np.empty_like(y)
     yield native.bind_program(gelu, [y], program_out), program_out
-
-
-@pytest.mark.parametrize("kind", ["depthwise", "pooling"])
-def test_whole_calls_give_the_parts_results_bit_for_bit(kind, pool_of_three):
-    """A region's ``whole`` (what it runs inline) against its parts split and in turn: the same bits."""
-    if kind == "depthwise":
-        regions = []
-        for case in DEPTHWISE:
-            x, w, b, out, _, params = depthwise_case(*case)
-            regions.append(native.bind_depthwise(x, w, b, out, params))
-            regions[-1].out = out
-    elif kind == "pooling":
-        regions = []
-        for case in POOLS:
-            x, out, attrs = pool_case(*case)
-            region = bind_pool(x, out, attrs)
-            if isinstance(region, threads.Region):
-                region.out = out
-                regions.append(region)
-    assert regions and all(isinstance(r, threads.Region) and r.whole is not None for r in regions)
-    for region in regions:
-        split, in_turn, whole = _three_ways(region)
-        assert not np.isnan(whole).any()
-        assert np.array_equal(split, whole) and np.array_equal(in_turn, whole)
 
 
 def _native_convolutions():
@@ -508,7 +496,7 @@ def test_native_kernels_split_give_the_one_thread_bits(pool_of_three):
     """Direct and pointwise convolutions, softmax, layer normalization and per-element programs cut into the most parts
     over native_parallel.c's 3 threads, against the same calls on one thread: the same bits (each part computes its
     outputs as the whole call would)."""
-    cases = list(_native_convolutions()) + list(_native_rows())
+    cases = list(_native_convolutions()) + list(_native_rows()) + list(_native_planes())
     assert cases and all(run is not None for run, _ in cases)
     for run, out in cases:
         results = []

@@ -43,3 +43,25 @@ def test_prepared_log_softmax_over_its_own_input():
     run = lookup_prepare(LayerKind.SOFTMAX)({"axes": [1], "log": True}, [x], [x], Workspace(_Engine()))
     run()
     np.testing.assert_array_equal(x, want)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_matrix_vector_products_of_large_weights_are_regions(rows, monkeypatch):
+    """A classifier's product (few rows, megabytes of weights) is memory-bound: a region over column blocks, split or
+    inline as timed; both ways give BLAS's own result for each block."""
+    from edgert.kernels.cpu import blas, threads
+    monkeypatch.setattr(threads, "_pool", threads.WorkerPool(2))
+    x = rng.standard_normal((rows, 1280)).astype(np.float32)
+    w = rng.standard_normal((1000, 1280)).astype(np.float32)
+    out = np.empty((rows, 1000), np.float32)
+    run = blas.bind_gemm(x, w.T, out, 2 * out.size * 1280)
+    assert isinstance(run, threads.Region) and len(run.parts) == 2
+    results = []
+    for _ in range(2 * threads.SPLIT_SAMPLES + 2):
+        out[...] = np.nan
+        run()
+        results.append(out.copy())
+    assert all(np.array_equal(r, results[0]) for r in results)
+    np.testing.assert_allclose(results[0], x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-3)
+    small = blas.bind_gemm(x, w[:100].T.copy(), np.empty((rows, 100), np.float32), 2 * rows * 100 * 1280)
+    assert not isinstance(small, threads.Region)   # 0.5 MiB of weights: one call

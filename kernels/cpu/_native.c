@@ -32,7 +32,10 @@
 #include "conv_ukernels.h"
 #include "native_conv.h"
 #include "native_elementwise.h"
+#include "native_depthwise.h"
 #include "native_fused.h"
+#include "native_parallel.h"
+#include "native_pool.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
  * at first call (GCC/clang function multiversioning), so one wheel runs on any x86-64 and fast on recent ones
@@ -287,28 +290,72 @@ SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum O
     }
 }
 
-/* Narrow unit-stride planes (7x7 to 14x14: MobileNetV3's and LCNet's 5x5 layers) as one flat run: output row oy
- * starts row_stride floats after row oy - 1 in the padded scratch, so all rows together are one run of
- * (out_height - 1) x row_stride + out_width outputs (the columns between rows computed and dropped) that fills the
- * AVX-512 microkernel's 16-float vectors: a 14x14 plane with 5x5 taps costs 16 vectors per tap instead of 28 of 8
- * floats. Each output is the same sum in the same order as by rows. Only where the convolution microkernels run
- * AVX-512: with 8-float vectors the dropped columns cost more than the fuller vectors save. */
-#define FLAT_MAX_WIDTH 16   /* rows this wide or wider fill 16-float vectors already */
+/* A depthwise convolution or pooling over planes [begin, end), split by plane ranges over native_parallel.c's threads
+ * (each with its own scratch plane) when the work deserves it and the output is not over a larger input (there output
+ * plane p covers input planes below p, which another part may still have to read: one part, in order). */
+typedef struct {
+    const Geometry *g;
+    enum Op op;
+    const float *x, *weights, *bias, *divisor;
+    int per_channel;   /* weights: one window per channel (depthwise), else one window for every plane (pooling) */
+    float *out;
+    int64_t begin, end, parts;
+    int threads;
+    Scratch scratch[PARALLEL_MAX_THREADS];
+    enum { BY_WINDOW, BY_LANES, MAX_2X2, MAX_ROWS } kernel;   /* window_plane, or native_depthwise.c / native_pool.c's */
+    float *lanes[PARALLEL_MAX_THREADS];   /* BY_LANES: each thread's scratch (depthwise_lanes_scratch_floats) */
+} PlaneJob;
 
-static int flat_pays(const Geometry *g) {
-    static int avx512 = -1;
-    if (avx512 < 0) avx512 = strcmp(conv_isa(), "avx512") == 0;
-    return avx512 && g->stride_h == 1 && g->stride_w == 1 && g->out_width < FLAT_MAX_WIDTH && g->out_height > 1;
+/* multiply-adds (outputs x taps) per part of a depthwise convolution or pooling: a quarter of a convolution's part */
+#define PLANE_PART_WORK(conv) ((conv) / 4 > 0 ? (conv) / 4 : 1)
+
+static void plane_part(void *context, int64_t index, int thread) {
+    PlaneJob *job = context;
+    const Geometry *g = job->g;
+    Scratch *s = &job->scratch[thread];
+    int64_t planes = job->end - job->begin, taps = g->kernel_h * g->kernel_w, out_plane = g->out_height * g->out_width;
+    int64_t first = job->begin + planes * index / job->parts, last = job->begin + planes * (index + 1) / job->parts;
+    if (job->kernel == BY_LANES) {   /* parts of whole blocks of 16 planes */
+        int64_t blocks = (planes + 15) / 16;
+        first = job->begin + 16 * (blocks * index / job->parts);
+        last = job->begin + 16 * (blocks * (index + 1) / job->parts);
+        depthwise_lanes(g, job->x, job->weights, job->bias, job->out, first, last < job->end ? last : job->end,
+                        job->lanes[thread]);
+        return;
+    }
+    if (job->kernel != BY_WINDOW) {
+        (job->kernel == MAX_2X2 ? max_pool_2x2 : max_pool_rows)(g, job->x, job->out, first, last);
+        return;
+    }
+    for (int64_t p = first; p < last; ++p) {
+        int64_t c = p % g->channels;
+        float *target = job->out + p * out_plane;
+        fill_plane(g, s, job->x + p * g->height * g->width);
+        window_plane(g, s, job->op, job->per_channel ? job->weights + c * taps : job->weights,
+                     job->bias ? job->bias[c] : 0.0f, target);
+        if (job->divisor)
+            for (int64_t i = 0; i < out_plane; ++i) target[i] /= job->divisor[i];
+    }
 }
 
-/* one output plane of a flat_pays geometry: the flat run into `flat` ((out_height - 1) x row_stride + out_width
- * floats), then its rows into out */
-static void window_plane_flat(const Geometry *g, const Scratch *s, const float *w, float start, float *flat,
-                              float *out) {
-    int64_t run = (g->out_height - 1) * s->row_stride + g->out_width;
-    conv_depthwise_rows(flat, 1, run, s->data, 0, s->taps, g->kernel_h * g->kernel_w, w, start);
-    for (int64_t oy = 0; oy < g->out_height; ++oy)
-        memcpy(out + oy * g->out_width, flat + oy * s->row_stride, g->out_width * sizeof(float));
+/* the parts and the threads' scratch planes (padding filled once); -1 with the error set */
+static int start_plane_job(PlaneJob *job, const Py_buffer *x, const Py_buffer *out, float padding) {
+    const Geometry *g = job->g;
+    int64_t planes = job->end - job->begin, work;
+    int shrinking_over_input = (const char *)out->buf < (const char *)x->buf + x->len
+                               && (const char *)x->buf < (const char *)out->buf + out->len
+                               && g->out_height * g->out_width < g->height * g->width;
+    if (checked_product(4, (int64_t[]){planes, g->out_height * g->out_width, g->kernel_h, g->kernel_w}, &work) < 0)
+        return -1;
+    job->parts = shrinking_over_input || planes < 2 ? 1 : parallel_parts(work, PLANE_PART_WORK(conv_part_work), 4);
+    if (job->parts > planes) job->parts = planes > 0 ? planes : 1;
+    job->threads = job->parts > 1 ? parallel_threads() : 1;
+    for (int t = 0; t < job->threads; ++t)
+        if (make_scratch(g, padding, 1, 0, 1, &job->scratch[t]) < 0) {
+            job->threads = t;
+            return -1;
+        }
+    return 0;
 }
 
 /* depthwise_conv2d(x, weights, bias or None, out, geometry): out = conv(x, weights) + bias with one filter per
@@ -317,7 +364,7 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Py_buffer x, w, out, geometry, bias = {0};
     PyObject *bias_object, *result = NULL;
     Geometry g;
-    Scratch s;
+    PlaneJob job = {0};
     (void)self;
     int64_t first = 0, count = -1, begin, end;
     if (!PyArg_ParseTuple(args, "y*y*Ow*y*|LL", &x, &w, &bias_object, &out, &geometry, &first, &count)) return NULL;
@@ -326,26 +373,32 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
         || CHECK_SIZE(&w, "weights", g.channels, g.kernel_h, g.kernel_w) < 0
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
-        || plane_range(&g, first, count, &begin, &end) < 0 || make_scratch(&g, 0.0f, 1, 0, 1, &s) < 0)
+        || plane_range(&g, first, count, &begin, &end) < 0)
         goto done;
-    float *flat = flat_pays(&g) ? malloc(g.out_height * s.row_stride * sizeof(float)) : NULL;   /* NULL: by rows */
-    Py_BEGIN_ALLOW_THREADS
-    const float *input = x.buf, *weights = w.buf, *b = bias.buf;
-    int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
-    for (int64_t p = begin; p < end; ++p) {
-        int64_t c = p % g.channels;
-        float *target = (float *)out.buf + p * out_plane;
-        fill_plane(&g, &s, input + p * g.height * g.width);
-        if (flat)
-            window_plane_flat(&g, &s, weights + c * taps, b ? b[c] : 0.0f, flat, target);
-        else
-            window_plane(&g, &s, MULTIPLY_ADD, weights + c * taps, b ? b[c] : 0.0f, target);
+    PlaneJob fields = {&g, MULTIPLY_ADD, x.buf, w.buf, bias.buf, NULL, 1, out.buf, begin, end, 1, 1, {{0}}, BY_WINDOW,
+                       {0}};
+    job = fields;
+    if (start_plane_job(&job, &x, &out, 0.0f) < 0) goto done;   /* checks the window first */
+    if (depthwise_lanes_pays(&g)) {   /* narrow planes, 16 at a time (native_depthwise.c) */
+        int64_t floats = depthwise_lanes_scratch_floats(&g), blocks = (end - begin + 15) / 16;
+        job.kernel = BY_LANES;
+        if (job.parts > blocks) job.parts = blocks > 0 ? blocks : 1;
+        for (int t = 0; t < job.threads; ++t)
+            if (!(job.lanes[t] = floats <= MAX_SCRATCH_FLOATS
+                                     ? aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64) : NULL)) {
+                PyErr_NoMemory();
+                goto done;
+            }
     }
+    Py_BEGIN_ALLOW_THREADS
+    parallel_run(plane_part, &job, job.parts, job.threads);
     Py_END_ALLOW_THREADS
-    free(flat);
-    free_scratch(&s);
     result = Py_NewRef(Py_None);
 done:
+    for (int t = 0; t < job.threads; ++t) {
+        free_scratch(&job.scratch[t]);
+        free(job.lanes[t]);
+    }
     PyBuffer_Release(&x);
     PyBuffer_Release(&w);
     PyBuffer_Release(&out);
@@ -360,7 +413,8 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
     Py_buffer x, out, geometry, divisor = {0};
     PyObject *divisor_object, *result = NULL;
     Geometry g;
-    Scratch s;
+    PlaneJob job = {0};
+    float *ones = NULL;
     (void)self;
     int64_t first = 0, count = -1, begin, end;
     if (!PyArg_ParseTuple(args, "y*w*Oy*|LL", &x, &out, &divisor_object, &geometry, &first, &count)) return NULL;
@@ -370,31 +424,29 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
     if (read_geometry(&geometry, &g) < 0 || CHECK_SIZE(&x, "input", g.planes, g.height, g.width) < 0
         || CHECK_SIZE(&out, "output", g.planes, g.out_height, g.out_width) < 0
         || (average && CHECK_SIZE(&divisor, "divisor", g.out_height, g.out_width) < 0)
-        || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0
-        || make_scratch(&g, average ? 0.0f : -INFINITY, 1, 0, 1, &s) < 0)
+        || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0)
         goto done;
-    int64_t taps = g.kernel_h * g.kernel_w, out_plane = g.out_height * g.out_width;
-    float *ones = malloc(taps * sizeof(float));   /* average pooling: a window of weights 1 */
+    PlaneJob fields = {&g, average ? MULTIPLY_ADD : MAXIMUM, x.buf, NULL, NULL, divisor.buf, 0, out.buf, begin, end,
+                       1, 1, {{0}}, BY_WINDOW, {0}};
+    job = fields;
+    if (start_plane_job(&job, &x, &out, average ? 0.0f : -INFINITY) < 0) goto done;   /* checks the window first */
+    if (!average && (max_pool_2x2_pays(&g) || max_pool_rows_pays(&g)))   /* native_pool.c: no scratch copy */
+        job.kernel = max_pool_2x2_pays(&g) ? MAX_2X2 : MAX_ROWS;
+    int64_t taps = g.kernel_h * g.kernel_w;
+    ones = malloc(taps * sizeof(float));   /* average pooling: a window of weights 1 */
     if (!ones) {
-        free_scratch(&s);
         PyErr_NoMemory();
         goto done;
     }
     for (int64_t k = 0; k < taps; ++k) ones[k] = 1.0f;
+    job.weights = ones;
     Py_BEGIN_ALLOW_THREADS
-    const float *count = divisor.buf;
-    for (int64_t p = begin; p < end; ++p) {
-        float *target = (float *)out.buf + p * out_plane;
-        fill_plane(&g, &s, (const float *)x.buf + p * g.height * g.width);
-        window_plane(&g, &s, average ? MULTIPLY_ADD : MAXIMUM, ones, 0.0f, target);
-        if (average)
-            for (int64_t i = 0; i < out_plane; ++i) target[i] /= count[i];
-    }
+    parallel_run(plane_part, &job, job.parts, job.threads);
     Py_END_ALLOW_THREADS
-    free(ones);
-    free_scratch(&s);
     result = Py_NewRef(Py_None);
 done:
+    for (int t = 0; t < job.threads; ++t) free_scratch(&job.scratch[t]);
+    free(ones);
     PyBuffer_Release(&x);
     PyBuffer_Release(&out);
     PyBuffer_Release(&geometry);

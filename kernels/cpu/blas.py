@@ -26,6 +26,11 @@ from edgert.kernels.cpu import threads
 # loaded 2-core machine: a split 4.7 MFLOP product took 57 µs, unsplit 41 µs)
 PARALLEL_GEMM_FLOPS = 1 << 23
 MIN_BLOCK_COLUMNS = 64   # narrower column blocks lose more in BLAS packing than the split gains
+# ... but a product of a few rows with a right operand this large (a classifier's matrix-vector product: 1280x1000
+# floats, 5 MiB, for 2.6 MFLOP) is bound by fetching that operand from memory, which two cores do faster than one;
+# its region times both ways and keeps the faster (threads.py)
+STREAMED_BYTES = 1 << 20
+STREAMED_MAX_ROWS = 4
 _SYMBOLS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads")
 _SGEMM_SYMBOLS = ("scipy_cblas_sgemm64_", "cblas_sgemm64_", "cblas_sgemm", "scipy_cblas_sgemm")
@@ -94,7 +99,8 @@ def gemm_threads(flops: int) -> None:
 def _column_blocks(a: np.ndarray, b: np.ndarray, out: np.ndarray, flops: int) -> list:
     """Calls computing out = a @ b, one per column block of b (a single call when not worth splitting)."""
     columns = b.shape[-1] if b.ndim > 1 else 1
-    workers = threads.thread_count() if flops >= PARALLEL_GEMM_FLOPS and b.ndim > 1 else 1
+    streamed = b.ndim == 2 and (a.shape[-2] if a.ndim > 1 else 1) <= STREAMED_MAX_ROWS and b.nbytes >= STREAMED_BYTES
+    workers = threads.thread_count() if (flops >= PARALLEL_GEMM_FLOPS or streamed) and b.ndim > 1 else 1
     ranges = threads.split(columns, workers, MIN_BLOCK_COLUMNS)
     if len(ranges) == 1:
         return [functools.partial(np.matmul, a, b, out=out)]

@@ -309,7 +309,8 @@ def _bind_columns(x, w, bias, attrs, inputs, params, group, depthwise, out, work
 
 def _bind_native_columns(x, w, bias, params, out, workspace):
     """A single-image, single-group 2-D convolution: the native im2col (rows in the weights' own order), then
-    one GEMM, the bias a last column of the weights over a row of ones when both are constants. Columns larger
+    one GEMM (native.bind_gemm's blocks over the native threads), the bias a last column of the weights over a row
+    of ones when both are constants. Columns larger
     than PREPARED_COLUMN_BYTES are made and multiplied tile by tile (_bind_column_tiles)."""
     m, positions = out.shape[1], math.prod(out.shape[2:])
     taps = math.prod(w.shape[1:])
@@ -322,8 +323,10 @@ def _bind_native_columns(x, w, bias, params, out, workspace):
     if gather is None:
         return None
     weights = folded if folded is not None else w.reshape(m, taps)
+    flat_out = out.reshape(m, positions)
+    product = native.bind_gemm(weights, False, columns, False, flat_out, [], [])   # blocks over the native threads
     calls = [gather, functools.partial(columns[taps].fill, 1) if folded is not None else None,
-             bind_gemm(weights, columns, out.reshape(m, positions), 2 * out.size * columns.shape[0])]
+             product[0] if product is not None else bind_gemm(weights, columns, flat_out, 2 * out.size * columns.shape[0])]
     if bias is not None and folded is None:
         calls.append(_bias_add(bias, out))
     return sequence(calls)

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgert.ir.kinds import LayerKind
 from edgert.kernels.cpu import native
-from edgert.kernels.cpu.blas import bind_gemm, gemm_threads, matmul, set_threads
+from edgert.kernels.cpu.blas import bind_gemm, gemm_threads, matmul
 from edgert.kernels.cpu.epilogue import apply_epilogue, bind_epilogue
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import register, register_prepare
@@ -56,7 +56,6 @@ def prepare_matrix_multiply(attrs, inputs, outputs, workspace):
                              inputs)
     if fused is not None:
         product, rest = fused
-        set_threads(1)   # BLAS on one thread: the blocks are split over the native threads
         return sequence([product, bind_epilogue({"epilogue": rest}, inputs, outputs[0])])
     a = _transposed(inputs[0], attrs.get("trans_a", False))
     b = _transposed(inputs[1], attrs.get("trans_b", False))

@@ -10,11 +10,12 @@ ext-modules, optional); without it the NumPy kernels run. ``status()`` says whic
 and thread count), and ``edgert bench`` prints it. ``EDGERT_CPU_NATIVE=0`` turns the module off (to compare
 the two paths).
 
-The binders return a callable that runs the layer with its arrays bound, split over the shared worker pool
-(threads.py) by planes or element chunks when the work is large enough (the direct and pointwise convolutions
-split themselves in C over native_parallel.c's threads, as many as the pool's: ``set_threads``) (the depthwise and pooling ones may
-write over their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module
-covers (then the NumPy prepare hook goes on as before).
+The binders return a callable that runs the layer with its arrays bound (the depthwise and pooling ones may write over
+their input, see _native.c: marked ``overlap_safe``), or None when the layer is not one the module covers (then the
+NumPy prepare hook goes on as before). The kernels split themselves, in C, over native_parallel.c's threads (as many
+as the worker pool's: ``set_threads`` at bind time) when the work is large enough: convolutions by output rows,
+column tiles and channel blocks or planes, matrix products by output blocks, per-element programs by chunks, softmax
+and layer normalization by rows (only im2col still splits over the Python pool, threads.py).
 """
 
 from __future__ import annotations
@@ -56,23 +57,16 @@ def status() -> str:
             + ", ".join(KERNELS))
 
 
-# below this many multiply-adds (output elements x taps), waking a worker costs more than the half it saves
+# below this many multiply-adds, waking a worker of the pool costs more than the half it saves (im2col's split)
 PARALLEL_MIN_WORK = 1 << 19
 
 
-def _split_by_planes(call, planes: int, work: int, shrinking_over_input: bool):
-    """``call(first, count)`` over every plane, split by plane ranges over the worker pool when the work deserves
-    it. Not when the output starts over its input with smaller planes: output plane p then covers input planes
-    below p, which a range that starts lower may still have to read."""
-    workers = threads.thread_count()
-    if workers == 1 or work < PARALLEL_MIN_WORK or shrinking_over_input:
-        return functools.partial(call, 0, planes)
-    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
-    return threads.parallel(parts, functools.partial(call, 0, planes))
-
-
-def _shrinking_over_input(x, out) -> bool:
-    return np.may_share_memory(x, out) and out.shape[2] * out.shape[3] < x.shape[2] * x.shape[3]
+def _split_by_planes(call, planes: int):
+    """``call(first, count)`` over every plane: the native kernel splits itself by plane ranges over native_parallel.c's
+    threads when the work deserves it (never when the output starts over its input with smaller planes: output plane
+    p then covers input planes below p, which a range that starts lower may still have to read)."""
+    _native.set_threads(threads.thread_count())
+    return functools.partial(call, 0, planes)
 
 
 def _fits(*arrays) -> bool:
@@ -95,8 +89,7 @@ def bind_depthwise(x, w, bias, out, params):
         return None
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
     call = functools.partial(_native.depthwise_conv2d, x, w, bias, out, geometry)
-    work = out.size * kernel[0] * kernel[1]
-    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1]))
 
 
 def bind_pool(x, out, average: bool, divisor, params):
@@ -110,8 +103,7 @@ def bind_pool(x, out, average: bool, divisor, params):
         counts = np.ascontiguousarray(np.broadcast_to(np.asarray(divisor, np.float32), out.shape[2:]))
     geometry = _geometry(x, out.shape[2:], x.shape[1], kernel, strides, dilations, begins)
     call = functools.partial(_native.pool2d, x, out, counts, geometry)
-    work = out.size * kernel[0] * kernel[1]
-    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1], work, _shrinking_over_input(x, out)))
+    return overlap_safe(_split_by_planes(call, x.shape[0] * x.shape[1]))
 
 
 
@@ -123,8 +115,11 @@ def bind_im2col(x, columns, out_spatial, params):
     if not enabled() or x.ndim != 4 or x.shape[0] != 1 or not _fits(x, columns) or min(begins) < 0:
         return None
     geometry = _geometry(x, out_spatial, x.shape[1], kernel, strides, dilations, begins)
-    call = functools.partial(_native.im2col, x, columns, geometry)
-    return _split_by_planes(call, x.shape[1], columns.size // 4, False)   # a copy: ~4 elements per multiply-add
+    call, planes, workers = functools.partial(_native.im2col, x, columns, geometry), x.shape[1], threads.thread_count()
+    if workers == 1 or columns.size // 4 < PARALLEL_MIN_WORK:   # a copy: ~4 elements per multiply-add
+        return functools.partial(call, 0, planes)
+    parts = [functools.partial(call, lo, hi - lo) for lo, hi in threads.split(planes, workers)]
+    return threads.parallel(parts, functools.partial(call, 0, planes))
 
 
 def bind_im2col_rows(x, columns, out_spatial, params, row_begin: int, row_count: int):
@@ -296,6 +291,7 @@ def bind_gemm(a, trans_a: bool, b, trans_b: bool, out, steps: list, inputs: list
                 return None   # a partial broadcast: NumPy's matmul
         a_step, b_step = steps_of
     records, bias, residual, rest = gemm_epilogue(steps, inputs, out)
+    blas.set_threads(1)   # the blocks are split here: BLAS's own threads would fight them (and spin)
     geometry = np.array([batch, m, n, k, a_step, b_step, lda, ldb, int(trans_a), int(trans_b)], np.int64).tobytes()
     _native.set_threads(threads.thread_count())
     return functools.partial(_native.gemm, sgemm[0], sgemm[1], a, b, out, geometry, records, bias, residual), rest
@@ -338,7 +334,7 @@ def encode_program(program: list) -> bytes | None:
 
 def bind_program(program: list, inputs: list, out):
     """run() evaluating a PointWise program over fixed float32 arrays in one native pass, split by chunks over
-    the worker pool when large. None when the module is off, an instruction is not covered, or an input is
+    native_parallel.c's threads when large. None when the module is off, an instruction is not covered, or an input is
     neither out's shape nor a scalar (broadcasts stay with NumPy) or overlaps out without being it."""
     if not enabled() or not _fits(out, *inputs) or len(inputs) + len(program) > _MAX_REGISTERS:
         return None
@@ -374,7 +370,7 @@ def isa() -> str:
 
 def bind_softmax(x, out, axes: tuple):
     """run() computing softmax over ``axes`` of float32 ``x`` into ``out`` (may be x itself) in one native pass
-    per row, rows split over the worker pool when large. None unless ``axes`` are the trailing axes of C-contiguous
+    per row, rows split over native_parallel.c's threads when large. None unless ``axes`` are the trailing axes of C-contiguous
     float32 arrays that are disjoint or the same memory."""
     ndim = x.ndim
     if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
@@ -400,8 +396,8 @@ def bind_row_means(planes, out):
 
 def bind_layernorm(x, out, axes: tuple, scale, bias, epsilon: float):
     """run() normalizing float32 ``x`` over its trailing ``axes`` into ``out`` (may be x itself), times scale plus
-    bias (each None or one row's worth, broadcasting over the rest), one native pass per row, rows split over the
-    pool when large. None for anything else (groups, leading axes, other broadcasts, other dtypes)."""
+    bias (each None or one row's worth, broadcasting over the rest), one native pass per row, rows split over
+    native_parallel.c's threads when large. None for anything else (groups, leading axes, other broadcasts, other dtypes)."""
     ndim = x.ndim
     if not enabled() or not _fits(x, out) or x.shape != out.shape or ndim == 0 \
             or sorted(a % ndim for a in axes) != list(range(ndim - len(axes), ndim)):

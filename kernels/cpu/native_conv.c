@@ -65,7 +65,7 @@ static void direct_flat_tile(const Geometry *g, const Scratch *s, const float *p
  * wakes late takes fewer parts), and at most this many parts per thread */
 #define CONV_PART_WORK ((int64_t)1 << 20)
 #define PARTS_PER_THREAD 4
-static int64_t conv_part_work = CONV_PART_WORK;   /* set_threads(part_work=) */
+NATIVE_INTERNAL int64_t conv_part_work = CONV_PART_WORK;   /* set_threads(part_work=) */
 
 typedef struct {
     const Geometry *g;

@@ -51,6 +51,9 @@ NATIVE_INTERNAL void free_scratch(Scratch *s);
 NATIVE_INTERNAL void fill_rows(const Geometry *g, const Scratch *s, const float *source, int64_t first_row,
                                int64_t end_row);
 
+/* multiply-adds per part of a convolution split over native_parallel.c's threads (set_threads(part_work=)) */
+NATIVE_INTERNAL extern int64_t conv_part_work;
+
 PyObject *conv2d_direct(PyObject *self, PyObject *args);
 PyObject *conv2d_pointwise(PyObject *self, PyObject *args);
 PyObject *native_conv_isa(PyObject *self, PyObject *unused);

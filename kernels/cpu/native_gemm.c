@@ -17,11 +17,12 @@ typedef void (*Sgemm32)(int, int, int, int32_t, int32_t, int32_t, float, const f
 typedef void (*Sgemm64)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *,
                         int64_t, float, float *, int64_t);
 
-/* multiply-adds per block (~25 µs on one core), at most GEMM_MOST_PARTS blocks, columns a multiple of 16, at least
+/* multiply-adds per block (~50 µs on one core), at most GEMM_MOST_PARTS blocks (each re-packs a slice of an operand:
+ * more would cost more than balancing gains on 2 cores), columns a multiple of 16, at least
  * GEMM_MIN_COLUMNS (narrower blocks lose more to BLAS's packing than the split gains), rows at least GEMM_MIN_ROWS */
-#define GEMM_PART_WORK ((int64_t)1 << 21)
-#define GEMM_MOST_PARTS 16
-#define GEMM_MIN_COLUMNS 64
+#define GEMM_PART_WORK ((int64_t)1 << 22)
+#define GEMM_MOST_PARTS 4
+#define GEMM_MIN_COLUMNS 128
 #define GEMM_MIN_ROWS 32
 
 enum { G_BATCH, G_M, G_N, G_K, G_A_BATCH, G_B_BATCH, G_LDA, G_LDB, G_TRANS_A, G_TRANS_B, G_FIELDS };
