@@ -1,9 +1,9 @@
 """The ideal fp16 evaluation of a model: how much of an fp16 plan's error fp16 itself causes.
 
 An fp16 plan stores its weights and activations in float16 and computes in float32 (tensor cores
-accumulate in fp32; edgert's CUDA kernels compute float16 in float, and so do its CPU convolution and
-matrix kernels, while its CPU Scale and Pointwise kernels still compute in float16: see docs/corpus.md's
-RepViT note). ``fp16_rounded(model)`` is
+accumulate in fp32; edgert's CUDA kernels compute float16 in float, and so do its CPU convolution, matrix
+and Scale kernels, while its CPU PointWise programs round each step to float16, as this model rounds each
+op's output). ``fp16_rounded(model)`` is
 the model with exactly that rounding and nothing else: every float weight (initializers and Constant
 nodes) rounded to float16 and back, and every float activation of the main graph passed through
 Cast(float16) → Cast(float), graph inputs included. Like edgert's default fp16 build, the outputs of
@@ -12,6 +12,12 @@ are not rounded. onnxruntime then evaluates it in float32 with its graph optimiz
 pass removes the Cast pairs). Its error against the fp32 reference is the *ideal* fp16 error: a model
 whose ideal error already exceeds the numerics contract's fp16 bound is beyond fp16, whatever the
 engine; an engine's own fp16 error should stay near its ideal.
+
+The ideal rounds each weight of the model as written, before any folding: two equal constants round to
+equal values, so a bias and the BatchNorm running mean that subtracts it again cancel exactly (RepViT's
+token mixers). An engine that folds the BatchNorm into a scale and shift rounds the shift and the bias
+apart and loses that; edgert subtracts them in float64 at build time instead (the shift_hoisting pass,
+docs/corpus.md note (³)).
 """
 
 from __future__ import annotations

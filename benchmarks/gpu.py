@@ -7,7 +7,9 @@ and NVRTC or nvcc for edgert's kernels).
 batches of random images (uniform pixels normalized with ImageNet's mean and std); the PyTorch columns of
 an int8 row are PyTorch's fp16 run (model.half()), the speed an int8 plan has to beat. int8 activations
 travel between int8 layers as int8 codes (``int8_codes=True``; ``--no-int8-codes``: as dequantized float32,
-edgert's CUDA default). ``arena MiB`` is the plan's activation arena.
+edgert's CUDA default). ``--int8-input``: the int8 plans bind the image as int8 codes at its calibrated scale
+(``input_formats={"input": "int8"}``: the caller feeds codes, the plan has no quantize layer; the timed run is
+fed the codes of the same image). ``arena MiB`` is the plan's activation arena.
 
 Every latency is GPU time from CUDA events around one inference, after warm-up; the median of
 ``--reps`` runs. Also reported: edgert's plan load → first result time (plan bytes → outputs on the
@@ -15,7 +17,7 @@ host, all of it: read and verify the plan, load cubins, upload weights, allocate
 run) and edgert's error against PyTorch on the same input.
 
     python benchmarks/gpu.py [--models resnet18 resnet50 mobilenet_v2] [--dtypes fp32 tf32 fp16 int8]
-                             [--batches 1 8] [--calib-batches N] [--calibrator entropy|minmax|percentile] [--compile key|all|none] [--layers MODEL:DTYPE:BATCH]
+                             [--batches 1 8] [--calib-batches N] [--calibrator entropy|minmax|percentile] [--int8-input] [--compile key|all|none] [--layers MODEL:DTYPE:BATCH]
                              [--json FILE]
 
 ``--compile key`` (default) runs torch.compile only for resnet50 fp16 batch 1 (max-autotune takes
@@ -116,10 +118,14 @@ def random_images(batch: int, rng) -> np.ndarray:
     return (rng.random((batch, 3, 224, 224), np.float32) - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def int8_options(batch: int, calib_batches: int, calibrator: str, codes: bool = True, seed: int = 0) -> dict:
+def int8_options(batch: int, calib_batches: int, calibrator: str, codes: bool = True, seed: int = 0,
+                 int8_input: bool = False) -> dict:
     rng = np.random.default_rng(seed)
-    return {"precision": "int8", "calibrator": calibrator, "int8_codes": codes,
-            "calib": [{"input": random_images(batch, rng)} for _ in range(calib_batches)]}
+    options = {"precision": "int8", "calibrator": calibrator, "int8_codes": codes,
+               "calib": [{"input": random_images(batch, rng)} for _ in range(calib_batches)]}
+    if int8_input:
+        options["input_formats"] = {"input": "int8"}
+    return options
 
 
 def build_plan(onnx_model, batch: int, arch: str, dtype: str = "fp32", timing_cache: str | None = None,
@@ -145,6 +151,8 @@ def edgert_measure(plan_bytes: bytes, x: np.ndarray, reps: int, warmup: int) -> 
     from edgert.runtime.cuda import CudaEngine
     started = time.perf_counter()
     engine = CudaEngine(read_plan(plan_bytes))
+    if engine.inputs[0].scale is not None:   # --int8-input: the caller's codes of the image
+        x = np.clip(np.rint(x.astype(np.float64) / engine.inputs[0].scale), -128, 127).astype(np.int8)
     context = engine.create_execution_context()
     first = context.execute({"input": x})
     first_ms = (time.perf_counter() - started) * 1e3
@@ -217,6 +225,8 @@ def main() -> int:
                         help="int8: how activation ranges become scales (default entropy)")
     parser.add_argument("--int8-codes", action=argparse.BooleanOptionalAction, default=True,
                         help="int8: int8 tensors between int8 layers (default); --no-int8-codes: float32 tensors")
+    parser.add_argument("--int8-input", action="store_true",
+                        help="int8: bind the image as int8 codes (input_formats; no quantize layer in the plan)")
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     parser.add_argument("--compile", choices=["key", "all", "none"], default="key")
     parser.add_argument("--layers", nargs="*", default=[], help="MODEL:DTYPE:BATCH to print per-kernel tables for")
@@ -240,7 +250,8 @@ def main() -> int:
           f"median of {args.reps} CUDA-event timings after {args.warmup} warm-ups", flush=True)
     if "int8" in args.dtypes:
         print(f"# int8: calibrated ({args.calibrator}) on {args.calib_batches} random-image batches, "
-              f"{'int8 codes' if args.int8_codes else 'float32 tensors'} between int8 layers; PyTorch columns: fp16")
+              f"{'int8 codes' if args.int8_codes else 'float32 tensors'} between int8 layers"
+              f"{', the image bound as int8 codes' if args.int8_input else ''}; PyTorch columns: fp16")
     print(f"# command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
     print("| model | dtype | batch | edgert ms | eager ms | CUDA graph ms | compile ms | edgert/graph | "
           "edgert/compile | load→first ms | err vs torch | arena MiB |")
@@ -256,8 +267,8 @@ def main() -> int:
                 onnx_model = to_float16(exported) if dtype == "fp16" else exported
                 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
                 started = time.perf_counter()
-                int8 = int8_options(batch, args.calib_batches, args.calibrator, args.int8_codes) \
-                    if dtype == "int8" else None
+                int8 = int8_options(batch, args.calib_batches, args.calibrator, args.int8_codes,
+                                    int8_input=args.int8_input) if dtype == "int8" else None
                 plan_bytes = build_plan(onnx_model, batch, arch, dtype, args.timing_cache, int8)
                 build_s = time.perf_counter() - started
                 torch_model = copy.deepcopy(base).cuda()

@@ -18,7 +18,7 @@ from edgert.errors import EdgeRTError, ShapeError
 # Recorded in the plan header (``header["options"]``) when set: the build settings a reader of the plan may want.
 RECORDED = ("precision", "placement", "precision_rules", "calib", "calibrator", "calib_cache", "timing_cache",
             "gpu_kernels", "autotune", "gpu_archs", "ptx", "tf32", "dla_core", "gpu_fallback", "max_arena",
-            "max_aux_streams", "int8_codes")
+            "max_aux_streams", "int8_codes", "input_formats", "output_formats")
 # Set by edgert.dynamic for its probe builds; accepted, not offered to users.
 INTERNAL_OPTIONS = frozenset({"initializer_cache", "dynamic_shapes", "dynamic_layers"})
 HOST_MAX_ARENA = 16 << 30
@@ -58,6 +58,8 @@ class BuildConfig:
     max_arena: object = None                # bytes or a size such as "2GiB"
     max_aux_streams: int | None = None      # auxiliary CUDA streams for independent branches (None/0: one stream)
     int8_codes: bool | None = None          # int8 codes between int8 layers (None: when no CUDA kernels compiled)
+    input_formats: object = None            # {input: "fp16" | "int8" | "fp32"[:linear]} or ["NAME=FORMAT", ...]
+    output_formats: object = None           # likewise for outputs (edgert.io_formats)
     # edgert.dynamic's probe builds
     initializer_cache: dict | None = None
     dynamic_shapes: bool = False
@@ -77,6 +79,9 @@ class BuildConfig:
             raise EdgeRTError(f"unknown build option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
                               f"valid options: {', '.join(sorted(set(valid) | {'shapes', 'profiles'}))}")
         config = cls(**options)
+        from edgert.io_formats import parse_formats, to_plain
+        config.input_formats = to_plain(parse_formats(config.input_formats, "input format"))
+        config.output_formats = to_plain(parse_formats(config.output_formats, "output format"))
         if config.max_arena is not None:
             parse_size(config.max_arena)   # a bad size fails before the build's work
         check_aux_streams(config.max_aux_streams)

@@ -60,18 +60,20 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     from edgert.precision import load_rules
 
     config = config if config is not None else BuildConfig.from_options(**options)
+    formats = _io_formats(graph, config)
     rules = load_rules(config.placement, "placement file") + load_rules(config.precision_rules)
     qdq_folded = _fold_qdq(graph, config, rules)
     pass_counts = run_passes(graph, disabled=config.disabled_passes if config.optimize else PIPELINE)
     if qdq_folded:
         pass_counts["qdq_folding"] = qdq_folded
     partition_report = _partition(graph, config)
-    precision_report = _precision(graph, config, rules)
+    precision_report = _precision(graph, config, rules, formats)
     # CUDA kernels are compiled over this memory plan: layers may then only write over their input element for
     # element (see edgert.schedule.step_alias); cpu_only_aliases=False plans so without compiling them
     compile_cuda = bool(config.gpu_kernels or config.timing_cache is not None or config.autotune)
     cpu_kernels = bool(config.cpu_only_aliases) and not compile_cuda
-    codes = _int8_codes(graph, config, precision_report, cpu_kernels)
+    codes = _int8_codes(graph, config, precision_report, cpu_kernels, formats)
+    io_report = _apply_io_formats(graph, formats, precision_report, codes)
     output_rows = graph_output_rows(graph)   # data-dependent sizes (NMS, NonZero): counts kept to the end
     counts = [rows[0] for rows in output_rows if rows is not None]
     schedule_report = choose_schedule(graph, cpu_kernels, counts) if config.reorder else {"order": "model",
@@ -86,7 +88,7 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     memory = plan_graph_memory(specs, reuse=config.memory_reuse, streams=streams)
     check_arena(memory.arena_bytes, config.max_arena, config.target)
     document = _document(graph, specs, memory, schedule_report, config, output_rows,
-                         codes.scales if codes is not None else None)
+                         {**(codes.scales if codes is not None else {}), **io_report.scales})
     streams.to_layers(document["layers"])
     if compile_cuda:
         _compile_gpu_kernels(document, config.target, config, config.timing_cache)
@@ -96,16 +98,40 @@ def build_graph(graph: Graph, config: BuildConfig | None = None, **options) -> P
     document["header"]["precision"] = to_plain(precision_report.to_dict())
     if codes is not None:
         document["header"]["int8_codes"] = codes.to_dict()
+    if formats[0] or formats[1]:
+        document["header"]["io_formats"] = io_report.to_dict()
     return Plan(document)
 
 
-def _int8_codes(graph: Graph, config: BuildConfig, precision_report, cpu_kernels: bool):
+def _io_formats(graph: Graph, config: BuildConfig) -> tuple[dict, dict]:
+    """(input formats, output formats) of ``config`` (``edgert.io_formats``), checked against the graph."""
+    from edgert.io_formats import check_names, parse_formats
+
+    inputs = parse_formats(config.input_formats, "input format")
+    outputs = parse_formats(config.output_formats, "output format")
+    check_names(graph, inputs, outputs)
+    vectorized = [name for name, fmt in {**inputs, **outputs}.items() if fmt.layout != "linear"]
+    if vectorized and config.dynamic_shapes:
+        from edgert.io_formats import IOFormatError
+        raise IOFormatError(f"binding {vectorized[0]!r}: channel-vectorized layouts need static shapes (build "
+                            "without optimization profiles, or bind it linear)")
+    return inputs, outputs
+
+
+def _apply_io_formats(graph: Graph, formats: tuple[dict, dict], precision_report, codes):
+    from edgert.io_formats import apply_io_formats
+
+    return apply_io_formats(graph, *formats, precision_report.scales, codes.scales if codes is not None else {})
+
+
+def _int8_codes(graph: Graph, config: BuildConfig, precision_report, cpu_kernels: bool, formats=({}, {})):
     """int8 codes between int8 layers (``edgert.int8_codes``) when ``config.int8_codes`` asks or defaults so."""
     from edgert import int8_codes
+    from edgert.io_formats import int8_outputs
 
     if not int8_codes.wanted(config.int8_codes, precision_report, cpu_kernels):
         return None
-    return int8_codes.apply_int8_codes(graph, config.target)
+    return int8_codes.apply_int8_codes(graph, config.target, code_outputs=int8_outputs(graph, formats[1]))
 
 
 def _partition(graph: Graph, config: BuildConfig):
@@ -167,7 +193,7 @@ def _fold_qdq(graph: Graph, config: BuildConfig, rules: list) -> int:
     return qdq_folding.run(graph)
 
 
-def _precision(graph: Graph, config: BuildConfig, rules: list):
+def _precision(graph: Graph, config: BuildConfig, rules: list, formats=({}, {})):
     """Per-layer precision: the build default, per-layer rules, int8 scales from calibration or its cache.
 
     Settings read: ``precision``, ``precision_rules`` (a TOML file or rule dicts; the placement file's rules
@@ -175,6 +201,7 @@ def _precision(graph: Graph, config: BuildConfig, rules: list):
     (a directory of .npy/.npz batches, or an iterable of input dicts), ``calibrator`` (entropy | minmax |
     percentile) and ``calib_cache`` (a cache file: read if present, else written).
     """
+    from edgert.io_formats import narrow_outputs
     from edgert.precision import apply_precision
 
     precision = config.precision
@@ -183,7 +210,8 @@ def _precision(graph: Graph, config: BuildConfig, rules: list):
             (config.calib is not None or config.calib_cache):
         from edgert.calibration import calibrate_or_load
         calibration = calibrate_or_load(graph, config.calib, config.calibrator or "entropy", config.calib_cache)
-    report = apply_precision(graph, precision, rules=rules, calibration=calibration)
+    report = apply_precision(graph, precision, rules=rules, calibration=calibration,
+                             narrow_outputs=narrow_outputs(graph, formats[1]))
     if report.unscaled:
         _warn_unscaled(report.unscaled, calibration is not None)
     return report

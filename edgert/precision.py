@@ -3,15 +3,23 @@
 ``apply_precision(graph, precision, rules=..., calibration=...)``:
 - fp16: every eligible layer computes on float16 tensors with float16 weights; Cast layers convert at
   the boundaries. Graph inputs and outputs keep their dtype. Numerically sensitive layers (Softmax,
-  Normalization, Reduce, LRN, RNN, and the layers producing graph outputs) stay fp32 unless a rule forces them.
+  Normalization, Reduce, LRN, RNN, and the layers producing graph outputs) stay fp32 unless a rule forces them,
+  and so do the layers that compute on data-dependent rows (edgert/ir/valid_rows.py: detection post-processing,
+  where torchvision offsets each class's boxes by up to 30 000 before NMS: float16 keeps 4 bits of a pixel there)
+  and those whose results a NonZero / NMS / Compact reads (a score threshold is decided in float32).
 - int8: layers that can run int8 (``INT8_KINDS`` and their conditions) get ``attrs["int8"] =
   {"input_scales": [...], "output_scale": s, "weight_scales": [...]}`` (the DLA simulator's convention:
   tensors keep holding dequantized float32 values, so one plan runs on the CPU int8 kernels and on the DLA).
   Activation scales come from calibration (``edgert.calibration``) or from Q/DQ pairs in the model;
   weight scales are per output channel, symmetric (max|w_c| / 127). Layers that cannot run int8 fall
   back to fp16.
-- Layers that only move data (Shuffle, Slice, Concatenation...) follow their input's type, so a reshape
-  between two fp16 layers needs no Cast.
+- Layers that only move data (Shuffle, Slice, Concatenation, nearest Resize...) follow their input's type, so a
+  reshape between two fp16 layers needs no Cast.
+- int8 data movement: the calibrated tensors that layers only moving values tie together (a concat's inputs
+  and output; the input and output of a Shuffle, Slice, nearest Resize, zero Padding, Identity) get one scale,
+  the largest of theirs (``tie_moved_scales``; TensorRT likewise gives a concat's inputs its output's
+  scale), so those layers move int8 codes of one scale, a concat in place (``edgert.int8_codes``). Scales from
+  Q/DQ nodes are kept as the model gives them.
 - DLA layers keep float32 tensors (Reformat layers convert at the DLA boundary) and compute fp16 or int8.
 
 Per-layer rules (later rules win), in a TOML file that may be the placement file:
@@ -31,7 +39,7 @@ import numpy as np
 from edgert.errors import EdgeRTError
 from edgert.ir.dtypes import DataType
 from edgert.ir.graph import Graph, Node, Value
-from edgert.ir.kinds import ElementWiseOp, LayerKind
+from edgert.ir.kinds import BOUNDED_KINDS, ElementWiseOp, LayerKind
 from edgert.ir.shape_inference import infer_node
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -40,7 +48,7 @@ SENSITIVE_KINDS = frozenset({LayerKind.SOFTMAX, LayerKind.NORMALIZATION, LayerKi
 # Layers that only move or select data: computing them in a narrower type loses nothing.
 FOLLOW_KINDS = frozenset({LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.CONCATENATION, LayerKind.PADDING,
                           LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.EXPAND, LayerKind.TILE,
-                          LayerKind.SELECT, LayerKind.TOPK})
+                          LayerKind.SELECT, LayerKind.TOPK, LayerKind.COMPACT})
 # Layers whose output type is fixed by their attrs or that sit at a device boundary: never retyped.
 FIXED_KINDS = frozenset({LayerKind.CAST, LayerKind.REFORMAT})
 INT8_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.MATRIX_MULTIPLY, LayerKind.POOLING,
@@ -78,6 +86,7 @@ class PrecisionReport:
     notes: list = field(default_factory=list)       # why a layer did not get what was asked
     unscaled: list = field(default_factory=list)    # layers that could run int8 but had no scales (ran fp16)
     casts: int = 0
+    scales: dict = field(default_factory=dict)      # activation scales by tensor name (calibration, Q/DQ)
 
     def counts(self) -> dict:
         result: dict[str, int] = {}
@@ -123,22 +132,27 @@ def _parse_rule(entry: dict, index: int, where: str) -> PrecisionRule:
 
 
 # -- entry point -------------------------------------------------------------------------------------------
-def apply_precision(graph: Graph, precision: str, *, rules=None, calibration=None) -> PrecisionReport:
+def apply_precision(graph: Graph, precision: str, *, rules=None, calibration=None,
+                    narrow_outputs: set = frozenset()) -> PrecisionReport:
     """Choose each layer's precision, set int8 scales, retype tensors and insert Casts (see module doc).
 
     ``calibration``: an ``edgert.calibration.CalibrationTable`` (or a dict tensor name -> scale) giving
     per-tensor activation scales; Q/DQ scales recorded by the importer are used where it has none.
+    ``narrow_outputs``: ids of graph output values bound as fp16 or int8 (``edgert.io_formats``): the layers
+    producing them take the build precision instead of staying fp32.
     """
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     report = PrecisionReport(precision)
     rules = load_rules(rules)
-    scales = _activation_scales(graph, calibration)
+    scales = report.scales = _activation_scales(graph, calibration)
     forced = _forced(graph, rules)
-    outputs = {id(v) for v in graph.outputs}
+    outputs = ({id(v) for v in graph.outputs} - set(narrow_outputs)) | _on_counted_rows(graph)
     wanted: dict[int, str | None] = {}
     for node in graph.nodes:
         choice = forced.get(id(node)) or _default_choice(node, precision, outputs)
+        if choice == "int8" and _moves_data(node):
+            choice = None   # int8 data movement moves what comes in: int8 codes, where edgert.int8_codes makes them
         if choice == "int8":
             choice = _try_int8(node, scales, report, forced=id(node) in forced)
         if node.device.startswith("dla"):
@@ -147,6 +161,19 @@ def apply_precision(graph: Graph, precision: str, *, rules=None, calibration=Non
         wanted[id(node)] = choice
     _retype(graph, wanted, report)
     return report
+
+
+def _on_counted_rows(graph: Graph) -> set[int]:
+    """The outputs of the layers that read data-dependent rows and of those whose results a data-dependent layer
+    reads (a NonZero's mask: a score threshold decided in float32), kept fp32 like graph outputs."""
+    from edgert.ir.valid_rows import bounded_values
+    bounded = [node for node in graph.nodes if node.kind in BOUNDED_KINDS]
+    if not bounded:
+        return set()
+    rows = bounded_values(graph, strict=False)
+    kept = {id(out) for node in graph.nodes if any(v is not None and id(v) in rows for v in node.inputs)
+            for out in node.outputs}
+    return kept | {id(v) for node in bounded for v in node.inputs if v is not None}
 
 
 def _forced(graph: Graph, rules: list[PrecisionRule]) -> dict[int, str]:
@@ -160,7 +187,7 @@ def _forced(graph: Graph, rules: list[PrecisionRule]) -> dict[int, str]:
 
 def _default_choice(node: Node, precision: str, outputs: set[int]) -> str | None:
     """None = the layer follows its input's type (data movement, or a type the model chose itself)."""
-    if node.kind in FOLLOW_KINDS:
+    if _moves_data(node):
         return None
     if any(v is not None and v.dtype.is_float and v.dtype != DataType.FLOAT for v in node.inputs):
         return None  # a float16 / float64 layer of the model keeps its own type unless a rule says otherwise
@@ -169,6 +196,14 @@ def _default_choice(node: Node, precision: str, outputs: set[int]) -> str | None
     if node.kind in SENSITIVE_KINDS or any(id(v) in outputs for v in node.outputs):
         return "fp32"
     return precision
+
+
+def _moves_data(node: Node) -> bool:
+    """FOLLOW_KINDS, and a nearest-neighbour Resize (it only copies values; interpolating modes compute)."""
+    if node.kind == LayerKind.RESIZE:
+        from edgert.runtime.validate import copies_values
+        return copies_values(node.kind, node.attrs)
+    return node.kind in FOLLOW_KINDS
 
 
 def _dla_choice(node: Node, choice, precision: str, report: PrecisionReport) -> str:
@@ -184,10 +219,44 @@ def _dla_choice(node: Node, choice, precision: str, report: PrecisionReport) -> 
 # -- int8 --------------------------------------------------------------------------------------------------
 def _activation_scales(graph: Graph, calibration) -> dict[str, float]:
     """Per-tensor scales: Q/DQ scales the importer recorded (``graph.tensor_scales``), then calibration."""
-    scales = dict(getattr(graph, "tensor_scales", None) or {})
+    given = dict(getattr(graph, "tensor_scales", None) or {})
+    scales = dict(given)
     if calibration is not None:
         scales.update(getattr(calibration, "scales", calibration))
+        tie_moved_scales(graph, scales, keep=set(given))
     return scales
+
+
+def tie_moved_scales(graph: Graph, scales: dict, keep: set = frozenset()) -> None:
+    """Give each group of tensors tied by layers that only move values (``copies_values``) the largest scale of
+    the group, in place in ``scales``; a group holding a name of ``keep`` (Q/DQ scales) keeps its scales.
+
+    Why: such a layer moves int8 codes as they are only when its inputs hold codes of one scale and its readers
+    read them at that scale; the largest scale of a group saturates no value that calibration kept."""
+    from edgert.runtime.validate import copies_values
+
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+    for node in graph.nodes:
+        if len(node.outputs) != 1 or node.attrs.get("int8") or not copies_values(node.kind, node.attrs):
+            continue
+        tied = [v.name for v in [*node.inputs, node.outputs[0]] if v is not None and not v.is_const
+                and v.dtype.is_float and v.name in scales]
+        for name in tied[1:]:
+            parent[root(name)] = root(tied[0])
+    groups: dict[str, list[str]] = {}
+    for name in parent:
+        groups.setdefault(root(name), []).append(name)
+    for members in groups.values():
+        if len(members) > 1 and not keep.intersection(members):
+            largest = max(scales[name] for name in members)
+            for name in members:
+                scales[name] = largest
 
 
 def int8_blocker(node: Node) -> str | None:

@@ -60,6 +60,7 @@ DEPTHWISE = [   # x shape, kernel, strides, dilations, pads (top, left, bottom, 
     ((1, 3, 40, 37), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),   # rows of several vectors and a partial one
     ((1, 2, 35, 41), (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),
     ((1, 5, 7, 7), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),     # MobileNet-v3's 7x7 planes: one partial vector a row
+    ((2, 6, 13, 9), (3, 5), (1, 1), (1, 1), (0, 2, 2, 1)),    # narrow unit-stride planes as one flat run, uneven pads
 ]
 
 

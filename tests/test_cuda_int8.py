@@ -245,10 +245,17 @@ def test_int8_layers_lower_and_fail_clearly():
 @needs_compiler
 @pytest.mark.parametrize("arch", ["sm_87", "sm_90"])
 def test_int8_kernels_compile(arch):
-    plan, _ = zoo_plan(np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    plan, _ = zoo_plan(rng)
     section = compile_for_plan(plan.document, arch)
     assert all(module["cubin"] for module in section["modules"])
     assert any(name.startswith("int8_gemm") for name in section["kernel_modules"])
+    model, shapes = tap_model(rng)   # tap-major loads of codes, split-K
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=True)
+    section = compile_for_plan(plan.document, arch)
+    assert all(module["cubin"] for module in section["modules"])
+    assert any("splitk" in launch["tactic"] for layer in section["launches"] for launch in layer)
 
 
 # -- real GPU -------------------------------------------------------------------------------------------------
@@ -346,13 +353,14 @@ def codes_model(rng):
              node("MaxPool", ["r3"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
              node("Conv", ["p", "dw"], ["d"], pads=[1, 1, 1, 1], group=16),
              node("BatchNormalization", ["d", "g", "b", "mean", "var"], ["bn"]),
-             node("AveragePool", ["bn"], ["ap"], kernel_shape=[2, 2], strides=[1, 1]), node("Sigmoid", ["ap"], ["y"])]
+             node("AveragePool", ["bn"], ["ap"], kernel_shape=[2, 2], strides=[1, 1]), node("Sigmoid", ["ap"], ["y"]),
+             node("Flatten", ["p"], ["flat"])]   # an output moved from codes: dequantized before the Flatten
     inits = {"w1": _weights(rng, (16, 3, 3, 3)), "b1": _weights(rng, 16, 0.1), "w2": _weights(rng, (16, 16, 3, 3)),
              "m": _weights(rng, (12, 12)), "dw": _weights(rng, (16, 1, 3, 3)), "g": _weights(rng, 16),
              "b": _weights(rng, 16), "mean": _weights(rng, 16), "var": rng.random(16, np.float32) + 0.5}
     shapes = {"x": (2, 3, 12, 12)}
     graph = helper.make_graph(nodes, "codes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "flat")],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), shapes
 
@@ -378,7 +386,8 @@ def test_int8_codes_match_the_reference_on_the_emulator(arch, sm_count):
     want = reference(plan, feeds)
     assert_same_codes(got, want)
     floats = edgert.build(model, int8_codes=False, **options)   # the float-dequant plan computes the same
-    np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])
+    for name in ("y", "flat"):
+        np.testing.assert_array_equal(reference(floats, feeds)[name], want[name])
 
 
 @pytest.mark.gpu
@@ -394,11 +403,90 @@ def test_int8_codes_match_the_reference_on_the_gpu(sm_count):
     for _ in range(3):
         feeds = feeds_for(shapes, rng)
         assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), reference(plan, feeds))
+    check_digits_with_codes(driver, arch, sm_count)
+
+
+def check_digits_with_codes(driver, arch: str, sm_count) -> None:
+    """The trained digits CNN with int8 codes: all-int8 (the final Gemm writes its float logits through the
+    dequantization table) bit-exact; with the default fp32 final Gemm, whose float sums run in another order
+    than NumPy's (most logits 1 ulp apart, on the emulator as on the GPU), within 1e-5 normwise."""
     digits = pytest.importorskip("test_calibration")
     data = digits.digits.__wrapped__()
-    plan = edgert.build(data["model"], cpu_only_aliases=False, shapes=digits.SHAPES, precision="int8",
-                        calib=data["calib"], int8_codes=True)
-    assert any("scale" in t for t in plan.document["tensors"])
     feeds = {"image": np.ascontiguousarray(data["test_x"][:digits.BATCH])}
+    for rules in (ALL_INT8, None):
+        plan = edgert.build(data["model"], cpu_only_aliases=False, shapes=digits.SHAPES, precision="int8",
+                            precision_rules=rules, calib=data["calib"], int8_codes=True)
+        assert any("scale" in t for t in plan.document["tensors"])
+        last = plan.document["layers"][-1]["precision"]
+        assert last == ("int8" if rules else "fp32"), last
+        emulate = isinstance(driver, emulator.EmulatedDriver)
+        got, want = run_cuda(plan, feeds, driver, arch, emulate, sm_count), reference(plan, feeds)
+        if rules:
+            assert_same_codes(got, want)
+        else:
+            error = np.linalg.norm(got["logits"] - want["logits"]) / np.linalg.norm(want["logits"])
+            assert error <= 1e-5 and np.array_equal(got["logits"].argmax(1), want["logits"].argmax(1)), error
+
+
+@needs_cxx
+def test_digits_with_codes_on_the_emulator():
+    check_digits_with_codes(emulator.EmulatedDriver("sm_90"), "sm_90", None)
+
+
+# -- the fast paths of int8 convolutions: tap-major loads (channels per group a multiple of 32), split-K ----------
+def tap_model(rng):
+    """Convolutions whose channels per group fill k-tiles of 32: 3x3 padded, strided and dilated with a residual
+    add, 1x1, grouped (32 channels per group), and a grouped one of 16 channels per group (the table loader)."""
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
+             node("Conv", ["r1", "w2"], ["c2"], pads=[2, 2, 2, 2], strides=[2, 2], dilations=[2, 2]),
+             node("Conv", ["r1", "w3"], ["c3"], strides=[2, 2]), node("Add", ["c2", "c3"], ["a"]),
+             node("Relu", ["a"], ["r2"]), node("Conv", ["r2", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1], group=3),
+             node("Conv", ["c4", "w5"], ["c5"], pads=[1, 1, 1, 1], group=3), node("Conv", ["c5", "w6"], ["y"])]
+    inits = {"w1": _weights(rng, (64, 32, 3, 3), 0.1), "b1": _weights(rng, 64, 0.1),
+             "w2": _weights(rng, (96, 64, 3, 3), 0.05), "w3": _weights(rng, (96, 64, 1, 1), 0.2),
+             "w4": _weights(rng, (48, 32, 3, 3), 0.1), "b4": _weights(rng, 48, 0.1),
+             "w5": _weights(rng, (96, 16, 3, 3), 0.1), "w6": _weights(rng, (40, 96, 1, 1), 0.1)}
+    shapes = {"x": (2, 32, 10, 11)}
+    graph = helper.make_graph(nodes, "tap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), shapes
+
+
+@needs_cxx
+@pytest.mark.parametrize("arch, codes", [("sm_90", True), ("sm_75", True), ("sm_90", False)])
+def test_tap_major_and_split_k_match_the_reference_on_the_emulator(arch, codes):
+    rng = np.random.default_rng()
+    model, shapes = tap_model(rng)
+    plan = edgert.build(model, cpu_only_aliases=False, shapes=shapes, precision="int8", precision_rules=ALL_INT8,
+                        calib=[feeds_for(shapes, rng)], int8_codes=codes)
+    feeds = feeds_for(shapes, rng)
+    got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True)
+    used = [launch["tactic"] for layer in plan.document["kernels"][arch]["launches"] for launch in layer]
+    assert sum(t.startswith("int8-implicit-gemm-tap") for t in used) == 5, used
+    assert any(t.startswith("int8-implicit-gemm ") for t in used), used
+    assert any("splitk" in t for t in used), used
+    assert_same_codes(got, reference(plan, feeds))
+
+
+@needs_cxx
+@pytest.mark.parametrize("arch, sm_count", [("sm_75", 1), ("sm_90", None)])
+def test_data_movement_carries_codes_on_the_emulator(arch, sm_count):
+    """Concatenation, nearest Resize, Slice, Padding and a Flatten round trip move int8 codes on CUDA too (the
+    copy kernels are dtype-generic): bit-exact with the CPU plan and with the plan without codes."""
+    from test_int8_codes import _neck_model
+
+    rng = np.random.default_rng()
+    model, shape = _neck_model(rng, pooled=False)   # the output of an int8 layer: compared bit for bit
+    options = dict(cpu_only_aliases=False, precision="int8", precision_rules=ALL_INT8,
+                   calib=[{"x": rng.standard_normal(shape).astype(np.float32)}])
+    plan = edgert.build(model, int8_codes=True, **options)
+    assert plan.header["int8_codes"]["carriers"] >= 4
+    assert [layer["name"] for layer in plan.layers if layer["kind"] == "Reformat"] == ["quantize(x)"]
+    feeds = {"x": (rng.standard_normal(shape) * 2).astype(np.float32)}
+    got = run_cuda(plan, feeds, emulator.EmulatedDriver(arch), arch, emulate=True, sm_count=sm_count)
     want = reference(plan, feeds)
-    assert_same_codes(run_cuda(plan, feeds, driver, arch, emulate=False, sm_count=sm_count), want)
+    assert_same_codes(got, want)
+    floats = edgert.build(model, int8_codes=False, **options)
+    np.testing.assert_array_equal(reference(floats, feeds)["y"], want["y"])

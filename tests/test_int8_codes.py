@@ -30,7 +30,7 @@ SHAPE = (2, 3, 12, 12)
 
 def _model(rng):
     """conv+relu, conv with a residual add, relu, max and average pooling, a Scale (BatchNorm), a Flatten
-    (data movement: reads dequantized values), a Gemm, and a graph output straight from a relu."""
+    (data movement: moves the codes), a Gemm, and a graph output straight from a relu."""
     def weights(name, *shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
     inits = [weights("w1", 8, 3, 3, 3), weights("b1", 8), weights("w2", 8, 8, 3, 3), weights("w3", 10, 8 * 3 * 3),
@@ -103,17 +103,24 @@ def test_reformats_where_precision_changes(built):
     quantize = by_name["quantize(x)"]       # the graph input, before the first convolution
     assert quantize["attrs"]["to_dtype"] == "int8" and _tensors(plan, quantize["outputs"])[0]["dtype"] == "int8"
     dequantize = [layer for layer in reformats if layer["attrs"]["to_dtype"] == "float32"]
-    assert dequantize, reformats
+    assert not dequantize, reformats   # the int8 layers producing the outputs read codes and write float32
+    for name in ("y", "side"):
+        layer = next(layer for layer in plan.layers if layer["name"] == name)
+        assert [t["dtype"] for t in _tensors(plan, layer["inputs"][:1] + layer["outputs"])] == ["int8", "float32"]
     for layer in reformats:
         assert layer["attrs"]["cost_ms"] > 0 and layer["attrs"]["scale"] > 0
         source, = _tensors(plan, layer["inputs"])
         if layer["attrs"]["to_dtype"] == "float32":
             assert source["dtype"] == "int8" and source["scale"] == layer["attrs"]["scale"]
-    # every reader of a code tensor is an int8 layer or a dequantize Reformat
+    # every reader of a code tensor is an int8 layer, a dequantize Reformat or a layer moving the codes (Flatten)
     code_ids = {i for i, t in enumerate(plan.document["tensors"]) if "scale" in t}
+    carriers = 0
     for layer in plan.layers:
         if code_ids & set(layer["inputs"]):
-            assert layer["attrs"].get("int8") or layer["attrs"].get("to_dtype") == "float32", layer["name"]
+            moved = layer["kind"] == "Shuffle" and set(layer["outputs"]) <= code_ids
+            carriers += moved
+            assert layer["attrs"].get("int8") or layer["attrs"].get("to_dtype") == "float32" or moved, layer["name"]
+    assert carriers == 1 == plan.header["int8_codes"]["carriers"]
     # graph outputs stay float32
     for binding in plan.document["bindings"]["outputs"]:
         assert binding["dtype"] == "float32"
@@ -127,7 +134,7 @@ def test_inspect_shows_the_reformats(built, tmp_path):
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     layers = {layer["name"]: layer for layer in shown["layers"]}
-    assert layers["quantize(x)"]["outputs"][0]["scale"] > 0 and any(n.startswith("dequantize(") for n in layers)
+    assert layers["quantize(x)"]["outputs"][0]["scale"] > 0 and layers["quantize(x)"]["kind"] == "Reformat"
     done = subprocess.run([sys.executable, "-m", "edgert.tools.cli", "inspect", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -307,3 +314,121 @@ def test_compare_per_layer_reads_codes_as_their_values(built):
     assert [e["layer"] for e in with_codes] == [e["layer"] for e in without] and len(with_codes) >= 4
     for a, b in zip(with_codes, without):
         assert a["normwise_rel"] == b["normwise_rel"], (a, b)
+
+
+# -- data movement carrying codes (Concatenation, Shuffle, Slice, nearest Resize, Padding, Identity) -------------
+def _neck_model(rng, batch=2, pooled=True):
+    """An inception-like tower (two convolutions and a max pool concatenated), a YOLO-like neck (nearest
+    upsample, slice, zero pad, reshape round trip) and a convolution after it (+ a global pool: ``pooled``)."""
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
+             node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), node("Conv", ["r1", "w3"], ["c3"]),
+             node("MaxPool", ["r1"], ["mp"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+             node("Concat", ["c2", "c3", "mp"], ["cat"], axis=1),
+             node("Resize", ["cat", "", "up_scales"], ["up"], mode="nearest"),
+             node("Slice", ["up", "starts", "ends", "axes"], ["sl"]), node("Pad", ["sl", "pads"], ["pd"]),
+             node("Reshape", ["pd", "flat"], ["fl"]), node("Reshape", ["fl", "back"], ["bk"]),
+             node("Conv", ["bk", "w4"], ["c4"]), node("Relu", ["c4"], ["r4" if pooled else "y"])]
+    nodes += [node("GlobalAveragePool", ["r4"], ["y"])] if pooled else []
+    consts = {"w1": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+              "w2": (rng.standard_normal((4, 8, 3, 3)) * 0.3).astype(np.float32),
+              "w3": (rng.standard_normal((6, 8, 1, 1)) * 0.3).astype(np.float32),
+              "w4": (rng.standard_normal((5, 18, 3, 3)) * 0.3).astype(np.float32),
+              "up_scales": np.float32([1, 1, 2, 2]), "starts": np.int64([1]), "ends": np.int64([17]),
+              "axes": np.int64([2]), "pads": np.int64([0, 0, 1, 1, 0, 0, 1, 1]),
+              "flat": np.int64([batch, -1]), "back": np.int64([batch, 18, 18, 22])}
+    shape = (batch, 3, 10, 10)
+    graph = helper.make_graph(nodes, "neck", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), shape
+
+
+def _layer_io(plan, name):
+    layer = next(layer for layer in plan.layers if layer["name"] == name)
+    return _tensors(plan, layer["inputs"]), _tensors(plan, layer["outputs"])
+
+
+@pytest.mark.parametrize("rules", [None, ALL_INT8])
+def test_data_movement_layers_carry_codes(rules):
+    rng = np.random.default_rng()
+    model, shape = _neck_model(rng)
+    calib = [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(2)]
+    options = dict(precision="int8", calib=calib, precision_rules=rules)
+    codes, floats = edgert.build(model, **options), edgert.build(model, int8_codes=False, **options)
+    kinds = {layer["name"]: layer["kind"] for layer in codes.layers}
+    carried = [name for name, kind in kinds.items() if kind in ("Concatenation", "Resize", "Slice", "Padding")]
+    assert len(carried) == 4, kinds
+    for name in carried:   # codes in, the same codes out
+        inputs, (out,) = _layer_io(codes, name)
+        assert out["dtype"] == "int8" and {t["scale"] for t in inputs if t["dtype"] == "int8"} == {out["scale"]}
+    reformats = sorted(name for name, kind in kinds.items() if kind == "Reformat")
+    # no bouncing through float between int8 layers: the input's quantize, a dequantize before an fp32 head
+    assert [name for name in reformats if name.startswith("quantize(")] == ["quantize(x)"], reformats
+    assert len(reformats) <= 2, reformats
+    assert codes.header["int8_codes"]["carriers"] >= 4
+    assert not any(layer["kind"] == "Cast" for layer in codes.layers)   # nearest Resize follows: no fp16 detour
+    assert codes.document["memory"]["arena_bytes"] < 0.75 * floats.document["memory"]["arena_bytes"]
+    for _ in range(2):
+        x = (rng.standard_normal(shape) * rng.uniform(0.5, 3)).astype(np.float32)
+        np.testing.assert_array_equal(_run(codes, x)["y"], _run(floats, x)["y"])
+
+
+def test_calibration_gives_a_concats_inputs_its_scale_and_the_concat_runs_in_place():
+    rng = np.random.default_rng()
+    model, shape = _neck_model(rng, batch=1)
+    model.graph.node[4].op_type, model.graph.node[4].input[:] = "Conv", ["r1", "w5"]   # 3 convs: their own buffers
+    del model.graph.node[4].attribute[:]
+    model.graph.node[4].attribute.append(helper.make_attribute("pads", [2, 2, 2, 2]))
+    model.graph.initializer.append(numpy_helper.from_array(rng.standard_normal((8, 8, 5, 5)).astype(np.float32), "w5"))
+    calib = [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(2)]
+    plan = edgert.build(model, precision="int8", calib=calib, calibrator="entropy")
+    inputs, (out,) = _layer_io(plan, "cat")
+    assert [t["scale"] for t in inputs] == [out["scale"]] * 3
+    steps = plan.document["memory"]["elided"]   # the producers write int8 codes into their slices of the concat
+    assert [plan.layers[step]["name"] for step in steps] == ["cat"], steps
+    floats = edgert.build(model, precision="int8", calib=calib, calibrator="entropy", int8_codes=False)
+    x = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(_run(plan, x)["y"], _run(floats, x)["y"])
+
+
+def test_concat_of_codes_at_different_scales_is_dequantized():
+    """A scale from Q/DQ nodes is kept as the model gives it: the concat of codes at two scales is no carrier,
+    it reads dequantized values (still exactly the plan without codes)."""
+    rng = np.random.default_rng()
+    model, shape = _neck_model(rng)
+    nodes = list(model.graph.node)
+    model.graph.node[5].input[0] = "c2_dq"
+    qdq = [helper.make_node("QuantizeLinear", ["c2", "qs", "qz"], ["c2_q"]),
+           helper.make_node("DequantizeLinear", ["c2_q", "qs", "qz"], ["c2_dq"])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[:5] + qdq + nodes[5:])
+    model.graph.node[7].input[0] = "c2_dq"
+    model.graph.initializer.extend([numpy_helper.from_array(np.float32(0.07), "qs"),
+                                    numpy_helper.from_array(np.int8(0), "qz")])
+    calib = [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(2)]
+    codes = edgert.build(model, precision="int8", calib=calib)
+    inputs, (out,) = _layer_io(codes, "cat")
+    assert out["dtype"] == "float32" and all(t["dtype"] == "float32" for t in inputs), (inputs, out)
+    producers = {t: layer["name"] for layer in codes.layers for t in layer["outputs"]}
+    cat = next(layer for layer in codes.layers if layer["name"] == "cat")
+    assert all(producers[t].startswith("dequantize(") for t in cat["inputs"])
+    floats = edgert.build(model, precision="int8", calib=calib, int8_codes=False)
+    x = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(_run(codes, x)["y"], _run(floats, x)["y"])
+
+
+def test_a_carrier_at_another_scale_or_interpolating_is_a_plan_error():
+    rng = np.random.default_rng()
+    model, shape = _neck_model(rng)
+    plan = edgert.build(model, precision="int8", calib=[{"x": rng.standard_normal(shape).astype(np.float32)}])
+    document = read_plan(plan.to_bytes())
+    slice_layer = next(layer for layer in document["layers"] if layer["kind"] == "Slice")
+    document["tensors"][slice_layer["outputs"][0]]["scale"] *= 2
+    with pytest.raises(PlanError, match="moves int8 codes"):
+        edgert.load(_resigned(document))
+    document = read_plan(plan.to_bytes())
+    resize = next(layer for layer in document["layers"] if layer["kind"] == "Resize")
+    resize["attrs"]["mode"] = "linear"
+    with pytest.raises(PlanError, match="computes new values"):
+        edgert.load(_resigned(document))

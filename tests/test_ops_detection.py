@@ -81,6 +81,24 @@ def test_nms_matches_ort(center, limit, iou, score):
     np.testing.assert_array_equal(ours, ref)
 
 
+@pytest.mark.parametrize("count,spread,classes,limit", [
+    (700, 60.0, 1, 1000),      # one tangle of boxes: settled in blocks of 256
+    (700, 60.0, 1, 40),        # ... cut at the limit inside a block
+    (1200, 40.0, 6, 1000),     # classes offset apart (torchvision's batched NMS): separate groups
+    (5000, 3000.0, 1, 10000),  # many candidates: each kept box only meets those its x-extent reaches
+])
+def test_nms_of_many_boxes_matches_ort(count, spread, classes, limit):
+    corner = rng.uniform(0, spread, (1, count, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(2, 30, (1, count, 2))], axis=2)
+    boxes += (rng.integers(0, classes, count) * 2 * (spread + 30))[None, :, None]
+    inputs = [("boxes", boxes.astype(np.float32)), ("scores", rng.random((1, 1, count)).astype(np.float32)),
+              ("max", np.array([limit], np.int64)), ("iou", np.array([0.45], np.float32))]
+    model, feeds = op_model("NonMaxSuppression", inputs, {}, opset=11, consts=("max", "iou"))
+    ours, ref = edgert_run(model, feeds)["y0"], ort_run(model, feeds)["y0"]
+    assert ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)
+
+
 def test_nms_plan_bounds_its_output_and_trims_it():
     boxes, scores = random_boxes(1, 40, 0), rng.random((1, 2, 40)).astype(np.float32)
     model, feeds = op_model("NonMaxSuppression", [("boxes", boxes), ("scores", scores),
@@ -132,22 +150,38 @@ def test_nms_postprocessing_chain_returns_real_rows():
         np.testing.assert_allclose(ours["detections"], ref["detections"], rtol=1e-6)
 
 
-def test_reducing_over_the_data_dependent_rows_is_a_build_error():
-    nodes = [helper.make_node("NonMaxSuppression", ["boxes", "scores", "max"], ["selected"]),
-             helper.make_node("ReduceSum", ["selected"], ["total"], keepdims=0)]
+def nms_then(node, opset=13):
+    nodes = [helper.make_node("NonMaxSuppression", ["boxes", "scores", "max"], ["selected"]), node]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("boxes", T.FLOAT, [1, 6, 4]),
                      helper.make_tensor_value_info("scores", T.FLOAT, [1, 1, 6])],
-        [helper.make_tensor_value_info("total", T.INT64, None)], [numpy_helper.from_array(np.array([3], np.int64), "max")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedError, match="ReduceSum|Reduce.*data-dependent.*NonMaxSuppression"):
+        [helper.make_tensor_value_info(node.output[0], T.INT64, None)],
+        [numpy_helper.from_array(np.array([3], np.int64), "max")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_reducing_over_the_data_dependent_rows_reads_their_count_and_matches_ort():
+    model = nms_then(helper.make_node("ReduceSum", ["selected"], ["total"], keepdims=0))
+    plan = edgert.build(model)
+    reduce = next(layer for layer in plan.layers if layer["kind"] == LayerKind.REDUCE.value)
+    assert len(reduce["inputs"]) == 2 and reduce["attrs"]["rows_axis"] == 0
+    context = edgert.load(plan.to_bytes()).create_execution_context()
+    for _ in range(4):
+        feeds = {"boxes": random_boxes(1, 6, 0), "scores": rng.random((1, 1, 6)).astype(np.float32)}
+        np.testing.assert_array_equal(context.execute(feeds)["total"], ort_run(model, feeds)["total"])
+
+
+def test_a_cumulative_sum_over_the_data_dependent_rows_is_a_build_error():
+    model = nms_then(helper.make_node("CumSum", ["selected", "axis0"], ["total"]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int64), "axis0"))
+    with pytest.raises(UnsupportedError, match="Cumulative.*data-dependent.*NonMaxSuppression"):
         edgert.build(model)
 
 
-def test_nms_is_gpu_only_with_a_reason_and_has_no_cuda_kernel_yet():
+def test_nms_is_gpu_only_with_a_reason_and_has_a_cuda_kernel():
     from edgert.kernels.cuda.library import supported_kinds
     from edgert.partitioner.capabilities import CapabilityTable
-    assert LayerKind.NMS not in supported_kinds() and LayerKind.NON_ZERO not in supported_kinds()
+    assert LayerKind.NMS in supported_kinds() and LayerKind.NON_ZERO in supported_kinds()   # tests/test_cuda_detect.py
     for version in (1, 2):
         assert "NMS" in CapabilityTable.for_version(version).unsupported[LayerKind.NMS]
 

@@ -8,6 +8,7 @@ graph between two CUDA events (the graph itself cannot be timed per layer). Laye
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 
@@ -130,6 +131,7 @@ def main(args) -> int:
         result["cpu_kernels"] = native.status()
         stats = threads.pool().stats(regions)
         result["cpu_regions"] = {**stats, "lags": stats["lags"] - lags}
+        result["cpu_fused"] = [{"kind": kind, "layers": names} for kind, names in context.fused_layers()]
     layers = profile(context, feeds, result["iterations"], args.device) if args.profile or args.export_profile \
         else None
     if args.export_profile:
@@ -156,6 +158,10 @@ def _print_result(args, result: dict) -> None:
         regions = result["cpu_regions"]
         print(f"  CPU layers split over the worker pool: {regions['split']} split, {regions['inline']} on one thread, "
               f"{regions['measuring']} still timing both ways; pauses for a lagging worker: {regions['lags']}")
+        kinds = collections.Counter(group["kind"] for group in result["cpu_fused"])
+        print("  CPU layer groups fused into one native call: "
+              + (", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none")
+              + (" (--profile times their layers one by one)" if kinds else ""))
 
 
 def _print_profile(layers: list[dict]) -> None:

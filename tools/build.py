@@ -50,6 +50,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-aux-streams", type=int, default=None, metavar="N",
                         help="run independent branches on up to N auxiliary CUDA streams (TensorRT's "
                              "maxAuxStreams; default 0: one stream)")
+    parser.add_argument("--input-format", action="append", default=[], metavar="NAME=FORMAT",
+                        help="bind input NAME as fp16 or int8 (codes at its calibrated scale) instead of fp32, so the "
+                             "plan's conversion layer goes (like trtexec --inputIOFormats; FORMAT: fp32|fp16|int8, "
+                             "optionally :linear; repeatable)")
+    parser.add_argument("--output-format", action="append", default=[], metavar="NAME=FORMAT",
+                        help="bind output NAME as fp16 or int8 (the codes its int8 layer writes, at that layer's "
+                             "scale) instead of fp32 (like trtexec --outputIOFormats; repeatable)")
     parser.add_argument("--no-opt", action="append", default=[], metavar="PASS",
                         help="disable one graph pass (repeatable); 'all' disables every pass")
 
@@ -64,7 +71,8 @@ def build_config(args):
         placement=args.placement, calib=args.calib, calibrator=args.calibrator, calib_cache=args.calib_cache,
         gpu_kernels=args.gpu_kernels or None, timing_cache=args.timing_cache, autotune=args.autotune,
         tf32=args.tf32 or None, max_arena=args.max_arena, max_aux_streams=args.max_aux_streams,
-        int8_codes=args.int8_codes)
+        int8_codes=args.int8_codes, input_formats=args.input_format or None,
+        output_formats=args.output_format or None)
 
 
 def main(args) -> int:

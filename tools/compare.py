@@ -128,11 +128,12 @@ def compare(model_path, plan, inputs: dict | None = None, per_layer: bool = Fals
     if reference is None or per_layer:
         import onnx
         model = onnx.load(model_path) if isinstance(model_path, (str, os.PathLike)) else model_path
-        reference = {**_run_onnxruntime(model, inputs, per_layer), **(reference or {})}
+        values = {b.name: bound_values(inputs[b.name], b.scale) for b in engine.inputs}   # what the model reads
+        reference = {**_run_onnxruntime(model, values, per_layer), **(reference or {})}
     report = {"outputs": {}, "threshold": threshold, "atol": atol, "rtol": rtol, "check_error_stat": error_stat,
               "inputs": inputs}
     for binding in document["bindings"]["outputs"]:
-        out = plan_tensors[binding["tensor"]]
+        out = bound_values(plan_tensors[binding["tensor"]], document["tensors"][binding["tensor"]].get("scale"))
         if binding["name"] not in reference:
             raise UsageError(f"the reference has no output {binding['name']!r} (outputs: "
                              f"{', '.join(sorted(reference)) or 'none'}); was it saved from another model?")
@@ -145,6 +146,14 @@ def compare(model_path, plan, inputs: dict | None = None, per_layer: bool = Fals
     if per_layer:
         report["layers"], report["first_diverging"] = _per_layer(model, document, plan_tensors, reference, threshold)
     return report
+
+
+def bound_values(array: np.ndarray, scale) -> np.ndarray:
+    """The float32 values a binding holds: int8 codes times their scale, float16 widened (--input-format /
+    --output-format), anything else as it is."""
+    if scale is not None:
+        return (array.astype(np.float64) * scale).astype(np.float32)
+    return array.astype(np.float32) if array.dtype == np.float16 else array
 
 
 def _run_plan(engine, document, inputs) -> dict[int, np.ndarray]:

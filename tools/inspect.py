@@ -89,7 +89,8 @@ def print_tables(info: dict) -> None:
         print(line)
     for direction in ("inputs", "outputs"):
         for binding in info[direction]:
-            print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {_shape(binding)}")
+            scale = f" (int8 codes, scale {binding['scale']:.6g})" if "scale" in binding else ""
+            print(f"  {direction[:-1]:6} {binding['name']}: {binding['dtype']} {_shape(binding)}{scale}")
     streams = any(layer["stream"] or layer["wait"] for layer in info["layers"])
     if streams:
         print(f"auxiliary streams: {max(layer['stream'] for layer in info['layers'])} (stream 0 is the context's; "

@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
 
 def random_inputs(engine, seed=None, ranges: dict | None = None) -> dict[str, np.ndarray]:
     """Random arrays for the engine's inputs: standard normal floats, 0/1 integers and booleans, or uniform
-    in ``ranges[name]`` (``ranges[None]``: every input) = (lo, hi)."""
+    in ``ranges[name]`` (``ranges[None]``: every input) = (lo, hi); an int8 binding of codes gets the codes of
+    such values at its scale."""
     rng = np.random.default_rng(seed)
     ranges = ranges or {}
     unknown = sorted(set(ranges) - {None} - {b.name for b in engine.inputs})
@@ -36,7 +37,10 @@ def random_inputs(engine, seed=None, ranges: dict | None = None) -> dict[str, np
     feeds = {}
     for binding in engine.inputs:
         bounds = ranges.get(binding.name, ranges.get(None))
-        if binding.dtype.kind == "b":
+        if getattr(binding, "scale", None) is not None:   # int8 codes (--input-format NAME=int8): of such values
+            values = rng.uniform(*bounds, binding.shape) if bounds is not None else rng.standard_normal(binding.shape)
+            feeds[binding.name] = np.clip(np.rint(values / binding.scale), -128, 127).astype(np.int8)
+        elif binding.dtype.kind == "b":
             feeds[binding.name] = rng.random(binding.shape) > 0.5
         elif bounds is not None and binding.dtype.kind == "f":
             feeds[binding.name] = rng.uniform(*bounds, binding.shape).astype(binding.dtype)

@@ -16,7 +16,7 @@ from edgert.api.enums import (ActivationType, BuilderFlag, CumulativeOperation, 
                               MatrixOperation, MemoryPoolType, NetworkDefinitionCreationFlag, PaddingMode,
                               PaddingType, PoolingType, ProfilingVerbosity, ReduceOperation,
                               ResizeCoordinateTransformation, ResizeMode, ResizeRoundMode, RNNOperation, SampleMode,
-                              ScaleMode, ScatterMode, TensorIOMode, TensorLocation, TopKOperation, UnaryOperation,
+                              ScaleMode, ScatterMode, TensorFormat, TensorIOMode, TensorLocation, TopKOperation, UnaryOperation,
                               bool_, float16, float32, int8, int32, int64, nptype, uint8, volume)
 from edgert.api.layers import LayerType
 from edgert.api.logger import ILogger, Logger
@@ -35,7 +35,8 @@ __all__ = [
     "ITimingCache", "InterpolationMode", "LayerInformationFormat", "LayerType", "Logger", "MatrixOperation",
     "MemoryPoolType", "NetworkDefinitionCreationFlag", "OnnxParser", "PaddingMode", "PaddingType", "ParserError",
     "PoolingType", "ProfilingVerbosity", "RNNOperation", "ReduceOperation", "ResizeCoordinateTransformation",
-    "ResizeMode", "ResizeRoundMode", "Runtime", "SampleMode", "ScaleMode", "ScatterMode", "TensorIOMode",
+    "ResizeMode", "ResizeRoundMode", "Runtime", "SampleMode", "ScaleMode", "ScatterMode", "TensorFormat",
+    "TensorIOMode",
     "TensorLocation", "TopKOperation", "UnaryOperation", "Weights", "bool_", "float16", "float32",
     "init_libnvinfer_plugins", "int32", "int64", "int8", "nptype", "uint8", "volume",
 ]

@@ -263,6 +263,7 @@ class IBuilderConfig:
             options.update(self._int8_options(network, scratch_dir))
         if self._profiles:
             options["profiles"] = [p.as_dict() for p in self._profiles]
+        options.update(network.io_format_options())
         return options
 
     def _placement_options(self, network) -> dict:

@@ -203,6 +203,23 @@ class MemoryPoolType(enum.IntEnum):
     TACTIC_DRAM = 4
 
 
+class TensorFormat(enum.IntEnum):
+    """TensorRT's binding layouts (``ITensor.allowed_formats`` is a bit mask of them), TensorRT's values; the
+    DLA-only and 3-D ones are absent. ``layout`` is edgert's name (``edgert.io_formats.LAYOUTS``)."""
+    LINEAR = 0
+    CHW2 = 1
+    HWC8 = 2
+    CHW4 = 3
+    CHW16 = 4
+    CHW32 = 5
+    HWC = 8
+    HWC16 = 11
+
+    @property
+    def layout(self) -> str:
+        return self.name.lower()
+
+
 class TensorIOMode(enum.IntEnum):
     NONE = 0
     INPUT = 1

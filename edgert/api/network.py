@@ -17,7 +17,7 @@ import copy
 
 import numpy as np
 
-from edgert.api.enums import DataType, dims
+from edgert.api.enums import DataType, TensorFormat, dims
 from edgert.errors import GraphError, ShapeError, UnsupportedError
 from edgert.ir.graph import Graph, Node, Value
 from edgert.ir.kinds import LayerKind
@@ -25,6 +25,7 @@ from edgert.ir.shape_inference import infer_node
 
 PLACEHOLDER_DIM = 16          # a dynamic dim's size while the network is edited (even, larger than small kernels)
 SECOND_PLACEHOLDER_DIM = 32   # a second size, to find the dims that follow the dynamic ones
+_BINDING_TYPES = (DataType.FLOAT, DataType.HALF, DataType.INT8)   # ITensor.dtype of an I/O binding (io_formats)
 
 
 class ITensor:
@@ -55,15 +56,46 @@ class ITensor:
 
     @property
     def dtype(self) -> DataType:
+        bound = self._network._io_formats.get(id(self._value))
+        if bound is not None:
+            return bound
         self._network._refresh()
         return DataType.of(self._value.dtype)
 
     @dtype.setter
     def dtype(self, new) -> None:
+        """A network output's binding type (FLOAT, HALF, INT8), or a network input's: for a float32 input, HALF
+        and INT8 set the binding type (``edgert.io_formats``: the plan converts, or reads it as it is), as
+        TensorRT does; any other type retypes the input itself."""
+        new = DataType(new)
+        if self.is_network_output or (self.is_network_input and new in _BINDING_TYPES
+                                      and self._network._float_input(self._value)):
+            if new not in _BINDING_TYPES:
+                raise GraphError(f"tensor {self.name!r}: an output binding is FLOAT, HALF or INT8, not {new.name}")
+            self._network._io_formats[id(self._value)] = new
+            return
         if not self.is_network_input:
-            raise GraphError(f"tensor {self.name!r}: only a network input's dtype can be set; add a cast layer")
-        self._value.dtype = DataType(new).ir
+            raise GraphError(f"tensor {self.name!r}: only a network input's or output's dtype can be set; add a "
+                             "cast layer")
+        self._network._io_formats.pop(id(self._value), None)
+        self._value.dtype = new.ir
         self._network._changed()
+
+    @property
+    def allowed_formats(self) -> int:
+        """Bit mask of ``TensorFormat`` members the binding may take (default: LINEAR). edgert binds LINEAR when
+        it is allowed, else the allowed layout of the lowest value (``edgert.io_formats``)."""
+        return self._network._allowed_formats.get(id(self._value), 1 << int(TensorFormat.LINEAR))
+
+    @allowed_formats.setter
+    def allowed_formats(self, mask) -> None:
+        if not (self.is_network_input or self.is_network_output):
+            raise GraphError(f"tensor {self.name!r}: allowed_formats applies to network inputs and outputs")
+        known = sum(1 << int(f) for f in TensorFormat)
+        if not int(mask) or int(mask) & ~known:
+            raise GraphError(f"tensor {self.name!r}: allowed_formats {int(mask):#x} names no TensorFormat edgert "
+                             f"binds; use a mask of {', '.join(f.name for f in TensorFormat)}")
+        self._network._allowed_formats[id(self._value)] = int(mask)
 
     @property
     def is_network_input(self) -> bool:
@@ -252,6 +284,8 @@ class NetworkBase:
         self._tensors: dict[int, ITensor] = {}
         self._declared: dict[int, tuple] = {}    # input value id -> shape as given, -1 for dynamic dims
         self._dynamic_ranges: dict[str, tuple[float, float]] = {}
+        self._io_formats: dict[int, DataType] = {}   # value id -> binding type set through ITensor.dtype
+        self._allowed_formats: dict[int, int] = {}   # value id -> ITensor.allowed_formats mask
         self._dirty = False
         self._placeholder = PLACEHOLDER_DIM
         self.name = "network"
@@ -347,6 +381,29 @@ class NetworkBase:
         self._declared[id(value)] = declared
         value.shape = self._at_placeholder(declared)
         self._changed()
+
+    def _float_input(self, value: Value) -> bool:
+        return value.dtype == DataType.FLOAT.ir
+
+    def io_format_options(self) -> dict:
+        """``input_formats`` / ``output_formats`` build options of the binding types set through ITensor.dtype."""
+        names = {DataType.FLOAT: "fp32", DataType.HALF: "fp16", DataType.INT8: "int8"}
+        options = {}
+        for key, values in (("input_formats", self._graph.inputs), ("output_formats", self._graph.outputs)):
+            names_of = dict(zip(map(id, self._graph.outputs), self._graph.output_names)) if key == "output_formats" \
+                else {id(v): v.name for v in values}
+            formats = {}
+            for value in values:
+                dtype, mask = self._io_formats.get(id(value)), self._allowed_formats.get(id(value))
+                if dtype is None and mask is None:
+                    continue
+                layout = "linear"
+                if mask is not None and not mask & (1 << int(TensorFormat.LINEAR)):
+                    layout = next(f.layout for f in sorted(TensorFormat) if mask & (1 << int(f)))
+                formats[names_of[id(value)]] = f"{names[dtype or DataType.FLOAT]}:{layout}"
+            if formats:
+                options[key] = formats
+        return options
 
     def _rename(self, value: Value, new: str) -> None:
         if new == value.name:

@@ -110,6 +110,13 @@ class LayerKind(str, enum.Enum):
     NMS = "NonMaxSuppression"
     # bounded. outputs: indices (rank, numel) int64 of the non-zero elements in row-major order, padding 0; count
     NON_ZERO = "NonZero"
+    # bounded. attrs: axis, select (bool). inputs: k values with data-dependent (or static) rows along ``axis``,
+    # then their k counts (int64 scalars: the valid rows of value i are its first min(count_i, size_i)), then
+    # with ``select`` a bool scalar condition (k = 2: only value 0's rows when it is true, only value 1's when
+    # false). Output 0 holds the valid rows of each value one after another along ``axis`` (sized at the sum of
+    # the sizes), zeros past them; output 1 their total count. A Concat of data-dependent rows (torchvision's 90
+    # per-class detections) and an If on a count whose branches give different row counts become this layer.
+    COMPACT = "Compact"
     # attrs: mode ("elements" | "nd"), axis (elements), reduction ("none" | "add" | "mul" | "max" | "min");
     # inputs: data, indices (int64/int32, negatives count from the end), updates
     SCATTER = "Scatter"
@@ -250,5 +257,12 @@ class RNNActivation(str, enum.Enum):
     SOFTPLUS = "softplus"
 
 
-# Kinds with a data-dependent output size: (axis of the bounded rows in output 0); the last output is the count.
-BOUNDED_KINDS = {LayerKind.NMS: 0, LayerKind.NON_ZERO: 1}
+# Kinds with a data-dependent output size: (axis of the bounded rows in output 0, None: the layer's "axis"
+# attribute); the last output is the count.
+BOUNDED_KINDS = {LayerKind.NMS: 0, LayerKind.NON_ZERO: 1, LayerKind.COMPACT: None}
+
+
+def bounded_axis(node) -> int:
+    """The axis of a bounded layer's (``BOUNDED_KINDS``) output 0 along which its count counts rows."""
+    axis = BOUNDED_KINDS[node.kind]
+    return int(node.attrs["axis"]) if axis is None else axis

@@ -19,13 +19,20 @@ module follows each bounded value through such layers, tracking ``Rows`` (count 
 - Gather of a bounded index tensor (its rows become the output's), or of bounded data along another axis,
   or both: bounded rows picked by indices bounded by another count (valid indices address valid rows);
 - Reduce, Softmax and TopK over other axes, and TopK along the rows when it reads their count (input 1:
-  a k computed from the count, k = min(K, n), as torchvision's detection heads do); MatrixMultiply with
-  bounded rows of A;
-- Scatter of bounded indices and updates that reads their count (input 3): a static output.
+  a k computed from the count, k = min(K, n), as torchvision's detection heads do); Reduce over the rows
+  when it reads their count (input 1, ``rows_axis``: a static result); MatrixMultiply with bounded rows of A;
+- Scatter of bounded indices and updates that reads their count (input 3): a static output;
+- Expand with a count (input 1, ``rows_axis``): a constant-filled value shaped by a count (a ConstantOfShape)
+  whose rows that count counts.
+
+Compact is itself bounded: it reads bounded rows along its axis, each with its count as its own count input
+(a Concat of counted rows; an If on a count, with ``select``), and its count counts its packed rows. Compacts
+of the same counts over values of the same sizes share one count (the first one's): torchvision concatenates
+its boxes, scores and labels apart and then adds boxes to offsets computed from labels.
 
 A value's valid rows are the first min(count * scale, its static size) along the axis: a prefix Slice keeps the
 count of its input, and the runtime's trimming, Shape and NMS clamp it. Two bounded inputs must share their count (but for that Gather). A bounded layer may read bounded
-rows only where it reads their count too: NMS over data-dependent boxes (its input 2). Anything else that reads a bounded value (a reduction over
+rows only where it reads their count too: NMS over data-dependent boxes (its input 2), Compact. Anything else that reads a bounded value (a reduction over
 the rows, a slice of them, a convolution...) is a build error naming the layer. The runtime returns
 each bounded graph output trimmed to its count (plan: ``bindings.outputs[i].rows``).
 """
@@ -39,7 +46,7 @@ import numpy as np
 
 from edgert.errors import UnsupportedError
 from edgert.ir.graph import Graph, Node, Value
-from edgert.ir.kinds import BOUNDED_KINDS, ElementWiseOp, LayerKind
+from edgert.ir.kinds import BOUNDED_KINDS, ElementWiseOp, LayerKind, bounded_axis
 
 class Rows(NamedTuple):
     """The valid rows of a bounded value: the first min(count * scale, static size) along ``axis``; ``scale`` > 1
@@ -64,11 +71,23 @@ def bounded_values(graph: Graph, strict: bool = True) -> dict[int, Rows]:
     the layer when one is read by a layer that is not row-wise along its axis (``strict=False``: such a
     layer's outputs are left out instead, for the importer's questions about a graph still being built)."""
     rows: dict[int, Rows] = {}
+    compacted: dict[tuple, Value] = {}   # a Compact's inputs -> the first such layer's count
     for node in graph.nodes:
         if node.kind in BOUNDED_KINDS:
             if strict and not _reads_its_valid_rows(node, rows):
                 _reject_bounded_inputs(node, rows)
-            rows[id(node.outputs[0])] = Rows(node.outputs[-1], BOUNDED_KINDS[node.kind])
+            count = node.outputs[-1]
+            if node.kind == LayerKind.COMPACT:
+                # Compacts of the same counts over values of the same sizes count the same rows (torchvision
+                # concatenates the boxes, scores and labels of its 90 classes apart, then adds boxes to labels)
+                key = (bounded_axis(node), bool(node.attrs.get("select")),
+                       tuple(id(v) for v in node.inputs[len(node.inputs) // 2:]),
+                       tuple(v.shape[bounded_axis(node)] for v in node.inputs[:len(node.inputs) // 2]))
+                count = compacted.setdefault(key, count)
+            rows[id(node.outputs[0])] = Rows(count, bounded_axis(node))
+            continue
+        if node.kind == LayerKind.EXPAND and node.attrs.get("rows_axis") is not None:
+            rows[id(node.outputs[0])] = Rows(node.inputs[1], int(node.attrs["rows_axis"]))   # sized by a count
             continue
         inputs = {i: rows[id(v)] for i, v in enumerate(node.inputs) if v is not None and id(v) in rows}
         if node.kind == LayerKind.GATHER and len(inputs) == 2 and inputs[0].axis == int(node.attrs["axis"]):
@@ -117,7 +136,12 @@ def scaled_count(graph: Graph, rows: Rows) -> Value:
 
 
 def _reads_its_valid_rows(node: Node, rows: dict[int, Rows]) -> bool:
-    """An NMS whose boxes (axis 1) and scores (axis 2) are bounded rows, with their count as its input 2."""
+    """An NMS whose boxes (axis 1) and scores (axis 2) are bounded rows, with their count as its input 2; a
+    Compact whose values have bounded rows (if any) along its axis, each with its count as its own count input."""
+    if node.kind == LayerKind.COMPACT:
+        values = len(node.inputs) // 2
+        return all(rows.get(id(value)) in (None, Rows(count, bounded_axis(node)))
+                   for value, count in zip(node.inputs[:values], node.inputs[values:2 * values]))
     if node.kind != LayerKind.NMS or len(node.inputs) < 3:
         return False
     boxes, scores, count = node.inputs[:3]
@@ -242,7 +266,11 @@ def _after_reducing(axis: int, reduced, keepdims: bool) -> int | None:
 
 @_rule(LayerKind.REDUCE)
 def _reduce(node, inputs):
-    (_, axis, _), = inputs.values()
+    """Over other axes; or over the rows too when it reads their count (input 1): a static result."""
+    (count, axis, scale), = inputs.values()
+    if list(inputs) == [0] and len(node.inputs) > 1 and node.inputs[1] is count and scale == 1 \
+            and node.attrs.get("rows_axis") == axis and axis in [int(a) for a in node.attrs["axes"]]:
+        return [None]
     result = _after_reducing(axis, [int(a) for a in node.attrs["axes"]], bool(node.attrs.get("keepdims", True)))
     return None if result is None else [result]
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgert.errors import ModelError, ShapeError, UnsupportedError
 from edgert.ir.graph import Value
-from edgert.ir.kinds import BOUNDED_KINDS
+from edgert.ir.kinds import BOUNDED_KINDS, bounded_axis
 from edgert.ir.valid_rows import Rows
 from edgert.kernels.registry import lookup
 
@@ -51,7 +51,7 @@ class CountInput:
 def count_bound(count: Value) -> int:
     """The largest value a bounded layer's count can take: its output's static rows."""
     producer = count.producer()
-    return int(producer.outputs[0].shape[BOUNDED_KINDS[producer.kind]])
+    return int(producer.outputs[0].shape[bounded_axis(producer)])
 
 
 def count_input(ctx, index: int, what: str) -> np.ndarray | CountInput | None:

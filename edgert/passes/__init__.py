@@ -20,6 +20,7 @@ PIPELINE = (
     "matmul_scale_folding",
     "scale_folding",
     "affine_folding",
+    "shift_hoisting",
     "conv_fusion",
     "horizontal_fusion",
     "elementwise_fusion",

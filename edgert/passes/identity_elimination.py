@@ -26,7 +26,7 @@ NO_OPS = {
     and _identity_perm(node.attrs.get("second_perm")),
     LayerKind.SLICE: lambda node: all(s == 0 for s in node.attrs["starts"]) and all(s == 1 for s in node.attrs["steps"]),
     LayerKind.PADDING: lambda node: not any(node.attrs["pads"]) and len(node.inputs) == 1,   # else run-time pads
-    LayerKind.EXPAND: lambda node: True,
+    LayerKind.EXPAND: lambda node: len(node.inputs) == 1,   # else it also carries a row count
     LayerKind.TILE: lambda node: all(r == 1 for r in node.attrs["repeats"]),
     LayerKind.CONCATENATION: lambda node: len(node.inputs) == 1,
 }

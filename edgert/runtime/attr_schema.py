@@ -148,7 +148,8 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.SCALE: {"axis": integer()},
     LayerKind.POOLING: {**_SPATIAL, "type": one_of(PoolingType), "ceil_mode": _boolean,
                         "count_include_pad": _boolean, "p": positive_number, "storage_order": integer(0, 1)},
-    LayerKind.REDUCE: {"op": one_of(ReduceOp), "axes": int_list(0), "keepdims": _boolean},
+    LayerKind.REDUCE: {"op": one_of(ReduceOp), "axes": int_list(0), "keepdims": _boolean,
+                       "rows_axis": optional(integer(0))},   # with a row count (input 1): only those rows reduce
     LayerKind.SHUFFLE: {"first_perm": int_list(0, optional=True), "reshape": int_list(0, optional=True),
                         "second_perm": int_list(0, optional=True)},
     LayerKind.CONCATENATION: {"axis": integer(0)},
@@ -169,7 +170,7 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.SELECT: {},
     LayerKind.TOPK: {"op": one_of(("max", "min")), "axis": integer(0), "keepdims": _boolean,
                      "select_last_index": _boolean, "k": integer(0), "sorted": _boolean},
-    LayerKind.EXPAND: {"shape": int_list(0)},
+    LayerKind.EXPAND: {"shape": int_list(0), "rows_axis": optional(integer(0))},   # rows counted by input 1
     LayerKind.TILE: {"repeats": int_list(0)},
     LayerKind.IDENTITY: {},
     LayerKind.REFORMAT: {"from_device": _text, "to_device": _text, "from_layout": optional(_text),
@@ -186,6 +187,7 @@ SCHEMAS: dict[LayerKind, dict] = {
     LayerKind.NMS: {"center_point_box": integer(0, 1), "max_output_boxes_per_class": integer(0),
                     "iou_threshold": _number, "score_threshold": optional(_number)},
     LayerKind.NON_ZERO: {},
+    LayerKind.COMPACT: {"axis": integer(0), "select": _boolean},
     LayerKind.SCATTER: {"mode": one_of(("elements", "nd")), "axis": integer(0),
                         "reduction": one_of(("none", "add", "mul", "max", "min")),
                         "rows_axis": optional(integer(0))},   # with a row count (input 3): its axis
@@ -209,7 +211,7 @@ REQUIRED: dict[LayerKind, tuple[str, ...]] = {
 }
 # The kinds of real exports (issue 15): their importers write every attribute, and their kernels read them all.
 REQUIRED.update({kind: tuple(SCHEMAS[kind]) for kind in (
-    LayerKind.RNN, LayerKind.NMS, LayerKind.SCATTER, LayerKind.CUMULATIVE, LayerKind.EINSUM, LayerKind.GRID_SAMPLE,
+    LayerKind.RNN, LayerKind.NMS, LayerKind.COMPACT, LayerKind.SCATTER, LayerKind.CUMULATIVE, LayerKind.EINSUM, LayerKind.GRID_SAMPLE,
     LayerKind.ROI_ALIGN)})
 REQUIRED[LayerKind.SCATTER] = ("mode", "axis", "reduction")   # rows_axis only with a row count
 

@@ -231,10 +231,37 @@ class CupyDriver:
 
 # -- engine and contexts ----------------------------------------------------------------------------
 class _Binding:
-    def __init__(self, entry: dict):
+    """A graph input or output; ``rows`` = (count tensor, axis) for an output whose size depends on the data
+    (NMS, NonZero): its buffer holds the bound, and execute() trims it to the count the kernels wrote."""
+
+    def __init__(self, entry: dict, tensors: list):
         self.name, self.dtype = entry["name"], np.dtype(entry["dtype"])
         self.shape, self.tensor = tuple(entry["shape"]), int(entry["tensor"])
+        self.scale = tensors[self.tensor].get("scale")   # int8 codes binding: values are codes * scale
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        rows = entry.get("rows")
+        self.rows = (int(rows["tensor"]), int(rows["axis"])) if rows else None
+
+
+def read_counts(driver, addresses: Mapping[int, int], outputs, stream) -> dict[int, np.ndarray]:
+    """The run-time counts (int64 scalars in device memory) of the bounded outputs, queued for download on
+    ``stream`` after the run: the only values the host reads back besides the outputs themselves."""
+    counts = {}
+    for binding in outputs:
+        if binding.rows is not None and binding.rows[0] not in counts:
+            counts[binding.rows[0]] = np.zeros((), np.int64)
+            driver.download(counts[binding.rows[0]], addresses[binding.rows[0]], stream)
+    return counts
+
+
+def trim_to_counts(results: dict, outputs, counts: Mapping[int, np.ndarray]) -> dict:
+    """Each bounded output cut to its first ``count`` rows along its axis (after the downloads completed)."""
+    for binding in outputs:
+        if binding.rows is not None:
+            tensor, axis = binding.rows
+            rows = max(0, min(int(counts[tensor]), results[binding.name].shape[axis]))
+            results[binding.name] = results[binding.name][(slice(None),) * axis + (slice(0, rows),)]
+    return results
 
 
 class CudaEngine:
@@ -249,8 +276,8 @@ class CudaEngine:
         if int(section.get("format", 1)) > KERNELS_FORMAT:
             raise PlanError(f"the plan's CUDA kernels section has format {section.get('format')}, this edgert reads "
                             f"formats up to {KERNELS_FORMAT}: update edgert (or rebuild the plan with this one)")
-        self.inputs = [_Binding(b) for b in document["bindings"]["inputs"]]
-        self.outputs = [_Binding(b) for b in document["bindings"]["outputs"]]
+        self.inputs = [_Binding(b, document["tensors"]) for b in document["bindings"]["inputs"]]
+        self.outputs = [_Binding(b, document["tensors"]) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]
         modules = [self.driver.load_module(m, jit) for m in section["modules"]]
         self.functions = {}
@@ -535,8 +562,9 @@ class CudaExecutionContext:
                 out = np.empty(binding.shape, binding.dtype)
                 self.driver.download(out, self.addresses[binding.tensor], self.stream)
                 results[binding.name] = out
+            counts = read_counts(self.driver, self.addresses, self.engine.outputs, self.stream)
             self.driver.synchronize(self.stream)
-        return results
+        return trim_to_counts(results, self.engine.outputs, counts)
 
     def execute_async(self, inputs: Mapping, stream=None) -> dict:
         """Device arrays in (cupy, or pycuda GPUArrays with that backend), fresh device arrays out, all

@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from edgert.errors import EdgeRTError, InputError, PlanError, UnsupportedError
-from edgert.runtime.cuda import CudaExecutionContext, PackedParams, pack_params
+from edgert.runtime.cuda import CudaExecutionContext, PackedParams, pack_params, read_counts, trim_to_counts
 from edgert.runtime.dynamic_context import DynamicExecutionContext
 from edgert.runtime.shapes import specialize
 
@@ -102,8 +102,9 @@ class DynamicCudaExecutionContext(CudaExecutionContext):
                 out = np.empty(bound.shapes[binding.tensor], binding.dtype)
                 self.driver.download(out, self.addresses[binding.tensor], self.stream)
                 results[binding.name] = out
+            counts = read_counts(self.driver, self.addresses, self.engine.outputs, self.stream)
             self.driver.synchronize(self.stream)
-        return results
+        return trim_to_counts(results, self.engine.outputs, counts)
 
     def execute_async(self, inputs: Mapping, stream=None) -> dict:
         """Device arrays in (any in-range shapes), fresh device arrays out, all queued on ``stream``."""

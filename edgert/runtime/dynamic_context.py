@@ -124,6 +124,10 @@ class DynamicExecutionContext(ExecutionContext):
     def _runs(self):
         return self._bound.runs
 
+    def fused_layers(self) -> list:
+        """None here: layers bound per set of input shapes run one by one (fusion is for static plans)."""
+        return []
+
     def unprepared_layers(self) -> list[str]:
         return [step.name for step, prepared in zip(self._bound.steps, self._bound.prepared) if not prepared]
 

@@ -32,6 +32,7 @@ import numpy as np
 from edgert.errors import DeviceError, InputError, PlanError
 from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import LayerKind
+from edgert.kernels.cpu.fused import Layer, fuse
 from edgert.kernels.cpu.prepared import sequence
 from edgert.kernels.registry import lookup, lookup_prepare
 from edgert.runtime.io import check_inputs
@@ -41,24 +42,27 @@ class Binding:
     """A graph input or output. ``rows``: (count tensor, axis) for an output whose size depends on the data
     (NMS, NonZero): ``shape`` is then its bound, and results are trimmed to the count along the axis."""
 
-    __slots__ = ("name", "dtype", "shape", "tensor", "rows")
+    __slots__ = ("name", "dtype", "shape", "tensor", "rows", "scale")
 
-    def __init__(self, entry: dict):
+    def __init__(self, entry: dict, tensors: list | None = None):
         self.name = entry["name"]
         self.dtype = np.dtype(entry["dtype"])
         self.shape = tuple(entry["shape"])
         self.tensor = int(entry["tensor"])
+        # an int8 binding of codes (--input-format / --output-format NAME=int8): values are codes * scale
+        self.scale = tensors[self.tensor].get("scale") if tensors is not None else None
         rows = entry.get("rows")
         self.rows = (int(rows["tensor"]), int(rows["axis"])) if rows else None
 
     def __repr__(self) -> str:
-        return f"Binding({self.name!r}, {self.dtype.name}, {self.shape})"
+        scale = f", scale={self.scale}" if self.scale is not None else ""
+        return f"Binding({self.name!r}, {self.dtype.name}, {self.shape}{scale})"
 
 
 class _Step:
     """One layer ready to run: its kernel, attrs and tensor ids."""
 
-    __slots__ = ("name", "kind", "kernel", "prepare", "attrs", "inputs", "outputs", "dynamic")
+    __slots__ = ("name", "kind", "kernel", "prepare", "attrs", "inputs", "outputs", "dynamic", "registered")
 
     def __init__(self, layer: dict, device: str):
         self.name = layer["name"]
@@ -70,6 +74,7 @@ class _Step:
         placed = str(layer.get("device", "cpu"))
         self.attrs = layer.get("attrs") or {}
         self.prepare = None
+        self.registered = False   # runs the registry's kernel for its kind (not the DLA simulator's or int8's)
         if placed.startswith("dla") or self.kind == LayerKind.REFORMAT:
             from edgert.targets.dla import kernel_for  # the DLA simulator (NumPy)
             self.kernel = kernel_for(self.kind, placed)
@@ -79,6 +84,7 @@ class _Step:
         else:
             self.kernel = lookup(self.kind, device)
             self.prepare = lookup_prepare(self.kind, device)
+            self.registered = True
         self.inputs = [int(i) for i in layer["inputs"]]
         self.outputs = [int(i) for i in layer["outputs"]]
         self.dynamic = layer.get("dynamic") or []   # dim expressions of shape-dependent attrs (runtime.shapes)
@@ -91,8 +97,8 @@ class Engine:
         self.document = document
         self.device = device
         self.header = document["header"]
-        self.inputs = [Binding(b) for b in document["bindings"]["inputs"]]
-        self.outputs = [Binding(b) for b in document["bindings"]["outputs"]]
+        self.inputs = [Binding(b, document["tensors"]) for b in document["bindings"]["inputs"]]
+        self.outputs = [Binding(b, document["tensors"]) for b in document["bindings"]["outputs"]]
         self.tensors = document["tensors"]
         self.constants = self._load_constants(document)
         self.steps = [_Step(layer, device) for layer in document["layers"]]
@@ -163,8 +169,10 @@ class ExecutionContext:
         overwrite = {id(engine.steps[index]) for index in memory.get("overwrite", [])}
         bound = [(_bind_over_input if id(step) in overwrite else _bind)(step, self.buffers, outs, workspace)
                  for step, outs in self._steps]
-        self._runs = [run for run, _ in bound]
+        self._runs = [run for run, _ in bound]   # one per layer: execute_each's, and the profilers'
         self._prepared = [prepared for _, prepared in bound]
+        self._groups = _fused_groups(engine, self._steps, self.buffers, workspace)
+        self._chain = _chain(self._runs, self._groups)   # what execute() runs: fused groups in place of their layers
         self._results = [(b.name, self.buffers[b.tensor], b.rows and (self.buffers[b.rows[0]], b.rows[1]))
                          for b in engine.outputs]
         # CPU scratch of the prepared kernels (im2col columns, padded copies): per context, beside the
@@ -176,7 +184,7 @@ class ExecutionContext:
         with self._lock, np.errstate(all="ignore"):
             for staged, array in zip(self._staged, arrays):
                 np.copyto(staged, array)
-            for run in self._runs:
+            for run in self._chain:
                 run()
             return {name: np.array(trimmed(buffer, rows), copy=True) for name, buffer, rows in self._results}
 
@@ -195,12 +203,36 @@ class ExecutionContext:
                 after_layer(step.name, outs)
             return {name: np.array(trimmed(buffer, rows), copy=True) for name, buffer, rows in self._results}
 
+    def fused_layers(self) -> list[tuple[str, list[str]]]:
+        """(kind, layer names) of each group of layers that execute() runs as one native call (kernels/cpu/fused.py);
+        execute_each() runs them one by one."""
+        return [(group.kind, [step.name for step, _ in self._steps[group.first:group.first + group.count]])
+                for group in self._groups]
+
     def unprepared_layers(self) -> list[str]:
         """Names of the layers that run their kernel as is, with no prepared fast path (a performance hint)."""
         return [step.name for (step, _), prepared in zip(self._steps, self._prepared) if not prepared]
 
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return check_inputs(self.engine.inputs, inputs)
+
+
+def _fused_groups(engine: Engine, steps: list, buffers: list, workspace: "Workspace") -> list:
+    """The fused groups of a CPU context's layers (never with DLA-simulated or int8 layers)."""
+    if engine.device != "cpu":
+        return []
+    layers = [Layer(step.name, step.kind, step.attrs, step.inputs, step.outputs, step.registered)
+              for step, _ in steps]
+    return fuse(layers, buffers, workspace)
+
+
+def _chain(runs: list, groups: list) -> list:
+    """``runs`` with each group's layers replaced by the group's one run."""
+    chain, index = [], 0
+    for group in groups:
+        chain += runs[index:group.first] + [group.run]
+        index = group.first + group.count
+    return chain + runs[index:]
 
 
 def trimmed(buffer: np.ndarray, rows) -> np.ndarray:

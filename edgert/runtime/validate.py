@@ -155,7 +155,9 @@ def _check_shapes(node: _Layer, where: str) -> None:
         fail(where, f"has {len(node.outputs)} outputs, a {node.kind.value} layer with these inputs has "
                     f"{len(results)}")
     for tensor, (dtype, shape) in zip(node.outputs, results):
-        if shape != tensor.shape or dtype != tensor.dtype:
+        # an int8 layer reads codes or values and writes either (edgert.int8_codes, edgert.io_formats)
+        either = bool(node.attrs.get("int8")) and {dtype, tensor.dtype} <= {DataType.INT8, DataType.FLOAT}
+        if shape != tensor.shape or (dtype != tensor.dtype and not either):
             fail(where, f"computes {dtype.value} {shape} from its inputs, but its output tensor {tensor.name!r} "
                         f"is {tensor.dtype.value} {tensor.shape}")
 
@@ -201,6 +203,11 @@ def _check_int8(node: _Layer, where: str) -> None:
                         "channel)")
 
 
+# Layers that only move values: they may move int8 codes as they are (edgert.int8_codes "carriers").
+CODE_CARRIER_KINDS = frozenset({LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.CONCATENATION, LayerKind.RESIZE,
+                                LayerKind.PADDING, LayerKind.IDENTITY})
+
+
 def _check_codes(layer: dict, kind: LayerKind, attrs: dict, tensors: list, where: str) -> None:
     """int8 code tensors (format 3: dtype int8 with a scale) are written and read at their own scale: by int8
     layers (``output_scale`` / ``input_scales[slot]``) or by the quantize / dequantize Reformat layers."""
@@ -208,6 +215,9 @@ def _check_codes(layer: dict, kind: LayerKind, attrs: dict, tensors: list, where
     reformat = kind == LayerKind.REFORMAT and attrs.get("to_dtype") is not None
     if reformat and attrs.get("scale") is None:
         fail(where, f"converts to {attrs['to_dtype']} without an int8 scale")
+    if kind in CODE_CARRIER_KINDS and not spec and not reformat:
+        _check_carrier(layer, tensors, where)
+        return
     for slot, tensor_id in enumerate(layer["inputs"]):
         tensor = tensors[tensor_id] if tensor_id >= 0 else {}
         if "scale" not in tensor:
@@ -225,6 +235,30 @@ def _check_codes(layer: dict, kind: LayerKind, attrs: dict, tensors: list, where
                         f"{writes}")
         if tensor["dtype"] == "int8" and "scale" not in tensor and (spec or reformat):
             fail(where, f"writes int8 tensor {tensor['name']!r} as codes, but the tensor has no scale")
+
+
+def _check_carrier(layer: dict, tensors: list, where: str) -> None:
+    """A data-movement layer moving int8 codes: every code input and its output hold codes of one scale."""
+    read = {tensors[i].get("scale") for i in layer["inputs"] if i >= 0 and tensors[i]["dtype"] == "int8"}
+    written = {tensors[i].get("scale") for i in layer["outputs"]}
+    codes = read | written
+    if codes - {None} and len(read | written) != 1:
+        names = [tensors[i]["name"] for i in [*layer["inputs"], *layer["outputs"]] if i >= 0]
+        fail(where, f"moves int8 codes between tensors {names} of scales {sorted(codes, key=str)}; a layer that "
+                    "moves codes reads and writes codes of one scale")
+    if codes - {None} and not copies_values(LayerKind(layer["kind"]), layer.get("attrs") or {}):
+        fail(where, "moves int8 codes but computes new values (interpolation, a nonzero pad value); only layers "
+                    "that copy values move codes")
+
+
+def copies_values(kind: LayerKind, attrs: dict) -> bool:
+    """Whether a layer of ``CODE_CARRIER_KINDS`` only copies values (or writes zeros, whose int8 code is 0)."""
+    if kind == LayerKind.RESIZE:
+        return attrs.get("mode", "nearest") == "nearest" and attrs.get("coordinate_mode") != "tf_crop_and_resize"
+    if kind == LayerKind.PADDING:
+        mode = str(getattr(attrs.get("mode"), "value", attrs.get("mode", "constant")))
+        return mode != "constant" or float(attrs.get("value", 0.0) or 0.0) == 0.0
+    return kind in CODE_CARRIER_KINDS
 
 
 def _broadcast(*shapes):

@@ -6,5 +6,5 @@ from edgert.kernels.cpu import (  # noqa: F401
     shuffle, pointwise, quantize, recurrent, slice, softmax, tile, topk, unary,
 )
 from edgert.kernels.cpu import (  # noqa: F401  (detection / tensor ops, issue 15)
-    cumulative, einsum, grid_sample, nms, non_zero, roi_align, scatter,
+    compact, cumulative, einsum, grid_sample, nms, non_zero, roi_align, scatter,
 )

@@ -32,6 +32,7 @@
 #include "conv_ukernels.h"
 #include "native_conv.h"
 #include "native_elementwise.h"
+#include "native_fused.h"
 #include "native_parallel.h"
 
 /* x86-64: the hot loops are compiled twice, for AVX2 and for the baseline (SSE2), and the loader picks one by cpuid
@@ -287,6 +288,30 @@ SIMD_CLONES static void window_plane(const Geometry *g, const Scratch *s, enum O
     }
 }
 
+/* Narrow unit-stride planes (7x7 to 14x14: MobileNetV3's and LCNet's 5x5 layers) as one flat run: output row oy
+ * starts row_stride floats after row oy - 1 in the padded scratch, so all rows together are one run of
+ * (out_height - 1) x row_stride + out_width outputs (the columns between rows computed and dropped) that fills the
+ * AVX-512 microkernel's 16-float vectors: a 14x14 plane with 5x5 taps costs 16 vectors per tap instead of 28 of 8
+ * floats. Each output is the same sum in the same order as by rows. Only where the convolution microkernels run
+ * AVX-512: with 8-float vectors the dropped columns cost more than the fuller vectors save. */
+#define FLAT_MAX_WIDTH 16   /* rows this wide or wider fill 16-float vectors already */
+
+static int flat_pays(const Geometry *g) {
+    static int avx512 = -1;
+    if (avx512 < 0) avx512 = strcmp(conv_isa(), "avx512") == 0;
+    return avx512 && g->stride_h == 1 && g->stride_w == 1 && g->out_width < FLAT_MAX_WIDTH && g->out_height > 1;
+}
+
+/* one output plane of a flat_pays geometry: the flat run into `flat` ((out_height - 1) x row_stride + out_width
+ * floats), then its rows into out */
+static void window_plane_flat(const Geometry *g, const Scratch *s, const float *w, float start, float *flat,
+                              float *out) {
+    int64_t run = (g->out_height - 1) * s->row_stride + g->out_width;
+    conv_depthwise_rows(flat, 1, run, s->data, 0, s->taps, g->kernel_h * g->kernel_w, w, start);
+    for (int64_t oy = 0; oy < g->out_height; ++oy)
+        memcpy(out + oy * g->out_width, flat + oy * s->row_stride, g->out_width * sizeof(float));
+}
+
 /* A depthwise convolution or pooling over planes [begin, end), split by plane ranges over native_parallel.c's threads
  * (each with its own scratch plane) when the work deserves it and the output is not over a larger input (there output
  * plane p covers input planes below p, which another part may still have to read: one part, in order). */
@@ -299,6 +324,7 @@ typedef struct {
     int64_t begin, end, parts;
     int threads;
     Scratch scratch[PARALLEL_MAX_THREADS];
+    float *flat[PARALLEL_MAX_THREADS];   /* depthwise over narrow planes: each thread's flat run (window_plane_flat) */
 } PlaneJob;
 
 /* multiply-adds (outputs x taps) per part of a depthwise convolution or pooling: a quarter of a convolution's part */
@@ -314,8 +340,11 @@ static void plane_part(void *context, int64_t index, int thread) {
         int64_t c = p % g->channels;
         float *target = job->out + p * out_plane;
         fill_plane(g, s, job->x + p * g->height * g->width);
-        window_plane(g, s, job->op, job->per_channel ? job->weights + c * taps : job->weights,
-                     job->bias ? job->bias[c] : 0.0f, target);
+        if (job->flat[thread])
+            window_plane_flat(g, s, job->weights + c * taps, job->bias ? job->bias[c] : 0.0f, job->flat[thread], target);
+        else
+            window_plane(g, s, job->op, job->per_channel ? job->weights + c * taps : job->weights,
+                         job->bias ? job->bias[c] : 0.0f, target);
         if (job->divisor)
             for (int64_t i = 0; i < out_plane; ++i) target[i] /= job->divisor[i];
     }
@@ -358,15 +387,24 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
         || (bias.buf && CHECK_SIZE(&bias, "bias", g.channels) < 0) || check_overlap(&g, &x, &out) < 0
         || plane_range(&g, first, count, &begin, &end) < 0)
         goto done;
-    PlaneJob fields = {&g, MULTIPLY_ADD, x.buf, w.buf, bias.buf, NULL, 1, out.buf, begin, end, 1, 1, {{0}}};
+    PlaneJob fields = {&g, MULTIPLY_ADD, x.buf, w.buf, bias.buf, NULL, 1, out.buf, begin, end, 1, 1, {{0}}, {NULL}};
     job = fields;
     if (start_plane_job(&job, &x, &out, 0.0f) < 0) goto done;
+    if (flat_pays(&g))   /* a flat run's buffer per thread (NULL: by rows) */
+        for (int t = 0; t < job.threads; ++t)
+            if (!(job.flat[t] = malloc(g.out_height * job.scratch[0].row_stride * sizeof(float)))) {
+                PyErr_NoMemory();
+                goto done;
+            }
     Py_BEGIN_ALLOW_THREADS
     parallel_run(plane_part, &job, job.parts, job.threads);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    for (int t = 0; t < job.threads; ++t) free_scratch(&job.scratch[t]);
+    for (int t = 0; t < job.threads; ++t) {
+        free_scratch(&job.scratch[t]);
+        free(job.flat[t]);
+    }
     PyBuffer_Release(&x);
     PyBuffer_Release(&w);
     PyBuffer_Release(&out);
@@ -395,7 +433,7 @@ static PyObject *pool2d(PyObject *self, PyObject *args) {
         || check_overlap(&g, &x, &out) < 0 || plane_range(&g, first, count, &begin, &end) < 0)
         goto done;
     PlaneJob fields = {&g, average ? MULTIPLY_ADD : MAXIMUM, x.buf, NULL, NULL, divisor.buf, 0, out.buf, begin, end,
-                       1, 1, {{0}}};
+                       1, 1, {{0}}, {NULL}};
     job = fields;
     if (start_plane_job(&job, &x, &out, average ? 0.0f : -INFINITY) < 0) goto done;   /* checks the window first */
     int64_t taps = g.kernel_h * g.kernel_w;
@@ -506,6 +544,9 @@ static PyMethodDef methods[] = {
     {"parallel_stats", native_parallel_stats, METH_NOARGS,
      "parallel_stats() -> (threads, jobs split, jobs of several parts run inline, lag pauses)"},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "depthwise_conv2d(x, weights, bias, out, geometry, first=0, count=-1)"},
+    {"squeeze_excite", native_squeeze_excite, METH_VARARGS,
+     "squeeze_excite(x, out, pooled, hidden, scale, reduce_t, reduce_bias, expand_t, expand_bias, reduce_program, "
+     "expand_program, work, images, channels, reduced)"},
     {"pool2d", pool2d, METH_VARARGS, "pool2d(x, out, divisor, geometry, first=0, count=-1)"},
     {NULL, NULL, 0, NULL},
 };

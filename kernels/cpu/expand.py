@@ -1,4 +1,5 @@
-"""CPU kernel: Expand (attrs: shape): broadcast the input to ``shape``."""
+"""CPU kernel: Expand (attrs: shape): broadcast the input to ``shape``. A second input (with ``rows_axis``) only
+counts the valid rows of the output for the layers after it (edgert/ir/valid_rows.py): the whole bound is filled."""
 
 from __future__ import annotations
 

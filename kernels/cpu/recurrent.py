@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from edgert.ir.kinds import LayerKind, RNNActivation as F, RNNCell
-from edgert.kernels.cpu import native
+from edgert.kernels.cpu import native, threads
 from edgert.kernels.cpu._math import clip_ufunc, softplus
 from edgert.kernels.cpu.blas import gemm_threads
 from edgert.kernels.registry import register, register_prepare
@@ -291,8 +291,8 @@ class _Direction:
 
 
 def _transposed(workspace, array, dtype, split=None):
-    """get() giving ``array`` (dirs, rows, k) as contiguous (dirs, k, rows) in ``dtype``: once per engine for a
-    constant, else on every run. (NumPy's matmul does not hand a transposed view to BLAS: 6x slower.) With
+    """(get, fixed): get() gives ``array`` (dirs, rows, k) as contiguous (dirs, k, rows) in ``dtype``, computed once
+    per engine for a constant (fixed), else on every run. (NumPy's matmul does not hand a transposed view to BLAS: 6x slower.) With
     ``split``, the pair of columns [:split] and [split:], each contiguous (a GRU's z/r and candidate parts:
     a strided slice would be copied by every step's matmul)."""
     def make(a):
@@ -304,15 +304,28 @@ def _transposed(workspace, array, dtype, split=None):
                 np.ascontiguousarray(whole[:, :, split:], dtype=dtype))
     if split is None:
         fixed = workspace.derived(array, f"rnn weights transposed to {dtype.name}", make)
-        return (lambda: fixed) if fixed is not None else (lambda: make(array))
+        return (lambda: fixed, True) if fixed is not None else (lambda: make(array), False)
     first = workspace.derived(array, f"rnn weights transposed to {dtype.name}, columns [:{split}]",
                               lambda a: make_pair(a)[0])
     second = workspace.derived(array, f"rnn weights transposed to {dtype.name}, columns [{split}:]",
                                lambda a: make_pair(a)[1])
-    return (lambda: (first, second)) if first is not None else (lambda: make_pair(array))
+    return (lambda: (first, second), True) if first is not None else (lambda: make_pair(array), False)
 
 
-def _bind(attrs, inputs, outputs, workspace):
+def _split_directions(directions: list, weights: list, operands: list, mask, states: list, outputs: list, dtype):
+    """A region running each direction of a bidirectional layer as one part (they share nothing but their inputs,
+    and write apart: y[:, d], y_h[d], y_c[d]) when everything they read is fixed (constant weights, arrays already
+    in the compute dtype), so the parts can be bound once; None otherwise. Inline, the parts run in turn: the same
+    results, bit for bit."""
+    (w_t, w_fixed), (r_t, r_fixed) = weights
+    if len(directions) != 2 or threads.thread_count() == 1 or not (w_fixed and r_fixed) \
+            or any(a is not None and a.dtype != dtype for a in operands + states):
+        return None
+    bound = [operands[0], w_t(), r_t(), operands[1], mask]
+    return threads.parallel([functools.partial(d.run, *bound, *states, *outputs) for d in directions])
+
+
+def _bind(attrs, inputs, outputs, workspace, split_directions: bool = False):
     x, w, r, b, lens, h0, c0, p = (list(inputs) + [None] * 8)[:8]
     y, y_h = outputs[0], outputs[1]
     y_c = outputs[2] if len(outputs) > 2 else None
@@ -323,13 +336,19 @@ def _bind(attrs, inputs, outputs, workspace):
     mask = scratch((x.shape[0], x.shape[1]), np.bool_) if lens is not None else None
     steps = scratch((x.shape[0], 1), np.int64) if lens is not None else None
     split = 2 * int(attrs["hidden_size"]) if RNNCell(attrs["cell"]) == RNNCell.GRU else None
-    w_t, r_t = _transposed(workspace, w, dtype), _transposed(workspace, r, dtype, split)
+    weights = _transposed(workspace, w, dtype), _transposed(workspace, r, dtype, split)
+    (w_t, _), (r_t, _) = weights
     lens_row = None if lens is None else lens[None, :]
+    region = _split_directions(directions, weights, [x, b], mask, [h0, c0, p], [y, y_h, y_c], dtype) \
+        if split_directions else None
 
     def run():
         if mask is not None:
             steps[:, 0] = range(x.shape[0])   # scratch is shared between layers: written on every run
             np.less(steps, lens_row, out=mask)
+        if region is not None:
+            region()
+            return
         operands = [_as(x, dtype), w_t(), r_t(), _as(b, dtype)]
         states = [_as(a, dtype) for a in (h0, c0, p)]
         for direction in directions:
@@ -356,4 +375,4 @@ def rnn(attrs, inputs, outputs):
 
 @register_prepare(LayerKind.RNN)
 def prepare_rnn(attrs, inputs, outputs, workspace):
-    return _bind(attrs, inputs, outputs, workspace)
+    return _bind(attrs, inputs, outputs, workspace, split_directions=True)

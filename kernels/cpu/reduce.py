@@ -1,4 +1,5 @@
-"""CPU kernel: Reduce (attrs: op, axes, keepdims).
+"""CPU kernel: Reduce (attrs: op, axes, keepdims; with a second input, the count of data-dependent rows along
+``rows_axis``: only those rows are reduced).
 
 ``axes`` lists the reduced axes (the importer normalizes them); an empty list reduces nothing, so
 the op's per-element part still applies (ReduceSumSquare → x*x, ReduceL2 → |x|), as in ONNX's
@@ -85,4 +86,8 @@ def reduce(op, x: np.ndarray, axes, out: np.ndarray) -> None:
 
 @register(LayerKind.REDUCE)
 def reduce_kernel(attrs, inputs, outputs):
-    reduce(attrs["op"], inputs[0], attrs["axes"], outputs[0])
+    x = inputs[0]
+    if len(inputs) > 1:   # data-dependent rows along rows_axis (edgert/ir/valid_rows.py): only the valid ones
+        axis = int(attrs["rows_axis"])
+        x = x[(slice(None),) * axis + (slice(0, max(int(inputs[1]), 0)),)]
+    reduce(attrs["op"], x, attrs["axes"], outputs[0])

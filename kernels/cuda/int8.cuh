@@ -15,9 +15,12 @@
 //
 // Tiles: A (weight codes) is stored at build time k-major in 32-bit words of four consecutive k,
 // [group][K / 4][M padded], so a tile is a straight 16-byte copy; B (activations) is gathered (implicit
-// im2col through a k table, or matrix rows), quantized and packed into words as it goes to shared memory.
-// Shared tiles are [k word][m or n] (+8 words of padding: conflict-free for the dp4a vector reads and the
-// mma fragment reads alike), two buffers, one barrier per k-tile of 32.
+// im2col: tap-major when the channels per group are a multiple of 32, k = (ky, kx, channel) with the weights
+// permuted to match, else through a k table; or matrix rows) and packed into words as it goes to shared
+// memory: int8 codes as they are, floats quantized. Shared tiles are [k word][m or n] (+8 words of padding:
+// conflict-free for the dp4a vector reads and the mma fragment reads alike), two buffers and two register
+// sets, one barrier per k-tile of 32. Split-K: int32 partial sums in a workspace, added by the last block of
+// a tile (exact, so the result does not depend on the split).
 #pragma once
 
 struct I8Args { const void* p[16]; };   // pointers the generated epilogue reads: bias, rescales, tables, tensors
@@ -112,12 +115,20 @@ struct I8ALoader {
 };
 
 // B loaders: each thread owns one column n of the tile and words kw_first + i * STEP of it; raw values are
-// fetched early (to overlap the math) and quantized when they go to shared memory.
-template <class G>
+// fetched early (to overlap the math) and packed into words when they go to shared memory: int8 codes as
+// they are, floats quantized at the input's scale.
+template <class G, class T> struct I8Bits {
+    static EDGERT_FN u32 of(T v) { return i8_byte(to_compute(v), G::X_INV, G::X_SCALE); }
+};
+template <class G> struct I8Bits<G, i8> {
+    static EDGERT_FN u32 of(i8 v) { return u32(u8(v)); }
+};
+
+template <class G, class T>
 struct I8BBase {
     static constexpr int STEP = G::THREADS / G::BN, PER = I8_KT / STEP;
     static_assert(PER * STEP == I8_KT, "tile shape");
-    float reg[PER][4];
+    T reg[PER][4];
     int kw_first, n_local;
     bool valid;
 
@@ -131,7 +142,7 @@ struct I8BBase {
         for (int i = 0; i < PER; ++i) {
             u32 word = 0;
 #pragma unroll
-            for (int e = 0; e < 4; ++e) word |= i8_byte(reg[i][e], G::X_INV, G::X_SCALE) << (8 * e);
+            for (int e = 0; e < 4; ++e) word |= I8Bits<G, T>::of(reg[i][e]) << (8 * e);
             smem[(kw_first + i * STEP) * (G::BN + 8) + n_local] = word;
         }
     }
@@ -139,8 +150,8 @@ struct I8BBase {
 
 // Convolution: column n = output pixel over the batch, k = (channel, ky, kx) through the table {offset, dy, dx}.
 template <class G, class T>
-struct I8Im2col : I8BBase<G> {
-    using I8BBase<G>::reg; using I8BBase<G>::kw_first; using I8BBase<G>::valid;
+struct I8Im2col : I8BBase<G, T> {
+    using I8BBase<G, T>::reg; using I8BBase<G, T>::kw_first; using I8BBase<G, T>::valid;
     const T* base;
     const i32* tab;
     i32 iy0, ix0;
@@ -160,22 +171,51 @@ struct I8Im2col : I8BBase<G> {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const i32 k = (kw0 + kw_first + i * this->STEP) * 4 + e;
-                float v = 0.f;
+                T v = zero_of<T>();
                 if (valid && k < G::K) {
                     const i32* entry = tab + 4 * k;
                     const i32 iy = iy0 + __ldg(entry + 1), ix = ix0 + __ldg(entry + 2);
-                    if (u32(iy) < u32(G::H) && u32(ix) < u32(G::W)) v = to_compute(base[__ldg(entry)]);
+                    if (u32(iy) < u32(G::H) && u32(ix) < u32(G::W)) v = base[__ldg(entry)];
                 }
                 reg[i][e] = v;
             }
     }
 };
 
+// Convolution with k ordered (ky, kx, channel) and channels per group a multiple of 32 (the weight words are
+// permuted to match at build time): a k-tile is 32 channels of one tap, so a thread checks its pixel's
+// bounds once per tile and reads the channels at a fixed stride, no table.
+template <class G, class T>
+struct I8Tap : I8BBase<G, T> {
+    using I8BBase<G, T>::reg; using I8BBase<G, T>::kw_first; using I8BBase<G, T>::valid;
+    const T* base;
+    i32 iy0, ix0;
+
+    EDGERT_FN void init(const T* x, const i32*, i32 n_block, i32 group) {
+        this->place(n_block);
+        const i32 n = valid ? n_block + this->n_local : 0;
+        const i32 img = n / G::OHW, pix = n % G::OHW;
+        iy0 = (pix / G::OW) * G::SH - G::PH;
+        ix0 = (pix % G::OW) * G::SW - G::PW;
+        base = x + img * G::IN_IMG + i64(group) * G::GROUP_IN + i64(iy0) * G::W + ix0 + kw_first * 4 * G::PLANE;
+    }
+    EDGERT_FN void fetch(i32 kw0) {
+        const i32 k0 = kw0 * 4, tap = k0 / G::C, c0 = k0 - tap * G::C, ky = tap / G::KX, kx = tap - ky * G::KX;
+        const i32 dy = ky * G::DH, dx = kx * G::DW;
+        const bool ok = valid && u32(iy0 + dy) < u32(G::H) && u32(ix0 + dx) < u32(G::W);
+        const T* src = base + i64(c0) * G::PLANE + dy * G::W + dx;
+#pragma unroll
+        for (int i = 0; i < this->PER; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) reg[i][e] = ok ? src[i64(i * this->STEP * 4 + e) * G::PLANE] : zero_of<T>();
+    }
+};
+
 // Matrix product (computed transposed: columns are the rows of the activations):
 // B(k, n) = x[(n / ROWS) * BATCH_STRIDE + (n % ROWS) * ROW_STRIDE + k * K_STRIDE]; VEC: four k in one load.
 template <class G, class T>
-struct I8Rows : I8BBase<G> {
-    using I8BBase<G>::reg; using I8BBase<G>::kw_first; using I8BBase<G>::valid;
+struct I8Rows : I8BBase<G, T> {
+    using I8BBase<G, T>::reg; using I8BBase<G, T>::kw_first; using I8BBase<G, T>::valid;
     const T* base;
 
     EDGERT_FN void init(const T* x, const i32*, i32 n_block, i32) {
@@ -187,15 +227,17 @@ struct I8Rows : I8BBase<G> {
 #pragma unroll
         for (int i = 0; i < this->PER; ++i) {
             const i32 k0 = (kw0 + kw_first + i * this->STEP) * 4;
-            if (G::VEC && valid && k0 < G::K) {
-                const I8Floats v = *reinterpret_cast<const I8Floats*>(base + k0);
+            if constexpr (G::VEC) {   // float32 rows, 16-byte aligned
+                if (valid && k0 < G::K) {
+                    const I8Floats v = *reinterpret_cast<const I8Floats*>(base + k0);
 #pragma unroll
-                for (int e = 0; e < 4; ++e) reg[i][e] = v.v[e];
-                continue;
+                    for (int e = 0; e < 4; ++e) reg[i][e] = v.v[e];
+                    continue;
+                }
             }
 #pragma unroll
             for (int e = 0; e < 4; ++e)
-                reg[i][e] = valid && k0 + e < G::K ? to_compute(base[i64(k0 + e) * G::K_STRIDE]) : 0.f;
+                reg[i][e] = valid && k0 + e < G::K ? base[i64(k0 + e) * G::K_STRIDE] : zero_of<T>();
         }
     }
 };
@@ -212,6 +254,7 @@ EDGERT_FN void i8_store(O* out, const I8Args& e, i32 group, i32 m, i32 n, i32 ac
 template <class G>
 struct I8Dp4a {
     static_assert(G::THREADS == G::BM * G::BN / 16, "4x4 outputs per thread");
+    static constexpr int ACC = 16;
     i32 acc[4][4];
     int tx, ty;
 
@@ -248,6 +291,7 @@ template <class G>
 struct I8Mma {
     static constexpr int WM = G::BM / 32;
     static_assert(G::THREADS == (G::BM / 32) * (G::BN / 32) * 32, "one warp per 32x32 outputs");
+    static constexpr int ACC = 32;
     i32 acc[2][4][4];
     int wm, wn, g, t;
 
@@ -296,36 +340,97 @@ struct I8Mma {
     }
 };
 
-// -- the GEMM: grid (N tiles, M tiles, groups) ---------------------------------------------------------------
+// -- split-K ------------------------------------------------------------------------------------------------
+// Every split block of an output tile leaves its int32 partial sums in the workspace, [tile][split][thread][ACC]
+// (each thread's contiguous: 16-byte stores and loads); the last block to arrive (a counter per tile, reset by
+// that block) adds them up and runs the epilogue. Integer sums are exact in any order (MAX_K bounds them), so
+// the result is the one a single block computes.
+template <class G, int ACC>
+EDGERT_FN bool i8_split_sum(i32* acc, i32* ws, u32* counters, i64 tile, i32 split) {
+    static_assert(ACC % 4 == 0, "16-byte chunks");
+    float4* mine = reinterpret_cast<float4*>(ws + ((tile * G::SPLITS + split) * G::THREADS + threadIdx.x) * ACC);
+#pragma unroll
+    for (int q = 0; q < ACC / 4; ++q) {
+        float4 v;
+        v.x = __uint_as_float(u32(acc[4 * q])); v.y = __uint_as_float(u32(acc[4 * q + 1]));
+        v.z = __uint_as_float(u32(acc[4 * q + 2])); v.w = __uint_as_float(u32(acc[4 * q + 3]));
+        mine[q] = v;
+    }
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counters + tile, 1u) == u32(G::SPLITS - 1);
+    __syncthreads();
+    if (!last) return false;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) acc[i] = 0;
+    for (int z = 0; z < G::SPLITS; ++z) {
+        const float4* part = reinterpret_cast<const float4*>(ws + ((tile * G::SPLITS + z) * G::THREADS + threadIdx.x) * ACC);
+#pragma unroll
+        for (int q = 0; q < ACC / 4; ++q) {
+            const float4 v = __ldcg(part + q);
+            acc[4 * q] += i32(__float_as_uint(v.x)); acc[4 * q + 1] += i32(__float_as_uint(v.y));
+            acc[4 * q + 2] += i32(__float_as_uint(v.z)); acc[4 * q + 3] += i32(__float_as_uint(v.w));
+        }
+    }
+    if (threadIdx.x == 0) counters[tile] = 0u;
+    return true;
+}
+
+// -- the GEMM: grid (N tiles, M tiles, groups * SPLITS) -----------------------------------------------------
+// Two shared buffers and two register sets per loader: while tile t computes, the loads of tiles t + 1 (stored
+// at the end of the step) and t + 2 (issued at its start) are in flight.
 template <class G, class Math, class BLoad, class E, class T, class O>
-EDGERT_FN void i8_gemm(const u32* a, const T* x, O* out, const i32* ktab, const I8Args& e) {
+EDGERT_FN void i8_gemm(const u32* a, const T* x, O* out, const i32* ktab, i32* ws, u32* counters, const I8Args& e) {
     __shared__ __align__(16) u32 As[2][I8_KT * (G::BM + 8)];
     __shared__ __align__(16) u32 Bs[2][I8_KT * (G::BN + 8)];
-    const i32 group = blockIdx.z, m_block = blockIdx.y * G::BM, n_block = blockIdx.x * G::BN;
-    I8ALoader<G> al;
-    al.a = a + i64(group) * G::KW * G::MP + m_block;
-    BLoad bl;
-    bl.init(x, ktab, n_block, group);
+    const i32 group = blockIdx.z / G::SPLITS, split = blockIdx.z % G::SPLITS;
+    const i32 m_block = blockIdx.y * G::BM, n_block = blockIdx.x * G::BN;
+    I8ALoader<G> al[2];
+    BLoad bl[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        al[r].a = a + i64(group) * G::KW * G::MP + m_block;
+        bl[r].init(x, ktab, n_block, group);
+    }
     Math math;
     math.zero();
-    constexpr int tiles = G::KW / I8_KT;
-    al.fetch(0);
-    bl.fetch(0);
-    al.store(As[0]);
-    bl.store(Bs[0]);
+    constexpr int SPLIT_TILES = (G::KW / I8_KT + G::SPLITS - 1) / G::SPLITS;
+    const i32 first = split * SPLIT_TILES;
+    const i32 rest = G::KW / I8_KT - first;
+    const i32 tiles = rest < SPLIT_TILES ? (rest > 0 ? rest : 0) : SPLIT_TILES;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+        if (r < tiles) {
+            al[r].fetch((first + r) * I8_KT);
+            bl[r].fetch((first + r) * I8_KT);
+        }
+    if (tiles > 0) {
+        al[0].store(As[0]);
+        bl[0].store(Bs[0]);
+    }
     __syncthreads();
-    for (int tile = 0; tile < tiles; ++tile) {
-        const int cur = tile & 1;
-        if (tile + 1 < tiles) {
-            al.fetch((tile + 1) * I8_KT);
-            bl.fetch((tile + 1) * I8_KT);
+    for (int t0 = 0; t0 < tiles; t0 += 2) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int t = t0 + r;
+            if (t >= tiles) break;
+            if (t + 2 < tiles) {   // register set r was stored last step: it takes tile t + 2
+                al[r].fetch((first + t + 2) * I8_KT);
+                bl[r].fetch((first + t + 2) * I8_KT);
+            }
+            math.compute(As[r], Bs[r]);
+            if (t + 1 < tiles) {
+                al[r ^ 1].store(As[r ^ 1]);
+                bl[r ^ 1].store(Bs[r ^ 1]);
+            }
+            __syncthreads();
         }
-        math.compute(As[cur], Bs[cur]);
-        if (tile + 1 < tiles) {
-            al.store(As[cur ^ 1]);
-            bl.store(Bs[cur ^ 1]);
-        }
-        __syncthreads();
+    }
+    if constexpr (G::SPLITS > 1) {
+        const i64 tile = (i64(group) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+        if (!i8_split_sum<G, Math::ACC>(reinterpret_cast<i32*>(math.acc), ws, counters, tile, split)) return;
     }
     math.template finish<E>(out, e, group, m_block, n_block);
 }

@@ -161,6 +161,9 @@ def _pad_axis(mode: PaddingMode, name: str, size: int, begin: int, end: int) -> 
 
 @lowering(LayerKind.PADDING)
 def lower_padding(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
+    if len(layer["inputs"]) > 1 and layer["inputs"][1] >= 0:   # pads computed at run time from a count
+        from edgert.kernels.cuda.lower_detect import lower_run_time_padding
+        return lower_run_time_padding(ctx, layer)
     src, dst = layer["inputs"][0], layer["outputs"][0]
     attrs = layer["attrs"]
     in_shape, out_shape = ctx.shape(src), ctx.shape(dst)

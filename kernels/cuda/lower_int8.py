@@ -26,7 +26,7 @@ Codes therefore match the reference exactly, except where a fused chain loses mo
 to float rounding (cancellation between large operands), where one code may differ; the double path sums
 an average pool's window as (sum of codes) * scale where the reference adds the dequantized values, so an
 exact tie there may also round the other way. NaN activations become code 0 in the integer products (as on
-integer hardware) and stay NaN elsewhere. No split-K: int32 partial sums of a tile stay in one block.
+integer hardware) and stay NaN elsewhere. Split-K sums int32 partials, exactly, so it changes no code.
 """
 
 from __future__ import annotations

@@ -113,18 +113,26 @@ def weight_words(codes: np.ndarray, bm: int) -> np.ndarray:
     return np.ascontiguousarray(words.transpose(0, 2, 1))
 
 
-def choose_tiles(M: int, N: int, Z: int, sm_count: int, mma: bool) -> tuple[int, int, int]:
-    """(BM, BN, threads): the largest tiles the problem fills, shrunk (the larger side first) until every SM
-    has a block; dp4a threads own 4x4 outputs, tensor-core warps 32x32 (at most 8 warps)."""
+def choose_tiles(M: int, N: int, Z: int, K: int, sm_count: int, mma: bool) -> tuple[int, int, int, int]:
+    """(BM, BN, threads, splits): the largest tiles the problem fills, shrunk (the larger side first) while some
+    SM has no block, but not below 64x64 for tensor cores when K has 8 k-tiles or more; then K split over enough
+    blocks (split-K, at least 4 k-tiles of 32 each) that every SM has one. dp4a threads own 4x4 outputs,
+    tensor-core warps 32x32 (at most 8 warps)."""
     sizes = (32, 64, 128) if mma else (32, 64)
+    k_tiles = max(1, math.ceil(K / 32))
+    floor = 64 if mma and k_tiles >= 8 else 32   # a K long enough to split fills the SMs with 4-warp blocks
     def fit(dim):
         return next((s for s in sizes if dim <= s), sizes[-1])
+    def blocks(bm, bn):
+        return math.ceil(M / bm) * math.ceil(N / bn) * Z
     bm, bn = fit(M), fit(N)
     if bm * bn > 8192:
         bm, bn = (bm, bn // 2) if M >= N else (bm // 2, bn)
-    while math.ceil(M / bm) * math.ceil(N / bn) * Z < sm_count and max(bm, bn) > 32:
+    while blocks(bm, bn) < sm_count and max(bm, bn) > floor:
         bm, bn = (bm // 2, bn) if bm > bn else (bm, bn // 2)
-    return bm, bn, bm * bn // (32 if mma else 16)
+    splits = max(1, min(16, math.ceil(sm_count / blocks(bm, bn)), k_tiles // 4))
+    splits = math.ceil(k_tiles / math.ceil(k_tiles / splits))   # as the kernel runs it: whole k-tiles per split
+    return bm, bn, bm * bn // (32 if mma else 16), splits
 
 
 def geometry_struct(ctx: LowerContext, fields: dict, offset: str) -> str:
@@ -142,36 +150,44 @@ def geometry_struct(ctx: LowerContext, fields: dict, offset: str) -> str:
     return ctx.define(name, source.replace("GEO", name))
 
 
-_WIDE_FIELDS = {"IN_IMG", "GROUP_IN", "OUT_IMG", "ROWS", "BATCH_STRIDE", "ROW_STRIDE", "K_STRIDE", "CHANNELS"}
+_WIDE_FIELDS = {"IN_IMG", "GROUP_IN", "OUT_IMG", "ROWS", "BATCH_STRIDE", "ROW_STRIDE", "K_STRIDE", "CHANNELS", "PLANE"}
+TAP_CHANNELS = 32   # channels per group that make a convolution tap-major (one k-tile = 32 k)
 
 
 def emit_gemm(ctx: LowerContext, layer: dict, *, codes: np.ndarray, x: int, out: int, fields: dict, offset: str,
               loader: str, epi: str, pointers: Pointers, ktab: list, tactic: str) -> list[Launch]:
-    """Pick tiles and the math (tensor cores on sm_80+ unless M is tiny), instantiate ``i8_gemm``, launch it."""
+    """Pick tiles, split-K and the math (tensor cores on sm_80+ unless M is tiny), instantiate ``i8_gemm``,
+    launch it."""
     groups, M, K = codes.shape
     N = fields["N"]
     if K > MAX_K:
         raise UnsupportedError(f"layer {layer['name']!r}: an int8 dot product of {K} terms could overflow int32 "
                                f"(at most {MAX_K}); build this layer fp16")
     mma = ctx.arch >= MMA_ARCH and M > 16
-    bm, bn, threads = choose_tiles(M, N, groups, ctx.sm_count, mma)
+    bm, bn, threads, splits = choose_tiles(M, N, groups, K, ctx.sm_count, mma)
     words = weight_words(codes, bm)
     geo = geometry_struct(ctx, {"BM": bm, "BN": bn, "THREADS": threads, "M": M, "K": K, "KW": words.shape[1],
-                                "MP": words.shape[2], **fields}, offset)
+                                "MP": words.shape[2], "SPLITS": splits, **fields}, offset)
     math_name = "I8Mma" if mma else "I8Dp4a"
     t, o = cg.ctype(ctx.dtype(x)), cg.ctype(ctx.dtype(out))
     ctx.need("int8.cuh")
     source = f"""
 extern "C" __global__ void __launch_bounds__({threads}) KERNEL(const u32* __restrict__ a, const {t}* __restrict__ x,
-                                                   {o}* out, const i32* __restrict__ ktab, I8Args e) {{
-    i8_gemm<{geo}, {math_name}<{geo}>, {loader}<{geo}, {t}>, {epi}>(a, x, out, ktab, e);
+        {o}* out, const i32* __restrict__ ktab, i32* ws, u32* counters, I8Args e) {{
+    i8_gemm<{geo}, {math_name}<{geo}>, {loader}<{geo}, {t}>, {epi}>(a, x, out, ktab, ws, counters, e);
 }}
 """
-    grid = (math.ceil(N / bn), words.shape[2] // bm, groups)
+    grid = (math.ceil(N / bn), words.shape[2] // bm, groups * splits)
     if grid[1] > 65535 or grid[2] > 65535:
         raise UnsupportedError(f"layer {layer['name']!r}: int8 GEMM grid {grid} exceeds CUDA limits")
-    params = [ctx.add_aux(words), ptr(x), ptr(out), ktab, ["align", 8]] + pointers.packed()
-    label = f"{tactic} {'mma' if mma else 'dp4a'} {bm}x{bn}"
+    split_params = [["0"], ["0"]]
+    if splits > 1:
+        tiles = grid[0] * grid[1] * groups
+        ctx.need_workspace(tiles * splits * threads * (32 if mma else 16) * 4)
+        ctx.need_counters(tiles)
+        split_params = [["w", 0], ["c", 0]]
+    params = [ctx.add_aux(words), ptr(x), ptr(out), ktab, *split_params, ["align", 8]] + pointers.packed()
+    label = f"{tactic} {'mma' if mma else 'dp4a'} {bm}x{bn}" + (f" splitk{splits}" if splits > 1 else "")
     return [Launch(ctx.kernel("int8_gemm", source), grid, (threads, 1, 1), params, tactic=label)]
 
 
@@ -223,14 +239,20 @@ def convolution(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     kernel, strides, dilations, begins = (geometry[key] for key in ("kernel", "strides", "dilations", "begins"))
     H, W = ([1] + list(x_shape[2:]))[-2:]
     OH, OW = ([1] + list(out_shape[2:]))[-2:]
-    k = np.arange(cg_in * kernel[0] * kernel[1])
-    dy, dx = (k // kernel[1]) % kernel[0] * dilations[0], k % kernel[1] * dilations[1]
-    table = np.stack([k // (kernel[0] * kernel[1]) * H * W + dy * W + dx, dy, dx, np.zeros_like(k)], axis=1)
     oc = w_shape[0]
     fields = {"N": x_shape[0] * OH * OW, "OHW": OH * OW, "OW": OW, "H": H, "W": W, "SH": strides[0],
               "SW": strides[1], "PH": begins[0], "PW": begins[1], "IN_IMG": x_shape[1] * H * W,
               "GROUP_IN": cg_in * H * W, "OUT_IMG": oc * OH * OW, **x_fields(ctx, x, x_scale)}
     offset = "(n / OHW) * OUT_IMG + i64(m) * OHW + n % OHW"
+    codes = codes.reshape(oc, cg_in, kernel[0], kernel[1])
+    if cg_in % TAP_CHANNELS == 0:   # k = (ky, kx, channel): a k-tile is 32 channels of one tap, no table
+        fields.update({"C": cg_in, "KX": kernel[1], "DH": dilations[0], "DW": dilations[1], "PLANE": H * W})
+        return emit_gemm(ctx, layer, codes=codes.transpose(0, 2, 3, 1).reshape(group, oc // group, -1), x=x,
+                         out=out, fields=fields, offset=offset, loader="I8Tap", epi=epi, pointers=pointers,
+                         ktab=["0"], tactic="int8-implicit-gemm-tap")
+    k = np.arange(cg_in * kernel[0] * kernel[1])
+    dy, dx = (k // kernel[1]) % kernel[0] * dilations[0], k % kernel[1] * dilations[1]
+    table = np.stack([k // (kernel[0] * kernel[1]) * H * W + dy * W + dx, dy, dx, np.zeros_like(k)], axis=1)
     return emit_gemm(ctx, layer, codes=codes.reshape(group, oc // group, -1), x=x, out=out, fields=fields,
                      offset=offset, loader="I8Im2col", epi=epi, pointers=pointers,
                      ktab=ctx.add_aux(table.astype(np.int32)), tactic="int8-implicit-gemm")

@@ -1,4 +1,5 @@
-"""Reductions and windows: Reduce, Softmax (and Hardmax), Normalization, TopK (ArgMax/ArgMin),
+"""Reductions and windows: Reduce, Softmax (and Hardmax), Normalization, TopK (ArgMax/ArgMin here; the form
+with k in lower_detect.py),
 Pooling, LRN.
 
 Row kinds see their input as rows (the kept axes) of elements (the reduced axes), both addressed
@@ -94,6 +95,9 @@ def _reduce_spec(op: R, t: str, dtype: str, length: int) -> tuple[str, str, str,
 @lowering(LayerKind.REDUCE)
 def lower_reduce(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     x, out = layer["inputs"][0], layer["outputs"][0]
+    if len(layer["inputs"]) > 1 and layer["inputs"][1] >= 0:   # only the valid rows of counted rows: not lowered
+        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for a Reduce over data-dependent rows yet "
+                               "(run it on the CPU: build without a GPU target)")
     dtype, out_dtype = ctx.dtype(x), ctx.dtype(out)
     if cg.numel(ctx.shape(out)) == 0:
         return []
@@ -207,9 +211,9 @@ def lower_normalization(ctx: LowerContext, layer: dict, fusion: dict) -> list[La
 def lower_topk(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     x, out = layer["inputs"][0], layer["outputs"][0]
     attrs, dtype = layer["attrs"], ctx.dtype(x)
-    if "k" in attrs:
-        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for TopK with k = {attrs['k']} yet (only "
-                               "ArgMax / ArgMin); run it on the CPU: build without a GPU target")
+    if "k" in attrs:   # the full form: values and indices of the k best (kernels/cuda/lower_detect.py)
+        from edgert.kernels.cuda.lower_detect import lower_topk_k
+        return lower_topk_k(ctx, layer)
     if cg.numel(ctx.shape(out)) == 0:
         return []
     layout = row_layout(ctx.shape(x), [int(attrs["axis"])])

@@ -59,6 +59,29 @@ def non_zero(node):
     return [(DataType.INT64, (max(len(x.shape), 1), x.size)), (DataType.INT64, ())]
 
 
+@shape_rule(LayerKind.COMPACT)
+def compact(node):
+    """k values alike but along ``axis``, their k int64 scalar counts, with ``select`` a bool condition (k = 2)."""
+    select = bool(node.attrs.get("select", False))
+    values = len(node.inputs) // 2
+    data, counts = node.inputs[:values], node.inputs[values:2 * values]
+    extra = node.inputs[2 * values:]
+    first, axis = data[0], int(node.attrs["axis"])
+    if values < 1 or len(extra) != int(select) or (select and values != 2) or not 0 <= axis < len(first.shape):
+        _fail(node, f"expects k values along axis {axis} of their rank, their k counts{' and a condition (k = 2)' if select else ''}, "
+                    f"found {len(node.inputs)} inputs, the first of shape {first.shape}")
+    for value in data:
+        if value.dtype != first.dtype or len(value.shape) != len(first.shape) \
+                or any(a != b for i, (a, b) in enumerate(zip(value.shape, first.shape)) if i != axis):
+            _fail(node, f"values {[tuple(v.shape) for v in data]} ({first.dtype.value}) must agree but along axis {axis}")
+    if any(c.dtype != DataType.INT64 or tuple(c.shape) != () for c in counts):
+        _fail(node, "the counts must be int64 scalars")
+    if select and (extra[0].dtype != DataType.BOOL or extra[0].size != 1):
+        _fail(node, f"the condition must be one bool, found {extra[0].dtype.value} {extra[0].shape}")
+    shape = tuple(sum(v.shape[axis] for v in data) if i == axis else d for i, d in enumerate(first.shape))
+    return [(first.dtype, shape), (DataType.INT64, ())]
+
+
 def _check_counted_rows(node, indices) -> None:
     """Input 3, when present, counts the valid rows of indices and updates along ``rows_axis`` (an int64 scalar)."""
     count, axis = node.inputs[3], node.attrs.get("rows_axis")

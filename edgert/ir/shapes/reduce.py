@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgert.errors import ShapeError
+from edgert.ir.dtypes import DataType
 from edgert.ir.kinds import LayerKind
 from edgert.ir.shape_inference import shape_rule
 
@@ -26,7 +27,19 @@ def reduced_shape(shape, axes, keepdims: bool) -> tuple[int, ...]:
 def reduce(node):
     x = node.inputs[0]
     axes = _check_axes(node, node.attrs["axes"], len(x.shape))
+    if len(node.inputs) > 1:
+        check_row_count(node, node.inputs[1], len(x.shape))
     return [(x.dtype, reduced_shape(x.shape, axes, bool(node.attrs.get("keepdims", True))))]
+
+
+def check_row_count(node, count, rank: int) -> None:
+    """A row count input (edgert/ir/valid_rows.py): an int64 scalar, and ``rows_axis`` one of the input's axes."""
+    axis = node.attrs.get("rows_axis")
+    if count is None or count.dtype != DataType.INT64 or tuple(count.shape) != () or not isinstance(axis, int) \
+            or not 0 <= axis < rank:
+        raise ShapeError(f"layer {node.name!r} ({node.kind.value}): a row count (input 1) needs an int64 scalar and "
+                         f"rows_axis in 0..{rank - 1}, found {count and count.dtype.value} "
+                         f"{count and tuple(count.shape)} and rows_axis {axis}")
 
 
 @shape_rule(LayerKind.SOFTMAX)

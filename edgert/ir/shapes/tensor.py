@@ -112,6 +112,9 @@ def expand(node):
         broadcast = None
     if broadcast != shape:
         raise _fail(node, f"input of shape {x.shape} does not broadcast to {shape}")
+    if len(node.inputs) > 1:   # the count of the output's valid rows (a ConstantOfShape sized by a count)
+        from edgert.ir.shapes.reduce import check_row_count
+        check_row_count(node, node.inputs[1], len(shape))
     return [(x.dtype, shape)]
 
 

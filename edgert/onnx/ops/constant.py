@@ -2,8 +2,9 @@
 
 Constant, ConstantOfShape, Shape, Size, Range and EyeLike become constants (shapes are static, so
 Shape and Size fold, except along a data-dependent axis: the rows of a NonZero or NMS result, whose
-count Shape and Size then compute at run time); Identity and Dropout (inference) return their input
-Value itself.
+count Shape and Size then compute at run time; a ConstantOfShape shaped by such a count becomes an Expand
+of its value sized at the bound that carries the count); Identity and Dropout (inference) return their
+input Value itself.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ def constant(ctx, node):
 
 @onnx_op("ConstantOfShape")
 def constant_of_shape(ctx, node):
-    shape = ctx.const_input(0, "the output shape")
+    from edgert.onnx.count_inputs import CountInput, count_input
+    shape = count_input(ctx, 0, "the output shape")
+    if shape is None:
+        ctx.const_input(0, "the output shape")   # required: raises
+    counted = shape if isinstance(shape, CountInput) else None
+    if counted is not None:
+        shape = np.asarray(counted.at_bound())
     if shape.ndim != 1 or (shape.size and shape.min() < 0):
         raise ModelError(f"{ctx.where}: the shape input must be a 1-D tensor of non-negative dims, "
                          f"found {shape.tolist()}")
@@ -53,8 +60,34 @@ def constant_of_shape(ctx, node):
     if fill.size != 1:
         raise ModelError(f"{ctx.where}: 'value' must hold exactly one element, found shape {fill.shape}")
     check_shape([int(d) for d in shape], fill.dtype.itemsize, ctx.where)   # before allocating it
+    if counted is not None:
+        return [_filled_rows(ctx, counted, [int(d) for d in shape], fill)]
     return [ctx.constant(np.full(tuple(int(d) for d in shape), fill.reshape(()), dtype=fill.dtype),
                          name=node.output[0])]
+
+
+def _filled_rows(ctx, shape, bound: list[int], fill):
+    """A constant-filled value shaped by a count (torchvision's labels: ``full_like`` of a class's kept scores):
+    the whole bound filled, its valid rows counted by the one count the shape reads, along the one axis that
+    changes with it (an Expand reading the count: edgert/ir/valid_rows.py); the probes check it."""
+    from edgert.onnx.count_inputs import check_probes, count_bound
+    if len(shape.counts) != 1:
+        raise UnsupportedError(
+            f"{ctx.where}: the output shape depends on the counts of {len(shape.counts)} data-dependent layers "
+            f"({', '.join(repr(c.producer().name) for c in shape.counts)}); edgert sizes a ConstantOfShape by one "
+            "count; cut the graph before this node")
+    (count,) = shape.counts
+    empty = np.asarray(shape.at({id(count): 0})).tolist()
+    varying = [axis for axis, (a, b) in enumerate(zip(empty, bound)) if a != b]
+    if len(varying) != 1:
+        raise UnsupportedError(
+            f"{ctx.where}: the output shape {bound} at the bound of {count.producer().kind.value} layer "
+            f"{count.producer().name!r} ({count_bound(count)} rows) is {empty} with none; edgert carries a count "
+            "along one axis only; cut the graph before this node")
+    value = ctx.constant(fill.reshape(()))
+    (out,) = ctx.add(LayerKind.EXPAND, [value, count], {"shape": bound, "rows_axis": varying[0]})
+    check_probes(ctx, out, lambda probe: np.asarray(shape.at(probe)).tolist(), [count], "the output shape (input 0)")
+    return out
 
 
 def data_dependent_rows(ctx, x):

@@ -82,6 +82,10 @@ def if_(ctx, node):
         if a is b:
             outputs.append(a)
             continue
+        counted = _select_rows(ctx, selector, a, b)
+        if counted is not None:
+            outputs.append(counted)
+            continue
         if a.shape != b.shape or a.dtype != b.dtype:
             raise UnsupportedError(
                 f"{ctx.where}: the condition {cond.name!r} is only known at run time and output {index} differs "
@@ -90,6 +94,32 @@ def if_(ctx, node):
                 "static input shapes, or export a model whose branches give the same shapes)")
         outputs.append(ctx.add(LayerKind.SELECT, [selector, a, b])[0])
     return outputs
+
+
+def _select_rows(ctx, selector, a, b):
+    """A branch output with data-dependent rows (torchvision: no boxes left, an empty result; else the boxes NMS
+    keeps): a Compact with ``select`` gives the valid rows of the branch the condition takes, along the axis
+    that carries the count (the branches may differ only there); None when neither branch has counted rows."""
+    from edgert.ir.kinds import BOUNDED_KINDS
+    from edgert.ir.valid_rows import bounded_values
+    from edgert.onnx.ops.detection import bounded_layer
+    if not any(n.kind in BOUNDED_KINDS for n in ctx.graph.nodes):
+        return None
+    known = bounded_values(ctx.graph, strict=False)
+    found = [known.get(id(a)), known.get(id(b))]
+    axes = {rows.axis for rows in found if rows is not None}
+    if not axes:
+        return None
+    axis = axes.pop()
+    if axes or any(rows is not None and rows.scale != 1 for rows in found) or a.dtype != b.dtype \
+            or len(a.shape) != len(b.shape) or any(x != y for i, (x, y) in enumerate(zip(a.shape, b.shape)) if i != axis):
+        raise UnsupportedError(
+            f"{ctx.where}: the condition is only known at run time and the branches give {a.dtype.value} {a.shape} "
+            f"and {b.dtype.value} {b.shape} with data-dependent rows along axes {[r and r.axis for r in found]}; "
+            "edgert selects a branch's counted rows only when the branches differ along that one axis")
+    counts = [rows.count if rows is not None else ctx.constant(np.array(v.shape[axis], np.int64))
+              for v, rows in zip((a, b), found)]
+    return bounded_layer(ctx, LayerKind.COMPACT, [a, b] + counts + [selector], {"axis": axis, "select": True})
 
 
 class _Unroller:

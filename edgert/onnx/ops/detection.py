@@ -36,7 +36,7 @@ def bounded_layer(ctx, kind, inputs, attrs):
     constant and the layer folds, the constant trimmed to its real size."""
     bounded, count = ctx.add(kind, inputs, attrs, num_outputs=2)
     if bounded.is_const and count.is_const:
-        axis = BOUNDED_KINDS[kind]
+        axis = BOUNDED_KINDS[kind] if BOUNDED_KINDS[kind] is not None else int(attrs["axis"])
         return ctx.constant(np.take(bounded.const, np.arange(int(count.const)), axis=axis), name=bounded.name)
     return bounded
 

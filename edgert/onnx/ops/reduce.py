@@ -2,12 +2,13 @@
 
 Axes are normalized to sorted non-negative ints here, so the IR never sees negative axes. Reduce
 ops take `axes` as an attribute up to one opset (ReduceSum 12, the others 17) and as an optional
-constant input after it, where `noop_with_empty_axes` also appears.
+constant input after it, where `noop_with_empty_axes` also appears. A reduction over data-dependent rows
+(edgert/ir/valid_rows.py) reads their count and reduces only the valid ones.
 """
 
 from __future__ import annotations
 
-from edgert.errors import ModelError
+from edgert.errors import ModelError, UnsupportedError
 from edgert.ir.kinds import LayerKind, ReduceOp as R
 from edgert.onnx.registry import onnx_op
 
@@ -58,7 +59,24 @@ def reduce(ctx, node):
             return [x]
         axes = []
     keepdims = bool(ctx.attrs().get("keepdims", 1))
-    return ctx.add(LayerKind.REDUCE, [x], {"op": op, "axes": axes, "keepdims": keepdims})
+    attrs = {"op": op, "axes": axes, "keepdims": keepdims}
+    return ctx.add(LayerKind.REDUCE, [x] + _counted_rows(ctx, x, axes, attrs), attrs)
+
+
+def _counted_rows(ctx, x, axes, attrs) -> list:
+    """[count] when the reduction takes in data-dependent rows (torchvision's max over the kept boxes): the layer
+    then reads their count (input 1, ``rows_axis``) and reduces only the valid rows; [] otherwise."""
+    from edgert.onnx.ops.constant import data_dependent_rows
+    rows = data_dependent_rows(ctx, x)
+    if rows is None or rows.axis not in axes:
+        return []
+    if rows.scale != 1:
+        raise UnsupportedError(
+            f"{ctx.where}: the reduction takes in data-dependent rows {x.name!r} merged with the axes after them "
+            f"(axis {rows.axis}, {rows.scale} elements per counted row); edgert reduces counted rows only along "
+            "their own axis: reduce before the reshape, or cut the graph before this node")
+    attrs["rows_axis"] = rows.axis
+    return [rows.count]
 
 
 def _softmax(ctx, extra: dict):

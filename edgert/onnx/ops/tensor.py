@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from edgert.errors import ModelError, ShapeError
-from edgert.ir.kinds import ElementWiseOp, LayerKind
+from edgert.errors import ModelError, ShapeError, UnsupportedError
+from edgert.ir.kinds import BOUNDED_KINDS, ElementWiseOp, LayerKind
 from edgert.onnx.count_inputs import CountInput, check_probes, count_input, counts_of, real_shape, rows_of
 from edgert.onnx.registry import onnx_op
 
@@ -247,7 +247,34 @@ def concat(ctx, node):
     axis = normalize_axis(ctx, ctx.attrs()["axis"], len(inputs[0].shape))
     if len(inputs) == 1:
         return inputs
+    counted = _rows_along(ctx, inputs, axis)
+    if counted is not None:
+        return [counted]
     return ctx.add(LayerKind.CONCATENATION, inputs, {"axis": axis})
+
+
+def _rows_along(ctx, inputs, axis: int):
+    """A Concat along the data-dependent rows of some inputs (torchvision's per-class detections, each with its
+    own count): a Compact layer packing the valid rows of each input one after another (its count is their
+    sum; static inputs count all their rows); None when no input has data-dependent rows along ``axis``."""
+    from edgert.ir.valid_rows import bounded_values
+    from edgert.onnx.ops.detection import bounded_layer
+    if not any(n.kind in BOUNDED_KINDS for n in ctx.graph.nodes):
+        return None
+    known = bounded_values(ctx.graph, strict=False)
+    found = [known.get(id(v)) for v in inputs]
+    if not any(rows is not None and rows.axis == axis for rows in found):
+        return None
+    counts = []
+    for value, rows in zip(inputs, found):
+        if rows is not None and (rows.axis != axis or rows.scale != 1):
+            raise UnsupportedError(
+                f"{ctx.where}: input {value.name!r} has data-dependent rows along axis {rows.axis}"
+                f"{f' ({rows.scale} elements per counted row)' if rows.scale != 1 else ''} while others have them "
+                f"along the concatenated axis {axis}; edgert concatenates counted rows along their own axis only; "
+                "cut the graph before this node")
+        counts.append(rows.count if rows is not None else ctx.constant(np.array(value.shape[axis], np.int64)))
+    return bounded_layer(ctx, LayerKind.COMPACT, list(inputs) + counts, {"axis": axis, "select": False})
 
 
 @onnx_op("Split")
