@@ -61,17 +61,23 @@ static void *caller(void *argument) {
     return NULL;
 }
 
-/* a part that sleeps 20 ms when a worker runs it (and spins a little on the caller, so that the worker gets one) */
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* a part that sleeps 50 ms when a worker runs it (a preempted worker); on the caller, part 0 waits (up to 0.2 s) for a
+ * worker to take a part first, so that the caller works briefly and then waits long */
 static void slow_on_worker(void *context, int64_t part, int thread) {
     atomic_int *worker_parts = context;
-    (void)part;
     if (thread != 0) {
         atomic_fetch_add(worker_parts, 1);
-        struct timespec pause = {0, 20000000};
+        struct timespec pause = {0, 50000000};
         nanosleep(&pause, NULL);
-    } else {
-        volatile double sink = 0;
-        for (int i = 0; i < 200000; ++i) sink += i * 0.5;
+    } else if (part == 0) {
+        for (double start = seconds_now(); atomic_load(worker_parts) == 0 && seconds_now() - start < 0.2;) {
+        }
     }
 }
 
@@ -80,17 +86,18 @@ static int lag_pause_check(void) {
     parallel_set_threads(2);
     parallel_set_lag(1);
     ParallelStats before = parallel_stats();
-    for (int tries = 0; tries < 50 && parallel_stats().lags == before.lags; ++tries) {
+    for (int tries = 0; tries < 20 && parallel_stats().lags == before.lags; ++tries) {
         atomic_int worker_parts = 0;
         parallel_run(slow_on_worker, &worker_parts, 8, 2);
     }
-    if (parallel_stats().lags == before.lags) return 1;   /* the worker never took a part in 50 jobs */
+    if (parallel_stats().lags == before.lags) return 1;   /* the worker never took a part in 20 jobs */
     ParallelStats paused = parallel_stats();
     atomic_int worker_parts = 0;
-    parallel_run(slow_on_worker, &worker_parts, 8, 2);   /* within the 20 ms pause: inline */
+    worker_parts = 1;   /* part 0 need not wait: the job must run inline, within the 20 ms pause */
+    parallel_run(slow_on_worker, &worker_parts, 8, 2);
     ParallelStats after = parallel_stats();
     parallel_set_lag(0);
-    return !(after.inline_ == paused.inline_ + 1 && after.split == paused.split && atomic_load(&worker_parts) == 0);
+    return !(after.inline_ == paused.inline_ + 1 && after.split == paused.split && atomic_load(&worker_parts) == 1);
 }
 
 int main(void) {
