@@ -1,11 +1,13 @@
 /* kernels/cpu/native_parallel.c on its own (pure C, pthreads): every part of every job runs exactly once, on a thread
  * numbered below the job's thread count; parts that call parallel_run again run their inner parts inline; several
- * callers at once all get their jobs done; one thread runs everything inline. Prints "parallel ok" (built and run by
+ * callers at once all get their jobs done; one thread runs everything inline; a worker that holds the caller up (a part
+ * that sleeps on it, as a preempted worker would) starts the lag pause: the next jobs run inline. Prints "parallel ok" (built and run by
  * tests/test_cpu_native_aarch64.py on the host and, cross-compiled for aarch64, under qemu-user). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "native_parallel.h"
 
@@ -59,6 +61,45 @@ static void *caller(void *argument) {
     return NULL;
 }
 
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* a part that sleeps 50 ms when a worker runs it (a preempted worker); on the caller, part 0 waits (up to 0.2 s) for a
+ * worker to take a part first, so that the caller works briefly and then waits long */
+static void slow_on_worker(void *context, int64_t part, int thread) {
+    atomic_int *worker_parts = context;
+    if (thread != 0) {
+        atomic_fetch_add(worker_parts, 1);
+        struct timespec pause = {0, 50000000};
+        nanosleep(&pause, NULL);
+    } else if (part == 0) {
+        for (double start = seconds_now(); atomic_load(worker_parts) == 0 && seconds_now() - start < 0.2;) {
+        }
+    }
+}
+
+/* the lag pause: a job whose worker sleeps in its part pauses splitting; 0 when it did, else 1 */
+static int lag_pause_check(void) {
+    parallel_set_threads(2);
+    parallel_set_lag(1);
+    ParallelStats before = parallel_stats();
+    for (int tries = 0; tries < 20 && parallel_stats().lags == before.lags; ++tries) {
+        atomic_int worker_parts = 0;
+        parallel_run(slow_on_worker, &worker_parts, 8, 2);
+    }
+    if (parallel_stats().lags == before.lags) return 1;   /* the worker never took a part in 20 jobs */
+    ParallelStats paused = parallel_stats();
+    atomic_int worker_parts = 0;
+    worker_parts = 1;   /* part 0 need not wait: the job must run inline, within the 20 ms pause */
+    parallel_run(slow_on_worker, &worker_parts, 8, 2);
+    ParallelStats after = parallel_stats();
+    parallel_set_lag(0);
+    return !(after.inline_ == paused.inline_ + 1 && after.split == paused.split && atomic_load(&worker_parts) == 1);
+}
+
 int main(void) {
     parallel_set_lag(0);   /* qemu and loaded machines lag: the pause would only make more jobs inline */
     parallel_set_threads(3);
@@ -85,6 +126,10 @@ int main(void) {
     parallel_run(part, job, PARTS, 1);
     if (!check(job, PARTS) || atomic_load(&job->threads_seen[0]) != PARTS) ++failures;
     free(job);
+    if (lag_pause_check()) {
+        printf("parallel FAILED: no lag pause after a worker held its caller up\n");
+        return 1;
+    }
     ParallelStats stats = parallel_stats();
     if (failures || stats.split == 0) {
         printf("parallel FAILED: %d bad jobs, %lld split\n", failures, (long long)stats.split);
