@@ -331,11 +331,8 @@ static void plane_part(void *context, int64_t index, int thread) {
         int64_t c = p % g->channels;
         float *target = job->out + p * out_plane;
         fill_plane(g, s, job->x + p * g->height * g->width);
-        if (job->flat[thread])
-            window_plane_flat(g, s, job->weights + c * taps, job->bias ? job->bias[c] : 0.0f, job->flat[thread], target);
-        else
-            window_plane(g, s, job->op, job->per_channel ? job->weights + c * taps : job->weights,
-                         job->bias ? job->bias[c] : 0.0f, target);
+        window_plane(g, s, job->op, job->per_channel ? job->weights + c * taps : job->weights,
+                     job->bias ? job->bias[c] : 0.0f, target);
         if (job->divisor)
             for (int64_t i = 0; i < out_plane; ++i) target[i] /= job->divisor[i];
     }
