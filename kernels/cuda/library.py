@@ -202,17 +202,16 @@ def lowering(*kinds: LayerKind):
     return decorate
 
 
-# Kinds that run on the CPU backend only (a gpu_kernels build containing one fails naming it): Compact (the Concat of
-# counted rows, SSDlite's per-class detections). Every other kind of issue 15 has its CUDA kernel (lower_detect.py,
-# lower_sample.py); a new kind without one goes here.
-CPU_ONLY_KINDS = frozenset({LayerKind.COMPACT})
+# Kinds that run on the CPU backend only (a gpu_kernels build containing one fails naming it): none today. Every kind
+# of issue 15 has its CUDA kernel (lower_detect.py, lower_sample.py, lower_compact.py); a new kind without one goes here.
+CPU_ONLY_KINDS: frozenset = frozenset()
 
 
 def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> list[Launch]:
     """Launches for one plan layer; ``fusion`` = {"program", "inputs", "output"} of a folded consumer."""
     from edgert.kernels.cuda import (  # noqa: F401
-        lower_conv, lower_copy, lower_detect, lower_gemm, lower_int8, lower_reduce, lower_rnn, lower_sample,
-        lower_scan,
+        lower_compact, lower_conv, lower_copy, lower_detect, lower_gemm, lower_int8, lower_reduce, lower_rnn,
+        lower_sample, lower_scan,
     )
     kind = LayerKind(layer["kind"])
     if (layer.get("attrs") or {}).get("int8") and not str(layer.get("device", "")).startswith("dla"):
@@ -222,9 +221,6 @@ def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> l
     if str(layer.get("device", "")).startswith("dla"):
         raise UnsupportedError(f"layer {layer['name']!r} is placed on {layer['device']}; only GPU layers get CUDA "
                                "kernels")
-    if kind == LayerKind.REDUCE and len(layer["inputs"]) > 1:
-        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for a Reduce over data-dependent rows (it "
-                               "reads their count) yet (run it on the CPU: build without a GPU target)")
     fn = _LOWERINGS.get(kind)
     if fn is None:
         raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for {kind.value} yet "
@@ -234,7 +230,8 @@ def lower_layer(ctx: LowerContext, layer: dict, fusion: dict | None = None) -> l
 
 def supported_kinds() -> set[LayerKind]:
     from edgert.kernels.cuda import (  # noqa: F401
-        lower_conv, lower_copy, lower_detect, lower_gemm, lower_reduce, lower_rnn, lower_sample, lower_scan,
+        lower_compact, lower_conv, lower_copy, lower_detect, lower_gemm, lower_reduce, lower_rnn, lower_sample,
+        lower_scan,
     )
     return set(_LOWERINGS)
 

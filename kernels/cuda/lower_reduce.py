@@ -74,15 +74,19 @@ def _limits(t: str, dtype: str) -> tuple[str, str]:
     return cg.literal(info.min, t), cg.literal(info.max, t)
 
 
-def _reduce_spec(op: R, t: str, dtype: str, length: int) -> tuple[str, str, str, str]:
-    """(init, map of v, combine of a and b, final of a) as C expressions."""
+def _reduce_spec(op: R, t: str, dtype: str, length: int, count: str | None = None) -> tuple[str, str, str, str]:
+    """(init, map of v, combine of a and b, final of a) as C expressions; ``count``: a C expression of the number
+    of reduced elements when only some take part (a Reduce over counted rows), else ``length`` of them."""
     floating = t in ("float", "double")
     lowest, highest = _limits(t, dtype)
     fn = (lambda name: name + "f" if t == "float" else name)
     bigger = "fmax_nan(a, b)" if floating else "(a > b ? a : b)"
     smaller = "fmin_nan(a, b)" if floating else "(a < b ? a : b)"
     absolute = f"{fn('fabs')}(v)" if floating else f"(v < 0 ? ({t})-v : v)"
-    mean = f"a / {cg.literal(length, t)}" if floating else ("a / " + str(length) if length else f"({t})0")
+    if count is not None and count != str(length):   # a run-time count: NaN for none in floats, 0 in integers
+        mean = f"a / {t}({count})" if floating else f"({count} ? a / {t}({count}) : ({t})0)"
+    else:
+        mean = f"a / {cg.literal(length, t)}" if floating else ("a / " + str(length) if length else f"({t})0")
     return {
         R.SUM: ("0", "v", "a + b", "a"), R.PROD: ("1", "v", "a * b", "a"),
         R.MAX: (lowest, "v", bigger, "a"), R.MIN: (highest, "v", smaller, "a"),
@@ -95,9 +99,7 @@ def _reduce_spec(op: R, t: str, dtype: str, length: int) -> tuple[str, str, str,
 @lowering(LayerKind.REDUCE)
 def lower_reduce(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     x, out = layer["inputs"][0], layer["outputs"][0]
-    if len(layer["inputs"]) > 1 and layer["inputs"][1] >= 0:   # only the valid rows of counted rows: not lowered
-        raise UnsupportedError(f"layer {layer['name']!r}: no CUDA kernel for a Reduce over data-dependent rows yet "
-                               "(run it on the CPU: build without a GPU target)")
+    counted = len(layer["inputs"]) > 1 and layer["inputs"][1] >= 0
     dtype, out_dtype = ctx.dtype(x), ctx.dtype(out)
     if cg.numel(ctx.shape(out)) == 0:
         return []
@@ -105,26 +107,57 @@ def lower_reduce(ctx: LowerContext, layer: dict, fusion: dict) -> list[Launch]:
     t = "i32" if dtype == "bool" else cg.compute_ctype(dtype)
     op = R(layer["attrs"]["op"])
     load = f"{t}({cg.load('x', 'AT(e)', dtype)})"
+    args = [f"{cg.ctype(out_dtype)}* out", f"const {cg.ctype(dtype)}* __restrict__ x"]
+    params = [ptr(out), ptr(x)]
+    prologue, loop_end, skip, mean_count = [], "L", "", str(layout["length"])
+    if counted:   # data-dependent rows along rows_axis (edgert/ir/valid_rows.py): only the first `count` reduce
+        prologue, loop_end, skip, mean_count = _counted_rows(ctx, layer, layout)
+        args.append("const i64* __restrict__ count")
+        params.append(ptr(layer["inputs"][1]))
+    loop = f"for (i64 e = lane; e < {loop_end}; e += STRIDE) {{ {skip}"
     if op == R.LOG_SUM_EXP:
         lowest, _ = _limits(t, dtype)
         fn = (lambda name: name + "f" if t == "float" else name)
-        body = [f"{t} peak = {lowest};",
-                f"for (i64 e = lane; e < L; e += STRIDE) peak = fmax_nan(peak, {load});",
+        body = prologue + [
+                f"{t} peak = {lowest};",
+                f"{loop} peak = fmax_nan(peak, {load}); }}",
                 f"peak = reduce_group<GROUP>(peak, [](const {t} a, const {t} b) {{ return fmax_nan(a, b); }});",
                 "if (!(peak > -inf_f() && peak < inf_f())) peak = 0;",
                 f"{t} total = 0;",
-                f"for (i64 e = lane; e < L; e += STRIDE) total += {fn('exp')}({load} - peak);",
+                f"{loop} total += {fn('exp')}({load} - peak); }}",
                 f"total = reduce_group<GROUP>(total, [](const {t} a, const {t} b) {{ return a + b; }});",
                 f"if (lane == 0) out[row] = {cg.store_value(fn('log') + '(total) + peak', out_dtype)};"]
     else:
-        init, mapped, combine, final = _reduce_spec(op, t, dtype, layout["length"])
-        body = [f"auto combine = [](const {t} a, const {t} b) -> {t} {{ return {combine}; }};",
+        init, mapped, combine, final = _reduce_spec(op, t, dtype, layout["length"], mean_count)
+        body = prologue + [
+                f"auto combine = [](const {t} a, const {t} b) -> {t} {{ return {combine}; }};",
                 f"{t} acc = {init};",
-                f"for (i64 e = lane; e < L; e += STRIDE) {{ const {t} v = {load}; acc = combine(acc, {mapped}); }}",
+                f"{loop} const {t} v = {load}; acc = combine(acc, {mapped}); }}",
                 "acc = reduce_group<GROUP>(acc, combine);",
                 f"if (lane == 0) {{ const {t} a = acc; out[row] = {cg.store_value(final, out_dtype)}; }}"]
-    args = [f"{cg.ctype(out_dtype)}* out", f"const {cg.ctype(dtype)}* __restrict__ x"]
-    return [row_kernel(ctx, "reduce", layout, args, body, [ptr(out), ptr(x)], f"reduce-{op.value}")]
+    return [row_kernel(ctx, "reduce", layout, args, body, params, f"reduce-{op.value}{' counted' if counted else ''}")]
+
+
+def _counted_rows(ctx: LowerContext, layer: dict, layout: dict) -> tuple[list[str], str, str, str]:
+    """(prologue, loop end, skip test, element count) of a Reduce that reads the count of the data-dependent rows
+    along ``rows_axis`` (input 1; kernels/cpu/reduce.py): only reduced elements whose coordinate along that axis
+    is below the clamped count take part. When it is the outermost reduced axis they are the first n * (elements
+    per row) of each row, so the loop stops there; otherwise each element is tested."""
+    shape = ctx.shape(layer["inputs"][0])
+    rank = len(shape)
+    rows_axis = int(layer["attrs"]["rows_axis"])
+    axes = sorted(int(a) % rank for a in layer["attrs"]["axes"])
+    if rows_axis not in axes:
+        raise UnsupportedError(f"layer {layer['name']!r}: a Reduce reading the count of rows along axis {rows_axis} "
+                               f"must reduce that axis (axes {axes})")
+    position = axes.index(rows_axis)
+    per_row = cg.numel([shape[a] for a in axes[position + 1:]])
+    dim = shape[rows_axis]
+    prologue = [f"i64 n = count[0]; n = n < 0 ? 0 : (n > {dim} ? {dim} : n);",
+                f"const i64 valid = {cg.numel([shape[a] for a in axes if a != rows_axis])} * n;"]
+    if position == 0:
+        return prologue, f"n * {per_row}", "", "valid"
+    return prologue, "L", f"if ((e / {per_row}) % {dim} >= n) continue;", "valid"
 
 
 @lowering(LayerKind.SOFTMAX)
