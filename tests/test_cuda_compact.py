@@ -85,6 +85,14 @@ def test_per_class_topk_concatenated_along_their_counts(backend, classes, most):
     assert_equal_to_cpu_and_ort(model, draw_detections(classes), backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_class_concat_in_fp16_equals_the_cpu_plan(backend):
+    """Every layer fp16 (the Compacts copy float16 boxes and scores): bit-identical with the CPU plan's fp16."""
+    from test_cuda_detect import assert_equal_to_cpu
+    fp16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]}
+    assert_equal_to_cpu(per_class_model(3, 8), draw_detections(3), backend, runs=4, **fp16)
+
+
 def test_compact_is_lowered_to_one_kernel_per_layer():
     model = per_class_model(3, 8)
     tactics = lowered_tactics(model, draw_detections(3)())
@@ -220,3 +228,21 @@ def test_too_many_values_for_the_kernel_parameters_is_a_clear_error():
              "inputs": list(range(2 * k)), "outputs": [2 * k, 2 * k + 1]}
     with pytest.raises(UnsupportedError, match="many.*4 KiB"):
         lower_compact(ctx, layer, {})
+
+
+@pytest.mark.skipif(not __import__("edgert.kernels.cuda.compile", fromlist=["available"]).available(),
+                    reason="no NVRTC (cuda-bindings) and no nvcc")
+@pytest.mark.parametrize("arch", ["sm_87", "sm_90"])
+def test_the_compact_and_counted_reduce_kernels_compile_with_nvrtc(arch):
+    """Compact of fp32 boxes / scores and int64 labels, the select form (the If) and the counted ReduceMax; fp16
+    values (every layer fp16) and a counted ReduceMean over an inner axis too."""
+    import edgert
+    from edgert.kernels.cuda.plan_kernels import compile_for_plan
+    fp16 = {"precision": "fp16", "precision_rules": [{"layer": "*", "precision": "fp16"}]}
+    cases = [(detector_model(), {}), (per_class_model(3, 8), fp16),
+             (counted_reduce_model("ReduceMean", [0, 1], True, keepdims=0), {})]
+    for model, options in cases:
+        section = compile_for_plan(edgert.build(model, cpu_only_aliases=False, **options).document, arch)
+        tactics = " ".join(launch["tactic"] for launches in section["launches"] for launch in launches)
+        assert all(m["cubin"][:4] == b"\x7fELF" for m in section["modules"])
+        assert "compact-" in tactics or "counted" in tactics, tactics
