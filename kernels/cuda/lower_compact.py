@@ -5,11 +5,11 @@ CUDA graph) and, with ``select`` (k = 2), a bool condition in device memory: onl
 only value 1 when it is false (an If on a count). Output 0 holds the valid rows (the first min(max(count, 0),
 bound) of each value along ``axis``) one after another, zeros past them; output 1 is their total.
 
-One kernel, one thread per element of output 0. Each block first reads the k counts (clamped to each value's
-bound, a table this plan ships) and their prefix sums into shared memory, with the k value pointers; each thread
-then finds the value whose rows cover its position along ``axis`` by a binary search of the prefix sums and copies
-its element (a copy: bit-identical with the CPU kernel in every dtype), or writes a zero past the total. The
-first thread of the grid writes the total. The values are kernel parameters, so k is limited by CUDA's 4 KiB of
+One kernel, one thread per element of output 0. Each block first reads the k counts (one thread each, clamped to
+each value's bound, a table this plan ships) and their prefix sums into shared memory, with the k value pointers;
+each thread then finds the value whose rows cover its position along ``axis`` by a binary search of the prefix
+sums and copies its element (a copy: bit-identical with the CPU kernel in every dtype), or writes a zero past the
+total. The first thread of the grid writes the total. The values are kernel parameters, so k is limited by CUDA's 4 KiB of
 parameters (``MAX_VALUES``); SSDlite's per-class Concat has k = 90.
 """
 
@@ -63,11 +63,13 @@ extern "C" __global__ void __launch_bounds__({BLOCK}) KERNEL({", ".join(args)}) 
     __shared__ const {vt}* src[{k}];
     __shared__ const i64* cnt[{k}];
     __shared__ i64 start[{k + 1}];
-    if (threadIdx.x == 0) {{
-        {pointer_table}
-        i64 at = 0;
-        for (i32 j = 0; j < {k}; ++j) {{ {clamp} start[j] = at; at += c; }}
-        start[{k}] = at;
+    if (threadIdx.x == 0) {{ {pointer_table} }}
+    __syncthreads();
+    for (i32 j = threadIdx.x; j < {k}; j += {BLOCK}) {{ {clamp} start[j + 1] = c; }}   // the counts, in parallel
+    __syncthreads();
+    if (threadIdx.x == 0) {{   // their exclusive prefix sums: where each value's rows start
+        start[0] = 0;
+        for (i32 j = 1; j <= {k}; ++j) start[j] += start[j - 1];
     }}
     __syncthreads();
     const i64 total = start[{k}];
