@@ -8,9 +8,13 @@ the background logit raised by 14 down to 7: from no box above the 0.001 score t
 that the detections are decided by clear margins, from none to all 300 rows; the boxes still come from the
 network on a random image. Prints one line per draw and precision: detections, per output max abs and normwise
 error (labels: mismatches), and whether the shapes and labels agree and the float outputs are within the
-numerics contract (fp32 1e-5, fp16 1e-2).
+numerics contract (CPU: fp32 1e-5, fp16 1e-2; CUDA kernels: fp32 1e-4, fp16 1e-2).
 
     python benchmarks/corpus_ssdlite_detections.py [--cache /work/corpus-cache] [--draws 6] [--precisions fp32 fp16]
+        [--device cpu|emulate|cuda] [--arch sm_90]
+
+``--device emulate`` builds the plans with CUDA kernels (for ``--arch``) and runs them on edgert's CUDA emulator
+on the CPU (slow: minutes per draw); ``--device cuda`` builds them for this machine's GPU and runs them there.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 import numpy as np
 
 NAME = "tv_ssdlite320_mobilenet_v3_large"
-TOLERANCE = {"fp32": 1e-5, "fp16": 1e-2}
+TOLERANCE = {"cpu": {"fp32": 1e-5, "fp16": 1e-2}, "cuda": {"fp32": 1e-4, "fp16": 1e-2}}   # corpus.py's contract
 
 
 def with_logits_input(model):
@@ -54,26 +58,45 @@ def errors(ours: dict, ref: dict, tolerance: float) -> tuple[str, bool]:
     return ", ".join(parts), ok
 
 
+def execution_context(model, precision: str, device: str, arch: str):
+    """An execution context of the model's plan: on the CPU runtime, or with CUDA kernels on the emulator / GPU."""
+    import edgert
+    if device == "cpu":
+        return edgert.load(edgert.build(model, precision=precision).to_bytes()).create_execution_context()
+    if device == "emulate":
+        from edgert.kernels.cuda import emulator
+        from edgert.kernels.cuda.plan_kernels import compile_for_plan
+        from edgert.runtime.cuda import CudaEngine
+        plan = edgert.build(model, precision=precision, cpu_only_aliases=False)
+        plan.document["kernels"] = {arch: compile_for_plan(plan.document, arch, emulate=True)}
+        return CudaEngine(plan.document, driver=emulator.EmulatedDriver()).create_execution_context()
+    from corpus import gpu_arch
+    plan = edgert.build(model, precision=precision, gpu_kernels=True, gpu_archs=[gpu_arch()], autotune=False)
+    return edgert.load(plan.to_bytes(), device="cuda").create_execution_context()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", default="/work/corpus-cache")
     parser.add_argument("--draws", type=int, default=6)
-    parser.add_argument("--precisions", nargs="+", choices=sorted(TOLERANCE), default=["fp32", "fp16"])
+    parser.add_argument("--precisions", nargs="+", choices=sorted(TOLERANCE["cpu"]), default=["fp32", "fp16"])
+    parser.add_argument("--device", choices=("cpu", "emulate", "cuda"), default="cpu",
+                        help="cpu: the CPU runtime; emulate: CUDA kernels on edgert's CUDA emulator; cuda: this GPU")
+    parser.add_argument("--arch", default="sm_90", help="with --device emulate: the arch the kernels are built for")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import onnxruntime as ort
-    import edgert
     from corpus import CORPUS
     from corpus_pack import load
     feeds = CORPUS[NAME].sample(np.random.default_rng(0))
     model = with_logits_input(load(os.path.join(args.cache, f"{NAME}.onnx"), feeds))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     contexts = {}
+    tolerance = TOLERANCE["cpu" if args.device == "cpu" else "cuda"]
     for precision in args.precisions:
         start = time.perf_counter()
-        plan = edgert.build(model, precision=precision)
-        print(f"{NAME} {precision}: build {time.perf_counter() - start:.1f} s, {len(plan.layers)} layers", flush=True)
-        contexts[precision] = edgert.load(plan.to_bytes()).create_execution_context()
+        contexts[precision] = execution_context(model, precision, args.device, args.arch)
+        print(f"{NAME} {precision} ({args.device}): build {time.perf_counter() - start:.1f} s", flush=True)
     rng = np.random.default_rng()
     failed = 0
     for background in np.linspace(14.0, 7.0, max(args.draws, 1)):
@@ -83,7 +106,7 @@ def main(argv=None) -> int:
         names = [o.name for o in session.get_outputs()]
         ref = dict(zip(names, session.run(names, draw)))
         for precision, context in contexts.items():
-            text, ok = errors(context.execute(draw), ref, TOLERANCE[precision])
+            text, ok = errors(context.execute(draw), ref, tolerance[precision])
             failed += not ok
             print(f"background +{background:.1f} {precision}: {ref['scores'].shape[0]} detections, {text} "
                   f"{'ok' if ok else 'FAIL'}", flush=True)
