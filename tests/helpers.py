@@ -42,9 +42,15 @@ def random_inputs(model, shapes=None, seed=None) -> dict[str, np.ndarray]:
 
 
 def ort_run(model, feeds: dict) -> dict[str, np.ndarray]:
+    import onnx
     import onnxruntime as ort
+    from onnx import helper
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
+    # the IR version the opsets need, not the installed onnx's newest (an older onnxruntime, as on the GPU machine,
+    # refuses a newer IR version than it knows)
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model.ir_version = min(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
